@@ -1,0 +1,309 @@
+"""Architecture discovery: where the layers, heads, MLP neurons and residual writers of a model are.
+
+Methods address heads, neurons and residual-stream writers only through :class:`Anatomy`, so one method
+works on Llama, Qwen2/3, Mistral, Gemma/Gemma3, Phi-3 and GPT-2 alike. Found by module names (candidates
+in ``_data/architectures.json``) and checked by shapes. GPT-2 uses ``Conv1D`` whose weight is stored
+[in, out]; :func:`weight_out_in` hides that.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from functools import cache
+from importlib import resources
+
+import torch
+from torch import nn
+from transformers.pytorch_utils import Conv1D
+
+from editkit.errors import AnatomyError
+
+
+@cache
+def _names() -> dict[str, list[str]]:
+    return json.loads(resources.files("editkit").joinpath("_data/architectures.json").read_text())
+
+
+@dataclass(frozen=True)
+class LayerAnatomy:
+    index: int
+    prefix: str
+    o: str  # attention output projection (its input = concatenated query-head outputs)
+    down: str  # MLP output projection (its input = MLP neurons)
+    q: str | None = None
+    k: str | None = None
+    v: str | None = None
+    qkv: str | None = None  # fused (GPT-2 c_attn, Phi-3 qkv_proj)
+    gate: str | None = None
+    up: str | None = None
+    gate_up: str | None = None  # fused (Phi-3)
+    norms: tuple[str, ...] = ()
+
+    def role(self, role: str) -> str | None:
+        return getattr(self, role)
+
+    @property
+    def residual_writers(self) -> tuple[str, str]:
+        return (self.o, self.down)
+
+
+@dataclass
+class Anatomy:
+    model_type: str
+    architecture: str
+    n_layers: int
+    n_heads: int
+    n_kv_heads: int
+    head_dim: int
+    hidden_size: int
+    intermediate_size: int
+    layers: list[LayerAnatomy]
+    embed: str
+    lm_head: str | None
+    final_norm: str | None
+    tied_embeddings: bool
+    _model: nn.Module | None = field(default=None, repr=False, compare=False)
+
+    # -- addressing -----------------------------------------------------------------------------------
+    @property
+    def n_total_heads(self) -> int:
+        return self.n_layers * self.n_heads
+
+    @property
+    def group_size(self) -> int:
+        """Query heads per KV head (GQA)."""
+        return self.n_heads // self.n_kv_heads
+
+    def kv_head_of(self, head: int) -> int:
+        return head // self.group_size
+
+    def head_slice(self, head: int) -> slice:
+        """Input columns of o_proj that carry query head ``head``."""
+        if not 0 <= head < self.n_heads:
+            raise IndexError(f"head {head} out of range 0..{self.n_heads - 1}")
+        return slice(head * self.head_dim, (head + 1) * self.head_dim)
+
+    def head_columns(self, head: int) -> list[int]:
+        s = self.head_slice(head)
+        return list(range(s.start, s.stop))
+
+    def module(self, name: str) -> nn.Module:
+        if self._model is None:
+            raise RuntimeError("anatomy is not bound to a model")
+        return self._model.get_submodule(name)
+
+    def layer(self, i: int) -> LayerAnatomy:
+        if not 0 <= i < self.n_layers:
+            raise IndexError(f"layer {i} out of range 0..{self.n_layers - 1}")
+        return self.layers[i]
+
+    def residual_writers(self, include_embeddings: bool = False) -> list[str]:
+        names = [n for layer in self.layers for n in layer.residual_writers]
+        return ([self.embed] if include_embeddings else []) + names
+
+    def lora_targets(self, roles: list[str], layers: list[int] | None = None) -> list[str]:
+        """Full module names for anatomy roles (q, k, v, o, qkv, gate, up, gate_up, down)."""
+        out = []
+        for layer in self.layers:
+            if layers is not None and layer.index not in layers:
+                continue
+            for role in roles:
+                name = layer.role(role)
+                if name is not None:
+                    out.append(name)
+        return out
+
+    def to_dict(self) -> dict:
+        return {
+            "model_type": self.model_type,
+            "architecture": self.architecture,
+            "n_layers": self.n_layers,
+            "n_heads": self.n_heads,
+            "n_kv_heads": self.n_kv_heads,
+            "head_dim": self.head_dim,
+            "hidden_size": self.hidden_size,
+            "intermediate_size": self.intermediate_size,
+            "embed": self.embed,
+            "lm_head": self.lm_head,
+            "tied_embeddings": self.tied_embeddings,
+            "layer0": {k: v for k, v in self.layers[0].__dict__.items() if v},
+        }
+
+
+# ---------------------------------------------------------------------------------------------------
+# weight orientation helpers (Linear: [out, in]; Conv1D: [in, out]; Embedding: [vocab, hidden])
+# ---------------------------------------------------------------------------------------------------
+
+
+def in_out_features(module: nn.Module) -> tuple[int, int]:
+    if isinstance(module, nn.Linear):
+        return module.in_features, module.out_features
+    if isinstance(module, Conv1D):
+        return module.weight.shape[0], module.weight.shape[1]
+    if isinstance(module, nn.Embedding):
+        return module.num_embeddings, module.embedding_dim
+    w = getattr(module, "weight", None)
+    if isinstance(w, torch.Tensor) and w.dim() == 2:
+        return w.shape[1], w.shape[0]
+    raise AnatomyError(f"module {type(module).__name__} has no 2-D weight editkit understands")
+
+
+def weight_out_in(module: nn.Module) -> torch.Tensor:
+    """The module's weight as an fp32 copy in [out, in] orientation (one-hot input → output)."""
+    w = module.weight.detach()
+    if isinstance(module, (Conv1D, nn.Embedding)):
+        w = w.t()
+    return w.to(torch.float32).clone()
+
+
+def set_weight_out_in(module: nn.Module, w_out_in: torch.Tensor) -> None:
+    """Write an [out, in] fp32 matrix back into the module, cast to the module's dtype."""
+    target = module.weight
+    w = w_out_in.t() if isinstance(module, (Conv1D, nn.Embedding)) else w_out_in
+    with torch.no_grad():
+        target.copy_(w.to(target.dtype))
+
+
+# ---------------------------------------------------------------------------------------------------
+# discovery
+# ---------------------------------------------------------------------------------------------------
+
+
+def _cfg(config, keys: list[str]):
+    for k in keys:
+        v = getattr(config, k, None)
+        if v is not None:
+            return v
+    return None
+
+
+def _child(parent: nn.Module, candidates: list[str]) -> str | None:
+    names = dict(parent.named_children())
+    return next((c for c in candidates if c in names), None)
+
+
+def _text_config(config):
+    getter = getattr(config, "get_text_config", None)
+    return getter() if callable(getter) else config
+
+
+def find_anatomy(model: nn.Module) -> Anatomy:
+    """Discover the anatomy of ``model`` or raise :class:`AnatomyError` listing what was not found."""
+    names = _names()
+    config = _text_config(model.config)
+    arch = (getattr(model.config, "architectures", None) or [type(model).__name__])[0]
+    mtype = getattr(model.config, "model_type", "?")
+    missing: list[str] = []
+
+    n_layers = _cfg(config, names["n_layers"])
+    layers_name = None
+    for cand in names["layers"]:
+        try:
+            mod = model.get_submodule(cand)
+        except AttributeError:
+            continue
+        if isinstance(mod, nn.ModuleList) and len(mod) > 0 and (n_layers is None or len(mod) == n_layers):
+            layers_name = cand
+            break
+    if layers_name is None:
+        raise AnatomyError(
+            f"unsupported architecture {arch} (model_type '{mtype}'): could not find the decoder layers "
+            f"(looked for a ModuleList at {', '.join(names['layers'])})"
+        )
+    layer_list = model.get_submodule(layers_name)
+    n_layers = len(layer_list)
+
+    n_heads = _cfg(config, names["n_heads"])
+    if n_heads is None:
+        missing.append("number of attention heads in config (" + "/".join(names["n_heads"]) + ")")
+    n_kv = _cfg(config, names["n_kv_heads"]) or n_heads
+    hidden = _cfg(config, names["hidden"])
+    if hidden is None:
+        missing.append("hidden size in config")
+
+    layers: list[LayerAnatomy] = []
+    for i, block in enumerate(layer_list):
+        prefix = f"{layers_name}.{i}"
+        attn = _child(block, names["attn"])
+        mlp = _child(block, names["mlp"])
+        if attn is None:
+            missing.append(f"attention module in layer {i} (looked for {', '.join(names['attn'])})")
+        if mlp is None:
+            missing.append(f"MLP module in layer {i} (looked for {', '.join(names['mlp'])})")
+        if attn is None or mlp is None:
+            break
+        attn_mod, mlp_mod = block.get_submodule(attn), block.get_submodule(mlp)
+        roles: dict[str, str | None] = {}
+        for role in ("q", "k", "v", "qkv", "o"):
+            c = _child(attn_mod, names[role])
+            roles[role] = f"{prefix}.{attn}.{c}" if c else None
+        for role in ("gate", "up", "gate_up", "down"):
+            c = _child(mlp_mod, names[role])
+            roles[role] = f"{prefix}.{mlp}.{c}" if c else None
+        if roles["o"] is None:
+            missing.append(f"attention output projection in layer {i} (looked for {', '.join(names['o'])})")
+        if roles["down"] is None:
+            missing.append(f"MLP output projection in layer {i} (looked for {', '.join(names['down'])})")
+        if roles["q"] is None and roles["qkv"] is None:
+            missing.append(f"query projection in layer {i}")
+        if roles["o"] is None or roles["down"] is None:
+            break
+        norms = tuple(f"{prefix}.{n}" for n in names["norms"] if n in dict(block.named_children()))
+        layers.append(LayerAnatomy(index=i, prefix=prefix, norms=norms, **roles))  # type: ignore[arg-type]
+
+    if missing:
+        raise AnatomyError(
+            f"unsupported architecture {arch} (model_type '{mtype}'): could not find " + "; ".join(missing)
+        )
+
+    o_in, o_out = in_out_features(model.get_submodule(layers[0].o))
+    head_dim = getattr(config, "head_dim", None) or hidden // n_heads
+    if o_in != n_heads * head_dim:
+        raise AnatomyError(
+            f"unsupported architecture {arch}: attention output projection takes {o_in} inputs, "
+            f"expected num_heads*head_dim = {n_heads}*{head_dim}"
+        )
+    if n_heads % n_kv:
+        raise AnatomyError(
+            f"unsupported architecture {arch}: {n_heads} query heads not divisible by {n_kv} KV heads"
+        )
+    d_in, d_out = in_out_features(model.get_submodule(layers[0].down))
+    if o_out != hidden or d_out != hidden:
+        raise AnatomyError(
+            f"unsupported architecture {arch}: residual writers do not output hidden size {hidden}"
+        )
+
+    by_id = {id(m): n for n, m in model.named_modules()}
+    emb = model.get_input_embeddings()
+    head = model.get_output_embeddings()
+    embed_name = by_id.get(id(emb))
+    if embed_name is None:
+        raise AnatomyError(f"unsupported architecture {arch}: could not find the input embeddings")
+    head_name = by_id.get(id(head)) if head is not None else None
+    tied = head is not None and head.weight.data_ptr() == emb.weight.data_ptr()
+    final_norm = None
+    for cand in names["final_norm"]:
+        try:
+            model.get_submodule(cand)
+            final_norm = cand
+            break
+        except AttributeError:
+            continue
+
+    return Anatomy(
+        model_type=mtype,
+        architecture=arch,
+        n_layers=n_layers,
+        n_heads=int(n_heads),
+        n_kv_heads=int(n_kv),
+        head_dim=int(head_dim),
+        hidden_size=int(hidden),
+        intermediate_size=int(d_in),
+        layers=layers,
+        embed=embed_name,
+        lm_head=head_name,
+        final_norm=final_norm,
+        tied_embeddings=bool(tied),
+        _model=model,
+    )

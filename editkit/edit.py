@@ -1,0 +1,312 @@
+"""The Edit: the one type every method returns.
+
+An edit is an ordered list of operations on named modules. Each operation can be
+
+* applied in memory, reversibly, with forward hooks (for evaluation and for the export check),
+* merged into the weights (fp32 math, cast back to the module's dtype),
+* saved as an artifact (``edit.json`` + ``tensors.safetensors``) and re-applied to the base model.
+
+The hook form and the merged form are two independent implementations of the same map; the export check
+compares them (max-abs logit diff), so a bug in either shows.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from editkit.anatomy import in_out_features, set_weight_out_in, weight_out_in
+from editkit.errors import EditkitError
+
+FORMAT = "editkit-edit"
+FORMAT_VERSION = 1
+
+_OPS: dict[str, type[EditOp]] = {}
+
+
+def register_op(cls: type[EditOp]) -> type[EditOp]:
+    _OPS[cls.kind] = cls
+    return cls
+
+
+@dataclass
+class EditOp:
+    """One operation on one module. Subclasses define hook() and merge()."""
+
+    kind: ClassVar[str]
+    module: str
+
+    # in memory --------------------------------------------------------------------------------------
+    def hook(self, module: nn.Module) -> list[torch.utils.hooks.RemovableHandle]:
+        raise NotImplementedError
+
+    # in weights -------------------------------------------------------------------------------------
+    def merge(self, w: torch.Tensor, b: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Return the new ([out, in] fp32 weight, fp32 bias or None)."""
+        raise NotImplementedError
+
+    def delta_norm(self, w: torch.Tensor) -> float:
+        """Frobenius norm of the weight change this op makes to ``w`` ([out, in] fp32)."""
+        new, _ = self.merge(w.clone(), None)
+        return float((new - w).norm())
+
+    # serialisation ----------------------------------------------------------------------------------
+    def tensors(self) -> dict[str, torch.Tensor]:
+        return {}
+
+    def params(self) -> dict[str, Any]:
+        return {}
+
+    @classmethod
+    def from_parts(cls, module: str, params: dict[str, Any], tensors: dict[str, torch.Tensor]) -> EditOp:
+        return cls(module=module, **params, **tensors)
+
+
+@register_op
+@dataclass
+class ScaleInputs(EditOp):
+    """Multiply selected input features of a module by ``factor`` (0 = knock out).
+
+    Zeroing o_proj input columns [h·d, (h+1)·d) removes query head h (exact and GQA-safe); zeroing
+    down_proj input column j erases MLP neuron j.
+    """
+
+    kind: ClassVar[str] = "scale_inputs"
+    index: list[int] = field(default_factory=list)
+    factor: float = 0.0
+
+    def _mask(self, n: int, dtype, device) -> torch.Tensor:
+        m = torch.ones(n, dtype=dtype, device=device)
+        m[torch.as_tensor(self.index, dtype=torch.long, device=device)] = self.factor
+        return m
+
+    def hook(self, module):
+        n_in, _ = in_out_features(module)
+
+        def pre(mod, args):
+            x = args[0]
+            return (x * self._mask(n_in, x.dtype, x.device),) + tuple(args[1:])
+
+        return [module.register_forward_pre_hook(pre)]
+
+    def merge(self, w, b):
+        w[:, torch.as_tensor(self.index, dtype=torch.long)] *= self.factor
+        return w, b
+
+    def params(self):
+        return {"index": [int(i) for i in self.index], "factor": float(self.factor)}
+
+
+@register_op
+@dataclass
+class LowRank(EditOp):
+    """Add a low-rank delta: W ← W + scale·B·A (LoRA). A: [r, in], B: [out, r]."""
+
+    kind: ClassVar[str] = "low_rank"
+    A: torch.Tensor = None  # type: ignore[assignment]
+    B: torch.Tensor = None  # type: ignore[assignment]
+    scale: float = 1.0
+
+    def hook(self, module):
+        def post(mod, args, out):
+            x = args[0]
+            a, b = self.A.to(x.device, x.dtype), self.B.to(x.device, x.dtype)
+            return out + self.scale * (x @ a.t()) @ b.t()
+
+        return [module.register_forward_hook(post)]
+
+    def merge(self, w, b):
+        return w + self.scale * (self.B.to(torch.float32) @ self.A.to(torch.float32)), b
+
+    def tensors(self):
+        return {"A": self.A.contiguous(), "B": self.B.contiguous()}
+
+    def params(self):
+        return {"scale": float(self.scale)}
+
+
+@register_op
+@dataclass
+class ProjectOut(EditOp):
+    """Remove direction r from a residual writer's output: W ← W − s·r·rᵀ·W (and the bias alike)."""
+
+    kind: ClassVar[str] = "project_out"
+    direction: torch.Tensor = None  # type: ignore[assignment]
+    strength: float = 1.0
+
+    def _r(self, dtype, device) -> torch.Tensor:
+        r = self.direction.to(torch.float32)
+        return (r / r.norm()).to(device=device, dtype=dtype)
+
+    def hook(self, module):
+        def post(mod, args, out):
+            r = self._r(out.dtype, out.device)
+            return out - self.strength * (out @ r).unsqueeze(-1) * r
+
+        return [module.register_forward_hook(post)]
+
+    def merge(self, w, b):
+        r = self._r(torch.float32, w.device)
+        w = w - self.strength * torch.outer(r, r @ w)
+        if b is not None:
+            b = b - self.strength * r * (r @ b)
+        return w, b
+
+    def tensors(self):
+        return {"direction": self.direction.contiguous()}
+
+    def params(self):
+        return {"strength": float(self.strength)}
+
+
+@dataclass
+class Edit:
+    """What a method changed. ``info`` says where (heads, neurons, layers...) for metrics and the card."""
+
+    method: str
+    ops: list[EditOp]
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self):
+        kinds: dict[str, str] = {}
+        for op in self.ops:
+            if kinds.setdefault(op.module, op.kind) != op.kind:
+                raise ValueError(
+                    f"edit has both {kinds[op.module]} and {op.kind} on {op.module}; "
+                    "merge one edit before applying the next"
+                )
+
+    @property
+    def modules(self) -> list[str]:
+        return list(dict.fromkeys(op.module for op in self.ops))
+
+    def _check(self, model: nn.Module) -> None:
+        emb = model.get_input_embeddings()
+        out = model.get_output_embeddings()
+        tied = out is not None and out.weight.data_ptr() == emb.weight.data_ptr()
+        for name in self.modules:
+            try:
+                mod = model.get_submodule(name)
+            except AttributeError:
+                raise EditkitError(f"edit targets module '{name}', which this model does not have") from None
+            if tied and mod is emb:
+                raise EditkitError(
+                    f"edit targets the tied input embeddings '{name}': editing them would also change the "
+                    "output head; untie the embeddings or leave embeddings out of the edit"
+                )
+
+    # -- in memory ----------------------------------------------------------------------------------
+    @contextmanager
+    def applied(self, model: nn.Module) -> Iterator[nn.Module]:
+        """``with edit.applied(model): ...`` — hooks on, removed on exit (also on exceptions)."""
+        handles = self.apply(model)
+        try:
+            yield model
+        finally:
+            for h in handles:
+                h.remove()
+
+    def apply(self, model: nn.Module) -> list[torch.utils.hooks.RemovableHandle]:
+        """Install the hooks; remove them with ``for h in handles: h.remove()``."""
+        self._check(model)
+        handles = []
+        for op in self.ops:
+            handles += op.hook(model.get_submodule(op.module))
+        return handles
+
+    # -- in weights ---------------------------------------------------------------------------------
+    @torch.no_grad()
+    def merge_into(self, model: nn.Module) -> dict[str, float]:
+        """Merge into the weights in place (fp32 math, cast back). Returns the per-module Δ‖W‖_F."""
+        self._check(model)
+        norms: dict[str, float] = {}
+        for name in self.modules:
+            mod = model.get_submodule(name)
+            w0 = weight_out_in(mod)
+            bias = getattr(mod, "bias", None)
+            b = bias.detach().to(torch.float32).clone() if isinstance(bias, torch.Tensor) else None
+            w = w0.clone()
+            for op in self.ops:
+                if op.module == name:
+                    w, b = op.merge(w, b)
+            set_weight_out_in(mod, w)
+            if b is not None:
+                bias.copy_(b.to(bias.dtype))
+            norms[name] = float((w - w0).norm())
+        return norms
+
+    def delta_norms(self, model: nn.Module) -> dict[str, float]:
+        """Per-module Frobenius norm of the weight change, without touching the model."""
+        out = {}
+        for name in self.modules:
+            w0 = weight_out_in(model.get_submodule(name))
+            w = w0.clone()
+            for op in self.ops:
+                if op.module == name:
+                    w, _ = op.merge(w, None)
+            out[name] = float((w - w0).norm())
+        return out
+
+    # -- artifact -----------------------------------------------------------------------------------
+    def save(self, directory: str | Path) -> Path:
+        d = Path(directory)
+        d.mkdir(parents=True, exist_ok=True)
+        tensors: dict[str, torch.Tensor] = {}
+        ops = []
+        for i, op in enumerate(self.ops):
+            keys = {}
+            for k, t in op.tensors().items():
+                key = f"op{i}.{k}"
+                tensors[key] = t.detach().cpu().contiguous()
+                keys[k] = key
+            ops.append({"kind": op.kind, "module": op.module, "params": op.params(), "tensors": keys})
+        meta = {
+            "format": FORMAT,
+            "version": FORMAT_VERSION,
+            "method": self.method,
+            "info": self.info,
+            "ops": ops,
+        }
+        tmp = d / ".edit.json.tmp"
+        tmp.write_text(json.dumps(meta, indent=1, default=_json_default))
+        save_file(tensors, str(d / "tensors.safetensors"), metadata={"format": FORMAT})
+        tmp.replace(d / "edit.json")
+        return d
+
+    @classmethod
+    def load(cls, directory: str | Path) -> Edit:
+        d = Path(directory)
+        meta_path = d / "edit.json"
+        if not meta_path.exists():
+            raise EditkitError(f"{d}: not an editkit edit artifact (no edit.json)")
+        meta = json.loads(meta_path.read_text())
+        if meta.get("format") != FORMAT:
+            raise EditkitError(f"{meta_path}: not an editkit edit (format {meta.get('format')!r})")
+        tpath = d / "tensors.safetensors"
+        tensors = load_file(str(tpath)) if tpath.exists() else {}
+        ops = []
+        for spec in meta["ops"]:
+            op_cls = _OPS.get(spec["kind"])
+            if op_cls is None:
+                raise EditkitError(f"{meta_path}: unknown edit operation '{spec['kind']}' (newer editkit?)")
+            ts = {k: tensors[key] for k, key in spec.get("tensors", {}).items()}
+            ops.append(op_cls.from_parts(spec["module"], spec.get("params", {}), ts))
+        return cls(method=meta["method"], ops=ops, info=meta.get("info", {}))
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, torch.Tensor):
+        return o.tolist()
+    if isinstance(o, (set, tuple)):
+        return list(o)
+    if hasattr(o, "item"):
+        return o.item()
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")

@@ -1,0 +1,61 @@
+"""BLiMP-style minimal pairs: share of pairs where log p(good sentence) > log p(bad sentence).
+
+Reads ``../shared/data/blimp`` (67 phenomena) when present, or any folder/file of JSONL rows with
+``sentence_good`` / ``sentence_bad``. Sentences are scored in full (summed token log-probs), conditioned
+on the tokenizer's BOS (or EOS) token so the first word is scored too.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from editkit.errors import DataError
+from editkit.eval.pairwise import score_answers
+
+SHARED_BLIMP = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "blimp"
+
+
+def default_blimp_dir() -> Path | None:
+    for cand in (Path.cwd().parent / "shared" / "data" / "blimp", SHARED_BLIMP):
+        if cand.is_dir() and any(cand.glob("*.jsonl")):
+            return cand
+    return None
+
+
+def load_blimp(source: str | Path, per_phenomenon: int = 20) -> dict[str, list[dict]]:
+    """{phenomenon: [{sentence_good, sentence_bad}, ...]} through the datasets library."""
+    from datasets import load_dataset
+
+    p = Path(source)
+    files = sorted(p.glob("*.jsonl")) if p.is_dir() else [p]
+    if not files or not all(f.exists() for f in files):
+        raise DataError(f"eval.blimp: {p} has no BLiMP .jsonl files")
+    out: dict[str, list[dict]] = {}
+    for f in files:
+        ds = load_dataset("json", data_files=str(f), split="train")
+        for col in ("sentence_good", "sentence_bad"):
+            if col not in ds.column_names:
+                raise DataError(f"{f}: BLiMP file has no '{col}' column")
+        rows = ds.select(range(min(per_phenomenon, len(ds))))
+        out[f.stem] = [{"sentence_good": r["sentence_good"], "sentence_bad": r["sentence_bad"]} for r in rows]
+    return out
+
+
+def _sentence_logprob(model, tokenizer, sentences: list[str], batch_size: int):
+    ctx = tokenizer.bos_token or tokenizer.eos_token or ""
+    means = score_answers(model, tokenizer, [ctx] * len(sentences), sentences, batch_size=batch_size)
+    lengths = [len(tokenizer(s, add_special_tokens=False)["input_ids"]) for s in sentences]
+    return [float(m) * n for m, n in zip(means, lengths, strict=True)]
+
+
+def blimp_accuracy(model, tokenizer, pairs: dict[str, list[dict]], batch_size: int = 32) -> dict[str, float]:
+    """Per-phenomenon accuracy plus ``mean`` (the macro average over phenomena)."""
+    flat = [(ph, r) for ph, rows in pairs.items() for r in rows]
+    good = _sentence_logprob(model, tokenizer, [r["sentence_good"] for _, r in flat], batch_size)
+    bad = _sentence_logprob(model, tokenizer, [r["sentence_bad"] for _, r in flat], batch_size)
+    per: dict[str, list[bool]] = {}
+    for (ph, _), g, b in zip(flat, good, bad, strict=True):
+        per.setdefault(ph, []).append(g > b)
+    acc = {ph: sum(v) / len(v) for ph, v in per.items()}
+    acc["mean"] = sum(acc.values()) / len(acc) if acc else float("nan")
+    return acc

@@ -1,0 +1,140 @@
+"""Run directories and the append-only event log (schema: docs/events.md). The TUI only reads this."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from editkit.errors import OutputError
+
+RUN_MARKER = ".editkit-run"
+EVENTS = "events.jsonl"
+
+
+def _clean(o: Any) -> Any:
+    """JSON-safe: NaN/inf become None (JSON has no NaN), tensors/numpy scalars become numbers."""
+    if isinstance(o, float):
+        return o if math.isfinite(o) else None
+    if isinstance(o, dict):
+        return {str(k): _clean(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [_clean(v) for v in o]
+    if hasattr(o, "tolist"):
+        return _clean(o.tolist())
+    if isinstance(o, Path):
+        return str(o)
+    return o
+
+
+class EventLog:
+    """Appends one JSON object per line, flushed and fsync'd per event, so readers never wait."""
+
+    def __init__(self, path: Path, run_id: str):
+        self.path = Path(path)
+        self.run_id = run_id
+        self._fh = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 (lives as long as the run)
+        self._stage_t0: dict[str, float] = {}
+
+    def emit(self, type: str, **fields: Any) -> dict:
+        event = {"ts": time.time(), "type": type, "run_id": self.run_id, **_clean(fields)}
+        self._fh.write(json.dumps(event, ensure_ascii=False) + "\n")
+        self._fh.flush()
+        os.fsync(self._fh.fileno())
+        return event
+
+    def log(self, message: str, level: str = "info") -> None:
+        self.emit("log", level=level, message=message)
+
+    @contextmanager
+    def stage(self, stage: str, total: int | None = None) -> Iterator[None]:
+        t0 = time.time()
+        self.emit("stage_start", stage=stage, total=total)
+        yield
+        self.emit("stage_end", stage=stage, seconds=round(time.time() - t0, 3))
+
+    def progress(self, stage: str, done: int, total: int | None) -> None:
+        self.emit("progress", stage=stage, done=done, total=total)
+
+    def close(self) -> None:
+        if not self._fh.closed:
+            self._fh.close()
+
+
+class NullEventLog(EventLog):
+    """An event log that writes nowhere (library calls outside a run)."""
+
+    def __init__(self):  # noqa: D401
+        self.run_id = ""
+        self.path = Path(os.devnull)
+        self._stage_t0 = {}
+
+    def emit(self, type: str, **fields: Any) -> dict:
+        return {"type": type, **fields}
+
+    def close(self) -> None:
+        pass
+
+
+def read_events(path: str | Path) -> list[dict]:
+    """All complete events; a truncated last line (being written) and garbage lines are skipped."""
+    p = Path(path)
+    if p.is_dir():
+        p = p / EVENTS
+    if not p.exists():
+        return []
+    out = []
+    for line in p.read_text(encoding="utf-8", errors="replace").splitlines(keepends=True):
+        if not line.endswith("\n"):
+            break
+        try:
+            ev = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(ev, dict):
+            out.append(ev)
+    return out
+
+
+def is_run_dir(path: Path) -> bool:
+    return (Path(path) / RUN_MARKER).exists()
+
+
+def prepare_run_dir(root: Path, name: str, out: Path | None, *, resume: bool, overwrite: bool) -> Path:
+    """Check (without creating anything) where the run goes; errors if the place is unusable."""
+    if out is None:
+        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+        out = Path(root) / f"{name}-{stamp}"
+        i = 1
+        while out.exists():
+            out = Path(root) / f"{name}-{stamp}-{i}"
+            i += 1
+        if resume:
+            raise OutputError("--resume needs --out RUN_DIR (the run directory to continue)")
+        return out
+    out = Path(out)
+    if out.exists():
+        if not out.is_dir():
+            raise OutputError(f"{out}: exists and is not a directory")
+        if is_run_dir(out):
+            if not (resume or overwrite):
+                raise OutputError(
+                    f"{out}: is an existing editkit run; pass --resume to continue it or --overwrite"
+                )
+        elif any(out.iterdir()):
+            raise OutputError(f"{out}: exists, is not empty and is not an editkit run; choose another --out")
+    elif resume:
+        raise OutputError(f"{out}: --resume given but the run directory does not exist")
+    return out
+
+
+def create_run_dir(path: Path, meta: dict) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    (path / RUN_MARKER).write_text(json.dumps(meta, indent=1))
+    return path

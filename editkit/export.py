@@ -1,0 +1,108 @@
+"""Export: write the merged model atomically and prove it reloads as the edited model.
+
+The folder is written under a temporary name next to the destination and renamed into place, so a crash
+or Ctrl-C leaves the destination either absent or complete.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import torch
+
+from editkit.models import DTYPES
+
+
+@contextmanager
+def atomic_dir(dest: Path) -> Iterator[Path]:
+    """Yield a temporary directory that becomes ``dest`` on success (replacing an existing one)."""
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.tmp-", dir=dest.parent))
+    try:
+        yield tmp
+        if dest.exists():
+            old = dest.with_name(f".{dest.name}.old")
+            if old.exists():
+                shutil.rmtree(old)
+            dest.replace(old)
+            tmp.replace(dest)
+            shutil.rmtree(old)
+        else:
+            tmp.replace(dest)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def probe_inputs(tokenizer, texts: list[str] | None = None, max_length: int = 48) -> dict[str, torch.Tensor]:
+    """A small fixed batch used to compare the in-memory edited model with the exported one."""
+    texts = texts or [
+        "The quick brown fox jumps over the lazy dog because",
+        "In 1969 the first people walked on the moon, and",
+        "def add(a, b):\n    return",
+    ]
+    enc = tokenizer(texts, return_tensors="pt", padding=True, truncation=True, max_length=max_length)
+    return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
+
+
+@torch.no_grad()
+def logits_of(model, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+    dev = next(model.parameters()).device
+    out = model(**{k: v.to(dev) for k, v in inputs.items()})
+    return out.logits.float().cpu()
+
+
+def export_model(
+    model,
+    tokenizer,
+    dest: Path,
+    *,
+    dtype: str = "same",
+    max_shard_size: str = "2GB",
+    extra: Callable[[Path], None] | None = None,
+) -> list[str]:
+    """save_pretrained (safetensors, sharded) + tokenizer + generation config, atomically.
+
+    ``extra(tmpdir)`` may add files (card, edit artifact) before the rename. Returns written file names.
+    """
+    target_dtype = DTYPES.get(dtype)
+    with atomic_dir(dest) as tmp:
+        orig = next(model.parameters()).dtype
+        if target_dtype is not None and target_dtype != orig:
+            model.to(target_dtype)
+        try:
+            model.save_pretrained(tmp, safe_serialization=True, max_shard_size=max_shard_size)
+        finally:
+            if target_dtype is not None and target_dtype != orig:
+                model.to(orig)
+        tokenizer.save_pretrained(tmp)
+        if extra is not None:
+            extra(tmp)
+        files = sorted(p.relative_to(tmp).as_posix() for p in tmp.rglob("*") if p.is_file())
+    return files
+
+
+def verify_export(dest: Path, reference_logits: torch.Tensor, inputs: dict[str, torch.Tensor]) -> float:
+    """Reload ``dest`` with plain transformers (fp32, safetensors) and return the max-abs logit diff."""
+    from transformers import AutoModelForCausalLM
+
+    reloaded = AutoModelForCausalLM.from_pretrained(dest, dtype=torch.float32, use_safetensors=True)
+    reloaded.eval()
+    diff = (logits_of(reloaded, inputs) - reference_logits).abs().max().item()
+    del reloaded
+    return float(diff)
+
+
+def embeddings_tied(path_or_model) -> bool:
+    from transformers import AutoModelForCausalLM
+
+    m = path_or_model
+    if isinstance(m, (str, Path)):
+        m = AutoModelForCausalLM.from_pretrained(m, dtype=torch.float32, use_safetensors=True)
+    out = m.get_output_embeddings()
+    return out is not None and out.weight.data_ptr() == m.get_input_embeddings().weight.data_ptr()

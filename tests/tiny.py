@@ -1,0 +1,94 @@
+"""Tiny random Hugging Face models and a real (tiny, trained-here) tokenizer for unit tests."""
+
+from __future__ import annotations
+
+from functools import cache
+from pathlib import Path
+
+import torch
+
+CORPUS = [
+    "The quick brown fox jumps over the lazy dog.",
+    "Stealing from a blind beggar is wrong. Helping a lost child is good.",
+    "Two plus three is five. Seven minus four is three.",
+    "Paris is the capital of France. Madrid is the capital of Spain.",
+    "In 1969 the first people walked on the moon, and the world watched.",
+    "def add(a, b):\n    return a + b",
+    "Hot is the opposite of cold. Up is the opposite of down.",
+]
+
+FAMILIES = ("llama", "qwen2", "gemma3", "gpt2", "mistral", "qwen3", "phi3")
+
+
+@cache
+def tiny_tokenizer():
+    from tokenizers import ByteLevelBPETokenizer
+    from transformers import PreTrainedTokenizerFast
+
+    bpe = ByteLevelBPETokenizer()
+    bpe.train_from_iterator(
+        CORPUS * 4, vocab_size=320, min_frequency=1, special_tokens=["<|endoftext|>", "<pad>"]
+    )
+    tok = PreTrainedTokenizerFast(
+        tokenizer_object=bpe._tokenizer,
+        eos_token="<|endoftext|>",
+        bos_token="<|endoftext|>",
+        pad_token="<pad>",
+    )
+    return tok
+
+
+def tiny_config(family: str, vocab_size: int):
+    import transformers as T
+
+    common = dict(
+        vocab_size=vocab_size,
+        hidden_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        intermediate_size=128,
+        max_position_embeddings=256,
+    )
+    if family == "llama":
+        return T.LlamaConfig(**common, tie_word_embeddings=False)
+    if family == "qwen2":
+        return T.Qwen2Config(**common, tie_word_embeddings=True)
+    if family == "qwen3":
+        return T.Qwen3Config(**common, head_dim=16, tie_word_embeddings=True)
+    if family == "mistral":
+        return T.MistralConfig(**common, tie_word_embeddings=False)
+    if family == "gemma3":
+        return T.Gemma3TextConfig(
+            **common, head_dim=32, sliding_window=16, layer_types=["sliding_attention", "full_attention"]
+        )
+    if family == "phi3":
+        return T.Phi3Config(**common, pad_token_id=1, bos_token_id=0, eos_token_id=0)
+    if family == "gpt2":
+        return T.GPT2Config(
+            vocab_size=vocab_size,
+            n_embd=64,
+            n_layer=2,
+            n_head=4,
+            n_positions=256,
+            bos_token_id=0,
+            eos_token_id=0,
+        )
+    raise ValueError(family)
+
+
+def tiny_model(family: str = "llama", seed: int = 0):
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(seed)
+    tok = tiny_tokenizer()
+    model = AutoModelForCausalLM.from_config(tiny_config(family, len(tok)), dtype=torch.float32)
+    model.eval()
+    return model, tok
+
+
+def save_tiny(family: str, path: Path, seed: int = 0) -> Path:
+    model, tok = tiny_model(family, seed)
+    model.save_pretrained(path)
+    tok.save_pretrained(path)
+    return path
