@@ -207,6 +207,8 @@ def apply_recipe(
     t_load = time.time()
     loaded = load_model(recipe.model, progress=say)
     anatomy = find_anatomy(loaded.model)
+    method = method_cls()
+    method.check(recipe.method, anatomy)
     load_seconds = time.time() - t_load
 
     # ---- from here on the run directory exists ----
@@ -255,7 +257,6 @@ def apply_recipe(
     )
     stage = "setup"
     try:
-        method = method_cls()
         ctx = FitContext(
             model=loaded.model,
             tokenizer=loaded.tokenizer,
@@ -387,7 +388,7 @@ def _evaluate(ctx: FitContext, method, recipe: Recipe, data: LoadedData, say, ph
         perplexity_fn=perplexity if recipe.eval.perplexity else None,
         progress=lambda s: say(f"{phase}: {s}"),
     )
-    m.update(method.evaluate(ctx, phase) if hasattr(method, "evaluate") else {})
+    m.update(method.evaluate(ctx, phase))
     return m
 
 
@@ -454,3 +455,29 @@ def export_run(ctx: FitContext, edit: Edit, recipe: Recipe, run_dir: Path, loade
 
 def anatomy_of(model) -> Anatomy:
     return find_anatomy(model)
+
+
+def open_run(run_dir: str | Path):
+    """Re-open a finished run: (recipe, data, loaded base model, anatomy, edit, FitContext). No events written."""
+    import yaml
+
+    from editkit.events import NullEventLog, is_run_dir
+    from editkit.models import load_model
+
+    run_dir = Path(run_dir)
+    if not is_run_dir(run_dir):
+        raise EditkitError(f"{run_dir}: not an editkit run directory")
+    if not (run_dir / "edit" / "edit.json").exists():
+        raise EditkitError(f"{run_dir}: the run has no edit artifact yet (edit/edit.json)")
+    recipe = Recipe.model_validate(yaml.safe_load((run_dir / "recipe.yaml").read_text()))
+    method_cls = get_method(recipe.method.name)
+    data = load_data(recipe, method_cls.needs)
+    loaded = load_model(recipe.model)
+    anatomy = find_anatomy(loaded.model)
+    edit = Edit.load(run_dir / "edit")
+    ctx = FitContext(
+        model=loaded.model, tokenizer=loaded.tokenizer, anatomy=anatomy, params=recipe.method, data=data.roles,
+        events=NullEventLog(), run_dir=run_dir, seed=recipe.seed,
+        extras={"recipe": recipe, "loaded": loaded, "eval_data": data.eval},
+    )
+    return recipe, data, loaded, anatomy, edit, ctx

@@ -30,3 +30,29 @@ def run_robustness(ctx, edit, recipe, data, events) -> dict[str, Any]:
             ],
         )
     return out
+
+
+def robustness_for_run_dir(run_dir) -> dict[str, Any]:
+    """`editkit robustness RUN_DIR`: recompute the robustness table and store it in metrics.json."""
+    import json
+    from pathlib import Path
+
+    from editkit.errors import EditkitError
+    from editkit.events import EventLog
+    from editkit.pipeline import _write_metrics, open_run
+
+    recipe, data, loaded, anatomy, edit, ctx = open_run(run_dir)
+    if not data.eval.target_test:
+        raise EditkitError(f"{run_dir}: the recipe has no data.target, so there is nothing to check on paraphrases")
+    run_dir = Path(run_dir)
+    events = EventLog(run_dir / "events.jsonl", run_dir.name)
+    try:
+        with events.stage("robustness"):
+            report = run_robustness(ctx, edit, recipe, data, events)
+    finally:
+        events.close()
+    mpath = run_dir / "metrics.json"
+    metrics = json.loads(mpath.read_text()) if mpath.exists() else {}
+    metrics["robustness"] = report
+    _write_metrics(run_dir, metrics)
+    return report

@@ -53,8 +53,18 @@ class Method:
     #: data roles the method needs in the recipe (checked before the model is loaded)
     needs: ClassVar[tuple[str, ...]] = ()
 
+    def check(self, params: MethodParams, anatomy: Anatomy) -> None:
+        """Model-dependent validation of the params, run before the run directory exists.
+
+        Raise an EditkitError naming the field (e.g. a head index beyond this model's heads).
+        """
+
     def fit(self, ctx: FitContext) -> Edit:
         raise NotImplementedError
+
+    def evaluate(self, ctx: FitContext, phase: str) -> dict[str, float]:
+        """Method-specific metrics, measured with the model as it is now (phase: base/edited/control)."""
+        return {}
 
     def control(self, ctx: FitContext, edit: Edit) -> Edit | None:
         """A random edit of the same size as ``edit`` (the honest baseline); None if not meaningful."""

@@ -1,0 +1,462 @@
+"""`editkit monitor`: watch a run (or a runs/ folder) through its events.jsonl. Read-only by design."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from rich.text import Text
+from textual.app import App, ComposeResult
+from textual.binding import Binding
+from textual.containers import Vertical, VerticalScroll
+from textual.screen import Screen
+from textual.timer import Timer
+from textual.widgets import (
+    DataTable,
+    Footer,
+    Header,
+    MarkdownViewer,
+    RichLog,
+    Static,
+    TabbedContent,
+    TabPane,
+)
+from textual_plotext import PlotextPlot
+
+from tui import render
+from tui.state import (
+    EVENTS_FILE,
+    STALE_AFTER_S,
+    EventTailer,
+    RunState,
+    display_status,
+    find_runs,
+    format_duration,
+    is_run_dir,
+)
+
+PANELS = ["timeline", "loss", "metrics", "heatmap", "robustness", "log"]
+MAX_PLOT_POINTS = 2000
+
+
+class RunWatcher:
+    """A tailer plus the state folded from it; rebuilds from scratch if the file is replaced."""
+
+    def __init__(self, run_dir: Path):
+        self.run_dir = Path(run_dir)
+        self.tailer = EventTailer(self.run_dir / EVENTS_FILE)
+        self.state = RunState(run_id=self.run_dir.name)
+
+    def poll(self) -> bool:
+        """Read new events; True if anything changed."""
+        events = self.tailer.read_new()
+        if self.tailer.restarted:
+            self.state = RunState(run_id=self.run_dir.name)
+        self.state.apply_all(events)
+        return bool(events) or self.tailer.restarted
+
+    def status(self, now: float, stale_after: float) -> str:
+        return display_status(self.state, self.tailer.mtime, now, stale_after)
+
+
+class LossPlot(PlotextPlot):
+    """Loss and each loss term against the step."""
+
+    def draw(self, state: RunState) -> None:
+        plt = self.plt
+        plt.clear_data()
+        plt.clear_figure()
+        plt.title("loss terms")
+        plt.xlabel("step")
+        for name, points in state.series.items():
+            pts = [(x, y) for x, y in points if math.isfinite(y)]
+            if len(pts) > MAX_PLOT_POINTS:
+                stride = math.ceil(len(pts) / MAX_PLOT_POINTS)
+                pts = pts[::stride] + [pts[-1]]
+            if pts:
+                plt.plot([p[0] for p in pts], [p[1] for p in pts], label=name, marker="braille")
+        self.refresh()
+
+
+class CardScreen(Screen):
+    """The run's model card (model/README.md) in a Markdown viewer."""
+
+    BINDINGS = [Binding("escape", "app.pop_screen", "Back"), Binding("q", "app.quit", "Quit")]
+
+    def __init__(self, path: Path):
+        super().__init__()
+        self.path = path
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        yield Static(Text(str(self.path), style="dim"), id="card-path")
+        yield MarkdownViewer(
+            self.path.read_text(encoding="utf-8", errors="replace"), show_table_of_contents=False
+        )
+        yield Footer()
+
+
+class RunScreen(Screen):
+    """One run: header, summary line, and six panels fed by the event tailer."""
+
+    BINDINGS = [
+        Binding("1", "show_panel('timeline')", "Timeline"),
+        Binding("2", "show_panel('loss')", "Loss"),
+        Binding("3", "show_panel('metrics')", "Metrics"),
+        Binding("4", "show_panel('heatmap')", "Heatmap"),
+        Binding("5", "show_panel('robustness')", "Robust"),
+        Binding("6", "show_panel('log')", "Log"),
+        Binding("tab", "cycle_panel(1)", "Next", show=False, priority=True),
+        Binding("shift+tab", "cycle_panel(-1)", "Prev", show=False, priority=True),
+        Binding("f", "toggle_follow", "Follow"),
+        Binding("c", "open_card", "Card"),
+        Binding("escape", "back", "Runs"),
+        Binding("q", "app.quit", "Quit"),
+    ]
+
+    def __init__(self, run_dir: Path, *, can_go_back: bool = False):
+        super().__init__()
+        self.watcher = RunWatcher(run_dir)
+        self.can_go_back = can_go_back
+        self._drawn: dict[str, int] = {}
+        self._logs_written = 0
+        self._timer: Timer | None = None
+
+    @property
+    def state(self) -> RunState:
+        return self.watcher.state
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        with Vertical(id="run-top"):
+            yield Static(id="run-header")
+            yield Static(id="error-banner")
+            yield Static(id="message")
+            yield Static(id="summary")
+        with TabbedContent(initial="timeline", id="panels"):
+            with TabPane("1 Timeline", id="timeline"):
+                with VerticalScroll():
+                    yield Static(id="timeline-body")
+            with TabPane("2 Loss", id="loss"):
+                yield LossPlot(id="loss-plot")
+                yield Static(id="loss-last")
+            with TabPane("3 Metrics", id="metrics"):
+                with VerticalScroll():
+                    yield Static(id="metrics-body")
+            with TabPane("4 Heatmap", id="heatmap"):
+                with VerticalScroll():
+                    yield Static(id="heatmap-body")
+            with TabPane("5 Robustness", id="robustness"):
+                with VerticalScroll():
+                    yield Static(id="robustness-body")
+            with TabPane("6 Log", id="log"):
+                yield RichLog(id="log-body", wrap=True, markup=False, max_lines=5000)
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.sub_title = str(self.watcher.run_dir)
+        self.refresh_from_file()
+        self._timer = self.set_interval(
+            self.app.poll_interval, self.refresh_from_file, pause=not self.app.follow
+        )
+
+    @property
+    def following(self) -> bool:
+        return self.app.follow
+
+    # ----------------------------------------------------------------- data
+
+    def refresh_from_file(self) -> None:
+        """Poll the tailer and redraw the panels whose data changed (header always: elapsed ticks)."""
+        restarted = self.watcher.poll() and self.watcher.tailer.restarted
+        if restarted:
+            self._drawn.clear()
+            self._logs_written = 0
+            self.query_one("#log-body", RichLog).clear()
+        self._draw()
+
+    def _changed(self, section: str) -> bool:
+        rev = self.state.revision.get(section, 0)
+        if self._drawn.get(section) == rev:
+            return False
+        self._drawn[section] = rev
+        return True
+
+    def _draw(self) -> None:
+        state = self.state
+        now = self.app.clock()
+        status = self.watcher.status(now, self.app.stale_after)
+        self.query_one("#run-header", Static).update(render.header_text(state, status, state.elapsed(now)))
+        self.query_one("#summary", Static).update(render.summary_text(state, self.following))
+        self._draw_message(status)
+        self._draw_error(status)
+        if self._changed("stages"):
+            self.query_one("#timeline-body", Static).update(render.timeline_table(state))
+        if self._changed("loss"):
+            self.query_one("#loss-plot", LossPlot).draw(state)
+            last = Text()
+            for name, pts in state.series.items():
+                last.append(f"{name} ", style="dim")
+                last.append(f"{render.format_value(pts[-1][1])}   ")
+            self.query_one("#loss-last", Static).update(
+                last if state.series else Text("no step events yet", style="dim")
+            )
+        if self._changed("metrics"):
+            self.query_one("#metrics-body", Static).update(render.metrics_table(state))
+        if self._changed("heatmap"):
+            self.query_one("#heatmap-body", Static).update(render.heatmaps_group(state))
+        if self._changed("robustness"):
+            self.query_one("#robustness-body", Static).update(render.robustness_group(state))
+        if state.n_logs > self._logs_written:
+            log = self.query_one("#log-body", RichLog)
+            new = min(state.n_logs - self._logs_written, len(state.logs))
+            for line in list(state.logs)[len(state.logs) - new :]:
+                log.write(render.log_line_text(line, state.first_ts))
+            self._logs_written = state.n_logs
+
+    def _draw_message(self, status: str) -> None:
+        msg = self.query_one("#message", Static)
+        tailer = self.watcher.tailer
+        text = None
+        if not tailer.exists:
+            text = f"No events yet: {tailer.path} does not exist."
+            if not self.watcher.run_dir.exists():
+                text = f"No run here: {self.watcher.run_dir} does not exist."
+        elif not self.state.started:
+            text = f"No events yet: {tailer.path} is empty."
+            if tailer.pending_bytes:
+                text = f"Waiting for the first complete line of {tailer.path}."
+        elif status == "stale":
+            text = (
+                f"Stale: no run_end, no new events for {format_duration(self.app.clock() - (tailer.mtime or 0))}"
+                f" and process {self.state.pid or '?'} is not running."
+            )
+        if text and tailer.bad_lines:
+            text += f" ({tailer.bad_lines} unreadable lines skipped)"
+        msg.update(Text(text or "", style="bold yellow"))
+        msg.display = bool(text)
+
+    def _draw_error(self, status: str) -> None:
+        banner = self.query_one("#error-banner", Static)
+        message = self.state.error_message if status == "error" else None
+        if status == "interrupted":
+            banner.update(Text(" INTERRUPTED: the run was stopped before it finished ", style="bold"))
+            banner.set_class(True, "interrupted")
+            banner.display = True
+            return
+        banner.set_class(False, "interrupted")
+        banner.display = message is not None
+        if message is not None:
+            banner.update(Text(f" RUN FAILED  {message}", style="bold"))
+
+    # ----------------------------------------------------------------- actions
+
+    def on_tabbed_content_tab_activated(self, event: TabbedContent.TabActivated) -> None:
+        """Focus the new panel's scrollable body so arrow keys / PgUp / PgDn scroll it."""
+        pane = event.pane
+        target = next((w for w in pane.query("VerticalScroll, RichLog") if w.focusable), None)
+        if target is not None:
+            target.focus()
+
+    def action_show_panel(self, panel: str) -> None:
+        self.query_one("#panels", TabbedContent).active = panel
+
+    def action_cycle_panel(self, delta: int) -> None:
+        tabs = self.query_one("#panels", TabbedContent)
+        i = PANELS.index(tabs.active) if tabs.active in PANELS else 0
+        tabs.active = PANELS[(i + delta) % len(PANELS)]
+
+    def action_toggle_follow(self) -> None:
+        self.app.follow = not self.app.follow
+        if self._timer is not None:
+            if self.app.follow:
+                self.refresh_from_file()
+                self._timer.resume()
+            else:
+                self._timer.pause()
+        self.query_one("#summary", Static).update(render.summary_text(self.state, self.following))
+        self.notify("following the run" if self.following else "paused: not reading new events", timeout=2)
+
+    def card_path(self) -> Path:
+        """The card lives in the exported model folder (export event path), by default run_dir/model."""
+        for ex in reversed(self.state.exports):
+            p = ex.get("path")
+            if isinstance(p, str) and p:
+                cand = Path(p)
+                if not cand.is_absolute():
+                    cand = self.watcher.run_dir / cand
+                if (cand / "README.md").is_file():
+                    return cand / "README.md"
+        return self.watcher.run_dir / "model" / "README.md"
+
+    def action_open_card(self) -> None:
+        path = self.card_path()
+        if not path.is_file():
+            self.notify(f"no card yet: {path} does not exist", severity="warning", timeout=3)
+            return
+        self.app.push_screen(CardScreen(path))
+
+    def action_back(self) -> None:
+        if self.can_go_back:
+            self.app.pop_screen()
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "back":
+            return self.can_go_back
+        return True
+
+
+class RunListScreen(Screen):
+    """All runs under a runs/ folder; Enter opens one."""
+
+    BINDINGS = [
+        Binding("enter", "open_run", "Open", show=True),
+        Binding("f", "toggle_follow", "Follow"),
+        Binding("q", "app.quit", "Quit"),
+    ]
+    COLUMNS = ("name", "method", "model", "stage", "progress", "status", "elapsed")
+
+    def __init__(self, runs_dir: Path):
+        super().__init__()
+        self.runs_dir = Path(runs_dir)
+        self.watchers: dict[str, RunWatcher] = {}
+        self._timer: Timer | None = None
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        yield Static(id="list-message")
+        yield DataTable(id="runs", cursor_type="row", zebra_stripes=True)
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.sub_title = str(self.runs_dir)
+        table = self.query_one("#runs", DataTable)
+        for col in self.COLUMNS:
+            table.add_column(col, key=col)
+        self.refresh_runs()
+        self._timer = self.set_interval(
+            max(1.0, self.app.poll_interval), self.refresh_runs, pause=not self.app.follow
+        )
+        table.focus()
+
+    def on_screen_resume(self) -> None:
+        if self._timer is not None and self.app.follow:
+            self._timer.resume()
+        self.refresh_runs()
+
+    def on_screen_suspend(self) -> None:
+        if self._timer is not None:
+            self._timer.pause()
+
+    def row_cells(self, watcher: RunWatcher) -> list:
+        s = watcher.state
+        now = self.app.clock()
+        status = watcher.status(now, self.app.stale_after)
+        stage = s.stages.get(s.current_stage or "")
+        n_planned = len(s.planned_stages) or len(s.stages)
+        progress = f"{s.stages_done()}/{n_planned} stages" if n_planned else "—"
+        if stage is not None and stage.status == "running" and stage.total:
+            progress += f" · {stage.done or 0}/{stage.total}"
+        return [
+            s.name or s.run_id,
+            s.method or "—",
+            s.model or "—",
+            s.current_stage or "—",
+            progress,
+            render.status_text(status),
+            format_duration(s.elapsed(now)),
+        ]
+
+    def refresh_runs(self) -> None:
+        table = self.query_one("#runs", DataTable)
+        for run_dir in find_runs(self.runs_dir):
+            key = str(run_dir)
+            if key not in self.watchers:
+                self.watchers[key] = RunWatcher(run_dir)
+                self.watchers[key].poll()
+                table.add_row(*self.row_cells(self.watchers[key]), key=key)
+                continue
+            self.watchers[key].poll()
+            for col, value in zip(self.COLUMNS, self.row_cells(self.watchers[key]), strict=True):
+                table.update_cell(key, col, value)
+        msg = self.query_one("#list-message", Static)
+        if not self.watchers:
+            where = self.runs_dir
+            text = f"No runs in {where} (no sub-folder holds {EVENTS_FILE})."
+            if not where.exists():
+                text = f"{where} does not exist."
+            msg.update(Text(text, style="bold yellow"))
+        msg.display = not self.watchers
+
+    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
+        self.open_run(str(event.row_key.value))
+
+    def action_open_run(self) -> None:
+        table = self.query_one("#runs", DataTable)
+        if table.row_count:
+            key = table.coordinate_to_cell_key(table.cursor_coordinate).row_key
+            self.open_run(str(key.value))
+
+    def open_run(self, key: str) -> None:
+        self.app.push_screen(RunScreen(Path(key), can_go_back=True))
+
+    def action_toggle_follow(self) -> None:
+        self.app.follow = not self.app.follow
+        if self._timer is not None:
+            (self._timer.resume if self.app.follow else self._timer.pause)()
+        self.notify("following" if self.app.follow else "paused", timeout=2)
+
+
+class MonitorApp(App):
+    """Entry point: a run directory opens the run screen, a runs/ directory the run list."""
+
+    CSS_PATH = "styles.tcss"
+    TITLE = "editkit monitor"
+    BINDINGS = [Binding("q", "quit", "Quit")]
+
+    def __init__(
+        self,
+        path: Path,
+        follow: bool = True,
+        *,
+        poll_interval: float = 0.5,
+        clock: Callable[[], float] = time.time,
+        stale_after: float = STALE_AFTER_S,
+    ):
+        super().__init__()
+        self.path = Path(path)
+        self.follow = follow
+        self.poll_interval = poll_interval
+        self.clock = clock
+        self.stale_after = stale_after
+
+    def get_default_screen(self) -> Screen:
+        kind, target = resolve_target(self.path)
+        if kind == "list":
+            return RunListScreen(target)
+        return RunScreen(target)
+
+
+def resolve_target(path: Path) -> tuple[str, Path]:
+    """("run", run_dir) or ("list", runs_dir).
+
+    events.jsonl or a folder holding it → that run. A folder whose sub-folders hold runs, or any folder
+    named `runs`, or one that has sub-folders → the list. Anything else (not created yet, empty) is taken
+    as a run directory whose log has not appeared yet.
+    """
+    path = Path(path)
+    if path.name == EVENTS_FILE and not path.is_dir():
+        return "run", path.parent
+    if is_run_dir(path):
+        return "run", path
+    if path.is_dir():
+        if find_runs(path) or path.name == "runs" or any(p.is_dir() for p in path.iterdir()):
+            return "list", path
+    return "run", path
+
+
+def run_monitor(path: Path | str, follow: bool = True) -> None:
+    """Run the monitor in the terminal until the user quits. It only reads the run's files."""
+    MonitorApp(Path(path), follow=follow).run()
