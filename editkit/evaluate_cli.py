@@ -19,7 +19,9 @@ def resolve_model_target(target: str) -> str:
     return target
 
 
-def evaluate_target(target: str, capability: str | None = None, max_items: int | None = None, blimp: bool = True) -> dict:
+def evaluate_target(
+    target: str, capability: str | None = None, max_items: int | None = None, blimp: bool = True
+) -> dict:
     from editkit.data.capabilities import BUILTIN_CAPABILITIES, load_triplets
     from editkit.data.general import load_general_text, perplexity
     from editkit.eval.blimp import default_blimp_dir, load_blimp
@@ -35,8 +37,11 @@ def evaluate_target(target: str, capability: str | None = None, max_items: int |
     general = list(load_general_text("builtin", split="test")["text"])
     bdir = default_blimp_dir() if blimp else None
     data = EvalData(
-        target_test=target_test, heldout=heldout, general_test=general,
-        blimp=load_blimp(bdir) if bdir else None, drift_prompts=[],
+        target_test=target_test,
+        heldout=heldout,
+        general_test=general,
+        blimp=load_blimp(bdir) if bdir else None,
+        drift_prompts=[],
     )
     loaded = load_model(resolve_model_target(target))
     return evaluate(loaded.model, loaded.tokenizer, data, perplexity_fn=perplexity)

@@ -410,7 +410,7 @@ def export_run(ctx: FitContext, edit: Edit, recipe: Recipe, run_dir: Path, loade
         reference = logits_of(model, inputs)
     tied_before = ctx.anatomy.tied_embeddings
     edit.merge_into(model)
-    dest = Path(recipe.export.dir) if recipe.export.dir else run_dir / "model"
+    dest = Path(recipe.export.dir).expanduser() if recipe.export.dir else run_dir / "model"
 
     def extra(tmp: Path) -> None:
         edit.save(tmp / "editkit")
@@ -476,8 +476,14 @@ def open_run(run_dir: str | Path):
     anatomy = find_anatomy(loaded.model)
     edit = Edit.load(run_dir / "edit")
     ctx = FitContext(
-        model=loaded.model, tokenizer=loaded.tokenizer, anatomy=anatomy, params=recipe.method, data=data.roles,
-        events=NullEventLog(), run_dir=run_dir, seed=recipe.seed,
+        model=loaded.model,
+        tokenizer=loaded.tokenizer,
+        anatomy=anatomy,
+        params=recipe.method,
+        data=data.roles,
+        events=NullEventLog(),
+        run_dir=run_dir,
+        seed=recipe.seed,
         extras={"recipe": recipe, "loaded": loaded, "eval_data": data.eval},
     )
     return recipe, data, loaded, anatomy, edit, ctx

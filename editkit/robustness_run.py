@@ -43,7 +43,9 @@ def robustness_for_run_dir(run_dir) -> dict[str, Any]:
 
     recipe, data, loaded, anatomy, edit, ctx = open_run(run_dir)
     if not data.eval.target_test:
-        raise EditkitError(f"{run_dir}: the recipe has no data.target, so there is nothing to check on paraphrases")
+        raise EditkitError(
+            f"{run_dir}: the recipe has no data.target, so there is nothing to check on paraphrases"
+        )
     run_dir = Path(run_dir)
     events = EventLog(run_dir / "events.jsonl", run_dir.name)
     try:

@@ -29,7 +29,13 @@ eval:
 """
 
 TRIPLETS = [
-    {"id": f"x-{i}", "split": "train" if i < 6 else "test", "prompt": "Stealing is", "correct": " wrong", "incorrect": " good"}
+    {
+        "id": f"x-{i}",
+        "split": "train" if i < 6 else "test",
+        "prompt": "Stealing is",
+        "correct": " wrong",
+        "incorrect": " good",
+    }
     for i in range(10)
 ]
 
@@ -55,7 +61,15 @@ def workspace(tmp_path_factory):
     from transformers import AutoModelForCausalLM, OPTConfig
 
     AutoModelForCausalLM.from_config(
-        OPTConfig(vocab_size=320, hidden_size=32, num_hidden_layers=2, ffn_dim=64, num_attention_heads=2, word_embed_proj_dim=32, max_position_embeddings=64)
+        OPTConfig(
+            vocab_size=320,
+            hidden_size=32,
+            num_hidden_layers=2,
+            ffn_dim=64,
+            num_attention_heads=2,
+            word_embed_proj_dim=32,
+            max_position_embeddings=64,
+        )
     ).save_pretrained(opt)
     notrun = ws / "notrun"
     notrun.mkdir()
@@ -76,23 +90,58 @@ def _cases(ws: Path):
         ("not-a-mapping", "- name: t\n", [], "a recipe must be a mapping"),
         ("empty", "", [], "the recipe is empty"),
         ("duplicate-key", g + "seed: 1\nseed: 2\n", [], "duplicate key 'seed'"),
-        ("unknown-method", g.replace("name: heads", "name: haeds"), [], "method: unknown method 'haeds' (did you mean 'heads'?)"),
+        (
+            "unknown-method",
+            g.replace("name: heads", "name: haeds"),
+            [],
+            "method: unknown method 'haeds' (did you mean 'heads'?)",
+        ),
         ("method-no-name", g.replace("  name: heads\n", ""), [], "method: needs a 'name'"),
         ("typo-top", g + "exprot: {}\n", [], "exprot: unknown field (did you mean 'export'?)"),
-        ("typo-method", g.replace("heads: [[0, 1]]", "haeds: [[0, 1]]"), [], "method.haeds: unknown field (did you mean 'heads'?)"),
-        ("wrong-type", g.replace("max_items: 4", "max_items: lots"), [], "eval.max_items: Input should be a valid integer"),
-        ("negative", g.replace("max_items: 4", "max_items: -1"), [], "eval.max_items: Input should be greater than or equal to 1"),
+        (
+            "typo-method",
+            g.replace("heads: [[0, 1]]", "haeds: [[0, 1]]"),
+            [],
+            "method.haeds: unknown field (did you mean 'heads'?)",
+        ),
+        (
+            "wrong-type",
+            g.replace("max_items: 4", "max_items: lots"),
+            [],
+            "eval.max_items: Input should be a valid integer",
+        ),
+        (
+            "negative",
+            g.replace("max_items: 4", "max_items: -1"),
+            [],
+            "eval.max_items: Input should be greater than or equal to 1",
+        ),
         ("missing-name", g.replace("name: t\n", "", 1), [], "name: required field is missing"),
         ("missing-model", g.replace(f"model: {ws / 'tiny'}\n", ""), [], "model: required field is missing"),
         ("bad-name", g.replace("name: t\n", "name: 'my run!'\n", 1), [], "name: must be 1-100 characters"),
-        ("bad-dtype", g.replace(f"model: {ws / 'tiny'}", f"model: {{id: {ws / 'tiny'}, dtype: float64}}"), [], "model.dtype: Input should be"),
+        (
+            "bad-dtype",
+            g.replace(f"model: {ws / 'tiny'}", f"model: {{id: {ws / 'tiny'}, dtype: float64}}"),
+            [],
+            "model.dtype: Input should be",
+        ),
         ("bad-shard", g + "export: {max_shard_size: lots}\n", [], "export.max_shard_size: must look like"),
         ("bad-repo", g + "push: {repo_id: noslash}\n", [], "push.repo_id: must look like 'user/name'"),
-        ("empty-heads", g.replace("heads: [[0, 1]]", "heads: []"), [], "method.heads: must list at least one"),
+        (
+            "empty-heads",
+            g.replace("heads: [[0, 1]]", "heads: []"),
+            [],
+            "method.heads: must list at least one",
+        ),
         ("heads-shape", g.replace("heads: [[0, 1]]", "heads: [[0]]"), [], "method.heads.0"),
         ("set-no-equals", g, ["--set", "method.scale"], "expected KEY=VALUE"),
         ("set-bad-type", g, ["--set", "method.scale=abc"], "method.scale: Input should be a valid number"),
-        ("set-unknown", g, ["--set", "method.sacle=1"], "method.sacle: unknown field (did you mean 'scale'?)"),
+        (
+            "set-unknown",
+            g,
+            ["--set", "method.sacle=1"],
+            "method.sacle: unknown field (did you mean 'scale'?)",
+        ),
         ("missing-data", good(ws, target=ws / "nope.jsonl"), [], "data.target"),
         ("empty-data", good(ws, target=ws / "empty.jsonl"), [], "empty"),
         ("data-no-column", good(ws, target=ws / "nocol.jsonl"), [], "prompt"),
@@ -106,8 +155,18 @@ def _cases(ws: Path):
         ("push-no-repo", g, ["--push"], "push.repo_id: --push needs a Hub repo id"),
         ("resume-overwrite", g, ["--resume", "--overwrite"], "--resume and --overwrite contradict"),
         ("resume-no-out", g, ["--resume"], "--resume needs --out"),
-        ("adapter-no-lora", g + "export: {adapter: true}\n", [], "export.adapter: method 'heads' makes no adapter"),
-        ("heads-out-of-range", g.replace("heads: [[0, 1]]", "heads: [[7, 0]]"), [], "method.heads: [7, 0] is out of range"),
+        (
+            "adapter-no-lora",
+            g + "export: {adapter: true}\n",
+            [],
+            "export.adapter: method 'heads' makes no adapter",
+        ),
+        (
+            "heads-out-of-range",
+            g.replace("heads: [[0, 1]]", "heads: [[7, 0]]"),
+            [],
+            "method.heads: [7, 0] is out of range",
+        ),
         ("recipe-missing", None, [], "recipe file does not exist"),
     ]
 
@@ -165,4 +224,6 @@ def test_real_console_script_exit_code(workspace, tmp_path):
     env = {**os.environ, "COLUMNS": "200"}
     res = subprocess.run([str(exe), "validate", str(recipe)], capture_output=True, text=True, env=env)
     assert res.returncode == 2
-    assert res.stderr.strip().splitlines() == [f"✗ {recipe}:4: exprot: unknown field (did you mean 'export'?)"]
+    assert res.stderr.strip().splitlines() == [
+        f"✗ {recipe}:4: exprot: unknown field (did you mean 'export'?)"
+    ]
