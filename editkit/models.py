@@ -108,6 +108,20 @@ class LoadedModel:
     license: str | None
 
 
+def _provenance(folder: Path, default: str) -> tuple[str, str | None]:
+    """An editkit export remembers its base model (editkit/run.json), so chained edits credit the origin."""
+    import json
+
+    run = folder / "editkit" / "run.json"
+    if run.exists():
+        try:
+            info = json.loads(run.read_text())
+            return info.get("base_model") or default, info.get("license")
+        except (OSError, ValueError):
+            pass
+    return default, None
+
+
 _HUB_ID = re.compile(r"^[\w.-]+(/[\w.-]+)?$")
 
 
@@ -140,6 +154,7 @@ def load_model(spec, progress=print) -> LoadedModel:
             if not p.is_dir() or not (p / "config.json").exists():
                 raise ModelLoadError(f"model.id: {src} is not a model directory (no config.json)")
             path = str(p)
+            base_model, license_ = _provenance(p, base_model)
             has_st = any(p.glob("*.safetensors"))
             if not has_st and not spec.allow_pickle and not gguf_file:
                 raise ModelLoadError(

@@ -274,6 +274,9 @@ def apply_recipe(
             "editkit_version": __version__,
             "model": recipe.model.id,
             "method": recipe.method.name,
+            "base_model": loaded.base_model,
+            "license": loaded.license,
+            "method_paper": method_cls.paper,
             "anatomy": anatomy.to_dict(),
         }
         stage = "eval_base"
@@ -421,6 +424,7 @@ def export_run(ctx: FitContext, edit: Edit, recipe: Recipe, run_dir: Path, loade
                     "recipe_hash": recipe.hash,
                     "method": recipe.method.name,
                     "base_model": loaded.base_model,
+                    "license": loaded.license,
                     "run_id": run_dir.name,
                 },
                 indent=1,
