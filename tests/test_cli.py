@@ -1,0 +1,92 @@
+"""The CLI surface: --help with examples, eval/robustness/models on real (tiny) runs."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from editkit import apply_recipe
+from editkit.cli import app
+
+COMMANDS = ["apply", "validate", "eval", "models", "card", "push", "monitor", "robustness", "export"]
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_help_explains_with_an_example(command):
+    res = CliRunner().invoke(app, [command, "--help"], terminal_width=200)
+    assert res.exit_code == 0
+    assert "Example" in res.output and f"editkit {command}" in res.output
+
+
+def test_top_level_help_lists_every_command():
+    res = CliRunner().invoke(app, ["--help"], terminal_width=200)
+    assert res.exit_code == 0
+    for c in COMMANDS:
+        assert c in res.output
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    from tests.tiny import save_tiny
+
+    tmp = tmp_path_factory.mktemp("cli")
+    model = save_tiny("llama", tmp / "tiny")
+    rows = [
+        {
+            "id": f"a-{i}",
+            "split": "train" if i < 8 else "test",
+            "prompt": p,
+            "correct": c,
+            "incorrect": w,
+            "paraphrases": [f"Surely, {p.lower()}"],
+        }
+        for i, (p, c, w) in enumerate(
+            [("Up is the opposite of", " down", " up"), ("Hot is the opposite of", " cold", " hot")] * 8
+        )
+    ]
+    target = tmp / "antonyms.jsonl"
+    target.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    recipe = tmp / "r.yaml"
+    recipe.write_text(
+        f"name: cli\nmodel: {model}\nmethod: {{name: heads, heads: [[1, 0]]}}\ndata: {{target: {target}, heldout: [{target}]}}\n"
+        "eval: {blimp: false, max_items: 8, robustness: true, robustness_families: [stored, distractor]}\n"
+    )
+    return apply_recipe(recipe, out=tmp / "run")
+
+
+def test_eval_a_run_directory(tiny_run, tmp_path):
+    out = tmp_path / "m.json"
+    res = CliRunner().invoke(
+        app,
+        ["eval", str(tiny_run.run_dir), "-c", "moral", "--max-items", "4", "--no-blimp", "--json", str(out)],
+    )
+    assert res.exit_code == 0, res.output
+    m = json.loads(out.read_text())
+    assert set(m) >= {"target_accuracy", "perplexity", "general_capability_score"}
+    assert "heldout/moral" not in m and "heldout/arithmetic" in m
+
+
+def test_eval_nonexistent_model_is_exit_2():
+    res = CliRunner().invoke(app, ["eval", "./no/such/model"])
+    assert res.exit_code == 2 and res.output.startswith("error: ")
+
+
+def test_robustness_recomputes_and_stores(tiny_run):
+    res = CliRunner().invoke(app, ["robustness", str(tiny_run.run_dir)], terminal_width=200)
+    assert res.exit_code == 0, res.output
+    m = json.loads((tiny_run.run_dir / "metrics.json").read_text())
+    fams = m["robustness"]["target"]["families"]
+    assert {"original", "stored", "distractor"} <= set(fams)
+    assert m["robustness"] == tiny_run.metrics["robustness"]  # same seed, same numbers
+
+
+def test_monitor_missing_path_is_exit_2(tmp_path):
+    res = CliRunner().invoke(app, ["monitor", str(tmp_path / "nope")])
+    assert res.exit_code == 2 and "does not exist" in res.output
+
+
+def test_models_lists_demo():
+    res = CliRunner().invoke(app, ["models"], terminal_width=200)
+    assert res.exit_code == 0 and "HuggingFaceTB/SmolLM2-135M-Instruct" in res.output
