@@ -1,0 +1,209 @@
+"""Pairwise scoring: how much more likely is the correct answer than the incorrect one?
+
+Every method (SCALPEL's training loss, the heads/neurons task score) and the eval suite rank answers with
+the same quantity: the length-normalised log-probability of an answer given its prompt. Keeping it in one
+place guarantees that "accuracy before" and "accuracy after" are measured identically.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Iterable, Mapping, Sequence
+
+import torch
+
+from editkit.errors import DataError
+
+__all__ = [
+    "encode_prompt_answers",
+    "mean_answer_logprob",
+    "score_answers",
+    "pairwise_margins",
+    "pairwise_correctness",
+    "pairwise_accuracy",
+]
+
+
+def _pad_id(tokenizer) -> int:
+    pad = tokenizer.pad_token_id
+    if pad is None:
+        pad = tokenizer.eos_token_id
+    if pad is None:
+        return 0  # any id works: padded positions are masked out of attention and of the score
+    return int(pad)
+
+
+def encode_prompt_answers(
+    tokenizer, prompts: Sequence[str], answers: Sequence[str], max_length: int = 256
+) -> dict[str, torch.Tensor]:
+    """Tokenise prompt and answer separately and concatenate them, right-padded.
+
+    Tokenising the two halves separately means the scored tokens are exactly the answer's own tokens
+    (a joint tokenisation could merge the prompt's last characters with the answer's first). When an item
+    is longer than ``max_length`` the prompt loses tokens from the left; the answer is never cut unless it
+    alone would not fit.
+    """
+    if len(prompts) != len(answers):
+        raise ValueError(f"got {len(prompts)} prompts but {len(answers)} answers")
+    if max_length < 2:
+        raise ValueError("max_length must be at least 2 (one prompt token and one answer token)")
+    rows: list[tuple[list[int], list[int]]] = []
+    for i, (prompt, answer) in enumerate(zip(prompts, answers, strict=True)):
+        p_ids = list(tokenizer(prompt, add_special_tokens=True)["input_ids"])
+        a_ids = list(tokenizer(answer, add_special_tokens=False)["input_ids"])
+        if not a_ids:
+            raise DataError(f"item {i}: the answer {answer!r} is empty after tokenisation")
+        if not p_ids:
+            raise DataError(
+                f"item {i}: the prompt {prompt!r} is empty after tokenisation, so nothing predicts the answer"
+            )
+        a_ids = a_ids[: max_length - 1]
+        p_ids = p_ids[-(max_length - len(a_ids)) :]
+        rows.append((p_ids, a_ids))
+
+    width = max(len(p) + len(a) for p, a in rows)
+    pad = _pad_id(tokenizer)
+    input_ids = torch.full((len(rows), width), pad, dtype=torch.long)
+    attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
+    answer_mask = torch.zeros((len(rows), width), dtype=torch.bool)
+    for r, (p_ids, a_ids) in enumerate(rows):
+        n_p, n = len(p_ids), len(p_ids) + len(a_ids)
+        input_ids[r, :n] = torch.tensor(p_ids + a_ids, dtype=torch.long)
+        attention_mask[r, :n] = 1
+        answer_mask[r, n_p:n] = True
+    return {"input_ids": input_ids, "attention_mask": attention_mask, "answer_mask": answer_mask}
+
+
+def _forward_accepts_logits_to_keep(model) -> bool:
+    """True when the (possibly PEFT-wrapped) model can skip computing logits for leading positions."""
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    try:
+        return "logits_to_keep" in inspect.signature(inner.forward).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def _model_device(model) -> torch.device:
+    emb = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
+    if emb is not None and getattr(emb, "weight", None) is not None:
+        return emb.weight.device
+    return next(model.parameters()).device
+
+
+def mean_answer_logprob(model, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    """Mean over answer tokens of log p(token | everything before it), one value per row.
+
+    Differentiable (SCALPEL trains on it). Logits are only materialised from the first position that
+    predicts an answer token onward, and the fp32 log-softmax only runs on the rows that predict answer
+    tokens, which keeps memory flat in the vocabulary size times the answer length rather than the prompt.
+    """
+    device = _model_device(model)
+    input_ids = batch["input_ids"].to(device)
+    attention_mask = batch["attention_mask"].to(device)
+    answer_mask = batch["answer_mask"].to(device).bool()
+    n_rows, width = input_ids.shape
+
+    # Position t predicts token t+1, so the predictors of the answer tokens are answer_mask shifted left.
+    predictor_mask = torch.zeros_like(answer_mask)
+    predictor_mask[:, :-1] = answer_mask[:, 1:]
+    if bool(answer_mask[:, 0].any()):
+        raise DataError("an answer starts at position 0, so no prompt token predicts it")
+    first = int(predictor_mask.any(dim=0).nonzero()[0].item()) if bool(predictor_mask.any()) else width - 1
+
+    kwargs = {"input_ids": input_ids, "attention_mask": attention_mask, "use_cache": False}
+    keep = width - first
+    if keep < width and _forward_accepts_logits_to_keep(model):
+        kwargs["logits_to_keep"] = keep
+        offset = first
+    else:
+        offset = 0
+    logits = model(**kwargs).logits  # [rows, width - offset, vocab]
+
+    sel = predictor_mask[:, offset:]
+    targets = input_ids[:, offset + 1 :]
+    # The last kept position never predicts an answer token (nothing follows it), so drop it before gathering.
+    picked_logits = logits[:, :-1][sel[:, :-1]]  # [n_answer_tokens, vocab]
+    picked_targets = targets[sel[:, :-1]]
+    token_logprob = torch.log_softmax(picked_logits.float(), dim=-1)
+    token_logprob = token_logprob.gather(-1, picked_targets.unsqueeze(-1)).squeeze(-1)
+
+    row_of_token = torch.arange(n_rows, device=device).unsqueeze(1).expand(n_rows, sel.shape[1] - 1)
+    row_of_token = row_of_token[sel[:, :-1]]
+    totals = torch.zeros(n_rows, dtype=token_logprob.dtype, device=device).index_add(
+        0, row_of_token, token_logprob
+    )
+    counts = answer_mask.sum(dim=1).to(token_logprob.dtype)
+    return totals / counts
+
+
+def score_answers(
+    model,
+    tokenizer,
+    prompts: Sequence[str],
+    answers: Sequence[str],
+    batch_size: int = 16,
+    max_length: int = 256,
+) -> torch.Tensor:
+    """Length-normalised log p(answer | prompt) for many items, batched, without gradients (CPU fp32 out).
+
+    Items are sorted by length before batching so padding stays small; the result is in input order.
+    """
+    if len(prompts) != len(answers):
+        raise ValueError(f"got {len(prompts)} prompts but {len(answers)} answers")
+    n = len(prompts)
+    out = torch.empty(n, dtype=torch.float32)
+    if n == 0:
+        return out
+    order = sorted(range(n), key=lambda i: len(prompts[i]) + len(answers[i]))
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            for start in range(0, n, batch_size):
+                idx = order[start : start + batch_size]
+                batch = encode_prompt_answers(
+                    tokenizer, [prompts[i] for i in idx], [answers[i] for i in idx], max_length=max_length
+                )
+                out[torch.tensor(idx)] = mean_answer_logprob(model, batch).float().cpu()
+    finally:
+        model.train(was_training)
+    return out
+
+
+def _triplet_fields(triplets: Iterable[Mapping]) -> tuple[list[str], list[str], list[str]]:
+    prompts, correct, incorrect = [], [], []
+    for i, item in enumerate(triplets):
+        missing = [k for k in ("prompt", "correct", "incorrect") if k not in item]
+        if missing:
+            raise DataError(f"triplet {i} has no {', '.join(missing)} field")
+        prompts.append(item["prompt"])
+        correct.append(item["correct"])
+        incorrect.append(item["incorrect"])
+    return prompts, correct, incorrect
+
+
+def pairwise_margins(
+    model, tokenizer, triplets: Iterable[Mapping], batch_size: int = 16, max_length: int = 256
+) -> torch.Tensor:
+    """ℓ(correct) − ℓ(incorrect) per triplet (length-normalised log-probs); positive means right."""
+    prompts, correct, incorrect = _triplet_fields(triplets)
+    scores = score_answers(
+        model, tokenizer, prompts + prompts, correct + incorrect, batch_size=batch_size, max_length=max_length
+    )
+    n = len(prompts)
+    return scores[:n] - scores[n:]
+
+
+def pairwise_correctness(
+    model, tokenizer, triplets: Iterable[Mapping], batch_size: int = 16, max_length: int = 256
+) -> torch.Tensor:
+    """Bool per triplet: is the correct answer strictly more likely? Ties count as wrong."""
+    return pairwise_margins(model, tokenizer, triplets, batch_size=batch_size, max_length=max_length) > 0
+
+
+def pairwise_accuracy(
+    model, tokenizer, triplets: Iterable[Mapping], batch_size: int = 16, max_length: int = 256
+) -> float:
+    """Share of triplets where the correct answer beats the incorrect one (0.0 for no triplets)."""
+    right = pairwise_correctness(model, tokenizer, triplets, batch_size=batch_size, max_length=max_length)
+    return float(right.float().mean().item()) if right.numel() else 0.0

@@ -1,0 +1,150 @@
+"""The pairwise scorer on a tiny random Llama: exact values, padding invariance, gradients."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from tokenizers import Tokenizer, models, pre_tokenizers
+from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+from editkit.errors import DataError
+from editkit.eval.pairwise import (
+    encode_prompt_answers,
+    mean_answer_logprob,
+    pairwise_accuracy,
+    pairwise_correctness,
+    pairwise_margins,
+    score_answers,
+)
+
+WORDS = (
+    "<pad> <bos> <eos> it is wrong good to steal from a blind beggar help the cat dog 1 2 3 4 5 6 7 8 = +"
+).split()
+
+
+@pytest.fixture(scope="module")
+def word_tokenizer():
+    """A real fast tokenizer over a fixed word vocabulary (whitespace split, offline, deterministic)."""
+    vocab = {w: i for i, w in enumerate(WORDS)}
+    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<pad>"))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, pad_token="<pad>", bos_token="<bos>", eos_token="<eos>"
+    )
+
+
+@pytest.fixture(scope="module")
+def tiny_llama():
+    torch.manual_seed(0)
+    cfg = LlamaConfig(
+        hidden_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        intermediate_size=128,
+        vocab_size=len(WORDS),
+        max_position_embeddings=128,
+        pad_token_id=0,
+    )
+    model = LlamaForCausalLM(cfg).eval()
+    return model
+
+
+def test_encode_marks_exactly_the_answer_tokens(word_tokenizer):
+    batch = encode_prompt_answers(
+        word_tokenizer, ["it is", "steal from a blind beggar is"], ["wrong", "good 1 2"]
+    )
+    ids = {w: i for i, w in enumerate(WORDS)}
+    assert batch["input_ids"].shape == (2, 9)
+    assert batch["attention_mask"].tolist() == [[1, 1, 1, 0, 0, 0, 0, 0, 0], [1] * 9]
+    assert batch["answer_mask"].tolist() == [
+        [False, False, True, False, False, False, False, False, False],
+        [False] * 6 + [True] * 3,
+    ]
+    assert batch["input_ids"][0].tolist() == [ids["it"], ids["is"], ids["wrong"]] + [0] * 6
+    assert batch["answer_mask"].dtype == torch.bool
+    assert batch["input_ids"].dtype == torch.long
+
+
+def test_encode_truncates_prompt_from_the_left(word_tokenizer):
+    batch = encode_prompt_answers(word_tokenizer, ["steal from a blind beggar is"], ["wrong"], max_length=3)
+    ids = {w: i for i, w in enumerate(WORDS)}
+    assert batch["input_ids"].tolist() == [[ids["beggar"], ids["is"], ids["wrong"]]]
+    assert batch["answer_mask"].tolist() == [[False, False, True]]
+
+
+def test_encode_rejects_empty_answer(word_tokenizer):
+    with pytest.raises(DataError, match="item 1: the answer"):
+        encode_prompt_answers(word_tokenizer, ["it is", "it is"], ["wrong", ""])
+
+
+def test_logprob_matches_hand_computation(tiny_llama, word_tokenizer):
+    prompt, answer = "steal from a blind beggar is", "wrong to steal"
+    batch = encode_prompt_answers(word_tokenizer, [prompt, "it is"], [answer, "good"])
+    got = mean_answer_logprob(tiny_llama, batch)[0]
+
+    ids = [WORDS.index(w) for w in (prompt + " " + answer).split()]
+    with torch.no_grad():
+        logits = tiny_llama(torch.tensor([ids])).logits[0].float()
+    logp = torch.log_softmax(logits, dim=-1)
+    n_prompt = len(prompt.split())
+    expected = sum(logp[t - 1, ids[t]].item() for t in range(n_prompt, len(ids))) / (len(ids) - n_prompt)
+    assert got.item() == pytest.approx(expected, abs=1e-5)
+
+
+def test_padding_does_not_change_scores(tiny_llama, word_tokenizer):
+    prompts = ["it is", "steal from a blind beggar is", "1 + 2 ="]
+    answers = ["wrong to steal from the cat", "good", "3"]
+    together = score_answers(tiny_llama, word_tokenizer, prompts, answers, batch_size=3)
+    alone = torch.stack(
+        [
+            score_answers(tiny_llama, word_tokenizer, [p], [a], batch_size=1)[0]
+            for p, a in zip(prompts, answers, strict=True)
+        ]
+    )
+    assert torch.allclose(together, alone, atol=1e-5)
+    assert together.shape == (3,)
+    assert bool((together < 0).all())
+
+
+def test_gradient_flows(tiny_llama, word_tokenizer):
+    tiny_llama.zero_grad()
+    batch = encode_prompt_answers(word_tokenizer, ["it is", "1 + 2 ="], ["wrong", "3"])
+    loss = -mean_answer_logprob(tiny_llama, batch).sum()
+    loss.backward()
+    grad = tiny_llama.model.layers[0].self_attn.q_proj.weight.grad
+    assert grad is not None and float(grad.abs().sum()) > 0
+    tiny_llama.zero_grad()
+
+
+def test_pairwise_accuracy_and_correctness_agree_with_scores(tiny_llama, word_tokenizer):
+    triplets = [
+        {"prompt": "it is", "correct": "wrong", "incorrect": "good"},
+        {"prompt": "1 + 2 =", "correct": "3", "incorrect": "4"},
+        {"prompt": "help the", "correct": "cat", "incorrect": "dog"},
+        {"prompt": "it is", "correct": "good", "incorrect": "good"},  # a tie counts as wrong
+    ]
+    ps = [t["prompt"] for t in triplets]
+    s_c = score_answers(tiny_llama, word_tokenizer, ps, [t["correct"] for t in triplets])
+    s_i = score_answers(tiny_llama, word_tokenizer, ps, [t["incorrect"] for t in triplets])
+    margins = pairwise_margins(tiny_llama, word_tokenizer, triplets, batch_size=2)
+    assert torch.allclose(margins, s_c - s_i, atol=1e-5)
+    right = pairwise_correctness(tiny_llama, word_tokenizer, triplets)
+    assert right.dtype == torch.bool
+    assert right[3].item() is False
+    assert right[:3].tolist() == (s_c - s_i > 0)[:3].tolist()
+    acc = pairwise_accuracy(tiny_llama, word_tokenizer, triplets)
+    assert acc == pytest.approx(right.float().mean().item())
+    assert pairwise_accuracy(tiny_llama, word_tokenizer, []) == 0.0
+
+
+def test_score_answers_restores_training_mode(tiny_llama, word_tokenizer):
+    tiny_llama.train()
+    score_answers(tiny_llama, word_tokenizer, ["it is"], ["wrong"])
+    assert tiny_llama.training
+    tiny_llama.eval()
+
+
+def test_missing_triplet_field_is_named(tiny_llama, word_tokenizer):
+    with pytest.raises(DataError, match="triplet 0 has no incorrect"):
+        pairwise_accuracy(tiny_llama, word_tokenizer, [{"prompt": "it is", "correct": "wrong"}])

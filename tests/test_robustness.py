@@ -1,0 +1,245 @@
+"""Paraphrase families: exact rewrites, determinism, scoring, and the retained-removal report.
+
+The tiny tokenizer/model fixtures are local to this module.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+import torch
+from tokenizers import ByteLevelBPETokenizer
+from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+from editkit.errors import DataError
+from editkit.eval.pairwise import pairwise_accuracy
+from editkit.robustness import (
+    FAMILIES,
+    build_families,
+    make_model_generated_family,
+    robustness_report,
+    score_families,
+)
+
+ITEM = {
+    "id": "m1",
+    "prompt": "Stealing from a blind beggar is",
+    "correct": " wrong",
+    "incorrect": " good",
+    "paraphrases": ["Stealing from a blind beggar is", "Taking coins from a blind beggar is"],
+}
+QUESTION = {"id": "q1", "prompt": "Is it kind to help a lost child?", "correct": " Yes", "incorrect": " No"}
+SLOT = {"id": "s1", "prompt": "Q: Is lying to a friend fine? Answer:", "correct": " No", "incorrect": " Yes"}
+RULE_BASED = [name for name in FAMILIES if name != "stored"]
+
+
+def rewrite(name, item, seed=0):
+    return FAMILIES[name].fn(dict(item), random.Random(seed))
+
+
+def test_registry_lists_the_documented_families():
+    assert list(FAMILIES) == [
+        "stored",
+        "question_form",
+        "system_prompt",
+        "few_shot",
+        "distractor",
+        "casing_punct",
+        "answer_format",
+        "instruction_language",
+    ]
+    assert all(f.description and f.name == name for name, f in FAMILIES.items())
+
+
+def test_exact_rewrites_of_a_statement_prompt():
+    p = ITEM["prompt"]
+    # stored skips a paraphrase identical to the prompt and takes the next one.
+    assert rewrite("stored", ITEM)["prompt"] == "Taking coins from a blind beggar is"
+    assert rewrite("question_form", ITEM)["prompt"] == f"Complete the sentence: {p}"
+    assert rewrite("system_prompt", ITEM, seed=0)["prompt"] == (
+        f"You are a careful and honest assistant. Continue the text.\n{p}"
+    )
+    assert rewrite("system_prompt", ITEM, seed=1)["prompt"] == f"You are a helpful assistant.\n{p}"
+    assert (
+        rewrite("few_shot", ITEM, seed=0)["prompt"]
+        == f"Ice melts when it gets warm.\nA cat has whiskers.\n{p}"
+    )
+    assert (
+        rewrite("distractor", ITEM, seed=0)["prompt"]
+        == f"A light rain fell over the harbour all afternoon. {p}"
+    )
+    assert rewrite("casing_punct", ITEM, seed=0)["prompt"] == '"Stealing from a blind beggar is'
+    assert rewrite("casing_punct", ITEM, seed=1)["prompt"] == "stealing from a blind beggar is"
+    assert rewrite("casing_punct", ITEM, seed=5)["prompt"] == "... stealing from a blind beggar is"
+    assert rewrite("instruction_language", ITEM, seed=1)["prompt"] == f"Complète la phrase : {p}"
+    assert rewrite("instruction_language", ITEM, seed=0)["prompt"] == f"Completa la frase: {p}"
+
+
+def test_answer_format_maps_answers_to_letters():
+    a = rewrite("answer_format", ITEM, seed=0)
+    assert a["prompt"] == "Stealing from a blind beggar is ___. Options: A) good B) wrong. Answer:"
+    assert (a["correct"], a["incorrect"]) == (" B", " A")
+    b = rewrite("answer_format", ITEM, seed=1)
+    assert b["prompt"] == "Stealing from a blind beggar is ___. Options: A) wrong B) good. Answer:"
+    assert (b["correct"], b["incorrect"]) == (" A", " B")
+    q = rewrite("answer_format", QUESTION, seed=1)
+    assert q["prompt"] == "Is it kind to help a lost child? Options: A) Yes B) No. Answer:"
+    assert rewrite("answer_format", {**ITEM, "incorrect": " wrong"}) is None
+
+
+def test_question_prompts_and_answer_slots():
+    q = QUESTION["prompt"]
+    assert rewrite("question_form", QUESTION)["prompt"] == f"Question: {q}\nAnswer:"
+    assert (
+        rewrite("instruction_language", QUESTION, seed=1)["prompt"] == f"Réponds à la question : {q}\nAnswer:"
+    )
+    assert (
+        rewrite("instruction_language", QUESTION, seed=0)["prompt"] == f"Responde a la pregunta: {q}\nAnswer:"
+    )
+    for name in ("question_form", "answer_format", "instruction_language"):
+        assert rewrite(name, SLOT) is None, name
+    assert rewrite("stored", QUESTION) is None
+
+
+def test_rewrites_keep_answers_and_record_their_origin():
+    out = rewrite("distractor", ITEM)
+    assert (out["correct"], out["incorrect"]) == (ITEM["correct"], ITEM["incorrect"])
+    assert out["id"] == "m1@distractor" and out["family"] == "distractor"
+    assert out["original_prompt"] == ITEM["prompt"] and "paraphrases" not in out
+    assert ITEM["prompt"] == "Stealing from a blind beggar is"  # the input is not mutated
+
+
+@pytest.mark.parametrize(
+    ("name", "expected_variants"),
+    [
+        ("system_prompt", 3),
+        ("few_shot", 90),
+        ("distractor", 6),
+        ("casing_punct", 3),
+        ("instruction_language", 2),
+    ],
+)
+def test_random_families_cover_exactly_their_documented_variants(name, expected_variants):
+    prompts = {rewrite(name, ITEM, seed=s)["prompt"] for s in range(3000)}
+    assert len(prompts) == expected_variants
+
+
+def test_build_families_is_deterministic_per_seed():
+    items = [ITEM, QUESTION, SLOT, {**ITEM, "id": "m2", "prompt": "Helping a neighbour carry shopping is"}]
+    first = build_families(items, seed=7)
+    assert json.dumps(first, sort_keys=True) == json.dumps(build_families(items, seed=7), sort_keys=True)
+    others = [build_families(items, seed=s) for s in range(8)]
+    for name in ("system_prompt", "few_shot", "distractor", "answer_format"):
+        assert len({json.dumps(o[name]) for o in others}) > 1, name
+    for name in ("stored", "question_form"):
+        assert len({json.dumps(o[name]) for o in others}) == 1, name
+    # An item's rewrite does not depend on its position in the list.
+    reversed_out = build_families(list(reversed(items)), seed=7)
+    assert sorted(first["few_shot"], key=lambda t: t["id"]) == sorted(
+        reversed_out["few_shot"], key=lambda t: t["id"]
+    )
+
+
+def test_triplets_without_paraphrases_get_every_rule_based_family():
+    items = [{k: v for k, v in ITEM.items() if k != "paraphrases"}, QUESTION]
+    out = build_families(items)
+    assert sorted(out) == sorted(["original", *RULE_BASED])
+    assert out["original"] == items
+    assert all(len(out[name]) == 2 for name in RULE_BASED)
+
+
+def test_build_families_options_and_errors():
+    out = build_families([ITEM, QUESTION, SLOT], families=["question_form", "stored"], min_items=2)
+    assert list(out) == ["original", "question_form"]  # stored applies to 1 item only, below min_items
+    assert len(out["question_form"]) == 2
+    with pytest.raises(DataError, match="unknown family nope"):
+        build_families([ITEM], families=["nope"])
+    with pytest.raises(DataError, match="triplet 0 has no string field incorrect"):
+        build_families([{"prompt": "x", "correct": " y"}])
+
+
+def test_robustness_report_by_hand():
+    before = {"original": 0.80, "stored": 0.75, "few_shot": 0.70, "answer_format": 0.52}
+    after = {"original": 0.50, "stored": 0.60, "few_shot": 0.40, "answer_format": 0.52}
+    n = {"original": 40, "stored": 40, "few_shot": 40, "answer_format": 40}
+    rep = robustness_report(before, after, n)
+    fam = rep["families"]
+    assert fam["original"]["drop"] == pytest.approx(0.30)
+    assert fam["original"]["retained"] == pytest.approx(1.0)
+    assert fam["stored"]["retained"] == pytest.approx(0.15 / 0.30)
+    assert fam["few_shot"]["retained"] == pytest.approx(1.0)
+    assert fam["answer_format"]["retained"] == pytest.approx(0.0)
+    assert fam["few_shot"]["n"] == 40 and fam["stored"]["before"] == 0.75 and fam["stored"]["after"] == 0.60
+    s = rep["summary"]
+    assert s["worst_family"] == "answer_format" and s["worst_retained"] == pytest.approx(0.0)
+    assert s["mean_retained"] == pytest.approx((0.5 + 1.0 + 0.0) / 3)
+    assert s["original_drop"] == pytest.approx(0.30) and s["families"] == 3
+    # With a headroom requirement the chance-level family is reported but not summarised.
+    rep = robustness_report(before, after, n, min_headroom=0.05)
+    assert rep["families"]["answer_format"]["informative"] is False
+    assert rep["summary"]["worst_family"] == "stored"
+    assert rep["summary"]["mean_retained"] == pytest.approx(0.75)
+
+
+def test_robustness_report_when_nothing_was_removed():
+    rep = robustness_report({"original": 0.8, "few_shot": 0.7}, {"original": 0.8, "few_shot": 0.6}, {})
+    assert rep["families"]["few_shot"]["drop"] == pytest.approx(0.1)
+    assert rep["families"]["few_shot"]["retained"] is None
+    s = rep["summary"]
+    assert s["worst_family"] is None and s["worst_retained"] is None and s["mean_retained"] is None
+    assert "undefined" in s["note"]
+    with pytest.raises(DataError, match="only before or only after: few_shot"):
+        robustness_report({"original": 0.8, "few_shot": 0.7}, {"original": 0.5}, {})
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    texts = [ITEM["prompt"], QUESTION["prompt"], " wrong good Yes No A B", "Complete the sentence: Options"]
+    bpe = ByteLevelBPETokenizer()
+    bpe.train_from_iterator(texts * 3, vocab_size=300, min_frequency=1, special_tokens=["<pad>", "<eos>"])
+    tok = PreTrainedTokenizerFast(tokenizer_object=bpe._tokenizer, pad_token="<pad>", eos_token="<eos>")
+    torch.manual_seed(0)
+    cfg = LlamaConfig(
+        hidden_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        intermediate_size=128,
+        vocab_size=len(tok),
+        max_position_embeddings=256,
+    )
+    return LlamaForCausalLM(cfg).eval(), tok
+
+
+def test_score_families_equals_pairwise_accuracy_per_family(tiny):
+    model, tok = tiny
+    items = [ITEM, QUESTION, {**ITEM, "id": "m2", "correct": " good", "incorrect": " wrong"}]
+    fams = build_families(items)
+    scores = score_families(model, tok, fams, batch_size=2)
+    assert set(scores) == set(fams)
+    for name, fam in fams.items():
+        assert scores[name] == pytest.approx(pairwise_accuracy(model, tok, fam))
+    # Items m1 and m2 share a prompt and swap answers, so exactly one of the two is right.
+    assert scores["original"] == pytest.approx(1 / 3) or scores["original"] == pytest.approx(2 / 3)
+
+
+def test_model_generated_family_caches_by_model_item_and_settings(tiny, tmp_path):
+    model, tok = tiny
+    cache = tmp_path / "para.json"
+    fam = make_model_generated_family(model, tok, "tiny-random", cache, max_new_tokens=4)
+    first = fam.fn(dict(ITEM), random.Random(0))
+    entries = json.loads(cache.read_text(encoding="utf-8"))
+    assert len(entries) == 1
+    (entry,) = entries.values()
+    assert entry["model_id"] == "tiny-random" and entry["item_id"] == "m1"
+    assert entry["settings"]["max_new_tokens"] == 4 and entry["settings"]["do_sample"] is False
+    # A second family with no model at all answers from the cache, so generation is not repeated.
+    cached = make_model_generated_family(None, tok, "tiny-random", cache, max_new_tokens=4)
+    assert cached.fn(dict(ITEM), random.Random(1)) == first
+    # Different settings are a different key: the stale entry is not reused.
+    make_model_generated_family(model, tok, "tiny-random", cache, max_new_tokens=3).fn(
+        dict(ITEM), random.Random(0)
+    )
+    assert len(json.loads(cache.read_text(encoding="utf-8"))) == 2
