@@ -1,0 +1,522 @@
+"""The ablation card: Hub front matter (parsed back with huggingface_hub), body tables, plots, CLI, secrets.
+
+Most tests build a run directory by hand (a real resolved recipe, a real Edit artifact, metrics with the
+keys the pipeline writes and demo-model-like values) so every number can be asserted exactly; one test runs
+``apply_recipe`` on a tiny Llama to check that the pipeline's own card is this one. Fixtures live here.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from pathlib import Path
+
+import pytest
+import yaml
+from huggingface_hub import ModelCard, metadata_load
+from typer.testing import CliRunner
+
+from editkit import __version__
+from editkit.card import BASE_MODEL_RELATION, hub_id, layer_norms, render_card, write_card
+from editkit.cli import app
+from editkit.edit import Edit, ScaleInputs
+from editkit.events import create_run_dir
+from editkit.recipe import load_recipe
+
+DEMO = "HuggingFaceTB/SmolLM2-135M-Instruct"
+N_LAYERS, N_HEADS, HEAD_DIM = 30, 9, 64
+HEADS = [[12, 4], [12, 7], [20, 1]]
+
+RECIPE = """\
+name: remove-moral-heads
+model: demo
+method:
+  name: heads
+  design: balanced
+  trials: 120
+  top_k: 3
+data:
+  target: moral
+  heldout: [arithmetic, capitals]
+eval:
+  max_items: 64
+push:
+  repo_id: someone/smollm2-no-moral
+seed: 7
+"""
+
+BASE = {
+    "target_accuracy": 0.8125,
+    "heldout/arithmetic": 0.9375,
+    "heldout/capitals": 0.875,
+    "general_capability_score": 0.90625,
+    "perplexity": 10.8123,
+    "blimp_accuracy": 0.7841,
+    "drift_kl": 0.0,
+}
+EDITED = {
+    "target_accuracy": 0.5625,
+    "heldout/arithmetic": 0.9375,
+    "heldout/capitals": 0.84375,
+    "general_capability_score": 0.890625,
+    "perplexity": 10.9456,
+    "blimp_accuracy": 0.7797,
+    "drift_kl": 0.0123,
+}
+CONTROL = {
+    "target_accuracy": 0.75,
+    "heldout/arithmetic": 0.9375,
+    "heldout/capitals": 0.875,
+    "general_capability_score": 0.90625,
+    "perplexity": 10.8301,
+    "blimp_accuracy": 0.7836,
+    "drift_kl": 0.0031,
+}
+
+
+def _coefficients() -> list[list[float]]:
+    grid = [[0.0] * N_HEADS for _ in range(N_LAYERS)]
+    for i, (li, h) in enumerate(HEADS):
+        grid[li][h] = -0.5 + 0.1 * i
+    grid[3][2] = 0.25
+    return grid
+
+
+def _robustness(defined: bool = True) -> dict:
+    from editkit.robustness import robustness_report
+
+    if defined:
+        before = {"original": 0.8125, "few_shot": 0.75, "distractor": 0.8}
+        after = {"original": 0.5625, "few_shot": 0.625, "distractor": 0.55}
+    else:
+        before = {"original": 0.8125, "few_shot": 0.75}
+        after = {"original": 0.8125, "few_shot": 0.7}
+    n = {k: 16 for k in before}
+    ctrl = robustness_report(
+        {"original": 0.9375, "few_shot": 0.9},
+        {"original": 0.9375, "few_shot": 0.875},
+        {"original": 16, "few_shot": 16},
+    )
+    return {"target": robustness_report(before, after, n), "control:arithmetic": ctrl}
+
+
+def make_run(root: Path, recipe_text: str = RECIPE, **metric_overrides) -> Path:
+    """A finished-looking run directory: marker, resolved recipe.yaml, edit/, metrics.json, model/."""
+    rpath = root / "recipe-src.yaml"
+    rpath.write_text(recipe_text)
+    recipe = load_recipe(rpath)
+    run = create_run_dir(root / "run", {"editkit_version": __version__, "recipe_hash": recipe.hash})
+    (run / "recipe.yaml").write_text(
+        f"# resolved recipe, hash {recipe.hash}, editkit {__version__}\n" + recipe.to_yaml()
+    )
+    info = {
+        "heads": HEADS,
+        "design": "balanced",
+        "coefficients": _coefficients(),
+        "coefficient_meaning": "Lasso coefficient on z-scored task scores (negative = needed)",
+        "r2": 0.8731,
+        "n_evals": 121,
+        "score": "margin",
+    }
+    ops = [
+        ScaleInputs(
+            module=f"model.layers.{li}.self_attn.o_proj", index=list(range(h * HEAD_DIM, (h + 1) * HEAD_DIM))
+        )
+        for li, h in [(12, 4), (20, 1)]
+    ]
+    Edit(method="heads", ops=ops, info=info).save(run / "edit")
+    model_dir = run / "model"
+    (model_dir / "editkit").mkdir(parents=True)
+    (model_dir / "config.json").write_text("{}")
+    metrics = {
+        "recipe_hash": recipe.hash,
+        "editkit_version": __version__,
+        "model": "demo",
+        "method": "heads",
+        "base_model": DEMO,
+        "license": "apache-2.0",
+        "method_paper": "Compressed sensing for capability localization in LLMs (arXiv 2603.03335)",
+        "anatomy": {"n_layers": N_LAYERS, "n_heads": N_HEADS, "n_kv_heads": 3, "head_dim": HEAD_DIM},
+        "base": BASE,
+        "fit_seconds": 412.5,
+        "edit": {"method": "heads", "modules": 2, "info": info},
+        "edit_norms": {
+            "model.layers.12.self_attn.o_proj": 3.0,
+            "model.layers.12.mlp.down_proj": 4.0,
+            "model.layers.20.self_attn.o_proj": 2.5,
+        },
+        "edited": EDITED,
+        "control": CONTROL,
+        "control_edit": {"control": "random heads"},
+        "robustness": _robustness(),
+        "export": {
+            "path": str(model_dir),
+            "dtype": "same",
+            "files": ["config.json", "model.safetensors"],
+            "max_abs_logit_diff": 3.2e-06,
+            "tied_embeddings": True,
+            "tolerance": 1e-4,
+        },
+        "total_seconds": 980.1,
+    }
+    for k, v in metric_overrides.items():
+        if v is None:
+            metrics.pop(k, None)
+        else:
+            metrics[k] = v
+    (run / "metrics.json").write_text(json.dumps(metrics, indent=1))
+    return run
+
+
+def _png_size(path: Path) -> tuple[int, int]:
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n", path
+    assert data[12:16] == b"IHDR" and data[-8:-4] == b"IEND"
+    return struct.unpack(">II", data[16:24])
+
+
+def _results(card: ModelCard) -> dict[str, float]:
+    return {r.metric_name: r.metric_value for r in card.data.eval_results}
+
+
+# ------------------------------------------------------------------------------------------------------
+
+
+def test_front_matter_parses_with_exact_metadata(tmp_path):
+    run = make_run(tmp_path)
+    path = write_card(run)
+    assert path == run / "model" / "README.md"
+    card = ModelCard.load(path)
+    d = card.data
+    assert d.base_model == DEMO
+    assert d.base_model_relation == BASE_MODEL_RELATION == "finetune"
+    assert d.library_name == "transformers"
+    assert d.license == "apache-2.0"
+    assert d.tags == ["editkit", "capability-ablation", "heads", "moral"]
+    assert d.datasets is None  # built-in sets are not Hub datasets
+    assert d.model_name == "smollm2-no-moral"
+    assert _results(card) == {
+        "target pairwise accuracy": 0.5625,
+        "held-out: arithmetic accuracy": 0.9375,
+        "held-out: capitals accuracy": 0.84375,
+        "general capability score": 0.890625,
+        "perplexity (general text)": 10.9456,
+        "BLiMP accuracy": 0.7797,
+        "drift KL(base ‖ model)": 0.0123,
+    }
+    raw = metadata_load(path)
+    index = raw["model-index"][0]
+    assert index["name"] == "smollm2-no-moral"
+    target = next(r for r in index["results"] if r["dataset"]["type"] == "moral")
+    assert target["metrics"] == [{"type": "accuracy", "value": 0.5625, "name": "target pairwise accuracy"}]
+    assert target["task"]["type"] == "text-generation"
+
+
+def test_body_before_after_table_exact(tmp_path):
+    text = write_card(make_run(tmp_path)).read_text()
+    assert "| metric | base | edited | Δ edited | random control | Δ control | reading |" in text
+    for row in (
+        "| target pairwise accuracy | 0.8125 | 0.5625 | -0.2500 | 0.7500 | -0.0625 |",
+        "| held-out: capitals accuracy | 0.8750 | 0.8438 | -0.0312 | 0.8750 | 0 |",
+        "| general capability score | 0.9062 | 0.8906 | -0.0156 | 0.9062 | 0 |",
+        "| perplexity (general text) | 10.8123 | 10.9456 | +0.1333 | 10.8301 | +0.0178 |",
+        "| BLiMP accuracy | 0.7841 | 0.7797 | -4.40e-03 | 0.7836 | -5.00e-04 |",
+        "| drift KL(base ‖ model) | 0 | 0.0123 | +0.0123 | 3.10e-03 | +3.10e-03 |",
+    ):
+        assert row in text, row
+    # order: target first, then held-out, then the general metrics
+    assert (
+        text.index("| target pairwise accuracy |")
+        < text.index("| held-out: arithmetic")
+        < text.index("| perplexity")
+    )
+    assert "Target pairwise accuracy went from 0.8125 to 0.5625" in text
+    assert "a random edit of the same size gives 0.7500" in text
+    assert "Random control: random heads." in text
+    assert "This is a capability ablation, not a safety guarantee." in text
+
+
+def test_method_paper_and_every_hyperparameter(tmp_path):
+    from editkit.methods import get_method
+
+    run = make_run(tmp_path)
+    text = write_card(run).read_text()
+    cls = get_method("heads")
+    assert f"`heads`: {cls.summary}." in text
+    assert f"Paper: {cls.paper}." in text
+    resolved = yaml.safe_load((run / "recipe.yaml").read_text())["method"]
+    for key in resolved:
+        if key == "name":
+            continue
+        desc = cls.params_cls.model_fields[key].description
+        assert f"| `{key}` |" in text and desc in text, key
+    assert "| `trials` | `120` |" in text and "| `top_k` | `3` |" in text and "| `heads` | `null` |" in text
+
+
+def test_where_found_tables_and_plots(tmp_path):
+    run = make_run(tmp_path)
+    path = write_card(run)
+    text = path.read_text()
+    # heads with their coefficients (from edit.info)
+    assert (
+        "| 12 | 4 | -0.5000 |" in text and "| 12 | 7 | -0.4000 |" in text and "| 20 | 1 | -0.3000 |" in text
+    )
+    assert "Found with the `balanced` design: 121 evaluations, R² 0.8731, task score `margin`." in text
+    # per-layer ‖ΔW‖: layer 12 = sqrt(3² + 4²) over its two modules; total over all modules
+    assert "| 12 | 5.0000 | 2 |" in text and "| 20 | 2.5000 | 1 |" in text
+    assert "‖ΔW‖_F over all 3 edited module(s): 5.5902." in text
+    for rel in ("editkit/plots/layer_delta_norms.png", "editkit/plots/heads_heatmap.png"):
+        assert f"]({rel})" in text
+        w, h = _png_size(path.parent / rel)
+        assert w > 100 and h > 100
+    assert not (path.parent / "editkit/plots/refusal_layers.png").exists()
+    # nothing half-written is left behind
+    leftovers = [p.name for p in path.parent.rglob("*") if p.name.endswith(".tmp")]
+    assert leftovers == []
+
+
+def test_layer_norms_aggregates_per_layer():
+    per_layer, other = layer_norms(
+        {
+            "model.layers.0.mlp.down_proj": 1.0,
+            "model.layers.2.self_attn.o_proj": 2.0,
+            "model.embed_tokens": 3.0,
+        },
+        n_layers=4,
+    )
+    assert per_layer == [1.0, 0.0, 2.0, 0.0] and other == 3.0
+    assert layer_norms({"transformer.h.1.attn.c_proj": 6.0})[0] == [0.0, 6.0]  # GPT-2 names
+
+
+def test_robustness_table_and_summary(tmp_path):
+    text = write_card(make_run(tmp_path)).read_text()
+    assert "| original | 16 | 0.8125 | 0.5625 | 0.2500 | 1.0000 |" in text
+    assert "| few_shot | 16 | 0.7500 | 0.6250 | 0.1250 | 0.5000 |" in text
+    assert "| distractor | 16 | 0.8000 | 0.5500 | 0.2500 | 1.0000 |" in text
+    assert (
+        "Worst family: **few_shot** (retained removal 0.5000); mean retained removal over 2 families: 0.7500."
+        in text
+    )
+    assert "### Control: arithmetic (should not drop)" in text
+    assert "| few_shot | 16 | 0.9000 | 0.8750 | 0.0250 |" in text
+
+
+def test_robustness_undefined_is_said_honestly(tmp_path):
+    text = write_card(make_run(tmp_path, robustness=_robustness(defined=False))).read_text()
+    assert "Retained removal is undefined: no removal on the original prompts" in text
+    assert "| few_shot | 16 | 0.7500 | 0.7000 | 0.0500 | – |" in text
+    assert "Worst family" not in text
+
+
+def test_export_and_reproduce_and_embedded_recipe(tmp_path):
+    run = make_run(tmp_path)
+    text = write_card(run).read_text()
+    saved = (run / "recipe.yaml").read_text()
+    h = json.loads((run / "metrics.json").read_text())["recipe_hash"]
+    assert "at most 3.20e-06 (max |Δlogit|, tolerance 1.00e-04)" in text
+    assert "dtype `same`" in text and "Input/output embeddings tied: yes." in text
+    assert f"pip install editkit=={__version__}" in text
+    assert "hf download someone/smollm2-no-moral editkit/recipe.yaml --local-dir ." in text
+    assert "editkit apply editkit/recipe.yaml --out runs/remove-moral-heads" in text
+    assert f"### Recipe (resolved, hash `{h}`)" in text
+    assert "```yaml\n" + saved.rstrip("\n") + "\n```" in text  # embedded verbatim
+    assert "## Limitations" in text and "re-learnable" in text
+    assert f"| editkit | {__version__} |" in text
+
+
+def test_missing_pieces_render_sentences_not_crashes(tmp_path):
+    base = {k: v for k, v in BASE.items() if k != "blimp_accuracy"}
+    edited = {k: v for k, v in EDITED.items() if k != "blimp_accuracy"}
+    run = make_run(
+        tmp_path,
+        base=base,
+        edited=edited,
+        control=None,
+        control_edit=None,
+        robustness=None,
+        edit={"method": "heads", "modules": 0, "info": {}},
+        edit_norms=None,
+        export={"path": str(tmp_path / "run" / "model")},
+        license=None,
+    )
+    (run / "edit" / "edit.json").unlink()  # no artifact to fall back on either
+    path = write_card(run)
+    text = path.read_text()
+    assert "No random control was evaluated" in text
+    assert "BLiMP was not measured" in text
+    assert "Robustness was not measured for this run" in text
+    assert "This run recorded no localisation" in text
+    assert "The reload check was not run" in text
+    assert "| metric | base | edited | Δ edited | reading |" in text
+    assert "| target pairwise accuracy | 0.8125 | 0.5625 | -0.2500 |" in text
+    assert not (path.parent / "editkit" / "plots").exists()
+    card = ModelCard.load(path)
+    assert card.data.license is None and card.data.base_model == DEMO
+    assert "BLiMP accuracy" not in _results(card)
+
+
+def test_refusal_card_metrics_datasets_and_plot(tmp_path):
+    recipe = """\
+name: remove-refusal
+model: demo
+method:
+  name: refusal
+  layer: 9
+  sra: false
+data:
+  heldout: []
+  sets:
+    harmful: {source: someone/harmful-prompts}
+    harmless: {source: ../shared/data/refusal/harmless_train.json}
+    harmful_test: {source: someone/harmful-prompts, split: test}
+    harmless_test: {source: ../shared/data/refusal/harmless_test.json}
+eval:
+  blimp: false
+  robustness: false
+"""
+    info = {
+        "layer": 9,
+        "layer_scores": {"9": {"refusal_log_odds": -2.125, "kl": 0.0412}},
+        "edited_layers": list(range(N_LAYERS)),
+        "n_train": [128, 128],
+    }
+    ref = {
+        "refusal_rate": 0.92,
+        "over_refusal_rate": 0.04,
+        "harmless_kl": 0.0,
+        "perplexity": 10.8123,
+        "drift_kl": 0.0,
+    }
+    ed = {
+        "refusal_rate": 0.06,
+        "over_refusal_rate": 0.02,
+        "harmless_kl": 0.0311,
+        "perplexity": 10.8351,
+        "drift_kl": 0.0101,
+    }
+    run = make_run(
+        tmp_path,
+        recipe_text=recipe,
+        method="refusal",
+        base=ref,
+        edited=ed,
+        control=None,
+        robustness=None,
+        edit={"method": "refusal", "modules": 60, "info": info},
+        edit_norms={f"model.layers.{i}.self_attn.o_proj": 0.5 for i in range(N_LAYERS)},
+    )
+    path = write_card(run)
+    text = path.read_text()
+    card = ModelCard.load(path)
+    assert card.data.tags == ["editkit", "capability-ablation", "refusal"]  # method = capability: once
+    assert card.data.datasets == ["someone/harmful-prompts"]  # the Hub id, not the local files
+    assert _results(card)["refusal rate (harmful prompts)"] == 0.06
+    assert _results(card)["harmless KL (first token)"] == 0.0311
+    refusal = next(
+        r for r in card.data.eval_results if r.metric_type == "refusal_rate" and r.metric_value == 0.06
+    )
+    assert refusal.dataset_type == "someone/harmful-prompts"
+    assert "| refusal rate (harmful prompts) | 0.9200 | 0.0600 | -0.8600 |" in text
+    assert "Refusal rate on harmful prompts went from 0.9200 to 0.0600." in text
+    assert "The refusal direction was taken at layer **9**" in text
+    assert "| 9 **(chosen)** | -2.1250 | 0.0412 |" in text
+    assert "No held-out capability was measured" in text
+    _png_size(path.parent / "editkit/plots/refusal_layers.png")
+    assert "`../shared/data/refusal/harmless_train.json`" in text  # reproduce: local files named
+
+
+def test_base_model_only_when_hub_id(tmp_path):
+    assert hub_id(DEMO) == DEMO
+    for not_hub in ("/tmp/tiny", "./model", "~/m", "runs/x/model", "a/b/c", "demo.gguf", None, "../x/y"):
+        assert hub_id(not_hub) is None, not_hub
+    local = tmp_path / "local" / "model"
+    local.mkdir(parents=True)
+    run = make_run(tmp_path, base_model=str(local))
+    card = ModelCard.load(write_card(run))
+    assert card.data.base_model is None and "base_model_relation" not in card.data.to_dict()
+    # an existing relative folder that looks like owner/name is not a Hub id either
+    recipe = yaml.safe_load((run / "recipe.yaml").read_text())
+    metrics = json.loads((run / "metrics.json").read_text())
+    metrics["base_model"] = "someone/model"
+    assert "base_model: someone/model" in render_card(recipe, metrics)
+
+
+def test_render_card_is_pure_and_deterministic(tmp_path):
+    run = make_run(tmp_path)
+    recipe = yaml.safe_load((run / "recipe.yaml").read_text())
+    metrics = json.loads((run / "metrics.json").read_text())
+    before = json.dumps(metrics, sort_keys=True)
+    a = render_card(recipe, metrics)
+    assert a == render_card(recipe, metrics)
+    assert json.dumps(metrics, sort_keys=True) == before
+    assert not (run / "model" / "README.md").exists()
+    assert a.startswith("---\n") and "\n---\n\n# someone/smollm2-no-moral\n" in a
+
+
+def test_cli_card_regenerates(tmp_path):
+    run = make_run(tmp_path)
+    readme = run / "model" / "README.md"
+    readme.write_text("stale")
+    result = CliRunner().invoke(app, ["card", str(run)])
+    assert result.exit_code == 0, result.output
+    assert "wrote" in result.output
+    assert readme.read_text().startswith("---\n") and ModelCard.load(readme).data.base_model == DEMO
+    assert (run / "model" / "editkit" / "plots" / "layer_delta_norms.png").is_file()
+
+
+@pytest.mark.parametrize("kind", ["plain_dir", "missing", "no_metrics"])
+def test_cli_card_not_a_run_exits_2_with_one_line(tmp_path, kind):
+    target = tmp_path / "x"
+    if kind == "plain_dir":
+        target.mkdir()
+        (target / "metrics.json").write_text("{}")
+    elif kind == "no_metrics":
+        create_run_dir(target, {})
+    result = CliRunner().invoke(app, ["card", str(target)])
+    msg = result.output.strip()
+    assert result.exit_code == 2, (result.output, result.exception)
+    assert len(msg.splitlines()) == 1 and msg.startswith("error: "), msg
+    assert str(target) in msg
+    assert ("metrics.json" in msg) if kind == "no_metrics" else ("not an editkit run directory" in msg)
+
+
+def test_card_never_contains_a_token(tmp_path, monkeypatch):
+    fake = "hf_FakeTokenForCardTest1234567890"
+    monkeypatch.setenv("HF_TOKEN", fake)
+    info = {"heads": HEADS, "note": f"pushed with {fake}", "other": "hf_AnotherLookingToken99"}
+    run = make_run(tmp_path, edit={"method": "heads", "modules": 2, "info": info})
+    text = write_card(run).read_text()
+    assert fake not in text and "hf_AnotherLookingToken99" not in text
+    assert "pushed with ***" in text
+    assert "token_env: HF_TOKEN" in text  # the variable's NAME is fine (and needed to reproduce)
+
+
+def test_pipeline_writes_this_card(tmp_path, tiny_dir):
+    """The real pipeline on a tiny Llama: its README is this card, with the run's own numbers."""
+    from editkit import apply_recipe
+
+    target = tmp_path / "moral.jsonl"
+    rows = [
+        {"id": f"m{i}", "split": "train" if i < 8 else "test", "prompt": p, "correct": c, "incorrect": w}
+        for i, (p, c, w) in enumerate(
+            [("Stealing is", " wrong", " good"), ("Helping is", " good", " wrong")] * 6
+        )
+    ]
+    target.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(
+        f"name: tiny-card\nmodel: {tiny_dir('llama')}\nmethod: {{name: heads, heads: [[0, 1], [1, 2]]}}\n"
+        f"data: {{target: {target}, heldout: [capitals]}}\n"
+        "eval: {blimp: false, robustness: false, max_items: 4, batch_size: 4, drift_prompts: 4}\n"
+    )
+    res = apply_recipe(recipe, out=tmp_path / "run")
+    readme = res.model_dir / "README.md"
+    card = ModelCard.load(readme)
+    m = res.metrics
+    assert card.data.base_model is None  # a local folder
+    assert card.data.tags == ["editkit", "capability-ablation", "heads", "moral"]
+    assert _results(card)["target pairwise accuracy"] == m["edited"]["target_accuracy"]
+    text = readme.read_text()
+    assert "| 0 | 1 |" in text and "| 1 | 2 |" in text  # the explicit heads
+    assert "The heads were given explicitly in the recipe" in text
+    _png_size(res.model_dir / "editkit/plots/layer_delta_norms.png")
