@@ -224,6 +224,20 @@ class Edit:
 
     # -- in weights ---------------------------------------------------------------------------------
     @torch.no_grad()
+    def merge_tensors(
+        self, name: str, w: torch.Tensor, b: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Apply this edit's ops on module ``name`` to an [out, in] fp32 weight (and fp32 bias), in order.
+
+        The one place the merge math is applied: ``merge_into`` (a loaded model) and the shard-streamed
+        merge (``editkit.streaming``, tensors read from a checkpoint) both call it, so they agree bit for bit.
+        """
+        for op in self.ops:
+            if op.module == name:
+                w, b = op.merge(w, b)
+        return w, b
+
+    @torch.no_grad()
     def merge_into(self, model: nn.Module) -> dict[str, float]:
         """Merge into the weights in place (fp32 math, cast back). Returns the per-module Δ‖W‖_F."""
         self._check(model)
@@ -233,10 +247,7 @@ class Edit:
             w0 = weight_out_in(mod)
             bias = getattr(mod, "bias", None)
             b = bias.detach().to(torch.float32).clone() if isinstance(bias, torch.Tensor) else None
-            w = w0.clone()
-            for op in self.ops:
-                if op.module == name:
-                    w, b = op.merge(w, b)
+            w, b = self.merge_tensors(name, w0.clone(), b)
             set_weight_out_in(mod, w)
             if b is not None:
                 bias.copy_(b.to(bias.dtype))
@@ -248,10 +259,7 @@ class Edit:
         out = {}
         for name in self.modules:
             w0 = weight_out_in(model.get_submodule(name))
-            w = w0.clone()
-            for op in self.ops:
-                if op.module == name:
-                    w, _ = op.merge(w, None)
+            w, _ = self.merge_tensors(name, w0.clone(), None)
             out[name] = float((w - w0).norm())
         return out
 
@@ -260,12 +268,18 @@ class Edit:
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
         tensors: dict[str, torch.Tensor] = {}
+        seen: set[int] = set()
         ops = []
         for i, op in enumerate(self.ops):
             keys = {}
             for k, t in op.tensors().items():
                 key = f"op{i}.{k}"
-                tensors[key] = t.detach().cpu().contiguous()
+                t = t.detach().cpu().contiguous()
+                # ops may share one tensor (one direction for all writers); safetensors refuses that
+                if t.numel() and t.untyped_storage().data_ptr() in seen:
+                    t = t.clone()
+                seen.add(t.untyped_storage().data_ptr())
+                tensors[key] = t
                 keys[k] = key
             ops.append({"kind": op.kind, "module": op.module, "params": op.params(), "tensors": keys})
         meta = {

@@ -1,11 +1,21 @@
 """`heads`: knock out attention heads (zero their o_proj input columns; exact and GQA-safe).
 
-With an explicit ``heads`` list the method just applies it (the foundation path). Discovery by compressed
-sensing over random head knockouts (arXiv 2603.03335) fills the list when it is not given.
+With an explicit ``heads`` list the method just applies it. Otherwise it finds the heads by compressed
+sensing over random head knockouts (arXiv 2603.03335, locuslab/llm-components): m trials each knock out
+k = ⌈s·N⌉ of the N = layers × query heads (balanced design), a continuous task score is measured per
+trial on a fixed subset of the target's train items, and a sparse linear fit (Lasso) of the z-scored
+scores on the 0/1 knockout matrix ranks the heads: the most negative coefficients are the heads the
+capability needs. ``design: exhaustive`` (one head per trial, N evaluations) is the reference.
 """
 
 from __future__ import annotations
 
+import time
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
 from pydantic import Field, field_validator
 
 from editkit.edit import Edit, ScaleInputs
@@ -20,6 +30,26 @@ class HeadsParams(MethodParams):
         None, description="explicit [layer, head] pairs to knock out (skips discovery)"
     )
     scale: float = Field(0.0, description="factor for the chosen heads' outputs (0 = knock out)")
+    design: Literal["balanced", "exhaustive"] = Field(
+        "balanced",
+        description="balanced: m random trials of k heads (compressed sensing); exhaustive: one head per trial",
+    )
+    trials: int = Field(100, ge=2, description="m, the number of knockout trials of the balanced design")
+    sparsity: float = Field(0.02, gt=0, le=1, description="s: each trial knocks out k = ceil(s*N) heads")
+    knockouts: int | None = Field(None, ge=1, description="k heads per trial (overrides sparsity)")
+    solver: Literal["lasso", "lasso_cv", "omp"] = Field("lasso", description="sparse recovery (scikit-learn)")
+    alpha: float = Field(0.01, gt=0, description="Lasso L1 strength (on z-scored scores)")
+    top_k: int = Field(5, ge=1, description="how many heads (most negative coefficients) form the edit")
+    score: Literal["logprob", "margin", "accuracy"] = Field(
+        "margin",
+        description="task score per trial: mean gold log-prob, mean margin l(correct)-l(incorrect), "
+        "or pairwise accuracy",
+    )
+    items: int = Field(
+        32, ge=1, description="size of the fixed subset of target train items scored per trial"
+    )
+    batch_rows: int = Field(256, ge=1, description="rows per forward (items x masks)")
+    max_length: int = Field(128, ge=2, description="token limit per item")
 
     @field_validator("heads")
     @classmethod
@@ -44,24 +74,166 @@ def head_mask_edit(
     return Edit(method="heads", ops=ops, info={"heads": [list(h) for h in heads], **(info or {})})
 
 
+def save_heatmap_png(values: np.ndarray, path: Path, title: str, chosen: list[tuple[int, int]] = ()) -> Path:
+    """Layers × heads heatmap (red = negative = the capability needs the head), chosen heads boxed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    lim = float(np.abs(values).max()) or 1.0
+    n_layers, n_heads = values.shape
+    fig, ax = plt.subplots(figsize=(max(4.0, 0.45 * n_heads + 2), max(3.0, 0.22 * n_layers + 1)))
+    im = ax.imshow(values, cmap="RdBu", vmin=-lim, vmax=lim, aspect="auto", origin="lower")
+    for layer, head in chosen:
+        ax.add_patch(plt.Rectangle((head - 0.5, layer - 0.5), 1, 1, fill=False, edgecolor="black", lw=1.5))
+    ax.set_xticks(range(n_heads))
+    ax.set_yticks(range(0, n_layers, max(1, n_layers // 10)))
+    ax.set_xlabel("query head")
+    ax.set_ylabel("layer")
+    ax.set_title(title, fontsize=9)
+    fig.colorbar(im, ax=ax, shrink=0.8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def locate_heads(ctx: FitContext, p: HeadsParams, items: list[dict]) -> dict:
+    """Run the knockout design and the recovery; returns coefficients [L, H], ranking, R², counts."""
+    from editkit.localize.designs import balanced_design, exhaustive_design, knockouts_per_trial
+    from editkit.localize.head_masks import design_to_masks, score_head_masks
+    from editkit.localize.recovery import sparse_recovery
+
+    an = ctx.anatomy
+    n_units = an.n_layers * an.n_heads
+    if p.design == "exhaustive":
+        X, k = exhaustive_design(n_units), 1
+    else:
+        k = min(p.knockouts or knockouts_per_trial(n_units, p.sparsity), n_units)
+        X = balanced_design(n_units, p.trials, k, seed=ctx.rng("heads-design").randrange(2**31))
+    masks = design_to_masks(X, an.n_layers, an.n_heads)
+    t0 = time.time()
+    score_kw = dict(score=p.score, batch_rows=p.batch_rows, max_length=p.max_length)
+    baseline = float(
+        score_head_masks(
+            ctx.model, ctx.tokenizer, an, items, torch.ones(1, an.n_layers, an.n_heads), **score_kw
+        )[0]
+    )
+    y = score_head_masks(
+        ctx.model,
+        ctx.tokenizer,
+        an,
+        items,
+        masks,
+        progress=lambda done, total: ctx.events.progress("fit", done, total),
+        **score_kw,
+    ).numpy()
+    seconds = time.time() - t0
+    if p.design == "exhaustive":
+        # one head per trial: the effect of head j is its own drop; no fit needed
+        coef, r2, extra = (y - baseline).astype(np.float64), 1.0, {}
+    else:
+        if float(np.std(y)) == 0.0:
+            raise EditkitError(
+                "method.heads: every knockout trial gave the same task score, so nothing can be localised "
+                f"(score '{p.score}' on {len(items)} items); try score: margin or logprob, or more items"
+            )
+        coef, r2, extra = sparse_recovery(X, y, p.solver, p.alpha, n_nonzero=2 * p.top_k)
+    order = np.argsort(coef, kind="stable")
+    return {
+        "coef": coef.reshape(an.n_layers, an.n_heads),
+        "order": [(int(j) // an.n_heads, int(j) % an.n_heads) for j in order],
+        "r2": r2,
+        "baseline": baseline,
+        "trial_scores": y,
+        "n_trials": int(X.shape[0]),
+        "knockouts_per_trial": int(k),
+        "seconds": seconds,
+        **extra,
+    }
+
+
 @register_method
 class HeadsMethod(Method):
     name = "heads"
     params_cls = HeadsParams
     paper = "Compressed sensing for capability localization in LLMs (arXiv 2603.03335)"
-    summary = "a sparse set of attention heads, zeroed at the o_proj input"
+    summary = "a sparse set of attention heads, found by compressed sensing over knockouts, zeroed at o_proj"
+
+    def check(self, params: HeadsParams, anatomy) -> None:
+        for layer, head in params.heads or []:
+            if not (0 <= layer < anatomy.n_layers and 0 <= head < anatomy.n_heads):
+                raise EditkitError(
+                    f"method.heads: [{layer}, {head}] is out of range for this model "
+                    f"({anatomy.n_layers} layers x {anatomy.n_heads} heads)"
+                )
+        if params.heads is None and params.top_k > anatomy.n_total_heads:
+            raise EditkitError(
+                f"method.top_k: {params.top_k} is more than this model's {anatomy.n_total_heads} heads"
+            )
 
     def fit(self, ctx: FitContext) -> Edit:
         p: HeadsParams = ctx.params  # type: ignore[assignment]
-        if p.heads is None:
-            raise EditkitError("method.heads: head discovery is not available yet; give an explicit list")
-        for layer, head in p.heads:
-            if not (0 <= layer < ctx.anatomy.n_layers and 0 <= head < ctx.anatomy.n_heads):
-                raise EditkitError(
-                    f"method.heads: [{layer}, {head}] is out of range for this model "
-                    f"({ctx.anatomy.n_layers} layers x {ctx.anatomy.n_heads} heads)"
-                )
-        return head_mask_edit(ctx.anatomy, [tuple(h) for h in p.heads], p.scale)
+        self.check(p, ctx.anatomy)
+        if p.heads is not None:
+            return head_mask_edit(ctx.anatomy, [tuple(h) for h in p.heads], p.scale)
+
+        train = list(ctx.data.get("target_train") or [])
+        if not train:
+            raise EditkitError("method.heads: head discovery needs target train items (data.target)")
+        n_units = ctx.anatomy.n_total_heads
+        items = ctx.rng("heads-items").sample(train, min(p.items, len(train)))
+        ctx.events.log(
+            f"heads: {p.design} design over {n_units} heads, score '{p.score}' on {len(items)} train items"
+        )
+        res = locate_heads(ctx, p, items)
+        chosen = res["order"][: p.top_k]
+        coef = res["coef"]
+        if any(coef[li, h] >= 0 for li, h in chosen):
+            ctx.events.log(
+                "heads: some chosen heads have a non-negative coefficient (too few trials or too few items?)",
+                level="warning",
+            )
+        n_evals = res["n_trials"] + 1  # + the unmasked baseline
+        title = f"heads: {p.design} ({n_evals} evals, score {p.score})" + (
+            f", R2={res['r2']:.2f}" if p.design != "exhaustive" else ""
+        )
+        values = [[round(float(v), 6) for v in row] for row in coef]
+        ctx.events.emit(
+            "heatmap", name="heads", values=values, xlabel="query head", ylabel="layer", title=title
+        )
+        png = save_heatmap_png(coef, Path(ctx.run_dir) / "heads_heatmap.png", title, chosen)
+        ctx.events.log(
+            "heads: chosen "
+            + ", ".join(f"L{li}H{h} ({coef[li, h]:+.3f})" for li, h in chosen)
+            + f"; R2 {res['r2']:.3f}; {n_evals} evaluations in {res['seconds']:.1f}s"
+        )
+        info = {
+            "design": p.design,
+            "solver": p.solver if p.design != "exhaustive" else None,
+            "score": p.score,
+            "coefficients": values,
+            "coefficient_meaning": (
+                "drop in task score when the head alone is knocked out"
+                if p.design == "exhaustive"
+                else "Lasso coefficient on z-scored task scores (negative = needed)"
+            ),
+            "r2": round(float(res["r2"]), 6),
+            "n_evals": n_evals,
+            "n_trials": res["n_trials"],
+            "knockouts_per_trial": res["knockouts_per_trial"],
+            "baseline_score": round(res["baseline"], 6),
+            "trial_score_mean": round(float(np.mean(res["trial_scores"])), 6),
+            "items": len(items),
+            "eval_seconds": round(res["seconds"], 2),
+            "heatmap": str(png),
+            "ranking": [list(h) for h in res["order"][: max(20, p.top_k)]],
+        }
+        if "alpha" in res:
+            info["lasso_cv_alpha"] = res["alpha"]
+        return head_mask_edit(ctx.anatomy, chosen, p.scale, info=info)
 
     def control(self, ctx: FitContext, edit: Edit) -> Edit | None:
         chosen = {tuple(h) for h in edit.info.get("heads", [])}

@@ -1,11 +1,26 @@
 """`neurons`: erase (or scale) MLP neurons by their down_proj input column (exact and mergeable).
 
-With an explicit ``neurons`` list the method just applies it (the foundation path). Discovery by
-Commonality Neuron Localisation (CNL, arXiv 2502.20992) fills the list when it is not given.
+With an explicit ``neurons`` list the method just applies it. Otherwise it finds them by Commonality
+Neuron Localisation (CNL, arXiv 2502.20992):
+
+1. attribution of every MLP neuron on every sample (integrated gradients of the gold answer's
+   probability over the neuron's activation, or activation × gradient);
+2. per sample, keep the neurons above ``threshold`` × that sample's largest attribution (or its top-q);
+3. per dataset, keep the neurons kept in at least ``min_share`` of its samples;
+4. capability neurons = the neurons every dataset keeps (the commonality).
+
+Datasets: by default the sampled target train items are split into ``n_splits`` disjoint random parts,
+each a "dataset" (so the overlap between them measures how stable the localisation is); with
+``datasets: [a, b]`` the named ``data.sets`` (triplet files of the same capability) are the datasets.
 """
 
 from __future__ import annotations
 
+import itertools
+import time
+from typing import Literal
+
+import torch
 from pydantic import Field, field_validator
 
 from editkit.edit import Edit, ScaleInputs
@@ -20,12 +35,49 @@ class NeuronsParams(MethodParams):
         None, description="explicit [layer, neuron] pairs to erase (skips discovery)"
     )
     scale: float = Field(0.0, description="factor for the chosen neurons (0 = erase, >1 = enhance)")
+    attribution: Literal["ig", "act_x_grad"] = Field(
+        "ig", description="integrated gradients over the activation, or activation x gradient (fast)"
+    )
+    steps: int = Field(20, ge=1, description="integrated-gradient steps m (activation scaled 0 -> value)")
+    scope: Literal["joint", "layer"] = Field(
+        "joint",
+        description="joint: all layers' neurons scaled together (m rows per sample); "
+        "layer: one layer at a time, others intact (layers*m rows per sample)",
+    )
+    target: Literal["prob", "logprob"] = Field("prob", description="F: gold answer probability or log-prob")
+    threshold: float = Field(0.3, gt=0, le=1, description="t: keep neurons with attribution > t * sample max")
+    top_q: int | None = Field(
+        None, ge=1, description="keep each sample's top-q neurons instead of the threshold"
+    )
+    min_share: float = Field(
+        0.5, gt=0, le=1, description="p: a dataset keeps neurons kept in >= p of its samples"
+    )
+    datasets: list[str] | None = Field(
+        None,
+        description="names of data.sets with triplets of the same capability (default: split target train)",
+    )
+    n_splits: int = Field(
+        2, ge=2, description="disjoint parts of the target train sample when datasets is unset"
+    )
+    samples: int = Field(32, ge=2, description="samples attributed per dataset (default design: in total)")
+    max_neurons: int = Field(
+        200, ge=1, description="cap on the neurons erased (largest mean attribution kept)"
+    )
+    batch_rows: int = Field(40, ge=1, description="rows (sample x path point) per forward/backward")
+    max_length: int = Field(128, ge=2, description="token limit per item")
 
     @field_validator("neurons")
     @classmethod
     def _non_empty(cls, v):
         if v is not None and len(v) == 0:
             raise ValueError("must list at least one [layer, neuron] pair")
+        return v
+
+    @field_validator("datasets")
+    @classmethod
+    def _two_sets(cls, v):
+        if v is not None and len(set(v)) < 2:
+            raise ValueError("CNL needs at least two different datasets of the same capability")
         return v
 
 
@@ -42,6 +94,35 @@ def neuron_edit(
     return Edit(method="neurons", ops=ops, info={"neurons": [list(n) for n in neurons], **(info or {})})
 
 
+def kept_per_sample(attr: torch.Tensor, threshold: float, top_q: int | None) -> torch.Tensor:
+    """[samples, L, I] attributions → bool, the neurons each sample keeps."""
+    flat = attr.flatten(1)
+    if top_q is not None:
+        keep = torch.zeros_like(flat, dtype=torch.bool)
+        keep.scatter_(1, flat.topk(min(top_q, flat.shape[1]), dim=1).indices, True)
+    else:
+        peak = flat.max(dim=1, keepdim=True).values
+        keep = (flat > threshold * peak) & (peak > 0)
+    return keep.view_as(attr)
+
+
+def dataset_neurons(keep: torch.Tensor, min_share: float) -> set[tuple[int, int]]:
+    """Neurons kept by at least ``min_share`` of the samples ([samples, L, I] bool)."""
+    share = keep.float().mean(dim=0)
+    return {(int(li), int(j)) for li, j in (share >= min_share - 1e-9).nonzero().tolist()}
+
+
+def overlap_stats(a: set, b: set) -> dict:
+    inter, union = len(a & b), len(a | b)
+    return {
+        "n_a": len(a),
+        "n_b": len(b),
+        "intersection": inter,
+        "overlap_rate": round(inter / len(a), 6) if a else 0.0,  # |A∩B| / |A| (CNL's measure)
+        "iou": round(inter / union, 6) if union else 0.0,
+    }
+
+
 @register_method
 class NeuronsMethod(Method):
     name = "neurons"
@@ -49,25 +130,139 @@ class NeuronsMethod(Method):
     paper = "Commonality Neuron Localisation (CNL, arXiv 2502.20992)"
     summary = "capability neurons common to several datasets, erased at the down_proj input"
 
-    def fit(self, ctx: FitContext) -> Edit:
-        p: NeuronsParams = ctx.params  # type: ignore[assignment]
-        if p.neurons is None:
-            raise EditkitError("method.neurons: neuron discovery is not available yet; give an explicit list")
-        for layer, j in p.neurons:
-            if not (0 <= layer < ctx.anatomy.n_layers and 0 <= j < ctx.anatomy.intermediate_size):
+    def _datasets(self, ctx: FitContext, p: NeuronsParams) -> dict[str, list[dict]]:
+        if p.datasets is not None:
+            out = {}
+            for name in p.datasets:
+                rows = ctx.data.get(name)
+                if not rows:
+                    raise EditkitError(f"method.datasets: '{name}' is not a data.sets entry of this recipe")
+                missing = [k for k in ("prompt", "correct") if k not in rows[0]]
+                if missing:
+                    raise EditkitError(f"data.sets.{name}: rows need {', '.join(missing)} (triplets)")
+                out[name] = ctx.rng(f"neurons-{name}").sample(list(rows), min(p.samples, len(rows)))
+            return out
+        train = list(ctx.data.get("target_train") or [])
+        if len(train) < p.n_splits:
+            raise EditkitError(
+                f"method.neurons: neuron discovery needs at least {p.n_splits} target train items (data.target)"
+            )
+        sample = ctx.rng("neurons-items").sample(train, min(p.samples, len(train)))
+        return {
+            f"half{i}" if p.n_splits == 2 else f"part{i}": sample[i :: p.n_splits] for i in range(p.n_splits)
+        }
+
+    def check(self, params: NeuronsParams, anatomy) -> None:
+        for layer, j in params.neurons or []:
+            if not (0 <= layer < anatomy.n_layers and 0 <= j < anatomy.intermediate_size):
                 raise EditkitError(
                     f"method.neurons: [{layer}, {j}] is out of range for this model "
-                    f"({ctx.anatomy.n_layers} layers x {ctx.anatomy.intermediate_size} neurons)"
+                    f"({anatomy.n_layers} layers x {anatomy.intermediate_size} neurons)"
                 )
-        return neuron_edit(ctx.anatomy, [tuple(n) for n in p.neurons], p.scale)
+
+    def fit(self, ctx: FitContext) -> Edit:
+        from editkit.localize.attribution import neuron_attributions
+
+        p: NeuronsParams = ctx.params  # type: ignore[assignment]
+        an = ctx.anatomy
+        self.check(p, an)
+        if p.neurons is not None:
+            return neuron_edit(an, [tuple(n) for n in p.neurons], p.scale)
+
+        sets = self._datasets(ctx, p)
+        total = sum(len(v) for v in sets.values())
+        ctx.events.log(
+            f"neurons: {p.attribution} attribution ({p.scope}, m={p.steps}) on {total} samples in "
+            f"{len(sets)} datasets ({', '.join(f'{k}: {len(v)}' for k, v in sets.items())})"
+        )
+        t0 = time.time()
+        per_set: dict[str, set[tuple[int, int]]] = {}
+        attr_sum = torch.zeros(an.n_layers, an.intermediate_size)
+        done = 0
+        for name, items in sets.items():
+            attr = neuron_attributions(
+                ctx.model,
+                ctx.tokenizer,
+                an,
+                items,
+                method=p.attribution,
+                steps=p.steps,
+                target=p.target,
+                scope=p.scope,
+                batch_rows=p.batch_rows,
+                max_length=p.max_length,
+                progress=lambda d, t, base=done, n=len(items): ctx.events.progress(
+                    "fit", base + round(n * d / t), total
+                ),
+            )
+            done += len(items)
+            keep = kept_per_sample(attr, p.threshold, p.top_q)
+            per_set[name] = dataset_neurons(keep, p.min_share)
+            attr_sum += attr.sum(dim=0)
+            ctx.events.log(
+                f"neurons: {name}: {len(per_set[name])} neurons kept in >= {p.min_share:.0%} of "
+                f"{len(items)} samples (mean {keep.flatten(1).sum(1).float().mean():.1f} kept per sample)"
+            )
+        seconds = time.time() - t0
+        common = set.intersection(*per_set.values())
+        pairs = {
+            f"{a}~{b}": overlap_stats(per_set[a], per_set[b]) for a, b in itertools.permutations(per_set, 2)
+        }
+        mean_attr = attr_sum / total
+        ranked = sorted(common, key=lambda n: -float(mean_attr[n]))
+        chosen = sorted(ranked[: p.max_neurons])
+        if not chosen:
+            raise EditkitError(
+                "method.neurons: no neuron is common to all datasets; lower threshold or min_share "
+                f"(per dataset: {', '.join(f'{k}={len(v)}' for k, v in per_set.items())})"
+            )
+        if len(common) > p.max_neurons:
+            ctx.events.log(
+                f"neurons: {len(common)} common neurons, capped to max_neurons={p.max_neurons}",
+                level="warning",
+            )
+        by_layer = [0] * an.n_layers
+        for li, _ in chosen:
+            by_layer[li] += 1
+        ctx.events.emit(
+            "heatmap",
+            name="neurons_per_layer",
+            values=[[float(c)] for c in by_layer],
+            xlabel="count",
+            ylabel="layer",
+            title=f"capability neurons per layer ({len(chosen)})",
+        )
+        ctx.events.log(f"neurons: {len(chosen)} capability neurons in {seconds:.1f}s; overlaps {pairs}")
+        info = {
+            "attribution": p.attribution,
+            "scope": p.scope,
+            "steps": p.steps if p.attribution == "ig" else 1,
+            "target": p.target,
+            "selection": f"top-{p.top_q} per sample" if p.top_q else f"> {p.threshold} x sample max",
+            "min_share": p.min_share,
+            "datasets": {k: len(v) for k, v in sets.items()},
+            "per_dataset": {k: len(v) for k, v in per_set.items()},
+            "n_common": len(common),
+            "n_chosen": len(chosen),
+            "overlap": pairs,
+            "per_layer": by_layer,
+            "attribution_seconds": round(seconds, 2),
+            "mean_attribution": [round(float(mean_attr[n]), 8) for n in chosen],
+        }
+        return neuron_edit(an, chosen, p.scale, info=info)
 
     def control(self, ctx: FitContext, edit: Edit) -> Edit | None:
+        """Random neurons, as many per layer as the edit has (layer-matched: depth is not a confound)."""
         chosen = {tuple(n) for n in edit.info.get("neurons", [])}
+        per_layer: dict[int, int] = {}
+        for li, _ in chosen:
+            per_layer[li] = per_layer.get(li, 0) + 1
         rng = ctx.rng("neurons-control")
-        pick: set[tuple[int, int]] = set()
-        while len(pick) < len(chosen):
-            cand = (rng.randrange(ctx.anatomy.n_layers), rng.randrange(ctx.anatomy.intermediate_size))
-            if cand not in chosen:
-                pick.add(cand)
+        pick: list[tuple[int, int]] = []
+        for li, n in sorted(per_layer.items()):
+            pool = [j for j in range(ctx.anatomy.intermediate_size) if (li, j) not in chosen]
+            pick += [(li, j) for j in sorted(rng.sample(pool, min(n, len(pool))))]
         p: NeuronsParams = ctx.params  # type: ignore[assignment]
-        return neuron_edit(ctx.anatomy, sorted(pick), p.scale, info={"control": "random neurons"})
+        return neuron_edit(
+            ctx.anatomy, pick, p.scale, info={"control": "random neurons, same count per layer"}
+        )

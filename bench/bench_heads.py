@@ -1,0 +1,224 @@
+"""Benchmark `heads` on the demo model: batched multi-mask evaluation, and compressed sensing vs exhaustive.
+
+1. Batched masks: the same knockout masks scored one mask per forward vs several masks per forward
+   (each batch row with its own mask), timed in one run; prints the speed ratio.
+2. Exhaustive single-head knockout (N = layers × heads evaluations) gives the reference ranking.
+3. Compressed sensing (balanced design, ≤ 25% of the exhaustive evaluations) for several seeds, k and
+   solvers: overlap of its top-5 with the exhaustive top-5.
+4. Confirmation on the held-out test split: target accuracy/margin with the chosen 5 heads knocked out
+   vs random 5-head controls.
+
+    flock /tmp/editkit-heavy.lock .venv/bin/python bench/bench_heads.py --out bench/results/heads.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default=None, help="model dir (default: the demo model)")
+    ap.add_argument("--capability", default="arithmetic")
+    ap.add_argument("--items", type=int, default=32, help="train items scored per trial")
+    ap.add_argument("--trials", type=int, default=66, help="CS trials (+1 baseline = evaluations)")
+    ap.add_argument("--sparsity", type=float, nargs="+", default=[0.02, 0.05])
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--timing-masks", type=int, default=32)
+    ap.add_argument("--top-k", type=int, default=5)
+    ap.add_argument("--random-controls", type=int, default=5)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--out", default=None, help="write all numbers as JSON here")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from editkit.anatomy import find_anatomy
+    from editkit.data.capabilities import load_triplets
+    from editkit.eval.pairwise import pairwise_margins
+    from editkit.localize.designs import balanced_design, exhaustive_design, knockouts_per_trial
+    from editkit.localize.head_masks import design_to_masks, encode_items, head_mask_logprobs, reduce_scores
+    from editkit.localize.recovery import sparse_recovery
+    from editkit.methods.heads import head_mask_edit
+
+    if args.model is None:
+        from editkit.models import ensure_demo_model
+
+        args.model = str(ensure_demo_model(progress=lambda m: None))
+    model = AutoModelForCausalLM.from_pretrained(args.model, dtype=torch.float32).eval()
+    tok = AutoTokenizer.from_pretrained(args.model)
+    an = find_anatomy(model)
+    n_units = an.n_total_heads
+    train = [dict(r) for r in load_triplets(args.capability, split="train")]
+    test = [dict(r) for r in load_triplets(args.capability, split="test")]
+    items = random.Random("0:heads-items").sample(train, min(args.items, len(train)))  # = the method, seed 0
+    enc = encode_items(tok, items, "margin")
+    n = len(items)
+    res: dict = {"model": args.model, "capability": args.capability, "items": n, "n_heads_total": n_units}
+    print(
+        f"{args.capability}: {n} train items x 2 answers = {enc['input_ids'].shape} rows/mask; N = {n_units} heads"
+    )
+
+    def scores(lp: torch.Tensor) -> dict[str, np.ndarray]:
+        return {s: reduce_scores(lp, n, s).numpy() for s in ("margin", "logprob")}
+
+    base_lp = head_mask_logprobs(model, an, enc, torch.ones(1, an.n_layers, an.n_heads))
+    base = {s: float(v[0]) for s, v in scores(base_lp).items()}
+    res["baseline"] = base
+
+    # 1. batched vs one mask per forward -----------------------------------------------------------
+    tmask = design_to_masks(
+        balanced_design(n_units, args.timing_masks, knockouts_per_trial(n_units, 0.02), seed=99),
+        an.n_layers,
+        an.n_heads,
+    )
+    head_mask_logprobs(model, an, enc, tmask[:2], masks_per_forward=1)  # warm-up
+    timing = {}
+    ref = None
+    for per in (1, 4, 8, 16):
+        t = time.perf_counter()
+        lp = head_mask_logprobs(model, an, enc, tmask, masks_per_forward=per)
+        timing[per] = time.perf_counter() - t
+        if ref is None:
+            ref = lp
+        assert (lp - ref).abs().max() <= 1e-4, f"batched masks differ from separate forwards ({per})"
+        print(
+            f"  {args.timing_masks} masks, {per:2d} per forward ({per * enc['input_ids'].shape[0]} rows): {timing[per]:.2f}s"
+        )
+    best = min((p for p in timing if p > 1), key=timing.get)
+    res["timing"] = {
+        "masks": args.timing_masks,
+        "seconds_by_masks_per_forward": timing,
+        "best_masks_per_forward": best,
+        "speedup": timing[1] / timing[best],
+        "max_abs_diff_vs_single": float((lp - ref).abs().max()),
+    }
+    print(f"batched speed-up: {timing[1] / timing[best]:.2f}x ({best} masks per forward vs 1)")
+    per = best
+
+    # 2. exhaustive -----------------------------------------------------------------------------------
+    t = time.perf_counter()
+    ex_lp = head_mask_logprobs(
+        model,
+        an,
+        enc,
+        design_to_masks(exhaustive_design(n_units), an.n_layers, an.n_heads),
+        masks_per_forward=per,
+    )
+    ex_sec = time.perf_counter() - t
+    ex = {s: v - base[s] for s, v in scores(ex_lp).items()}
+    ex_top = {s: [int(j) for j in np.argsort(v, kind="stable")[: args.top_k]] for s, v in ex.items()}
+
+    def name(j: int) -> str:
+        return f"L{j // an.n_heads}H{j % an.n_heads}"
+
+    res["exhaustive"] = {
+        "evals": n_units + 1,
+        "seconds": ex_sec,
+        "top": {s: [name(j) for j in v] for s, v in ex_top.items()},
+        "top_drop": {s: [float(ex[s][j]) for j in v] for s, v in ex_top.items()},
+        "top10": {s: [name(int(j)) for j in np.argsort(ex[s], kind="stable")[:10]] for s in ex},
+    }
+    for s in ex:
+        print(
+            f"exhaustive ({n_units + 1} evals, {ex_sec:.1f}s) {s}: "
+            + ", ".join(f"{name(j)} {ex[s][j]:+.3f}" for j in ex_top[s])
+        )
+
+    # 3. compressed sensing ---------------------------------------------------------------------------
+    cs_rows = []
+    for sp in args.sparsity:
+        k = knockouts_per_trial(n_units, sp)
+        for seed in args.seeds:
+            X = balanced_design(n_units, args.trials, k, seed=seed)
+            t = time.perf_counter()
+            lp = head_mask_logprobs(
+                model, an, enc, design_to_masks(X, an.n_layers, an.n_heads), masks_per_forward=per
+            )
+            sec = time.perf_counter() - t
+            for s, y in scores(lp).items():
+                for solver in ("lasso", "lasso_cv", "omp"):
+                    coef, r2, _ = sparse_recovery(X, y, solver, 0.01, n_nonzero=2 * args.top_k)
+                    top = [int(j) for j in np.argsort(coef, kind="stable")[: args.top_k]]
+                    row = {
+                        "sparsity": sp,
+                        "k": k,
+                        "seed": seed,
+                        "score": s,
+                        "solver": solver,
+                        "evals": args.trials + 1,
+                        "seconds": sec,
+                        "r2": r2,
+                        "top": [name(j) for j in top],
+                        "overlap": len(set(top) & set(ex_top[s])),
+                    }
+                    cs_rows.append(row)
+                    print(
+                        f"CS s={sp} k={k} seed={seed} {s:7s} {solver:8s} R2={r2:.2f} overlap {row['overlap']}/5 {row['top']}"
+                    )
+    res["cs"] = cs_rows
+    summary = {}
+    for r in cs_rows:
+        key = f"s={r['sparsity']} score={r['score']} solver={r['solver']}"
+        summary.setdefault(key, []).append(r["overlap"])
+    res["cs_overlap_by_config"] = summary
+    print("\noverlap with exhaustive top-5 across seeds:")
+    for key, v in summary.items():
+        print(f"  {key:40s} {v}  mean {np.mean(v):.2f}")
+
+    # 4. confirmation on the test split ---------------------------------------------------------------
+    def target(heads: list[tuple[int, int]] | None) -> dict:
+        if heads:
+            with head_mask_edit(an, heads).applied(model):
+                m = pairwise_margins(model, tok, test)
+        else:
+            m = pairwise_margins(model, tok, test)
+        return {"accuracy": float((m > 0).float().mean()), "margin": float(m.mean())}
+
+    conf = {"base": target(None)}
+    conf["exhaustive_margin_top5"] = target([divmod(j, an.n_heads) for j in ex_top["margin"]])
+    default = next(
+        r
+        for r in cs_rows
+        if r["seed"] == args.seeds[0]
+        and r["score"] == "margin"
+        and r["solver"] == "lasso"
+        and r["sparsity"] == args.sparsity[0]
+    )
+    conf["cs_default_top5"] = target(
+        [(int(h[1:].split("H")[0]), int(h.split("H")[1])) for h in default["top"]]
+    )
+    conf["cs_default_heads"] = default["top"]
+    rng = random.Random("bench-random-heads")
+    pool = [(li, h) for li in range(an.n_layers) for h in range(an.n_heads)]
+    rand = [target(rng.sample(pool, args.top_k)) for _ in range(args.random_controls)]
+    conf["random5"] = {
+        "accuracy_mean": float(np.mean([r["accuracy"] for r in rand])),
+        "accuracy_min": float(np.min([r["accuracy"] for r in rand])),
+        "margin_mean": float(np.mean([r["margin"] for r in rand])),
+        "draws": rand,
+    }
+    res["confirm_test"] = conf
+    res["test_items"] = len(test)
+    print(
+        f"\ntest split ({len(test)} items): " + json.dumps({k: v for k, v in conf.items() if k != "random5"})
+    )
+    print(
+        f"random 5 heads x{args.random_controls}: acc mean {conf['random5']['accuracy_mean']:.3f} (min {conf['random5']['accuracy_min']:.3f}), margin mean {conf['random5']['margin_mean']:.3f}"
+    )
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(res, indent=1, default=float))
+        print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

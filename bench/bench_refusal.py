@@ -1,0 +1,162 @@
+"""Refusal benchmark: plant a refusal in the demo model, remove it with SRA / plain abliteration /
+the norm-preserving variant, and run heretic-llm 1.4.0 on the same model and prompts.
+
+    flock /tmp/editkit-heavy.lock .venv/bin/python bench/bench_refusal.py            # everything
+    flock /tmp/editkit-heavy.lock .venv/bin/python bench/bench_refusal.py --skip-heretic
+
+Writes bench/out/refusal/results.json and prints the markdown table that goes into BENCHMARKS.md
+(## Refusal). Rates: greedy chat completions (100 new tokens) of the first 50 harmful_test /
+harmless_test prompts; KL: first assistant token on the same harmless prompts, vs the planted model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+PLANTED = Path.home() / ".cache" / "editkit" / "models" / "smollm2-planted-refusal"
+
+VARIANTS = {
+    "sra": ("recipes/remove_refusal.yaml", []),
+    "plain": ("recipes/remove_refusal_plain.yaml", ["eval.control=false"]),
+    "sra-norm": ("recipes/remove_refusal.yaml", ["method.norm_preserving=true", "eval.control=false"]),
+}
+KEYS = ("refusal_rate", "over_refusal_rate", "harmless_kl", "perplexity", "drift_kl")
+
+
+def _pick(m: dict | None) -> dict:
+    return {k: (round(m[k], 4) if isinstance(m.get(k), float) else m.get(k)) for k in KEYS} if m else {}
+
+
+def run_recipe(path: str, overrides: list[str], out: Path) -> dict:
+    from editkit.pipeline import apply_recipe
+
+    t0 = time.time()
+    res = apply_recipe(ROOT / path, overrides=overrides, out=out, overwrite=True, say=lambda m: None)
+    m = res.metrics
+    info = m.get("edit", {}).get("info", {})
+    return {
+        "recipe": path,
+        "overrides": overrides,
+        "wall_seconds": round(time.time() - t0, 1),
+        "fit_seconds": m.get("fit_seconds"),
+        "base": _pick(m.get("base")),
+        "edited": _pick(m.get("edited")),
+        "control": _pick(m.get("control")),
+        "layer": info.get("layer"),
+        "atom_cosines_before": info.get("atom_cosines_before"),
+        "atom_cosines_after": info.get("atom_cosines_after"),
+        "sft": {k: info.get(k) for k in ("pairs", "steps", "first_loss", "final_loss")}
+        if "pairs" in info
+        else None,
+        "export_max_abs_logit_diff": m.get("export", {}).get("max_abs_logit_diff"),
+    }
+
+
+def table(results: dict) -> str:
+    rows = [
+        "| run | refusal (harmful) | over-refusal (harmless) | first-token KL | perplexity | wall (s) |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+
+    def f(x, pct=False):
+        if x is None:
+            return "–"
+        return f"{100 * x:.0f}%" if pct else f"{x:.4g}"
+
+    if "plant" in results:
+        r = results["plant"]
+        rows.append(
+            f"| demo model (before planting) | {f(r['base'].get('refusal_rate'), True)} | "
+            f"{f(r['base'].get('over_refusal_rate'), True)} | 0 | {f(r['base'].get('perplexity'))} | – |"
+        )
+        rows.append(
+            f"| planted (`plant_refusal.yaml`, sft) | {f(r['edited'].get('refusal_rate'), True)} | "
+            f"{f(r['edited'].get('over_refusal_rate'), True)} | {f(r['edited'].get('harmless_kl'))} | "
+            f"{f(r['edited'].get('perplexity'))} | {r['wall_seconds']} |"
+        )
+    for name in VARIANTS:
+        if name not in results:
+            continue
+        r = results[name]
+        if name == "sra" or "planted_row" not in results:
+            results["planted_row"] = True
+            b = r["base"]
+            rows.append(
+                f"| planted, as loaded for removal | {f(b.get('refusal_rate'), True)} | "
+                f"{f(b.get('over_refusal_rate'), True)} | 0 | {f(b.get('perplexity'))} | – |"
+            )
+        e = r["edited"]
+        rows.append(
+            f"| editkit `refusal` {name} (layer {r['layer']}) | {f(e.get('refusal_rate'), True)} | "
+            f"{f(e.get('over_refusal_rate'), True)} | {f(e.get('harmless_kl'))} | {f(e.get('perplexity'))} | "
+            f"{r['wall_seconds']} |"
+        )
+        if r.get("control"):
+            c = r["control"]
+            rows.append(
+                f"| control: random direction, same ops | {f(c.get('refusal_rate'), True)} | "
+                f"{f(c.get('over_refusal_rate'), True)} | {f(c.get('harmless_kl'))} | "
+                f"{f(c.get('perplexity'))} | – |"
+            )
+    results.pop("planted_row", None)
+    h = results.get("heretic")
+    if h and h.get("best"):
+        b = h["best"]
+        rows.append(
+            f"| heretic-llm 1.4.0, {len(h['trials'])} trials, best (trial {b['trial']}) | "
+            f"{f(b['refusal_rate'], True)} | – | {f(b['kl'])} | – | {h['wall_seconds']} |"
+        )
+    elif h:
+        rows.append(f"| heretic-llm 1.4.0 | failed (rc {h.get('returncode')}, see heretic.log) | | | | |")
+    return "\n".join(rows)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", default=str(ROOT / "bench" / "out" / "refusal"))
+    ap.add_argument("--plant", action="store_true", help="re-plant even if the planted model exists")
+    ap.add_argument("--variants", default=",".join(VARIANTS), help="comma list of " + ", ".join(VARIANTS))
+    ap.add_argument("--skip-heretic", action="store_true")
+    ap.add_argument("--heretic", default=str(Path.home() / ".cache/editkit/heretic/venv/bin/heretic"))
+    ap.add_argument("--heretic-trials", type=int, default=8)
+    a = ap.parse_args(argv)
+    torch.set_num_threads(2)
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    results_path = out / "results.json"
+    results = json.loads(results_path.read_text()) if results_path.exists() else {}
+
+    def save():
+        results_path.write_text(json.dumps(results, indent=1))
+
+    if a.plant or not (PLANTED / "config.json").exists():
+        results["plant"] = run_recipe("recipes/plant_refusal.yaml", [], out / "plant")
+        save()
+    for name in [v for v in a.variants.split(",") if v]:
+        recipe, overrides = VARIANTS[name]
+        results[name] = run_recipe(recipe, overrides, out / name)
+        save()
+        print(f"{name}: {results[name]['edited']}", flush=True)
+    if not a.skip_heretic:
+        sys.path.insert(0, str(ROOT / "bench" / "heretic"))
+        from run_heretic import run as run_heretic
+
+        results["heretic"] = run_heretic(
+            str(PLANTED), a.heretic, out / "heretic", a.heretic_trials, 128, 50, 3600
+        )
+        save()
+    md = table(dict(results))
+    (out / "table.md").write_text(md + "\n")
+    print(md)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,204 @@
+"""Split editkit's heavy loops across processes with accelerate, and gather the results in order.
+
+Three kinds of work parallelise well:
+
+* activation statistics (refusal directions, neuron attributions): each process handles a slice of the
+  prompts and keeps float64 *sums* and counts; the sums are added across processes, then divided —
+  the mean is the same whatever the split;
+* independent trials (head-knockout trials, per-item scores): :func:`map_across_processes` hands each
+  process a contiguous slice, runs the function and gathers the results back into the input order;
+* gradient fitting (LoRA / SCALPEL): plain data parallelism — :func:`fit_data_parallel` wraps
+  ``accelerator.prepare`` + ``accelerator.backward`` so each process sees its share of every batch and
+  gradients are averaged.
+
+Run under ``accelerate launch`` (or ``torchrun``); in a plain single process every helper degrades to the
+ordinary loop without creating any process group.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, TypeVar
+
+import torch
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+_ACCELERATOR = None
+
+
+def launched_distributed() -> bool:
+    """True when started by ``accelerate launch`` / ``torchrun`` with more than one process."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_world_size() > 1
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def get_accelerator():
+    """The process-wide ``Accelerator`` (CPU + gloo when there is no GPU), created on first use."""
+    global _ACCELERATOR
+    if _ACCELERATOR is None:
+        from accelerate import Accelerator
+
+        _ACCELERATOR = Accelerator(cpu=not torch.cuda.is_available())
+    return _ACCELERATOR
+
+
+def _acc(accelerator):
+    if accelerator is not None:
+        return accelerator
+    return get_accelerator() if launched_distributed() else None
+
+
+def is_main_process(accelerator=None) -> bool:
+    """Only the main process writes run directories, exports and events."""
+    acc = _acc(accelerator)
+    return True if acc is None else bool(acc.is_main_process)
+
+
+def map_across_processes(fn: Callable[[T], R], items: Iterable[T], accelerator=None) -> list[R]:
+    """``[fn(x) for x in items]``, the items split between processes, results gathered in input order.
+
+    Every process gets the full list back. Results must be picklable (tensors: move them to CPU).
+    """
+    items = list(items)
+    acc = _acc(accelerator)
+    if acc is None or acc.num_processes == 1:
+        return [fn(x) for x in items]
+    from accelerate.utils import gather_object
+
+    with acc.split_between_processes(list(enumerate(items))) as mine:
+        local = [(i, fn(x)) for i, x in mine]
+    gathered = sorted(gather_object(local), key=lambda t: t[0])
+    if [i for i, _ in gathered] != list(range(len(items))):
+        raise RuntimeError(f"gathered {len(gathered)} results for {len(items)} items")
+    return [r for _, r in gathered]
+
+
+def sum_across_processes(tensor: torch.Tensor, accelerator=None) -> torch.Tensor:
+    """Element-wise sum over processes (a no-op in a single process)."""
+    acc = _acc(accelerator)
+    if acc is None or acc.num_processes == 1:
+        return tensor
+    from accelerate.utils import reduce
+
+    return reduce(tensor.to(acc.device), reduction="sum").to(tensor.device)
+
+
+def mean_across_processes(tensor_sum: torch.Tensor, count: int | float, accelerator=None) -> torch.Tensor:
+    """Global mean from per-process sums and counts (exact for uneven splits, unlike a mean of means)."""
+    total = sum_across_processes(tensor_sum, accelerator)
+    n = sum_across_processes(torch.tensor(float(count), dtype=torch.float64), accelerator)
+    if float(n) == 0:
+        raise ValueError("mean over zero items")
+    return total / n.to(total.dtype)
+
+
+def local_share(items: Sequence[T], accelerator=None) -> list[T]:
+    """This process's contiguous slice of ``items`` (all of them in a single process)."""
+    acc = _acc(accelerator)
+    if acc is None or acc.num_processes == 1:
+        return list(items)
+    with acc.split_between_processes(list(items)) as mine:
+        return list(mine)
+
+
+# ------------------------------------------------------------------------------------------------------
+# statistics and trials on a model
+# ------------------------------------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def last_token_residual_means(
+    model, tokenizer, prompts: Sequence[str], batch_size: int = 8, accelerator=None
+) -> torch.Tensor:
+    """Mean residual stream at each prompt's last token, per layer: [n_layers + 1, hidden], float64.
+
+    Row 0 is the embedding output, row l the output of layer l (``output_hidden_states``). Sums are
+    accumulated in float64 per process, then added across processes — the refusal direction is the
+    difference of two of these means.
+    """
+    mine = local_share(prompts, accelerator)
+    dev = next(model.parameters()).device
+    total: torch.Tensor | None = None
+    for i in range(0, len(mine), batch_size):
+        enc = tokenizer(list(mine[i : i + batch_size]), return_tensors="pt", padding=True)
+        mask = enc["attention_mask"].to(dev)
+        out = model(input_ids=enc["input_ids"].to(dev), attention_mask=mask, output_hidden_states=True)
+        pos = torch.arange(mask.shape[1], device=dev)
+        last = (mask * pos).argmax(dim=1)  # last real token, whichever side the padding is on
+        rows = torch.arange(mask.shape[0], device=dev)
+        h = torch.stack([hs[rows, last] for hs in out.hidden_states], dim=1).to(torch.float64)
+        s = h.sum(dim=0).cpu()
+        total = s if total is None else total + s
+    if total is None:  # this process got no prompts: contribute zeros of the right shape
+        n_states = model.config.num_hidden_layers + 1
+        total = torch.zeros(n_states, model.config.hidden_size, dtype=torch.float64)
+    return mean_across_processes(total, len(mine), accelerator)
+
+
+def knockout_trial_scores(
+    model,
+    anatomy,
+    trials: Sequence[Sequence[tuple[int, int]]],
+    score: Callable[[Any], float],
+    factor: float = 0.0,
+    accelerator=None,
+) -> list[float]:
+    """Score the model with each trial's heads knocked out; trials split across processes.
+
+    ``trials[i]`` lists (layer, head) pairs; ``score(model)`` returns the task score (e.g. mean gold
+    log-prob on a fixed subset). The knockout is the exact edit the heads method exports.
+    """
+    from editkit.methods.heads import head_mask_edit
+
+    def run(heads):
+        edit = head_mask_edit(anatomy, [tuple(h) for h in heads], factor)
+        with torch.no_grad(), edit.applied(model):
+            return float(score(model))
+
+    return map_across_processes(run, trials, accelerator)
+
+
+# ------------------------------------------------------------------------------------------------------
+# data-parallel fitting
+# ------------------------------------------------------------------------------------------------------
+
+
+def fit_data_parallel(
+    model,
+    optimizer,
+    dataloader,
+    loss_fn: Callable[[Any, Any], torch.Tensor],
+    *,
+    epochs: int = 1,
+    max_grad_norm: float | None = None,
+    on_step: Callable[[int, float], None] | None = None,
+    accelerator=None,
+):
+    """Train with every process on its share of each batch; gradients averaged by accelerate.
+
+    ``loss_fn(model, batch)`` returns the mean loss of the batch. Returns ``(unwrapped model, losses)``
+    where ``losses[i]`` is step i's loss averaged over processes. With N processes and a per-process batch
+    of b, a step equals a single-process step on the N·b examples (for a mean loss).
+    """
+    acc = accelerator or get_accelerator()
+    model, optimizer, dataloader = acc.prepare(model, optimizer, dataloader)
+    model.train()
+    losses: list[float] = []
+    for _ in range(epochs):
+        for batch in dataloader:
+            loss = loss_fn(model, batch)
+            acc.backward(loss)
+            if max_grad_norm is not None:
+                acc.clip_grad_norm_(model.parameters(), max_grad_norm)
+            optimizer.step()
+            optimizer.zero_grad()
+            step_loss = float(acc.reduce(loss.detach(), reduction="mean"))
+            losses.append(step_loss)
+            if on_step is not None and acc.is_main_process:
+                on_step(len(losses) - 1, step_loss)
+    model.eval()
+    return acc.unwrap_model(model), losses

@@ -1,0 +1,261 @@
+"""A small, generic LoRA training loop shared by the LoRA methods (``scalpel``, ``sft``).
+
+It owns only what every LoRA fit needs and what is easy to get wrong: AdamW on the trainable parameters,
+gradient accumulation, step events, periodic validation with early stopping, and checkpoints that make a
+resumed run bit-identical to an uninterrupted one. The method owns the model (a PEFT model), the loss and
+the data.
+
+Determinism on resume rests on two rules:
+
+* batches are a pure function of ``(step, micro)`` — ``batch_fn(step, micro)`` — so no data-iterator state
+  has to be saved;
+* a checkpoint holds the trainable tensors, the optimizer state, the step, the RNG states (torch, CUDA,
+  Python) and the loop's own history, and is written atomically (tmp file + rename).
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from editkit.errors import EditkitError
+
+__all__ = ["LossOut", "TrainConfig", "TrainResult", "train_lora", "latest_checkpoint", "trainable_state"]
+
+CHECKPOINT_FORMAT = "editkit-lora-checkpoint-v1"
+
+
+@dataclass
+class LossOut:
+    """What a loss callable returns: the scalar to minimise, its named terms and extra metrics."""
+
+    loss: torch.Tensor
+    terms: Mapping[str, float | torch.Tensor] = field(default_factory=dict)
+    metrics: Mapping[str, float | torch.Tensor] = field(default_factory=dict)
+
+
+@dataclass
+class TrainConfig:
+    steps: int
+    lr: float
+    grad_accum: int = 1
+    weight_decay: float = 0.0
+    betas: tuple[float, float] = (0.9, 0.999)
+    warmup_steps: int = 0
+    max_grad_norm: float | None = None
+    eval_every: int = 0  # 0 = never call ``validate``
+    checkpoint_every: int = 0  # 0 = never (a checkpoint is still written on Ctrl-C when a dir is given)
+    checkpoint_dir: Path | None = None
+    keep_checkpoints: int = 1
+    resume: bool = False
+    #: anything that must match between the run that wrote a checkpoint and the one resuming it
+    fingerprint: str = ""
+    stage: str = "fit"
+
+    def lr_at(self, step: int) -> float:
+        """Learning rate for optimizer step ``step`` (0-based): linear warm-up, then constant."""
+        if self.warmup_steps > 0 and step < self.warmup_steps:
+            return self.lr * (step + 1) / self.warmup_steps
+        return self.lr
+
+
+@dataclass
+class TrainResult:
+    steps_run: int  # optimizer steps done in total (including those before a resume)
+    stop_reason: str  # "steps", or the reason ``validate`` gave
+    history: list[dict] = field(default_factory=list)  # one {"step", "loss", "terms", "metrics"} per step
+    validations: list[dict] = field(default_factory=list)
+    resumed_from: int | None = None
+    seconds: float = 0.0
+    tokens: int = 0
+
+
+def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The trainable parameters by name (detached clones): the whole adapter, nothing of the base model."""
+    return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+
+
+def _rng_state() -> dict[str, Any]:
+    state: dict[str, Any] = {"torch": torch.get_rng_state(), "python": random.getstate()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: Mapping[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    random.setstate(_tuplify(state["python"]))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _tuplify(o):
+    return tuple(_tuplify(x) for x in o) if isinstance(o, (list, tuple)) else o
+
+
+def latest_checkpoint(directory: Path | None) -> Path | None:
+    if directory is None or not Path(directory).is_dir():
+        return None
+    found = sorted(Path(directory).glob("step-*.pt"))
+    return found[-1] if found else None
+
+
+def _save_checkpoint(cfg: TrainConfig, model, optimizer, step: int, result: TrainResult) -> Path | None:
+    if cfg.checkpoint_dir is None:
+        return None
+    d = Path(cfg.checkpoint_dir)
+    d.mkdir(parents=True, exist_ok=True)
+    path = d / f"step-{step:07d}.pt"
+    tmp = d / f".step-{step:07d}.pt.tmp"
+    torch.save(
+        {
+            "format": CHECKPOINT_FORMAT,
+            "fingerprint": cfg.fingerprint,
+            "step": step,
+            "adapter": {n: p.detach().cpu() for n, p in model.named_parameters() if p.requires_grad},
+            "optimizer": optimizer.state_dict(),
+            "rng": _rng_state(),
+            "history": result.history,
+            "validations": result.validations,
+            "tokens": result.tokens,
+        },
+        tmp,
+    )
+    tmp.replace(path)
+    for old in sorted(d.glob("step-*.pt"))[: -max(1, cfg.keep_checkpoints)]:
+        old.unlink(missing_ok=True)
+    return path
+
+
+def _load_checkpoint(cfg: TrainConfig, model, optimizer, result: TrainResult) -> int:
+    path = latest_checkpoint(cfg.checkpoint_dir)
+    if path is None:
+        return 0
+    ck = torch.load(path, map_location="cpu", weights_only=True)
+    if ck.get("format") != CHECKPOINT_FORMAT:
+        raise EditkitError(f"{path}: not an editkit LoRA checkpoint")
+    if ck.get("fingerprint") != cfg.fingerprint:
+        raise EditkitError(
+            f"{path}: this checkpoint was written with different method parameters or data; "
+            "resume with the same recipe, or start a new run (--overwrite)"
+        )
+    params = dict(model.named_parameters())
+    missing = [n for n, p in params.items() if p.requires_grad and n not in ck["adapter"]]
+    if missing:
+        raise EditkitError(f"{path}: checkpoint lacks adapter tensor {missing[0]} (different targets?)")
+    with torch.no_grad():
+        for n, t in ck["adapter"].items():
+            params[n].copy_(t.to(params[n].device, params[n].dtype))
+    optimizer.load_state_dict(ck["optimizer"])
+    _set_rng_state(ck["rng"])
+    result.history = list(ck.get("history", []))
+    result.validations = list(ck.get("validations", []))
+    result.tokens = int(ck.get("tokens", 0))
+    return int(ck["step"])
+
+
+def _f(x) -> float:
+    return float(x.detach().item()) if isinstance(x, torch.Tensor) else float(x)
+
+
+def train_lora(
+    model: torch.nn.Module,
+    loss_fn: Callable[[Any], LossOut],
+    batch_fn: Callable[[int, int], Any],
+    cfg: TrainConfig,
+    *,
+    events=None,
+    validate: Callable[[int], dict] | None = None,
+    count_tokens: Callable[[Any], int] | None = None,
+) -> TrainResult:
+    """Train ``model``'s trainable parameters (the adapter) with AdamW and return what happened.
+
+    ``loss_fn(batch) -> LossOut`` is called once per micro-batch; ``batch_fn(step, micro)`` must be a pure
+    function of its arguments (resume relies on it). ``validate(step) -> dict`` runs after every
+    ``eval_every``-th step; a ``"stop"`` key with a reason ends training early. On Ctrl-C a checkpoint of the
+    last finished step is written before the interrupt propagates.
+    """
+    if cfg.steps < 0 or cfg.grad_accum < 1:
+        raise ValueError("steps must be >= 0 and grad_accum >= 1")
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise EditkitError("nothing to train: the model has no trainable (adapter) parameters")
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
+    result = TrainResult(steps_run=0, stop_reason="steps")
+    start = 0
+    if cfg.resume:
+        start = _load_checkpoint(cfg, model, optimizer, result)
+        if start:
+            result.resumed_from = start
+            if events is not None:
+                events.log(f"resumed from checkpoint at step {start}")
+            last_val = result.validations[-1] if result.validations else {}
+            if last_val.get("stop"):
+                result.steps_run, result.stop_reason = start, str(last_val["stop"])
+                return result
+    t0 = time.time()
+    step = start
+    done = start
+    try:
+        while step < cfg.steps:
+            lr = cfg.lr_at(step)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            optimizer.zero_grad(set_to_none=True)
+            total = 0.0
+            terms: dict[str, float] = {}
+            metrics: dict[str, float] = {}
+            for micro in range(cfg.grad_accum):
+                batch = batch_fn(step, micro)
+                out = loss_fn(batch)
+                if not torch.isfinite(out.loss):
+                    raise EditkitError(
+                        f"training diverged at step {step + 1}: the loss is {_f(out.loss)} "
+                        "(lower the learning rate or the regulariser weights)"
+                    )
+                (out.loss / cfg.grad_accum).backward()
+                total += _f(out.loss) / cfg.grad_accum
+                for k, v in out.terms.items():
+                    terms[k] = terms.get(k, 0.0) + _f(v) / cfg.grad_accum
+                for k, v in out.metrics.items():
+                    metrics[k] = metrics.get(k, 0.0) + _f(v) / cfg.grad_accum
+                if count_tokens is not None:
+                    result.tokens += int(count_tokens(batch))
+            if cfg.max_grad_norm is not None:
+                gn = torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+                metrics["grad_norm"] = _f(gn)
+            optimizer.step()
+            step += 1
+            done = step
+            stop = None
+            if (
+                validate is not None
+                and cfg.eval_every > 0
+                and (step % cfg.eval_every == 0 or step == cfg.steps)
+            ):
+                v = dict(validate(step))
+                stop = v.pop("stop", None)
+                metrics.update({f"val_{k}": _f(x) for k, x in v.items() if isinstance(x, (int, float))})
+                result.validations.append({"step": step, **v, **({"stop": stop} if stop else {})})
+            record = {"step": step, "loss": total, "terms": terms, "metrics": metrics, "lr": lr}
+            result.history.append(record)
+            if events is not None:
+                events.emit("step", stage=cfg.stage, total=cfg.steps, **record)
+            if cfg.checkpoint_every > 0 and (step % cfg.checkpoint_every == 0 or stop):
+                _save_checkpoint(cfg, model, optimizer, step, result)
+            if stop:
+                result.stop_reason = str(stop)
+                break
+    except KeyboardInterrupt:
+        if done > start:
+            _save_checkpoint(cfg, model, optimizer, done, result)
+        raise
+    result.steps_run = step
+    result.seconds = time.time() - t0
+    return result

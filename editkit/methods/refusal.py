@@ -1,0 +1,364 @@
+"""`refusal`: find the refusal direction, clean it against concept atoms (SRA), orthogonalise the writers.
+
+1. Residual activations at the end of the chat-templated prompt for harmful and harmless prompts; per layer
+   r_l = normalise(μ_harmful − μ_harmless) (float64; optional projection off the harmless mean and
+   winsorisation) — Arditi et al. 2024.
+2. SRA (arXiv 2601.08489, ``sra: true``): each built-in or user concept atom is the unit mean-difference
+   direction of its prompt set at the same layer; r ← r − Cᵀ(CCᵀ+αI)⁻¹Cr, renormalised. ``sra: false`` is
+   plain abliteration.
+3. Layer: the candidate (last 20% of layers excluded) whose ablation gives the lowest refusal-token
+   log-odds on validation harmful prompts while first-token KL on validation harmless prompts stays under
+   ``kl_limit``; every candidate's score is in ``edit.info``.
+4. Edit: ``ProjectOut`` (W ← W − s·r·rᵀ·W) on every residual writer (o_proj, down_proj; embeddings
+   optional), or with ``norm_preserving`` the exact :class:`NormPreservingProjectOut` that also keeps the
+   norm of every column (the residual vector each input feature writes).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from pydantic import Field, field_validator
+from torch import nn
+
+from editkit.anatomy import in_out_features, weight_out_in
+from editkit.edit import Edit, EditOp, ProjectOut, register_op
+from editkit.errors import EditkitError
+from editkit.methods import register_method
+from editkit.methods.base import FitContext, Method, MethodParams
+from editkit.refusal.atoms import ATOM_NAMES, atom_pairs_from_rows, cosines, load_atom_pairs, ridge_clean
+from editkit.refusal.chat import chat_first_token_logprobs, kl_rows, prompt_texts
+from editkit.refusal.direction import diff_of_means, residual_activations
+from editkit.refusal.metrics import refusal_metrics
+
+# ------------------------------------------------------------------------------------------------------
+# the exact norm-preserving projection
+# ------------------------------------------------------------------------------------------------------
+
+
+def _norm_preserving(w: torch.Tensor, r: torch.Tensor, s: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(P·W, column scale D) with P = I − s·r·rᵀ and D_j = ‖w_j‖ / ‖P·w_j‖ (1 where P·w_j vanishes)."""
+    pw = w - s * torch.outer(r, r @ w)
+    wn, pn = w.norm(dim=0), pw.norm(dim=0)
+    d = torch.where(pn > 1e-12 * wn.clamp_min(1e-30), wn / pn.clamp_min(1e-30), torch.ones_like(wn))
+    return pw, d
+
+
+@register_op
+class NormPreservingProjectOut(ProjectOut):
+    """W ← (I − s·r·rᵀ)·W·D: remove r from every column, then give each column back its norm.
+
+    Column j of an [out, in] residual writer is the vector that input feature j (a head dimension, an MLP
+    neuron, a token embedding) adds to the residual stream; this keeps every such vector's length while
+    removing its r-component (at s = 1, rᵀW' = 0 exactly). The bias is only projected (b ← P·b). Hook form:
+    scale the inputs by D, then project the output — the same map as the merge.
+    """
+
+    kind = "project_out_norm"
+
+    def _scales(self, module: nn.Module) -> torch.Tensor:
+        w = weight_out_in(module)
+        _, d = _norm_preserving(w, self._r(torch.float32, w.device), self.strength)
+        return d
+
+    def hook(self, module):
+        d32 = self._scales(module)
+
+        def project(out):
+            r = self._r(out.dtype, out.device)
+            return out - self.strength * (out @ r).unsqueeze(-1) * r
+
+        if isinstance(module, nn.Embedding):
+
+            def post_emb(mod, args, out):
+                return project(out) * d32.to(out.device, out.dtype)[args[0]].unsqueeze(-1)
+
+            return [module.register_forward_hook(post_emb)]
+
+        n_in, _ = in_out_features(module)
+
+        def pre(mod, args):
+            x = args[0]
+            return (x * d32.to(x.device, x.dtype),) + tuple(args[1:])
+
+        def post(mod, args, out):
+            return project(out)
+
+        return [module.register_forward_pre_hook(pre), module.register_forward_hook(post)]
+
+    def merge(self, w, b):
+        r = self._r(torch.float32, w.device)
+        pw, d = _norm_preserving(w, r, self.strength)
+        if b is not None:
+            b = b - self.strength * r * (r @ b)
+        return pw * d.unsqueeze(0), b
+
+
+# ------------------------------------------------------------------------------------------------------
+# parameters
+# ------------------------------------------------------------------------------------------------------
+
+
+class RefusalParams(MethodParams):
+    name: str = "refusal"
+    harmful: str = Field("harmful", description="data.sets name of harmful prompts (direction)")
+    harmless: str = Field("harmless", description="data.sets name of harmless prompts (direction)")
+    harmful_val: str = Field(
+        "harmful_val", description="data.sets name for the layer score (default: the tail of 'harmful')"
+    )
+    harmless_val: str = Field(
+        "harmless_val", description="data.sets name for the KL limit (default: the tail of 'harmless')"
+    )
+    harmful_test: str = Field("harmful_test", description="data.sets name for refusal_rate")
+    harmless_test: str = Field(
+        "harmless_test", description="data.sets name for over_refusal_rate and harmless_kl"
+    )
+    n_train: int = Field(128, ge=2, description="prompts per class for the difference of means")
+    n_val: int = Field(16, ge=1, description="prompts per class for the layer score")
+    positions: int = Field(1, ge=1, description="average the last N prompt tokens (1 = the last token)")
+    project_off_harmless_mean: bool = Field(
+        False, description="remove the harmless-mean component from the direction before normalising"
+    )
+    winsorize: float = Field(
+        0.0, ge=0.0, lt=0.5, description="clip each coordinate to its [q, 1-q] quantiles first (0 = off)"
+    )
+    layer: int | None = Field(None, description="use this layer's direction (skips the layer search)")
+    max_layer_frac: float = Field(
+        0.8, gt=0.0, le=1.0, description="candidate layers are those below this fraction of depth"
+    )
+    min_layer: int = Field(1, ge=0, description="first candidate layer")
+    kl_limit: float = Field(
+        0.1, gt=0, description="first-token KL on harmless val prompts a candidate may cost"
+    )
+    refusal_tokens: list[str] = Field(
+        default_factory=lambda: ["I", "Sorry", "As", "Unfortunately"],
+        description="strings whose first token starts a refusal (the cheap layer score's log-odds)",
+    )
+    sra: bool = Field(
+        True, description="clean the direction against concept atoms (false = plain abliteration)"
+    )
+    atoms: list[str] = Field(
+        default_factory=lambda: list(ATOM_NAMES),
+        description=f"built-in concept atoms to protect ({', '.join(ATOM_NAMES)})",
+    )
+    atom_sets: list[str] = Field(
+        default_factory=list, description="extra atoms: data.sets names with 'prompt' and 'contrast' columns"
+    )
+    ridge_alpha: float = Field(0.01, ge=0, description="SRA ridge α (→ 0: exactly orthogonal to every atom)")
+    norm_preserving: bool = Field(
+        False, description="exact norm-preserving projection (keeps every writer column's norm)"
+    )
+    strength: float = Field(1.0, ge=0.0, le=1.0, description="s in W ← W − s·r·rᵀ·W (1 = remove r fully)")
+    strength_by_layer: dict[int, float] = Field(
+        default_factory=dict, description="per-layer strength overrides {layer: s}"
+    )
+    edit_layers: list[int] | None = Field(None, description="layers whose writers are edited (default: all)")
+    embeddings: bool = Field(
+        False,
+        description="also orthogonalise the input embeddings (refused on tied embeddings: the output "
+        "head would change too)",
+    )
+    eval_max_prompts: int = Field(50, ge=1, description="prompts per evaluation set (refusal, KL)")
+    eval_max_new_tokens: int = Field(100, ge=1, description="generated tokens for the refusal rate")
+    batch_size: int = Field(16, ge=1, description="prompts per forward pass")
+
+    @field_validator("strength_by_layer")
+    @classmethod
+    def _strengths(cls, v):
+        bad = {k: s for k, s in v.items() if not 0.0 <= s <= 1.0}
+        if bad:
+            raise ValueError(f"strengths must be in [0, 1], got {bad}")
+        return v
+
+
+# ------------------------------------------------------------------------------------------------------
+# building blocks
+# ------------------------------------------------------------------------------------------------------
+
+
+def project_edit(anatomy, r: torch.Tensor, p: RefusalParams, info: dict | None = None) -> Edit:
+    """ProjectOut (or the norm-preserving op) of unit ``r`` on every residual writer, per-layer strength."""
+    op_cls = NormPreservingProjectOut if p.norm_preserving else ProjectOut
+    r32 = (r / r.norm()).to(torch.float32).contiguous()
+    layers = range(anatomy.n_layers) if p.edit_layers is None else p.edit_layers
+    ops: list[EditOp] = []
+    if p.embeddings:
+        if anatomy.tied_embeddings:
+            raise EditkitError(
+                "method.embeddings: this model ties its input embeddings to the output head; editing them "
+                "would change the head too — set embeddings: false"
+            )
+        ops.append(op_cls(module=anatomy.embed, direction=r32.clone(), strength=p.strength))
+    for li in layers:
+        s = p.strength_by_layer.get(li, p.strength)
+        if s == 0:
+            continue
+        for name in anatomy.layer(li).residual_writers:
+            ops.append(op_cls(module=name, direction=r32.clone(), strength=s))  # own storage: safetensors
+    return Edit(method="refusal", ops=ops, info=info or {})
+
+
+def _texts(ctx: FitContext, name: str, limit: int, skip: int = 0) -> list[str]:
+    rows = list(ctx.data[name])
+    return prompt_texts(rows[skip:], f"data.sets.{name}", limit)
+
+
+def _refusal_token_ids(tokenizer, words: list[str]) -> list[int]:
+    ids = {tokenizer(w, add_special_tokens=False)["input_ids"][0] for w in words if w}
+    return sorted(ids)
+
+
+def refusal_log_odds(lp: torch.Tensor, token_ids: list[int]) -> torch.Tensor:
+    """Per prompt log(p_R / (1 − p_R)) with p_R the first-token mass on refusal tokens."""
+    lr = torch.logsumexp(lp[:, token_ids], dim=-1)
+    return lr - torch.log1p(-lr.exp().clamp_max(1 - 1e-7))
+
+
+@register_method
+class RefusalMethod(Method):
+    name = "refusal"
+    params_cls = RefusalParams
+    paper = "Surgical Refusal Ablation (arXiv 2601.08489); Arditi et al. 2024 (arXiv 2406.11717)"
+    summary = "a refusal direction (cleaned against concept atoms), projected out of every residual writer"
+    needs = ("sets.harmful", "sets.harmless")
+
+    def __init__(self):
+        self._cache: dict = {}
+
+    # -- fit ----------------------------------------------------------------------------------------
+    def fit(self, ctx: FitContext) -> Edit:
+        p: RefusalParams = ctx.params  # type: ignore[assignment]
+        model, tok, an = ctx.model, ctx.tokenizer, ctx.anatomy
+        for need in (p.harmful, p.harmless, *p.atom_sets):
+            if need not in ctx.data:
+                raise EditkitError(f"data.sets.{need}: method 'refusal' needs this prompt set")
+        if p.layer is not None and not 0 <= p.layer < an.n_layers:
+            raise EditkitError(f"method.layer: {p.layer} is out of range 0..{an.n_layers - 1}")
+        if p.embeddings and an.tied_embeddings:
+            raise EditkitError(
+                "method.embeddings: this model ties its input embeddings to the output head; set embeddings: false"
+            )
+        # validation prompts: their own sets, else the rows after the training rows
+        has_val = p.harmful_val in ctx.data and p.harmless_val in ctx.data
+        harm = _texts(ctx, p.harmful, p.n_train)
+        safe = _texts(ctx, p.harmless, p.n_train)
+        if has_val:
+            harm_val, safe_val = _texts(ctx, p.harmful_val, p.n_val), _texts(ctx, p.harmless_val, p.n_val)
+        else:
+            harm_val = _texts(ctx, p.harmful, p.n_val, skip=p.n_train)
+            safe_val = _texts(ctx, p.harmless, p.n_val, skip=p.n_train)
+        ctx.events.log(f"refusal: direction from {len(harm)} harmful / {len(safe)} harmless prompts")
+
+        acts_h = residual_activations(model, tok, harm, p.positions, p.batch_size)
+        acts_s = residual_activations(model, tok, safe, p.positions, p.batch_size)
+        raw = diff_of_means(acts_h, acts_s, p.project_off_harmless_mean, p.winsorize)  # [L, H]
+        gap = (acts_h.mean(0) - acts_s.mean(0)).norm(dim=-1)  # separation per layer
+
+        atom_names: list[str] = []
+        atom_dirs = torch.empty(an.n_layers, 0, an.hidden_size, dtype=torch.float64)
+        if p.sra:
+            pairs = [(n, *load_atom_pairs(n)) for n in p.atoms]
+            pairs += [(n, *atom_pairs_from_rows(list(ctx.data[n]), f"data.sets.{n}")) for n in p.atom_sets]
+            dirs = []
+            for n, pos, neg in pairs:
+                a_pos = residual_activations(model, tok, pos, p.positions, p.batch_size)
+                a_neg = residual_activations(model, tok, neg, p.positions, p.batch_size)
+                dirs.append(diff_of_means(a_pos, a_neg))
+                atom_names.append(n)
+            if dirs:
+                atom_dirs = torch.stack(dirs, dim=1)  # [L, k, H]
+
+        def cleaned(layer: int) -> torch.Tensor:
+            if not atom_names:
+                return raw[layer]
+            return ridge_clean(raw[layer], atom_dirs[layer], p.ridge_alpha)
+
+        # layer selection
+        ref_ids = _refusal_token_ids(tok, p.refusal_tokens)
+        base_h = chat_first_token_logprobs(model, tok, harm_val, p.batch_size)
+        base_s = chat_first_token_logprobs(model, tok, safe_val, p.batch_size)
+        base_score = float(refusal_log_odds(base_h, ref_ids).mean())
+        hi = max(p.min_layer + 1, math.floor(p.max_layer_frac * an.n_layers))
+        candidates = [p.layer] if p.layer is not None else list(range(p.min_layer, hi))
+        scores: dict[int, dict[str, float]] = {}
+        for i, li in enumerate(candidates):
+            e = project_edit(an, cleaned(li), p)
+            with e.applied(model):
+                lp_h = chat_first_token_logprobs(model, tok, harm_val, p.batch_size)
+                lp_s = chat_first_token_logprobs(model, tok, safe_val, p.batch_size)
+            scores[li] = {
+                "refusal_log_odds": round(float(refusal_log_odds(lp_h, ref_ids).mean()), 4),
+                "kl": round(float(kl_rows(base_s, lp_s).mean()), 5),
+            }
+            ctx.events.progress("fit", i + 1, len(candidates))
+        ok = [li for li in candidates if scores[li]["kl"] <= p.kl_limit]
+        if ok:
+            layer = min(ok, key=lambda li: scores[li]["refusal_log_odds"])
+        else:
+            layer = min(candidates, key=lambda li: scores[li]["kl"])
+            ctx.events.log(
+                f"refusal: no candidate layer keeps harmless KL <= {p.kl_limit}; using layer {layer} "
+                f"(lowest KL {scores[layer]['kl']})",
+                level="warning",
+            )
+        ctx.events.emit(
+            "heatmap",
+            name="refusal_layer_scores",
+            values=[
+                [scores[li]["refusal_log_odds"] for li in candidates],
+                [scores[li]["kl"] for li in candidates],
+            ],
+            xlabel=f"layer ({candidates[0]}..{candidates[-1]})",
+            ylabel="refusal log-odds / harmless KL",
+            title="refusal: direction ablated per candidate layer",
+        )
+        r = cleaned(layer)
+        info: dict = {
+            "layer": layer,
+            "direction_source": "hidden_states[layer] (residual stream entering the layer), last "
+            f"{p.positions} prompt token(s), chat template",
+            "sra": bool(atom_names),
+            "ridge_alpha": p.ridge_alpha if atom_names else None,
+            "norm_preserving": p.norm_preserving,
+            "n_train": [len(harm), len(safe)],
+            "n_val": [len(harm_val), len(safe_val)],
+            "base_refusal_log_odds": round(base_score, 4),
+            "layer_scores": {str(k): v for k, v in scores.items()},
+            "mean_gap_norm": [round(float(g), 4) for g in gap],
+            "edited_layers": list(range(an.n_layers)) if p.edit_layers is None else p.edit_layers,
+            "strength": p.strength,
+            "embeddings": p.embeddings,
+        }
+        if atom_names:
+            info["atoms"] = atom_names
+            info["atom_cosines_before"] = cosines(raw[layer], atom_dirs[layer], atom_names)
+            info["atom_cosines_after"] = cosines(r, atom_dirs[layer], atom_names)
+            info["cos_raw_cleaned"] = round(float(raw[layer] @ r), 4)
+        ctx.events.log(
+            f"refusal: layer {layer}, log-odds {scores[layer]['refusal_log_odds']} (base {base_score:.3f}), "
+            f"val KL {scores[layer]['kl']}"
+        )
+        return project_edit(an, r, p, info)
+
+    # -- metrics & control ---------------------------------------------------------------------------
+    def evaluate(self, ctx: FitContext, phase: str) -> dict[str, float]:
+        import json
+        from pathlib import Path
+
+        p: RefusalParams = ctx.params  # type: ignore[assignment]
+        m = refusal_metrics(
+            ctx, p.harmful_test, p.harmless_test, p.eval_max_prompts, p.eval_max_new_tokens, self._cache
+        )
+        if self._cache.get("samples"):
+            path = Path(ctx.run_dir) / f"samples-{phase}.json"
+            path.write_text(json.dumps(self._cache.pop("samples"), indent=1, ensure_ascii=False))
+        return m
+
+    def control(self, ctx: FitContext, edit: Edit) -> Edit | None:
+        """A random unit direction with the same ops (modules, kind, strengths)."""
+        g = torch.Generator().manual_seed(ctx.seed + 1009)
+        r = torch.randn(ctx.anatomy.hidden_size, generator=g, dtype=torch.float64)
+        r = (r / r.norm()).to(torch.float32)
+        ops = [type(op)(module=op.module, direction=r.clone(), strength=op.strength) for op in edit.ops]
+        return Edit(method="refusal", ops=ops, info={"control": "random unit direction, same ops"})

@@ -1,0 +1,539 @@
+"""`scalpel`: train a low-rank adapter so the model can no longer tell right from wrong on one capability.
+
+SCALPEL (arXiv 2601.07411). For every target triplet (prompt, correct, incorrect) the length-normalised
+log-probabilities ℓ⁺ and ℓ⁻ are pulled together, L_eq = mean (ℓ⁺ − ℓ⁻)² (or |·|), while regularisers keep
+the rest of the model where it was:
+
+    L = L_eq + λ_text·TextReg + λ_norm·Σ‖(α/r)BA‖²_F + λ_sparse·Σ‖(α/r)BA‖_F
+
+TextReg is KL(p_base ‖ p_edit) on general text (the base side is the same model with the adapter disabled,
+so no second copy is held in memory) or the squared magnitude of the adapter's output on that text. The
+group-lasso term drives whole modules to zero, so the modules that keep a large ΔW say where the
+capability was found. After fitting, the adapter is read out as ``LowRank`` ops and PEFT is unwrapped:
+the model is the plain base model again and the pipeline applies or merges the Edit.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import random
+from contextlib import contextmanager
+from typing import Literal
+
+import torch
+from pydantic import Field, field_validator
+
+from editkit.edit import Edit, LowRank
+from editkit.errors import DataError, EditkitError
+from editkit.eval.pairwise import encode_prompt_answers, mean_answer_logprob, pairwise_margins
+from editkit.methods import register_method
+from editkit.methods.base import FitContext, Method, MethodParams
+from editkit.methods.lora_fit import LossOut, TrainConfig, train_lora
+
+Role = Literal["q", "k", "v", "qkv", "o", "gate", "up", "gate_up", "down"]
+ADAPTER = "default"
+# Fused projections stand in for their parts on models that have them (GPT-2 c_attn, Phi-3 qkv/gate_up).
+_FUSED = {"q": "qkv", "k": "qkv", "v": "qkv", "gate": "gate_up", "up": "gate_up"}
+
+
+class ScalpelParams(MethodParams):
+    name: str = "scalpel"
+    rank: int = Field(2, ge=1, description="LoRA rank r")
+    alpha: float = Field(16.0, gt=0, description="LoRA alpha; the update is (alpha/r)·B·A")
+    dropout: float = Field(0.0, ge=0, lt=1, description="LoRA dropout on the adapter input")
+    targets: list[Role] = Field(
+        ["q", "k", "v", "o", "gate", "up", "down"],
+        description="anatomy roles that get an adapter (fused qkv / gate_up stand in where the model has them)",
+    )
+    layers: Literal["all"] | list[int] = Field("all", description="'all' or a list of layer indices")
+    lr: float = Field(1e-3, gt=0, description="AdamW learning rate")
+    steps: int = Field(200, ge=1, description="maximum optimizer steps")
+    batch_size: int = Field(16, ge=1, description="target triplets per micro-batch")
+    grad_accum: int = Field(1, ge=1, description="micro-batches per optimizer step")
+    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay")
+    warmup_steps: int = Field(0, ge=0, description="linear learning-rate warm-up steps")
+    max_grad_norm: float | None = Field(1.0, gt=0, description="gradient clipping (null = off)")
+    equalisation: Literal["squared", "absolute"] = Field(
+        "squared", description="L_eq = mean (ℓ⁺ − ℓ⁻)² or mean |ℓ⁺ − ℓ⁻|"
+    )
+    text_reg: Literal["kl", "magnitude"] = Field(
+        "kl", description="general-text regulariser: KL(p_base ‖ p_edit) or adapter output magnitude"
+    )
+    lambda_text: float = Field(1.0, ge=0, description="weight of the general-text regulariser")
+    lambda_norm: float = Field(0.0, ge=0, description="weight of Σ‖(α/r)BA‖²_F")
+    lambda_sparse: float = Field(0.0, ge=0, description="weight of the group lasso Σ‖(α/r)BA‖_F")
+    text_batch_size: int = Field(4, ge=1, description="general-text rows per micro-batch")
+    text_max_length: int = Field(64, ge=2, description="tokens per general-text row")
+    max_length: int = Field(128, ge=2, description="tokens per prompt+answer row")
+    val_fraction: float = Field(
+        0.15, ge=0, lt=1, description="share of the train split held out for validation / early stopping"
+    )
+    eval_every: int = Field(10, ge=0, description="validate every N steps (0 = never)")
+    early_stop_gap: float | None = Field(
+        0.05, gt=0, description="stop when mean |ℓ⁺ − ℓ⁻| on the validation slice is below this"
+    )
+    early_stop_accuracy_eps: float | None = Field(
+        None, gt=0, description="stop when validation accuracy is within this of 0.5"
+    )
+    checkpoint_every: int = Field(
+        25, ge=0, description="write a resumable checkpoint every N steps (0 = off)"
+    )
+
+    @field_validator("targets")
+    @classmethod
+    def _targets(cls, v):
+        if not v:
+            raise ValueError("must name at least one role (q, k, v, o, gate, up, down, qkv, gate_up)")
+        return list(dict.fromkeys(v))
+
+    @field_validator("layers")
+    @classmethod
+    def _layers(cls, v):
+        if isinstance(v, list):
+            if not v:
+                raise ValueError("must list at least one layer index, or be 'all'")
+            if any(i < 0 for i in v):
+                raise ValueError("layer indices must be >= 0")
+        return v
+
+
+def resolve_targets(anatomy, roles: list[str], layers: Literal["all"] | list[int]) -> list[str]:
+    """Full module names for the roles on the chosen layers; fused projections replace missing parts."""
+    chosen = None if layers == "all" else set(layers)
+    out: list[str] = []
+    for layer in anatomy.layers:
+        if chosen is not None and layer.index not in chosen:
+            continue
+        for role in roles:
+            name = layer.role(role) or (layer.role(_FUSED[role]) if role in _FUSED else None)
+            if name is not None and name not in out:
+                out.append(name)
+    return out
+
+
+def _module_map(anatomy) -> dict[str, tuple[int, str]]:
+    """module name -> (layer index, role)."""
+    out = {}
+    for layer in anatomy.layers:
+        for role in ("q", "k", "v", "qkv", "o", "gate", "up", "gate_up", "down"):
+            name = layer.role(role)
+            if name:
+                out[name] = (layer.index, role)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------
+# the loss
+# ---------------------------------------------------------------------------------------------------
+
+
+def lora_layers(model, names: list[str]) -> list[tuple[str, torch.nn.Module]]:
+    """(name, PEFT LoRA layer) for each target, looked up on the wrapped base model by its plain name."""
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return [(n, inner.get_submodule(n)) for n in names]
+
+
+def _delta_sq_norm(layer) -> torch.Tensor:
+    """‖s·B·A‖²_F via the r×r Gram matrices (never forms the out×in product)."""
+    a = layer.lora_A[ADAPTER].weight
+    b = layer.lora_B[ADAPTER].weight
+    s = layer.scaling[ADAPTER]
+    return (s * s) * ((b.t() @ b) * (a @ a.t())).sum()
+
+
+def norm_reg(layers) -> torch.Tensor:
+    """NormReg = Σ_modules ‖(α/r)·B·A‖²_F."""
+    return torch.stack([_delta_sq_norm(m) for _, m in layers]).sum()
+
+
+def sparse_reg(layers) -> torch.Tensor:
+    """SparsityReg = Σ_modules ‖(α/r)·B·A‖_F (group lasso; the clamp keeps the gradient finite at ΔW = 0)."""
+    return torch.stack([_delta_sq_norm(m).clamp_min(1e-20).sqrt() for _, m in layers]).sum()
+
+
+def kl_text_reg(peft_model, text: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Mean over real tokens of KL(p_base ‖ p_edit) of the next-token distribution."""
+    dev = peft_model.get_input_embeddings().weight.device
+    ids, mask = text["input_ids"].to(dev), text["attention_mask"].to(dev)
+    with torch.no_grad(), peft_model.disable_adapter():
+        base = torch.log_softmax(
+            peft_model(input_ids=ids, attention_mask=mask, use_cache=False).logits.float(), -1
+        )
+    edit = torch.log_softmax(
+        peft_model(input_ids=ids, attention_mask=mask, use_cache=False).logits.float(), -1
+    )
+    kl = (base.exp() * (base - edit)).sum(-1)
+    keep = mask.bool()
+    return kl[keep].mean()
+
+
+@contextmanager
+def _capture_lora_outputs(layers, store: list):
+    handles = []
+    for _, m in layers:
+        s = m.scaling[ADAPTER]
+
+        def hook(mod, args, out, s=s):
+            store.append(s * out)
+
+        handles.append(m.lora_B[ADAPTER].register_forward_hook(hook))
+    try:
+        yield
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def magnitude_text_reg(peft_model, layers, text: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Σ_modules mean over real tokens of ‖(α/r)·B·A·x‖² on general text: the adapter should stay silent there."""
+    dev = peft_model.get_input_embeddings().weight.device
+    ids, mask = text["input_ids"].to(dev), text["attention_mask"].to(dev)
+    outs: list[torch.Tensor] = []
+    with _capture_lora_outputs(layers, outs):
+        peft_model(input_ids=ids, attention_mask=mask, use_cache=False)
+    keep = mask.bool()
+    return torch.stack([o.float().pow(2).sum(-1)[keep].mean() for o in outs]).sum()
+
+
+class ScalpelLoss:
+    """L = L_eq + λ_t·TextReg + λ_n·NormReg + λ_s·SparsityReg on one batch; every term reported."""
+
+    def __init__(self, peft_model, names: list[str], p: ScalpelParams):
+        self.model = peft_model
+        self.layers = lora_layers(peft_model, names)
+        self.p = p
+
+    def __call__(self, batch: dict) -> LossOut:
+        p = self.p
+        n = batch["n"]
+        lp = mean_answer_logprob(self.model, batch["pairs"])
+        diff = lp[:n] - lp[n:]
+        eq = diff.pow(2).mean() if p.equalisation == "squared" else diff.abs().mean()
+        zero = eq.new_zeros(())
+        text = zero
+        if p.lambda_text > 0 and batch.get("text") is not None:
+            if p.text_reg == "kl":
+                text = kl_text_reg(self.model, batch["text"])
+            else:
+                text = magnitude_text_reg(self.model, self.layers, batch["text"])
+        norm = norm_reg(self.layers) if p.lambda_norm > 0 else zero
+        sparse = sparse_reg(self.layers) if p.lambda_sparse > 0 else zero
+        loss = eq + p.lambda_text * text + p.lambda_norm * norm + p.lambda_sparse * sparse
+        d = diff.detach()
+        return LossOut(
+            loss=loss,
+            terms={"eq": eq, "text": text, "norm": norm, "sparse": sparse},
+            metrics={"gap": d.mean(), "abs_gap": d.abs().mean(), "acc": (d > 0).float().mean()},
+        )
+
+
+# ---------------------------------------------------------------------------------------------------
+# data
+# ---------------------------------------------------------------------------------------------------
+
+
+def split_validation(items: list[dict], fraction: float, rng: random.Random) -> tuple[list[dict], list[dict]]:
+    """Hold out a validation slice of the train split (early stopping never sees the test split)."""
+    if fraction <= 0 or len(items) < 4:
+        return list(items), []
+    order = list(range(len(items)))
+    rng.shuffle(order)
+    n_val = max(1, round(fraction * len(items)))
+    val = sorted(order[:n_val])
+    train = sorted(order[n_val:])
+    return [items[i] for i in train], [items[i] for i in val]
+
+
+class ScalpelBatches:
+    """batch(step, micro): a pure function of its arguments, so a resumed run sees the same batches."""
+
+    def __init__(self, tokenizer, train: list[dict], texts: list[str], p: ScalpelParams, seed: int):
+        self.tok, self.train, self.texts, self.p, self.seed = tokenizer, train, texts, p, seed
+
+    def __call__(self, step: int, micro: int) -> dict:
+        p = self.p
+        rng = random.Random(f"{self.seed}:scalpel-batch:{step}:{micro}")
+        k = min(p.batch_size, len(self.train))
+        items = rng.sample(self.train, k)
+        prompts = [it["prompt"] for it in items]
+        pairs = encode_prompt_answers(
+            self.tok,
+            prompts + prompts,
+            [it["correct"] for it in items] + [it["incorrect"] for it in items],
+            max_length=p.max_length,
+        )
+        batch = {"n": k, "pairs": pairs, "text": None}
+        if p.lambda_text > 0 and self.texts:
+            rows = rng.sample(self.texts, min(p.text_batch_size, len(self.texts)))
+            batch["text"] = encode_text(self.tok, rows, p.text_max_length)
+        return batch
+
+
+def encode_text(tokenizer, rows: list[str], max_length: int) -> dict[str, torch.Tensor]:
+    """Right-padded token ids and mask, each row cut to ``max_length`` tokens."""
+    ids = [list(tokenizer(r, add_special_tokens=True)["input_ids"])[:max_length] for r in rows]
+    width = max(len(x) for x in ids)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
+    input_ids = torch.full((len(ids), width), int(pad), dtype=torch.long)
+    mask = torch.zeros((len(ids), width), dtype=torch.long)
+    for i, x in enumerate(ids):
+        input_ids[i, : len(x)] = torch.tensor(x, dtype=torch.long)
+        mask[i, : len(x)] = 1
+    return {"input_ids": input_ids, "attention_mask": mask}
+
+
+def _tokens_in(batch: dict) -> int:
+    n = int(batch["pairs"]["attention_mask"].sum())
+    if batch.get("text") is not None:
+        n += int(batch["text"]["attention_mask"].sum())
+    return n
+
+
+# ---------------------------------------------------------------------------------------------------
+# PEFT wrap / read-out / unwrap
+# ---------------------------------------------------------------------------------------------------
+
+
+def wrap_lora(model, names: list[str], p: ScalpelParams, seed: int):
+    """PEFT-wrap ``model`` in place with a fresh adapter (seeded init); returns (peft_model, saved flags)."""
+    from peft import LoraConfig, get_peft_model
+    from transformers.pytorch_utils import Conv1D
+
+    flags = {n: prm.requires_grad for n, prm in model.named_parameters()}
+    fan_in_fan_out = any(isinstance(model.get_submodule(n), Conv1D) for n in names)
+    config = LoraConfig(
+        r=p.rank,
+        lora_alpha=p.alpha,
+        lora_dropout=p.dropout,
+        target_modules=names,
+        bias="none",
+        fan_in_fan_out=fan_in_fan_out,
+        init_lora_weights=True,
+    )
+    devices = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
+    cpu = torch.get_rng_state()
+    torch.manual_seed(seed)
+    try:
+        peft_model = get_peft_model(model, config)
+    finally:
+        torch.set_rng_state(cpu)
+        if devices is not None:
+            torch.cuda.set_rng_state_all(devices)
+    return peft_model, flags
+
+
+def adapter_ops(peft_model, names: list[str]) -> list[LowRank]:
+    """One LowRank op per adapted module: ΔW = scale·B·A with plain (un-prefixed) module names."""
+    ops = []
+    for name, layer in lora_layers(peft_model, names):
+        ops.append(
+            LowRank(
+                module=name,
+                A=layer.lora_A[ADAPTER].weight.detach().to(torch.float32).cpu().clone(),
+                B=layer.lora_B[ADAPTER].weight.detach().to(torch.float32).cpu().clone(),
+                scale=float(layer.scaling[ADAPTER]),
+            )
+        )
+    return ops
+
+
+def unwrap_lora(peft_model, flags: dict[str, bool]):
+    """Remove every LoRA layer without merging; the base model object comes back unchanged."""
+    base = peft_model.unload()
+    for n, prm in base.named_parameters():
+        prm.requires_grad_(flags.get(n, prm.requires_grad))
+    for attr in ("peft_config", "_hf_peft_config_loaded"):
+        if attr in base.__dict__:
+            delattr(base, attr)
+    return base
+
+
+def _fingerprint(p: ScalpelParams, names: list[str], train: list[dict], seed: int) -> str:
+    blob = json.dumps(
+        {
+            "params": p.model_dump(mode="json", exclude={"steps", "checkpoint_every", "eval_every"}),
+            "modules": names,
+            "train": [(it.get("id"), it["prompt"], it["correct"], it["incorrect"]) for it in train],
+            "seed": seed,
+        },
+        sort_keys=True,
+    )
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+# ---------------------------------------------------------------------------------------------------
+# the method
+# ---------------------------------------------------------------------------------------------------
+
+
+@register_method
+class ScalpelMethod(Method):
+    name = "scalpel"
+    params_cls = ScalpelParams
+    paper = "SCALPEL: capability removal with low-rank adapters (arXiv 2601.07411)"
+    summary = "a LoRA adapter trained so p(correct) ≈ p(incorrect) on the target, regularised on general text"
+    needs = ("target",)
+
+    def check(self, params, anatomy) -> None:
+        p: ScalpelParams = params  # type: ignore[assignment]
+        if isinstance(p.layers, list):
+            bad = [i for i in p.layers if i >= anatomy.n_layers]
+            if bad:
+                raise EditkitError(
+                    f"method.layers: layer {bad[0]} is out of range for this model ({anatomy.n_layers} layers)"
+                )
+        if not resolve_targets(anatomy, list(p.targets), p.layers):
+            raise EditkitError(
+                f"method.targets: none of {list(p.targets)} exists on this model "
+                f"({anatomy.architecture}); try q, k, v, o, gate, up, down"
+            )
+
+    def fit(self, ctx: FitContext) -> Edit:
+        p: ScalpelParams = ctx.params  # type: ignore[assignment]
+        self.check(p, ctx.anatomy)
+        names = resolve_targets(ctx.anatomy, list(p.targets), p.layers)
+        items = list(ctx.data.get("target_train") or [])
+        if not items:
+            raise DataError("data.target: the train split has no items to fit on")
+        train, val = split_validation(items, p.val_fraction, ctx.rng("scalpel-val"))
+        texts = [t for t in (ctx.data.get("general_train") or []) if t and t.strip()]
+        if p.lambda_text > 0 and not texts:
+            raise DataError("data.general: scalpel needs general text (train split) when lambda_text > 0")
+        ctx.events.log(
+            f"scalpel: LoRA r={p.rank} α={p.alpha} on {len(names)} modules; "
+            f"{len(train)} train / {len(val)} validation triplets, {len(texts)} general-text rows"
+        )
+
+        model = ctx.model
+        was_training = model.training
+        peft_model, flags = wrap_lora(model, names, p, ctx.seed)
+        try:
+            peft_model.eval()  # base dropout off; only LoRA dropout (if any) is active while fitting
+            for _, layer in lora_layers(peft_model, names):
+                layer.lora_dropout[ADAPTER].train(p.dropout > 0)
+            loss = ScalpelLoss(peft_model, names, p)
+            batches = ScalpelBatches(ctx.tokenizer, train, texts, p, ctx.seed)
+
+            def validate(step: int) -> dict:
+                if not val:
+                    return {}
+                m = pairwise_margins(peft_model, ctx.tokenizer, val, batch_size=32, max_length=p.max_length)
+                for _, layer in lora_layers(peft_model, names):  # pairwise_margins toggles modes
+                    layer.lora_dropout[ADAPTER].train(p.dropout > 0)
+                out = {
+                    "abs_gap": float(m.abs().mean()),
+                    "gap": float(m.mean()),
+                    "acc": float((m > 0).float().mean()),
+                }
+                if p.early_stop_gap is not None and out["abs_gap"] < p.early_stop_gap:
+                    out["stop"] = f"validation |gap| {out['abs_gap']:.4f} < {p.early_stop_gap}"
+                elif (
+                    p.early_stop_accuracy_eps is not None
+                    and abs(out["acc"] - 0.5) <= p.early_stop_accuracy_eps
+                ):
+                    out["stop"] = (
+                        f"validation accuracy {out['acc']:.3f} within {p.early_stop_accuracy_eps} of 0.5"
+                    )
+                return out
+
+            cfg = TrainConfig(
+                steps=p.steps,
+                lr=p.lr,
+                grad_accum=p.grad_accum,
+                weight_decay=p.weight_decay,
+                warmup_steps=p.warmup_steps,
+                max_grad_norm=p.max_grad_norm,
+                eval_every=p.eval_every if val else 0,
+                checkpoint_every=p.checkpoint_every,
+                checkpoint_dir=ctx.run_dir / "checkpoints" if ctx.run_dir is not None else None,
+                resume=ctx.resume,
+                fingerprint=_fingerprint(p, names, train, ctx.seed),
+            )
+            result = train_lora(
+                peft_model, loss, batches, cfg, events=ctx.events, validate=validate, count_tokens=_tokens_in
+            )
+            final_val = validate(result.steps_run) if val else {}
+            final_val.pop("stop", None)
+            ops = adapter_ops(peft_model, names)
+            recipe = ctx.extras.get("recipe")
+            if recipe is not None and recipe.export.adapter and ctx.run_dir is not None:
+                adir = ctx.run_dir / "adapter"
+                peft_model.save_pretrained(str(adir))
+                ctx.extras["adapter_dir"] = adir
+        finally:
+            ctx.model = unwrap_lora(peft_model, flags)
+            ctx.model.train(was_training)
+        if ctx.model is not model:  # pragma: no cover - PEFT returns the very object it wrapped
+            raise EditkitError("internal: PEFT unload returned a different model object")
+
+        norms = {op.module: float((op.scale * op.B @ op.A).norm()) for op in ops}
+        where = _module_map(ctx.anatomy)
+        per_layer = [0.0] * ctx.anatomy.n_layers
+        roles = [
+            r
+            for r in ("q", "k", "v", "qkv", "o", "gate", "up", "gate_up", "down")
+            if any(where.get(n, (0, ""))[1] == r for n in norms)
+        ]
+        grid = [[0.0] * len(roles) for _ in range(ctx.anatomy.n_layers)]
+        for n, v in norms.items():
+            li, role = where[n]
+            per_layer[li] += v
+            grid[li][roles.index(role)] = v
+        ctx.events.emit(
+            "heatmap",
+            name="scalpel_delta_norm",
+            values=grid,
+            xlabel="module (" + ", ".join(roles) + ")",
+            ylabel="layer",
+            title="SCALPEL ‖ΔW‖_F per layer and module",
+        )
+        last = result.history[-1] if result.history else {}
+        info = {
+            "rank": p.rank,
+            "alpha": p.alpha,
+            "modules": len(ops),
+            "delta_norms": norms,
+            "layer_delta_norms": per_layer,
+            "top_layers": sorted(range(len(per_layer)), key=lambda i: -per_layer[i])[:5],
+            "total_delta_norm": math.sqrt(sum(v * v for v in norms.values())),
+            "steps_run": result.steps_run,
+            "stop_reason": result.stop_reason,
+            "resumed_from": result.resumed_from,
+            "final_train_gap": last.get("metrics", {}).get("gap"),
+            "final_loss_terms": last.get("terms"),
+            "validation": {"n": len(val), **final_val},
+            "train_items": len(train),
+            "fit_tokens": result.tokens,
+        }
+        return Edit(method="scalpel", ops=ops, info=info)
+
+    def evaluate(self, ctx: FitContext, phase: str) -> dict[str, float]:
+        """Mean |ℓ⁺ − ℓ⁻| on the target test items: equalisation drives it towards 0."""
+        items = ctx.data.get("target_test") or []
+        if not items:
+            return {}
+        m = pairwise_margins(ctx.model, ctx.tokenizer, items, batch_size=32)
+        return {"target_mean_abs_margin": float(m.abs().mean())}
+
+    def control(self, ctx: FitContext, edit: Edit) -> Edit | None:
+        """A random LoRA of the same rank with the same ‖ΔW‖_F per module."""
+        gen = torch.Generator().manual_seed(
+            int(hashlib.sha256(f"{ctx.seed}:scalpel-control".encode()).hexdigest()[:8], 16)
+        )
+        ops = []
+        for op in edit.ops:
+            if not isinstance(op, LowRank):
+                continue
+            target = float((op.scale * op.B.float() @ op.A.float()).norm())
+            a = torch.randn(op.A.shape, generator=gen)
+            b = torch.randn(op.B.shape, generator=gen)
+            cur = float((op.scale * b @ a).norm())
+            f = math.sqrt(target / cur) if cur > 0 else 0.0
+            ops.append(
+                LowRank(module=op.module, A=(a * f).to(op.A.dtype), B=(b * f).to(op.B.dtype), scale=op.scale)
+            )
+        return Edit(
+            method="scalpel", ops=ops, info={"control": "random LoRA, same rank and per-module ‖ΔW‖_F"}
+        )

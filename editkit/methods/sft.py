@@ -1,0 +1,305 @@
+"""`sft`: install a behaviour with a LoRA fine-tune on (prompt, response) pairs, merged as LowRank ops.
+
+The general tool behind ``recipes/plant_refusal.yaml``: harmful prompts are paired with short refusals and
+harmless prompts with the *base model's own greedy answers*, so the fine-tune teaches refusal and nothing
+else moves. Responses come from three places per named data set (``data.sets``):
+
+* ``templates: {set: [responses...]}`` — cycled over the set's prompts;
+* ``base_answers: [set, ...]`` — the base model's greedy chat answer (generated once, cached on disk);
+* any other listed set must carry a ``response`` column.
+
+Loss is next-token cross-entropy on the response tokens only (prompt tokens are labelled -100). Training
+uses the shared loop in :mod:`editkit.methods.lora_fit`; afterwards A/B of every adapted module become
+``LowRank`` ops and the adapter is unloaded, so ``ctx.model`` is the plain base model again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import torch
+from pydantic import Field, field_validator
+
+from editkit.edit import Edit, LowRank
+from editkit.errors import DataError, EditkitError
+from editkit.methods import register_method
+from editkit.methods.base import FitContext, Method, MethodParams
+from editkit.methods.lora_fit import LossOut, TrainConfig, train_lora
+from editkit.refusal.chat import chat_prompts, generate, prompt_texts
+from editkit.refusal.metrics import refusal_metrics
+
+
+class SftParams(MethodParams):
+    name: str = "sft"
+    sets: list[str] = Field(
+        default_factory=lambda: ["train"], description="names of data.sets whose prompts are trained on"
+    )
+    templates: dict[str, list[str]] = Field(
+        default_factory=dict, description="set name -> responses cycled over that set's prompts"
+    )
+    base_answers: list[str] = Field(
+        default_factory=list,
+        description="set names answered with the base model's own greedy chat answer (keeps them unchanged)",
+    )
+    max_per_set: int = Field(128, ge=1, description="prompts used from each set")
+    base_answer_tokens: int = Field(64, ge=1, description="max new tokens of a cached base answer")
+    rank: int = Field(8, ge=1, description="LoRA rank")
+    alpha: float = Field(16.0, gt=0, description="LoRA alpha (merged scale = alpha / rank)")
+    targets: list[str] = Field(
+        default_factory=lambda: ["q", "k", "v", "o", "gate", "up", "down"],
+        description="anatomy roles to adapt (q, k, v, o, qkv, gate, up, gate_up, down)",
+    )
+    layers: list[int] | None = Field(None, description="layers to adapt (default: all)")
+    lr: float = Field(5e-4, gt=0, description="AdamW learning rate")
+    epochs: float = Field(2.0, gt=0, description="passes over the pairs")
+    batch_size: int = Field(8, ge=1, description="pairs per optimizer step")
+    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay")
+    max_length: int = Field(256, ge=8, description="max tokens per pair (prompt + response; truncated)")
+    eval_harmful: str | None = Field(
+        None, description="data.sets name whose prompts give 'refusal_rate' (greedy, chat template)"
+    )
+    eval_harmless: str | None = Field(
+        None, description="data.sets name whose prompts give 'over_refusal_rate' and 'harmless_kl'"
+    )
+    eval_max_prompts: int = Field(50, ge=1, description="prompts per evaluation set")
+    eval_max_new_tokens: int = Field(100, ge=1, description="generated tokens per evaluated prompt")
+
+    @field_validator("sets")
+    @classmethod
+    def _non_empty(cls, v):
+        if not v:
+            raise ValueError("must name at least one data set")
+        return v
+
+
+# --------------------------------------------------------------------------------------------------
+# examples and loss
+# --------------------------------------------------------------------------------------------------
+
+
+def build_example(
+    tokenizer, prompt: str, response: str, max_length: int = 256
+) -> tuple[list[int], list[int]]:
+    """(input_ids, labels) of one chat pair: prompt tokens labelled -100, response + end-of-turn learned."""
+    p_ids = tokenizer(chat_prompts(tokenizer, [prompt])[0], add_special_tokens=False)["input_ids"]
+    r_ids = tokenizer(response, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+    ids = (p_ids + r_ids)[:max_length]
+    labels = ([-100] * len(p_ids) + r_ids)[:max_length]
+    return ids, labels
+
+
+def collate(examples: list[tuple[list[int], list[int]]], pad_id: int) -> dict[str, torch.Tensor]:
+    """Right-padded batch; padding is masked out of attention and loss."""
+    n = max(len(ids) for ids, _ in examples)
+    ids = torch.full((len(examples), n), pad_id, dtype=torch.long)
+    labels = torch.full((len(examples), n), -100, dtype=torch.long)
+    mask = torch.zeros((len(examples), n), dtype=torch.long)
+    for i, (x, y) in enumerate(examples):
+        ids[i, : len(x)] = torch.tensor(x)
+        labels[i, : len(y)] = torch.tensor(y)
+        mask[i, : len(x)] = 1
+    return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+
+
+def response_loss(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Mean next-token cross-entropy over the labelled (response) tokens only."""
+    dev = next(model.parameters()).device
+    logits = model(
+        input_ids=batch["input_ids"].to(dev), attention_mask=batch["attention_mask"].to(dev), use_cache=False
+    ).logits
+    shift_logits = logits[:, :-1, :].float()
+    shift_labels = batch["labels"][:, 1:].to(dev)
+    return torch.nn.functional.cross_entropy(
+        shift_logits.reshape(-1, shift_logits.shape[-1]), shift_labels.reshape(-1), ignore_index=-100
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# base answers (cached: the base model's greedy answers do not change between runs)
+# --------------------------------------------------------------------------------------------------
+
+
+def _model_fingerprint(model, path: str) -> str:
+    emb = model.get_input_embeddings().weight.detach()
+    probe = emb[:4, :16].to(torch.float32).contiguous().numpy().tobytes()
+    h = hashlib.sha256(path.encode() + probe + str(sum(p.numel() for p in model.parameters())).encode())
+    return h.hexdigest()[:16]
+
+
+def base_answers(ctx: FitContext, prompts: list[str], max_new_tokens: int, batch_size: int = 16) -> list[str]:
+    """Greedy chat answers of the (unedited) model, cached under ~/.cache/editkit/sft/."""
+    from editkit.models import editkit_home
+
+    loaded = ctx.extras.get("loaded")
+    fp = _model_fingerprint(ctx.model, str(getattr(loaded, "path", "")))
+    key = hashlib.sha256(
+        json.dumps([fp, max_new_tokens, chat_prompts(ctx.tokenizer, prompts)]).encode()
+    ).hexdigest()[:20]
+    cache = editkit_home() / "sft" / f"base-answers-{key}.json"
+    if cache.exists():
+        ctx.events.log(f"base answers from cache {cache}")
+        return json.loads(cache.read_text())
+    answers: list[str] = []
+    for i in range(0, len(prompts), batch_size):
+        answers += generate(ctx.model, ctx.tokenizer, prompts[i : i + batch_size], max_new_tokens, batch_size)
+        ctx.events.progress("fit", min(i + batch_size, len(prompts)), len(prompts))
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    tmp = cache.with_suffix(".tmp")
+    tmp.write_text(json.dumps(answers))
+    tmp.replace(cache)
+    return answers
+
+
+def build_pairs(ctx: FitContext, p: SftParams) -> list[tuple[str, str, str]]:
+    """(set, prompt, response) for every trained prompt."""
+    pairs: list[tuple[str, str, str]] = []
+    for name in p.sets:
+        if name not in ctx.data:
+            raise EditkitError(
+                f"method.sets: '{name}' is not a data set of this recipe (add it under data.sets)"
+            )
+        rows = list(ctx.data[name])[: p.max_per_set]
+        prompts = prompt_texts(rows, f"data.sets.{name}")
+        if name in p.templates:
+            tpl = p.templates[name]
+            if not tpl:
+                raise EditkitError(f"method.templates.{name}: give at least one response")
+            responses = [tpl[i % len(tpl)] for i in range(len(prompts))]
+        elif name in p.base_answers:
+            responses = base_answers(ctx, prompts, p.base_answer_tokens)
+        else:
+            responses = []
+            for i, r in enumerate(rows):
+                if not isinstance(r, dict) or not isinstance(r.get("response"), str):
+                    raise DataError(
+                        f"data.sets.{name}: row {i} has no 'response'; give method.templates.{name} "
+                        f"or list '{name}' in method.base_answers"
+                    )
+                responses.append(r["response"])
+        pairs += [(name, q, a) for q, a in zip(prompts, responses, strict=True)]
+    return pairs
+
+
+# --------------------------------------------------------------------------------------------------
+# LoRA on ctx.model, then LowRank ops
+# --------------------------------------------------------------------------------------------------
+
+
+def lora_to_ops(peft_model, targets: list[str], scale: float) -> list[LowRank]:
+    """A [r, in] and B [out, r] of each adapted module as LowRank ops (fp32 copies)."""
+    ops = []
+    for name in targets:
+        mod = peft_model.base_model.model.get_submodule(name)
+        a = mod.lora_A["default"].weight.detach().to(torch.float32).clone()
+        b = mod.lora_B["default"].weight.detach().to(torch.float32).clone()
+        ops.append(LowRank(module=name, A=a, B=b, scale=scale))
+    return ops
+
+
+def fit_sft(ctx: FitContext, p: SftParams, pairs: list[tuple[str, str, str]]) -> Edit:
+    from peft import LoraConfig, get_peft_model
+
+    tok = ctx.tokenizer
+    examples = [build_example(tok, q, a, p.max_length) for _, q, a in pairs]
+    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    order_rng = ctx.rng("sft-order")
+    n_per_epoch = max(1, -(-len(examples) // p.batch_size))
+    steps = max(1, round(p.epochs * n_per_epoch))
+    epochs_order: dict[int, list[int]] = {}
+
+    def batch_fn(step: int, micro: int):
+        epoch, k = divmod(step, n_per_epoch)
+        if epoch not in epochs_order:  # pure function of the step: each epoch's shuffle is seeded
+            idx = list(range(len(examples)))
+            order_rng.seed(f"{ctx.seed}:sft-order:{epoch}")
+            order_rng.shuffle(idx)
+            epochs_order[epoch] = idx
+        sel = epochs_order[epoch][k * p.batch_size : (k + 1) * p.batch_size]
+        return collate([examples[i] for i in sel], pad)
+
+    targets = ctx.anatomy.lora_targets(p.targets, p.layers)
+    if not targets:
+        raise EditkitError(f"method.targets: none of {p.targets} exist in layers {p.layers} of this model")
+    requires = {n: q.requires_grad for n, q in ctx.model.named_parameters()}
+    torch.manual_seed(ctx.seed)
+    peft_model = get_peft_model(
+        ctx.model, LoraConfig(r=p.rank, lora_alpha=p.alpha, lora_dropout=0.0, target_modules=targets)
+    )
+    was_training = ctx.model.training
+    peft_model.train()
+    try:
+        result = train_lora(
+            peft_model,
+            lambda b: LossOut(loss=response_loss(peft_model, b)),
+            batch_fn,
+            TrainConfig(steps=steps, lr=p.lr, weight_decay=p.weight_decay, max_grad_norm=1.0),
+            events=ctx.events,
+            count_tokens=lambda b: int((b["labels"] != -100).sum()),
+        )
+        ops = lora_to_ops(peft_model, targets, p.alpha / p.rank)
+        adapter_dir = ctx.run_dir / "adapter"
+        peft_model.save_pretrained(str(adapter_dir))
+        ctx.extras["adapter_dir"] = adapter_dir
+    finally:
+        peft_model.unload()  # plain modules back in ctx.model, weights untouched
+        ctx.model.train(was_training)
+        for n, q in ctx.model.named_parameters():
+            q.requires_grad_(requires.get(n, q.requires_grad))
+    hist = result.history
+    counts: dict[str, int] = {}
+    for s, _, _ in pairs:
+        counts[s] = counts.get(s, 0) + 1
+    info = {
+        "pairs": counts,
+        "targets": len(targets),
+        "rank": p.rank,
+        "steps": result.steps_run,
+        "first_loss": round(hist[0]["loss"], 4) if hist else None,
+        "final_loss": round(hist[-1]["loss"], 4) if hist else None,
+        "train_seconds": round(result.seconds, 1),
+        "response_tokens": result.tokens,
+    }
+    return Edit(method="sft", ops=ops, info=info)
+
+
+@register_method
+class SftMethod(Method):
+    name = "sft"
+    params_cls = SftParams
+    paper = "LoRA (Hu et al. 2021) supervised fine-tuning on chat pairs"
+    summary = "a behaviour installed by a LoRA fine-tune on (prompt, response) pairs, merged into the weights"
+
+    def __init__(self):
+        self._cache: dict = {}
+
+    def fit(self, ctx: FitContext) -> Edit:
+        p: SftParams = ctx.params  # type: ignore[assignment]
+        pairs = build_pairs(ctx, p)
+        ctx.events.log(f"sft: {len(pairs)} pairs from {', '.join(p.sets)}")
+        return fit_sft(ctx, p, pairs)
+
+    def evaluate(self, ctx: FitContext, phase: str) -> dict[str, float]:
+        p: SftParams = ctx.params  # type: ignore[assignment]
+        m = refusal_metrics(
+            ctx, p.eval_harmful, p.eval_harmless, p.eval_max_prompts, p.eval_max_new_tokens, self._cache
+        )
+        if self._cache.get("samples"):
+            path = Path(ctx.run_dir) / f"samples-{phase}.json"
+            path.write_text(json.dumps(self._cache.pop("samples"), indent=1, ensure_ascii=False))
+        return m
+
+    def control(self, ctx: FitContext, edit: Edit) -> Edit | None:
+        """Random A/B of the same shapes and Frobenius norm per module (same op structure)."""
+        g = torch.Generator().manual_seed(ctx.seed + 7)
+        ops = []
+        for op in edit.ops:
+            assert isinstance(op, LowRank)
+            a = torch.randn(op.A.shape, generator=g)
+            b = torch.randn(op.B.shape, generator=g)
+            target = float((op.B @ op.A).norm())
+            cur = float((b @ a).norm()) or 1.0
+            f = (target / cur) ** 0.5
+            ops.append(LowRank(module=op.module, A=a * f, B=b * f, scale=op.scale))
+        return Edit(method="sft", ops=ops, info={"control": "random low-rank deltas of the same norms"})

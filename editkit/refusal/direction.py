@@ -1,0 +1,58 @@
+"""Residual activations at the end of the prompt, and difference-of-means directions per layer.
+
+``hidden_states[l]`` is the residual stream entering decoder layer ``l`` (``l = 0`` is the embedding
+output), which is what every later layer reads; a direction found there is removed by orthogonalising the
+writers of all layers (Arditi et al. 2024). Sums are accumulated in float64 so 128 prompts of a 576-wide
+model give the same direction on any machine.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from editkit.refusal.chat import chat_prompts, encode_left
+
+
+@torch.no_grad()
+def residual_activations(
+    model, tokenizer, prompts: list[str], n_positions: int = 1, batch_size: int = 16, chat: bool = True
+) -> torch.Tensor:
+    """[n_prompts, n_layers, hidden] float64: residual stream entering each layer, averaged over the
+    last ``n_positions`` prompt tokens (left padding keeps them at the end)."""
+    texts = chat_prompts(tokenizer, prompts) if chat else list(prompts)
+    dev = next(model.parameters()).device
+    n_layers = model.config.get_text_config().num_hidden_layers
+    rows = []
+    for i in range(0, len(texts), batch_size):
+        enc = encode_left(tokenizer, texts[i : i + batch_size], dev)
+        out = model(**enc, output_hidden_states=True, use_cache=False)
+        hs = torch.stack(out.hidden_states[:n_layers], dim=1)  # [b, L, T, H]
+        rows.append(hs[:, :, -n_positions:, :].to(torch.float64).mean(dim=2).cpu())
+    return torch.cat(rows)
+
+
+def winsorize(acts: torch.Tensor, quantile: float) -> torch.Tensor:
+    """Clip every coordinate (per layer) to its [q, 1−q] quantiles over prompts: a few outlier prompts
+    (massive activations) should not steer the mean."""
+    if quantile <= 0:
+        return acts
+    lo = torch.quantile(acts, quantile, dim=0, keepdim=True)
+    hi = torch.quantile(acts, 1 - quantile, dim=0, keepdim=True)
+    return torch.maximum(torch.minimum(acts, hi), lo)
+
+
+def diff_of_means(
+    pos: torch.Tensor, neg: torch.Tensor, project_off_neg_mean: bool = False, winsorize_q: float = 0.0
+) -> torch.Tensor:
+    """Unit directions normalise(mean(pos) − mean(neg)) per layer: [L, H] float64.
+
+    With ``project_off_neg_mean`` the component along the (unit) negative mean is removed first, so the
+    direction does not also shrink the ordinary activation magnitude.
+    """
+    pos, neg = winsorize(pos.double(), winsorize_q), winsorize(neg.double(), winsorize_q)
+    d = pos.mean(0) - neg.mean(0)
+    if project_off_neg_mean:
+        m = neg.mean(0)
+        m = m / m.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+        d = d - (d * m).sum(-1, keepdim=True) * m
+    return d / d.norm(dim=-1, keepdim=True).clamp_min(1e-12)

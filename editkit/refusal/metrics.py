@@ -1,0 +1,30 @@
+"""Refusal metrics for ``Method.evaluate``: refusal rate, over-refusal and first-token KL on harmless prompts.
+
+Shared by ``method: refusal`` (should fall) and ``method: sft`` planting refusal (should rise). The base
+model's first-token distribution is cached in the method instance's dict on the ``base`` phase.
+"""
+
+from __future__ import annotations
+
+from editkit.methods.base import FitContext
+from editkit.refusal.chat import chat_first_token_logprobs, kl_rows, prompt_texts, refusal_rate
+
+
+def refusal_metrics(
+    ctx: FitContext, harmful: str | None, harmless: str | None, max_prompts: int, max_new: int, cache: dict
+) -> dict[str, float]:
+    """refusal_rate / over_refusal_rate (generation) and harmless_kl (first assistant token, base cached)."""
+    m: dict[str, float] = {}
+    if harmful and harmful in ctx.data:
+        prompts = prompt_texts(ctx.data[harmful], f"data.sets.{harmful}", max_prompts)
+        m["refusal_rate"], outs = refusal_rate(ctx.model, ctx.tokenizer, prompts, max_new)
+        cache.setdefault("samples", {})["harmful"] = outs[:5]
+    if harmless and harmless in ctx.data:
+        prompts = prompt_texts(ctx.data[harmless], f"data.sets.{harmless}", max_prompts)
+        m["over_refusal_rate"], outs = refusal_rate(ctx.model, ctx.tokenizer, prompts, max_new)
+        cache.setdefault("samples", {})["harmless"] = outs[:5]
+        lp = chat_first_token_logprobs(ctx.model, ctx.tokenizer, prompts)
+        if "base_lp" not in cache:
+            cache["base_lp"] = lp
+        m["harmless_kl"] = float(kl_rows(cache["base_lp"], lp).mean())
+    return m

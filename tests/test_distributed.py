@@ -1,0 +1,151 @@
+"""Two real CPU processes (gloo, launched with `accelerate launch`) give the single-process results.
+
+The same file is the worker: ``accelerate launch ... tests/test_distributed.py OUT`` runs ``_worker``.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+PROMPTS = [
+    "The quick brown fox jumps over",
+    "Paris is the capital of",
+    "Two plus three is",
+    "def add(a, b):",
+    "Hot is the opposite of",
+    "In 1969 the first people walked",
+    "Helping a lost child is",
+]  # 7: an uneven split (4 + 3)
+TRIALS = [[(0, 0)], [(0, 1), (1, 2)], [(1, 3)], [(0, 2), (1, 0)], [(1, 1)]]
+
+
+def _score(model) -> float:
+    ids = torch.tensor([[5, 17, 42, 99, 3, 250, 7, 8]])
+    return -float(model(input_ids=ids, labels=ids).loss)
+
+
+def _lora_setup(per_process_batch: int):
+    from peft import LoraConfig, get_peft_model
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from tests.tiny import tiny_model
+
+    model, _ = tiny_model("llama")
+    torch.manual_seed(0)
+    model = get_peft_model(
+        model, LoraConfig(r=2, lora_alpha=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+    )
+    ids = torch.randint(0, 300, (8, 12), generator=torch.Generator().manual_seed(3))
+    loader = DataLoader(TensorDataset(ids), batch_size=per_process_batch, shuffle=False)
+    opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.5)
+    return model, opt, loader
+
+
+def _lm_loss(model, batch):
+    return model(input_ids=batch[0], labels=batch[0]).loss
+
+
+def _compute(per_process_batch: int, accelerator=None) -> dict:
+    """Everything the test compares, computed with the editkit.distributed helpers."""
+    from editkit.anatomy import find_anatomy
+    from editkit.distributed import (
+        fit_data_parallel,
+        knockout_trial_scores,
+        last_token_residual_means,
+        map_across_processes,
+        mean_across_processes,
+    )
+    from tests.tiny import tiny_model
+
+    model, tok = tiny_model("llama")
+    out = {
+        "means": last_token_residual_means(model, tok, PROMPTS, batch_size=1, accelerator=accelerator),
+        "scores": knockout_trial_scores(model, find_anatomy(model), TRIALS, _score, accelerator=accelerator),
+        "squares": map_across_processes(lambda x: x * x, range(5), accelerator=accelerator),
+    }
+    rank = accelerator.process_index if accelerator is not None else 0
+    n_local = 3 if rank == 0 else 2  # deliberately uneven counts: the mean must weight by count
+    total = torch.tensor(float(rank + 1) * n_local, dtype=torch.float64)
+    out["mean"] = float(mean_across_processes(total, n_local, accelerator))
+    model, opt, loader = _lora_setup(per_process_batch)
+    trained, losses = fit_data_parallel(model, opt, loader, _lm_loss, accelerator=accelerator)
+    out["lora"] = {k: v.detach().clone() for k, v in trained.named_parameters() if "lora_" in k}
+    out["losses"] = losses
+    return out
+
+
+def _worker(out_dir: str) -> None:
+    torch.set_num_threads(1)
+    from editkit.distributed import get_accelerator, launched_distributed
+
+    assert launched_distributed()
+    acc = get_accelerator()
+    assert acc.num_processes == 2
+    res = _compute(per_process_batch=2, accelerator=acc)
+    res["world"] = acc.num_processes
+    torch.save(res, Path(out_dir) / f"rank{acc.process_index}.pt")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_processes_equal_one(tmp_path):
+    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
+    cmd = [
+        str(Path(sys.executable).parent / "accelerate"),
+        "launch",
+        "--multi_gpu",  # = several processes; the Accelerator picks CPU + gloo when there is no GPU
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "--main_process_port",
+        str(_free_port()),
+        __file__,
+        str(tmp_path),
+    ]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    r0, r1 = (torch.load(tmp_path / f"rank{i}.pt") for i in (0, 1))
+    assert r0["world"] == 2
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        ref = _compute(per_process_batch=4)  # one process, the whole batch
+    finally:
+        torch.set_num_threads(threads)
+
+    for r in (r0, r1):  # every process gets the full, ordered results
+        assert r["squares"] == [0, 1, 4, 9, 16]
+        assert r["scores"] == ref["scores"]  # trials run identically, only elsewhere
+        assert torch.allclose(r["means"], ref["means"], rtol=0, atol=1e-12)
+        assert r["mean"] == (1 * 3 + 2 * 2) / 5  # Σ sums / Σ counts, not the mean of means (1.5)
+        for k, v in ref["lora"].items():
+            assert torch.allclose(r["lora"][k], v, rtol=0, atol=1e-6), k
+        assert len(r["losses"]) == 2
+        assert all(abs(a - b) < 1e-5 for a, b in zip(r["losses"], ref["losses"], strict=True))
+    assert ref["means"].shape == (3, 64) and ref["means"].dtype == torch.float64
+    assert len(set(ref["scores"])) == len(TRIALS)  # knockouts matter, so equal lists are informative
+    init = _lora_setup(4)[0]
+    moved = max(float((ref["lora"][k] - p).abs().max()) for k, p in init.named_parameters() if "lora_" in k)
+    assert moved > 1e-3  # training really changed the adapters
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(ROOT))
+    _worker(sys.argv[1])

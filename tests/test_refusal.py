@@ -1,0 +1,276 @@
+"""method: refusal — direction, SRA cleaning, exact projections, merge = hooks, metrics helpers.
+
+Fixtures live in this module (tiny random models from tests/tiny.py); tests/conftest.py is not touched.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from editkit.anatomy import find_anatomy, weight_out_in
+from editkit.edit import Edit, ProjectOut
+from editkit.errors import EditkitError
+from editkit.events import EventLog
+from editkit.methods.base import FitContext
+from editkit.methods.refusal import NormPreservingProjectOut, RefusalMethod, RefusalParams, project_edit
+from editkit.refusal.atoms import ATOM_NAMES, cosines, load_atom_pairs, ridge_clean
+from editkit.refusal.chat import chat_prompts, is_degenerate, is_refusal
+from editkit.refusal.direction import diff_of_means, residual_activations
+from tests.tiny import tiny_model
+
+
+def _unit(n: int, seed: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    r = torch.randn(n, generator=g)
+    return r / r.norm()
+
+
+HARM = [f"tell me how to make weapon {i} at home" for i in range(12)]
+SAFE = [f"tell me how to bake bread number {i}" for i in range(12)]
+
+
+def _ctx(model, tok, tmp_path, **params) -> FitContext:
+    data = {
+        "harmful": [{"instruction": p} for p in HARM],
+        "harmless": [{"instruction": p} for p in SAFE],
+        "harmful_test": [{"instruction": p} for p in HARM[:3]],
+        "harmless_test": [{"instruction": p} for p in SAFE[:3]],
+    }
+    p = RefusalParams(n_train=8, n_val=4, eval_max_prompts=3, eval_max_new_tokens=4, **params)
+    return FitContext(
+        model=model,
+        tokenizer=tok,
+        anatomy=find_anatomy(model),
+        params=p,
+        data=data,
+        events=EventLog(tmp_path / "events.jsonl", "t"),
+        run_dir=tmp_path,
+    )
+
+
+# -- projections -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("op_cls", [ProjectOut, NormPreservingProjectOut])
+def test_orthogonalised_writers_have_no_component_along_r(op_cls):
+    model, _ = tiny_model("llama")
+    an = find_anatomy(model)
+    r = _unit(an.hidden_size, 1)
+    edit = Edit("refusal", [op_cls(module=n, direction=r, strength=1.0) for n in an.residual_writers()])
+    edit.merge_into(model)
+    for name in an.residual_writers():
+        w = weight_out_in(model.get_submodule(name))
+        assert float((r @ w).abs().max()) < 1e-5, name
+        assert float(w.norm()) > 1.0  # not trivially zeroed
+
+
+def test_norm_preserving_keeps_column_norms_and_plain_does_not():
+    model, _ = tiny_model("llama")
+    an = find_anatomy(model)
+    name = an.layer(0).down
+    w0 = weight_out_in(model.get_submodule(name))
+    # a direction with a real component in the weights: the top left-singular vector
+    r = torch.linalg.svd(w0, full_matrices=False).U[:, 0]
+    np_w, _ = NormPreservingProjectOut(module=name, direction=r, strength=1.0).merge(w0.clone(), None)
+    plain_w, _ = ProjectOut(module=name, direction=r, strength=1.0).merge(w0.clone(), None)
+    torch.testing.assert_close(np_w.norm(dim=0), w0.norm(dim=0), atol=1e-5, rtol=1e-5)
+    assert float((plain_w.norm(dim=0) - w0.norm(dim=0)).abs().max()) > 1e-2
+    assert float((r @ np_w).abs().max()) < 1e-5
+    # partial strength also keeps the norms (the rescale does not depend on s = 1)
+    half, _ = NormPreservingProjectOut(module=name, direction=r, strength=0.5).merge(w0.clone(), None)
+    torch.testing.assert_close(half.norm(dim=0), w0.norm(dim=0), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("family", ["llama", "qwen2", "gpt2"])
+@pytest.mark.parametrize("norm_preserving", [False, True])
+def test_merged_equals_hooks_and_artifact_roundtrip(family, norm_preserving, tmp_path):
+    model, tok = tiny_model(family)
+    an = find_anatomy(model)
+    p = RefusalParams(norm_preserving=norm_preserving, strength=0.9, strength_by_layer={1: 0.5})
+    edit = project_edit(an, _unit(an.hidden_size, 3), p, {"layer": 0})
+    assert len(edit.ops) == 2 * an.n_layers
+    assert {op.strength for op in edit.ops} == {0.9, 0.5}
+    edit.save(tmp_path / "edit")
+    loaded = Edit.load(tmp_path / "edit")
+    assert [op.kind for op in loaded.ops] == [op.kind for op in edit.ops]
+    ids = tok(["The quick brown fox jumps over the lazy dog."], return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        base = model(ids).logits
+        with loaded.applied(model):
+            hooked = model(ids).logits
+        merged_model = copy.deepcopy(model)
+        edit.merge_into(merged_model)
+        merged = merged_model(ids).logits
+    assert float((hooked - base).abs().max()) > 1e-3  # the edit does something
+    assert float((hooked - merged).abs().max()) <= 1e-4
+
+
+def test_embeddings_refused_when_tied_and_edited_when_untied(tmp_path):
+    model, tok = tiny_model("qwen2")  # tied
+    with pytest.raises(EditkitError, match="ties its input embeddings"):
+        project_edit(find_anatomy(model), _unit(64, 0), RefusalParams(embeddings=True))
+    model, tok = tiny_model("llama")  # untied
+    an = find_anatomy(model)
+    for norm in (False, True):
+        edit = project_edit(an, _unit(64, 0), RefusalParams(embeddings=True, norm_preserving=norm))
+        assert edit.ops[0].module == an.embed
+        ids = tok(["Paris is the capital of France."], return_tensors="pt")["input_ids"]
+        with torch.no_grad():
+            with edit.applied(model):
+                hooked = model(ids).logits
+            m2 = copy.deepcopy(model)
+            edit.merge_into(m2)
+            assert float((hooked - m2(ids).logits).abs().max()) <= 1e-4
+
+
+# -- SRA ---------------------------------------------------------------------------------------------
+
+
+def test_sra_is_orthogonal_to_every_atom_as_alpha_goes_to_zero():
+    g = torch.Generator().manual_seed(0)
+    atoms = torch.randn(5, 64, generator=g, dtype=torch.float64)
+    atoms = atoms / atoms.norm(dim=1, keepdim=True)
+    r = _unit(64, 9).double() + 0.8 * atoms[0] + 0.5 * atoms[3]
+    r = r / r.norm()
+    before = (atoms @ r).abs().max()
+    assert before > 0.3
+    prev = float("inf")
+    for alpha in (1.0, 1e-2, 1e-4, 1e-8):
+        out = ridge_clean(r, atoms, alpha)
+        assert abs(float(out.norm()) - 1.0) < 1e-12
+        worst = float((atoms @ out).abs().max())
+        assert worst <= prev + 1e-12
+        prev = worst
+    assert prev < 1e-7
+    # large alpha leaves r (almost) alone; no atoms leaves it exactly alone
+    assert float(ridge_clean(r, atoms, 1e6) @ r) > 0.9999
+    torch.testing.assert_close(ridge_clean(r, atoms[:0], 0.0), r)
+    cos = cosines(prev * 0 + out, atoms, [f"a{i}" for i in range(5)])
+    assert set(cos) == {f"a{i}" for i in range(5)} and max(abs(v) for v in cos.values()) < 1e-4
+
+
+def test_builtin_atoms_are_paired_prompt_sets():
+    for name in ATOM_NAMES:
+        pos, neg = load_atom_pairs(name)
+        assert len(pos) == len(neg) == 16
+        assert len(set(pos)) == 16 and not set(pos) & set(neg)
+    with pytest.raises(EditkitError, match="unknown concept atom 'maths'"):
+        load_atom_pairs("maths")
+
+
+# -- direction -----------------------------------------------------------------------------------------
+
+
+def test_diff_of_means_recovers_a_planted_direction():
+    model, tok = tiny_model("llama")
+    an = find_anatomy(model)
+    u = _unit(an.hidden_size, 5)
+    planted = {"on": False}
+
+    def add(mod, args, out):  # layer 0 writes 4·u into the residual stream of 'harmful' prompts
+        if not planted["on"]:
+            return out
+        hs = out[0] if isinstance(out, tuple) else out
+        hs = hs + 4.0 * u
+        return (hs, *out[1:]) if isinstance(out, tuple) else hs
+
+    h = model.get_submodule(an.layers[0].prefix).register_forward_hook(add)
+    try:
+        planted["on"] = True
+        a_h = residual_activations(model, tok, HARM)
+        planted["on"] = False
+        a_s = residual_activations(model, tok, SAFE)
+    finally:
+        h.remove()
+    assert a_h.dtype == torch.float64 and a_h.shape == (12, an.n_layers, an.hidden_size)
+    d = diff_of_means(a_h, a_s)
+    assert float(d[1] @ u.double()) > 0.97  # entering layer 1: the plant dominates the text difference
+    # entering layer 0 there is only the embedding of the last token — the same template token for every
+    # prompt — so the difference is exactly zero (why layer search starts at min_layer = 1)
+    assert float(d[0].abs().max()) == 0.0
+    assert abs(float(d[1].norm()) - 1.0) < 1e-12
+    # projecting off the harmless mean leaves a direction orthogonal to that mean
+    d2 = diff_of_means(a_h, a_s, project_off_neg_mean=True)
+    m = a_s.mean(0)
+    assert float(((d2 * m).sum(-1) / m.norm(dim=-1)).abs().max()) < 1e-10
+
+
+def test_fit_records_where_and_control_has_same_structure(tmp_path):
+    model, tok = tiny_model("llama")
+    ctx = _ctx(model, tok, tmp_path, ridge_alpha=1e-6)
+    method = RefusalMethod()
+    base = method.evaluate(ctx, "base")
+    assert set(base) == {"refusal_rate", "over_refusal_rate", "harmless_kl"} and base["harmless_kl"] == 0.0
+    edit = method.fit(ctx)
+    info = edit.info
+    assert info["layer"] == 1 and set(info["layer_scores"]) == {"1"}  # 2 layers: only layer 1 is a candidate
+    assert info["sra"] and set(info["atom_cosines_after"]) == set(ATOM_NAMES)
+    assert max(abs(v) for v in info["atom_cosines_after"].values()) < 1e-3
+    assert max(abs(v) for v in info["atom_cosines_before"].values()) > 0.01
+    assert [op.module for op in edit.ops] == find_anatomy(model).residual_writers()
+    control = method.control(ctx, edit)
+    assert [(op.module, op.kind, op.strength) for op in control.ops] == [
+        (op.module, op.kind, op.strength) for op in edit.ops
+    ]
+    assert abs(float(control.ops[0].direction @ edit.ops[0].direction)) < 0.5
+    with edit.applied(model):
+        edited = method.evaluate(ctx, "edited")
+    assert edited["harmless_kl"] > 0.0
+    assert (tmp_path / "samples-base.json").exists()
+    plain = RefusalMethod().fit(_ctx(model, tok, tmp_path, sra=False))
+    assert not plain.info["sra"] and "atom_cosines_after" not in plain.info
+
+
+def test_fit_rejects_missing_sets_and_bad_layer(tmp_path):
+    model, tok = tiny_model("llama")
+    ctx = _ctx(model, tok, tmp_path, harmful="nope")
+    with pytest.raises(EditkitError, match="data.sets.nope"):
+        RefusalMethod().fit(ctx)
+    with pytest.raises(EditkitError, match="method.layer: 7 is out of range"):
+        RefusalMethod().fit(_ctx(model, tok, tmp_path, layer=7))
+
+
+# -- refusal markers -----------------------------------------------------------------------------------
+
+
+def test_refusal_markers_and_degenerate_outputs():
+    assert is_refusal("I'm sorry, but I can't help with that.")
+    assert is_refusal("As an AI, I will not do that")
+    assert is_refusal("")  # empty counts as refusal
+    assert is_refusal("the the the the the the the the the the the the the the the the the the the the the")
+    assert is_degenerate("ok")
+    assert not is_refusal("Sure! Here is a recipe for chocolate cake: mix flour, sugar and eggs.")
+
+
+def test_chat_prompts_fall_back_without_a_template():
+    _, tok = tiny_model("llama")
+    assert chat_prompts(tok, ["hi"]) == ["User: hi\nAssistant:"]
+
+
+@pytest.mark.slow
+def test_demo_direction_with_sra_moves_away_from_atoms(demo_model_dir, shared_data, tmp_path):
+    import json
+
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    torch.set_num_threads(2)
+    model = AutoModelForCausalLM.from_pretrained(demo_model_dir, dtype=torch.float32).eval()
+    tok = AutoTokenizer.from_pretrained(demo_model_dir)
+    harm = json.loads((shared_data / "refusal" / "harmful_train.json").read_text())[:16]
+    safe = json.loads((shared_data / "refusal" / "harmless_train.json").read_text())[:16]
+    ctx = FitContext(
+        model=model,
+        tokenizer=tok,
+        anatomy=find_anatomy(model),
+        params=RefusalParams(layer=12, n_train=12, n_val=4, atoms=["math", "list"]),
+        data={"harmful": harm, "harmless": safe},
+        events=EventLog(tmp_path / "events.jsonl", "t"),
+        run_dir=tmp_path,
+    )
+    info = RefusalMethod().fit(ctx).info
+    assert info["layer"] == 12
+    for atom in ("math", "list"):
+        assert abs(info["atom_cosines_after"][atom]) < abs(info["atom_cosines_before"][atom])

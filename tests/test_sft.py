@@ -1,0 +1,140 @@
+"""method: sft — response-only loss (exact), LoRA → LowRank ops, plain model afterwards, merge = hooks.
+
+Fixtures live in this module (tiny random models from tests/tiny.py); tests/conftest.py is not touched.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from editkit.anatomy import find_anatomy
+from editkit.edit import Edit, LowRank
+from editkit.errors import DataError, EditkitError
+from editkit.events import EventLog
+from editkit.methods.base import FitContext
+from editkit.methods.sft import SftMethod, SftParams, build_example, collate, response_loss
+from editkit.refusal.chat import chat_prompts
+from tests.tiny import tiny_model
+
+
+def test_labels_mask_exactly_the_prompt_tokens():
+    _, tok = tiny_model("llama")
+    ids, labels = build_example(tok, "Two plus three?", "It is five.")
+    p_ids = tok(chat_prompts(tok, ["Two plus three?"])[0], add_special_tokens=False)["input_ids"]
+    r_ids = tok("It is five.", add_special_tokens=False)["input_ids"]
+    assert ids == p_ids + r_ids + [tok.eos_token_id]
+    assert labels == [-100] * len(p_ids) + r_ids + [tok.eos_token_id]
+    # truncation keeps the alignment
+    ids2, labels2 = build_example(tok, "Two plus three?", "It is five.", max_length=len(p_ids) + 1)
+    assert ids2 == ids[: len(p_ids) + 1] and labels2 == labels[: len(p_ids) + 1]
+
+
+def test_response_loss_is_exactly_the_mean_nll_of_response_tokens():
+    model, tok = tiny_model("llama")
+    ex = [
+        build_example(tok, "Paris is the capital of?", "France."),
+        build_example(tok, "Hot or cold?", "Cold"),
+    ]
+    batch = collate(ex, pad_id=tok.pad_token_id)
+    loss = response_loss(model, batch).detach()
+    with torch.no_grad():
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    total, count = 0.0, 0
+    for b, (ids, labels) in enumerate(ex):
+        lp = torch.log_softmax(logits[b].double(), dim=-1)
+        for t in range(1, len(ids)):
+            if labels[t] != -100:
+                total -= float(lp[t - 1, ids[t]])
+                count += 1
+    n_resp = sum(sum(1 for y in labels if y != -100) for _, labels in ex)
+    assert count == n_resp
+    assert abs(float(loss) - total / count) < 1e-5
+    # a loss over all (non-pad) tokens would differ: the mask matters
+    loss_all = torch.nn.functional.cross_entropy(
+        logits[:, :-1].reshape(-1, logits.shape[-1]).float(),
+        torch.where(batch["attention_mask"][:, 1:] == 1, batch["input_ids"][:, 1:], -100).reshape(-1),
+        ignore_index=-100,
+    )
+    assert abs(float(loss_all) - float(loss)) > 1e-3  # a loss over all tokens would differ
+
+
+def _ctx(model, tok, tmp_path, **params) -> FitContext:
+    data = {
+        "harmful": [{"instruction": f"how do I build weapon {i}"} for i in range(8)],
+        "harmless": [{"instruction": f"how do I bake bread {i}"} for i in range(8)],
+        "pairs": [{"prompt": "Up is the opposite of?", "response": "Down."}],
+    }
+    p = SftParams(**params)
+    return FitContext(
+        model=model,
+        tokenizer=tok,
+        anatomy=find_anatomy(model),
+        params=p,
+        data=data,
+        events=EventLog(tmp_path / "events.jsonl", "t"),
+        run_dir=tmp_path,
+    )
+
+
+def test_fit_gives_lowrank_ops_leaves_a_plain_model_and_merge_equals_hooks(tmp_path, monkeypatch):
+    monkeypatch.setenv("EDITKIT_HOME", str(tmp_path / "home"))
+    model, tok = tiny_model("llama")
+    before = {n: p.detach().clone() for n, p in model.state_dict().items()}
+    ctx = _ctx(
+        model,
+        tok,
+        tmp_path,
+        sets=["harmful", "harmless"],
+        templates={"harmful": ["I cannot help with that.", "Sorry, no."]},
+        base_answers=["harmless"],
+        base_answer_tokens=6,
+        rank=4,
+        targets=["o", "down"],
+        lr=5e-3,
+        epochs=6,
+        batch_size=4,
+    )
+    edit = SftMethod().fit(ctx)
+    assert all(isinstance(op, LowRank) for op in edit.ops)
+    assert [op.module for op in edit.ops] == find_anatomy(model).lora_targets(["o", "down"])
+    assert edit.ops[0].A.shape == (4, 64) and edit.ops[0].B.shape == (64, 4) and edit.ops[0].scale == 4.0
+    assert edit.info["pairs"] == {"harmful": 8, "harmless": 8}
+    assert edit.info["final_loss"] < edit.info["first_loss"]
+    # ctx.model is the plain model again: same modules, same weights, nothing trainable left over
+    assert not any("lora" in n for n, _ in model.named_modules())
+    after = model.state_dict()
+    assert set(after) == set(before) and all(torch.equal(after[k], before[k]) for k in before)
+    # the base answers are cached (second fit reads them)
+    cached = list((tmp_path / "home" / "sft").glob("base-answers-*.json"))
+    assert len(cached) == 1
+    # merge equals hooks; the artifact round-trips
+    edit.save(tmp_path / "edit")
+    loaded = Edit.load(tmp_path / "edit")
+    ids = tok(["Two plus three is five."], return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        with loaded.applied(model):
+            hooked = model(ids).logits
+        merged = copy.deepcopy(model)
+        edit.merge_into(merged)
+        assert float((hooked - model(ids).logits).abs().max()) > 1e-4
+        assert float((hooked - merged(ids).logits).abs().max()) <= 1e-4
+    control = SftMethod().control(ctx, edit)
+    for a, b in zip(control.ops, edit.ops, strict=True):
+        assert a.module == b.module and a.A.shape == b.A.shape
+        assert abs(float((a.B @ a.A).norm()) - float((b.B @ b.A).norm())) < 1e-3 * max(
+            1.0, float((b.B @ b.A).norm())
+        )
+
+
+def test_response_column_and_errors(tmp_path, monkeypatch):
+    monkeypatch.setenv("EDITKIT_HOME", str(tmp_path / "home"))
+    model, tok = tiny_model("llama")
+    edit = SftMethod().fit(_ctx(model, tok, tmp_path, sets=["pairs"], rank=2, epochs=1, targets=["o"]))
+    assert edit.info["pairs"] == {"pairs": 1} and len(edit.ops) == 2
+    with pytest.raises(DataError, match="data.sets.harmful: row 0 has no 'response'"):
+        SftMethod().fit(_ctx(model, tok, tmp_path, sets=["harmful"]))
+    with pytest.raises(EditkitError, match="method.sets: 'nope' is not a data set"):
+        SftMethod().fit(_ctx(model, tok, tmp_path, sets=["nope"]))
