@@ -109,6 +109,13 @@ class EvalSpec(StrictModel):
     control: bool = Field(True, description="evaluate a random edit of the same size as a control")
     robustness: bool = Field(True, description="check the removal on paraphrase families")
     robustness_families: list[str] | None = Field(None, description="families to run (default: all)")
+    robustness_min_headroom: float = Field(
+        0.05,
+        ge=0,
+        lt=0.5,
+        description="families whose base accuracy is within this of chance (0.5) cannot show a removal; "
+        "they are reported but left out of the worst/mean summary",
+    )
     drift_prompts: int = Field(32, ge=0, description="harmless prompts for first-token KL drift")
 
 

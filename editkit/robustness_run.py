@@ -20,7 +20,12 @@ def run_robustness(ctx, edit, recipe, data, events) -> dict[str, Any]:
         before = score_families(ctx.model, ctx.tokenizer, fams, batch_size=bs)
         with edit.applied(ctx.model):
             after = score_families(ctx.model, ctx.tokenizer, fams, batch_size=bs)
-        report = robustness_report(before, after, {k: len(v) for k, v in fams.items()})
+        report = robustness_report(
+            before,
+            after,
+            {k: len(v) for k, v in fams.items()},
+            min_headroom=recipe.eval.robustness_min_headroom,
+        )
         out[label] = report
         events.emit(
             "robustness",
