@@ -61,6 +61,9 @@ def child(mode: str, src: str, edit_dir: str, dest: str, shard: str) -> None:
 
         model = AutoModelForCausalLM.from_pretrained(src, dtype=torch.float32, use_safetensors=True)
         tok = AutoTokenizer.from_pretrained(src)
+        with torch.no_grad():  # a pipeline has run the model: every weight is resident, not a lazy mmap
+            for p in model.parameters():
+                p.sum()
         base_kib = _rss_kib()
         Path("/proc/self/clear_refs").write_text("5")  # reset VmHWM: measure the export alone
         t0 = time.perf_counter()

@@ -412,7 +412,6 @@ def export_run(ctx: FitContext, edit: Edit, recipe: Recipe, run_dir: Path, loade
     with edit.applied(model):
         reference = logits_of(model, inputs)
     tied_before = ctx.anatomy.tied_embeddings
-    edit.merge_into(model)
     dest = Path(recipe.export.dir).expanduser() if recipe.export.dir else run_dir / "model"
 
     def extra(tmp: Path) -> None:
@@ -436,10 +435,30 @@ def export_run(ctx: FitContext, edit: Edit, recipe: Recipe, run_dir: Path, loade
 
             shutil.copytree(ctx.extras["adapter_dir"], tmp / "adapter")
 
-    files = export_model(
-        model, tok, dest, dtype=recipe.export.dtype, max_shard_size=recipe.export.max_shard_size, extra=extra
-    )
-    info: dict[str, Any] = {"path": str(dest), "dtype": recipe.export.dtype, "files": files}
+    from editkit.streaming import decide_streaming, stream_export_run
+
+    stream, why = decide_streaming(recipe.export.streaming, loaded)
+    ctx.events.log(f"export: {'shard-streamed' if stream else 'in-memory'} merge ({why})")
+    if stream:
+        files = stream_export_run(
+            edit, loaded, dest, recipe.export, extra=extra, trust_remote_code=recipe.model.trust_remote_code
+        )["files"]
+    else:
+        edit.merge_into(model)
+        files = export_model(
+            model,
+            tok,
+            dest,
+            dtype=recipe.export.dtype,
+            max_shard_size=recipe.export.max_shard_size,
+            extra=extra,
+        )
+    info: dict[str, Any] = {
+        "path": str(dest),
+        "dtype": recipe.export.dtype,
+        "files": files,
+        "streaming": stream,
+    }
     if recipe.export.verify:
         diff = verify_export(dest, reference, inputs)
         info["max_abs_logit_diff"] = diff

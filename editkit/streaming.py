@@ -391,16 +391,18 @@ def stream_merge(
         e, out_dt = p.entry, _ST_DTYPES[p.dtype]
         if e.name in by_weight:
             name, lay = by_weight[e.name]
-            stored = read_tensor(e)
-            # the same steps as anatomy.weight_out_in / set_weight_out_in, so the fp32 math is identical
-            w0 = (stored.t() if lay.transposed else stored).to(torch.float32).clone()
+            stored = read_tensor(e)  # fresh memory, ours to reuse
+            # anatomy.weight_out_in's layout (a transposed view for Conv1D), so the fp32 math is identical;
+            # for fp32 checkpoints w0 *is* the read buffer (no extra copy: peak ≈ 5× the largest tensor)
+            w0 = (stored.t() if lay.transposed else stored).to(torch.float32)
             b = read_tensor(ckpt.entries[lay.bias_key]).to(torch.float32).clone() if lay.bias_key else None
             w, b = edit.merge_tensors(name, w0.clone(), b)
             norms[name] = float((w - w0).norm())
             if b is not None and lay.bias_key not in bias_done:
                 merged_bias[lay.bias_key] = b.to(_ST_DTYPES[ckpt.entries[lay.bias_key].dtype])
-            w = w.t() if lay.transposed else w
-            return w.to(stored.dtype).to(out_dt)
+            w = (w.t() if lay.transposed else w).to(stored.dtype)
+            del w0, stored
+            return w.to(out_dt)
         if e.name in bias_of:
             if e.name not in merged_bias:  # bias stored before its weight: merge the module now
                 name = bias_of[e.name]

@@ -151,3 +151,16 @@ def test_crash_in_fit_leaves_error_event(tmp_path, tiny_dir, monkeypatch):
     assert "hf_abcdefghijklmnop" not in (run / "events.jsonl").read_text()
     assert ev[-1] == {**ev[-1], "type": "run_end", "status": "error"}
     assert not (run / "model").exists()
+
+
+def test_streaming_export_in_the_pipeline_equals_in_memory(tmp_path, tiny_dir):
+    recipe = _write(tmp_path, tiny_dir, "qwen2")
+    a = apply_recipe(recipe, out=tmp_path / "mem", overrides=["export.streaming=false", "eval.control=false"])
+    b = apply_recipe(
+        recipe, out=tmp_path / "stream", overrides=["export.streaming=true", "eval.control=false"]
+    )
+    assert (a.metrics["export"]["streaming"], b.metrics["export"]["streaming"]) == (False, True)
+    assert b.metrics["export"]["max_abs_logit_diff"] <= 1e-4
+    ta = load_file(str(tmp_path / "mem" / "model" / "model.safetensors"))
+    tb = load_file(str(tmp_path / "stream" / "model" / "model.safetensors"))
+    assert ta.keys() == tb.keys() and all(torch.equal(ta[k], tb[k]) for k in ta)

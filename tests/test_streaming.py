@@ -257,13 +257,14 @@ def test_demo_model_streamed_equals_in_memory(demo_model_dir, tmp_path):
     g = torch.Generator().manual_seed(0)
     edit = Edit(
         "mixed",
-        [ScaleInputs(anatomy.layer(3).o, index=anatomy.head_columns(2), factor=0.0)]
+        [ScaleInputs(anatomy.layer(20).o, index=anatomy.head_columns(2), factor=0.0)]
         + [
             ProjectOut(n, direction=torch.randn(anatomy.hidden_size, generator=g))
             for n in anatomy.residual_writers()[:20]
         ],
     )
     edit.merge_into(model)
+    assert len(edit.modules) == 21
     stream_merge(edit, demo_model_dir, tmp_path / "out")
     got = _read_all(tmp_path / "out")
     sd = model.state_dict()
