@@ -10,11 +10,11 @@ import math
 
 import pytest
 import torch
-from tokenizers import ByteLevelBPETokenizer
-from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+from transformers import PreTrainedTokenizerFast
 
 from editkit.data.general import BUILTIN_GENERAL_TEXT, load_general_text, perplexity
 from editkit.errors import DataError
+from tests.tiny import tiny_model
 
 TEXTS = [
     "The kettle clicked off and steam curled up past the window.",
@@ -27,24 +27,12 @@ TEXTS = [
 
 @pytest.fixture(scope="module")
 def tokenizer():
-    bpe = ByteLevelBPETokenizer()
-    bpe.train_from_iterator(TEXTS * 3, vocab_size=320, min_frequency=1, special_tokens=["<pad>", "<eos>"])
-    return PreTrainedTokenizerFast(tokenizer_object=bpe._tokenizer, pad_token="<pad>", eos_token="<eos>")
+    return tiny_model("llama")[1]
 
 
 @pytest.fixture(scope="module")
-def model(tokenizer):
-    torch.manual_seed(0)
-    cfg = LlamaConfig(
-        hidden_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        intermediate_size=128,
-        vocab_size=len(tokenizer),
-        max_position_embeddings=256,
-    )
-    return LlamaForCausalLM(cfg).eval()
+def model():
+    return tiny_model("llama")[0]
 
 
 def hand_perplexity(model, tokenizer, texts, max_length):
@@ -79,7 +67,7 @@ def test_perplexity_is_padding_invariant(model, tokenizer):
     assert perplexity(model, tokenizer, TEXTS, batch_size=len(TEXTS)) == pytest.approx(one, rel=1e-5)
     # A different pad id must not change anything either: padded positions are masked and never scored.
     other = PreTrainedTokenizerFast(
-        tokenizer_object=tokenizer.backend_tokenizer, pad_token="<eos>", eos_token="<eos>"
+        tokenizer_object=tokenizer.backend_tokenizer, pad_token="<|endoftext|>", eos_token="<|endoftext|>"
     )
     assert perplexity(model, other, TEXTS, batch_size=len(TEXTS)) == pytest.approx(one, rel=1e-5)
 

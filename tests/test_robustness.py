@@ -9,9 +9,6 @@ import json
 import random
 
 import pytest
-import torch
-from tokenizers import ByteLevelBPETokenizer
-from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 from editkit.errors import DataError
 from editkit.eval.pairwise import pairwise_accuracy
@@ -22,6 +19,7 @@ from editkit.robustness import (
     robustness_report,
     score_families,
 )
+from tests.tiny import tiny_model
 
 ITEM = {
     "id": "m1",
@@ -196,21 +194,7 @@ def test_robustness_report_when_nothing_was_removed():
 
 @pytest.fixture(scope="module")
 def tiny():
-    texts = [ITEM["prompt"], QUESTION["prompt"], " wrong good Yes No A B", "Complete the sentence: Options"]
-    bpe = ByteLevelBPETokenizer()
-    bpe.train_from_iterator(texts * 3, vocab_size=300, min_frequency=1, special_tokens=["<pad>", "<eos>"])
-    tok = PreTrainedTokenizerFast(tokenizer_object=bpe._tokenizer, pad_token="<pad>", eos_token="<eos>")
-    torch.manual_seed(0)
-    cfg = LlamaConfig(
-        hidden_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        intermediate_size=128,
-        vocab_size=len(tok),
-        max_position_embeddings=256,
-    )
-    return LlamaForCausalLM(cfg).eval(), tok
+    return tiny_model("llama")
 
 
 def test_score_families_equals_pairwise_accuracy_per_family(tiny):
