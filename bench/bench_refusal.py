@@ -23,8 +23,11 @@ ROOT = Path(__file__).resolve().parents[1]
 PLANTED = Path.home() / ".cache" / "editkit" / "models" / "smollm2-planted-refusal"
 
 VARIANTS = {
-    "sra": ("recipes/remove_refusal.yaml", []),
+    "sra": ("recipes/remove_refusal.yaml", ["eval.control=false"]),
+    "sra-control": ("recipes/remove_refusal.yaml", []),
     "plain": ("recipes/remove_refusal_plain.yaml", ["eval.control=false"]),
+    # plain abliteration forced to SRA's layer: the same-layer comparison of KL at similar refusal
+    "plain-l23": ("recipes/remove_refusal_plain.yaml", ["method.layer=23", "eval.control=false"]),
     "sra-norm": ("recipes/remove_refusal.yaml", ["method.norm_preserving=true", "eval.control=false"]),
 }
 KEYS = ("refusal_rate", "over_refusal_rate", "harmless_kl", "perplexity", "drift_kl")
@@ -122,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default=str(ROOT / "bench" / "out" / "refusal"))
     ap.add_argument("--plant", action="store_true", help="re-plant even if the planted model exists")
-    ap.add_argument("--variants", default=",".join(VARIANTS), help="comma list of " + ", ".join(VARIANTS))
+    ap.add_argument("--variants", default="sra,plain,sra-norm", help="comma list of " + ", ".join(VARIANTS))
     ap.add_argument("--skip-heretic", action="store_true")
     ap.add_argument("--heretic", default=str(Path.home() / ".cache/editkit/heretic/venv/bin/heretic"))
     ap.add_argument("--heretic-trials", type=int, default=8)

@@ -106,3 +106,12 @@ def embeddings_tied(path_or_model) -> bool:
         m = AutoModelForCausalLM.from_pretrained(m, dtype=torch.float32, use_safetensors=True)
     out = m.get_output_embeddings()
     return out is not None and out.weight.data_ptr() == m.get_input_embeddings().weight.data_ptr()
+
+
+def write_editkit_folder(root: Path, edit, run_info: dict, recipe_text: str) -> None:
+    """The ``editkit/`` folder of an export: the edit artifact, run.json (provenance) and the recipe."""
+    import json
+
+    edit.save(root / "editkit")
+    (root / "editkit" / "run.json").write_text(json.dumps(run_info, indent=1))
+    (root / "editkit" / "recipe.yaml").write_text(recipe_text)

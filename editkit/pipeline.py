@@ -405,7 +405,14 @@ def _write_metrics(run_dir: Path, metrics: dict) -> None:
 
 def export_run(ctx: FitContext, edit: Edit, recipe: Recipe, run_dir: Path, loaded) -> dict:
     """Merge the edit into the weights and export atomically; reload and compare logits."""
-    from editkit.export import embeddings_tied, export_model, logits_of, probe_inputs, verify_export
+    from editkit.export import (
+        embeddings_tied,
+        export_model,
+        logits_of,
+        probe_inputs,
+        verify_export,
+        write_editkit_folder,
+    )
 
     model, tok = ctx.model, ctx.tokenizer
     inputs = probe_inputs(tok)
@@ -415,21 +422,15 @@ def export_run(ctx: FitContext, edit: Edit, recipe: Recipe, run_dir: Path, loade
     dest = Path(recipe.export.dir).expanduser() if recipe.export.dir else run_dir / "model"
 
     def extra(tmp: Path) -> None:
-        edit.save(tmp / "editkit")
-        (tmp / "editkit" / "run.json").write_text(
-            json.dumps(
-                {
-                    "editkit_version": __version__,
-                    "recipe_hash": recipe.hash,
-                    "method": recipe.method.name,
-                    "base_model": loaded.base_model,
-                    "license": loaded.license,
-                    "run_id": run_dir.name,
-                },
-                indent=1,
-            )
-        )
-        (tmp / "editkit" / "recipe.yaml").write_text((run_dir / "recipe.yaml").read_text())
+        run_info = {
+            "editkit_version": __version__,
+            "recipe_hash": recipe.hash,
+            "method": recipe.method.name,
+            "base_model": loaded.base_model,
+            "license": loaded.license,
+            "run_id": run_dir.name,
+        }
+        write_editkit_folder(tmp, edit, run_info, (run_dir / "recipe.yaml").read_text())
         if recipe.export.adapter and "adapter_dir" in ctx.extras:
             import shutil
 

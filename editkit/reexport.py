@@ -7,7 +7,6 @@ edited tensor). The base model is whatever the run's resolved ``recipe.yaml`` na
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 from typing import Any
@@ -15,6 +14,7 @@ from typing import Any
 from editkit import __version__
 from editkit.edit import Edit
 from editkit.errors import EditkitError
+from editkit.export import write_editkit_folder
 
 
 def _run_edit(run_dir: Path) -> Edit:
@@ -74,24 +74,20 @@ def _extra_files(run_dir: Path, recipe, edit: Edit, old_export: Path | None, str
     from editkit.models import DEMO_BASE_MODEL
 
     def extra(tmp: Path) -> None:
-        edit.save(tmp / "editkit")
-        (tmp / "editkit" / "run.json").write_text(
-            json.dumps(
-                {
-                    "editkit_version": __version__,
-                    "recipe_hash": recipe.hash,
-                    "method": recipe.method.name,
-                    "base_model": DEMO_BASE_MODEL if recipe.model.id == "demo" else recipe.model.id,
-                    "run_id": run_dir.name,
-                    "reexported": True,
-                    "streaming": streaming,
-                },
-                indent=1,
-            )
-        )
-        (tmp / "editkit" / "recipe.yaml").write_text((run_dir / "recipe.yaml").read_text())
+        run_info = {
+            "editkit_version": __version__,
+            "recipe_hash": recipe.hash,
+            "method": recipe.method.name,
+            "base_model": DEMO_BASE_MODEL if recipe.model.id == "demo" else recipe.model.id,
+            "run_id": run_dir.name,
+            "reexported": True,
+            "streaming": streaming,
+        }
+        write_editkit_folder(tmp, edit, run_info, (run_dir / "recipe.yaml").read_text())
         if old_export is not None and (old_export / "README.md").exists():
             shutil.copy2(old_export / "README.md", tmp / "README.md")  # the card describes the same edit
+            if (old_export / "editkit" / "plots").is_dir():  # ...and links its plots
+                shutil.copytree(old_export / "editkit" / "plots", tmp / "editkit" / "plots")
 
     return extra
 
@@ -107,7 +103,7 @@ def reexport_run(
         raise EditkitError(f"{run_dir}: not an editkit run directory (no recipe.yaml)")
     recipe = load_recipe(run_dir / "recipe.yaml")
     edit = _run_edit(run_dir)
-    default = Path(recipe.export.dir) if recipe.export.dir else run_dir / "model"
+    default = Path(recipe.export.dir).expanduser() if recipe.export.dir else run_dir / "model"
     dest = Path(dest) if dest is not None else default
     old = dest if dest.is_dir() else (default if default.is_dir() else None)
     extra = _extra_files(run_dir, recipe, edit, old, streaming)

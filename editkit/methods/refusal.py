@@ -313,6 +313,13 @@ class RefusalMethod(Method):
             ylabel="refusal log-odds / harmless KL",
             title="refusal: direction ablated per candidate layer",
         )
+        if scores[layer]["refusal_log_odds"] > 0:
+            ctx.events.log(
+                f"refusal: the chosen layer {layer} leaves refusal tokens more likely than not on the "
+                f"validation prompts (log-odds {scores[layer]['refusal_log_odds']}); refusal will likely "
+                "remain — raise kl_limit, try sra: true, or set method.layer",
+                level="warning",
+            )
         r = cleaned(layer)
         info: dict = {
             "layer": layer,
