@@ -194,6 +194,11 @@ def apply_recipe(
     """Run a recipe end to end. ``from editkit import apply_recipe; apply_recipe("recipes/x.yaml")``."""
     from editkit.models import load_model
 
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise EditkitError(
+            "editkit apply does not split a run over several processes yet (every process would fit and write "
+            "the same run); launch it as one process, with model.device_map: auto for big models"
+        )
     if not isinstance(recipe, Recipe):
         recipe = load_recipe(recipe, overrides)
     elif overrides:

@@ -227,3 +227,14 @@ def test_real_console_script_exit_code(workspace, tmp_path):
     assert res.stderr.strip().splitlines() == [
         f"✗ {recipe}:4: exprot: unknown field (did you mean 'export'?)"
     ]
+
+
+def test_apply_refuses_several_processes(workspace, tmp_path, monkeypatch):
+    """Under `accelerate launch` every process would fit and write the same run: refuse, write nothing."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(good(workspace))
+    result = CliRunner().invoke(app, ["apply", str(recipe), "--runs", str(tmp_path / "runs")])
+    assert result.exit_code == 2 and "does not split a run over several processes" in result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r.yaml"]
