@@ -21,18 +21,19 @@ from collections.abc import Callable, Mapping, Sequence
 import torch
 
 from editkit.eval.pairwise import encode_prompt_answers, mean_answer_logprob
+from editkit.localize.layer_hooks import LayerPreHooks
 
 ALL_LAYERS = -1
 
 
-class NeuronGates:
+class NeuronGates(LayerPreHooks):
     """Context manager: pre-hooks on every down_proj multiplying its input by per-row gates [rows, I]."""
 
+    role = "down"
+
     def __init__(self, model, anatomy):
-        self.model = model
-        self.anatomy = anatomy
+        super().__init__(model, anatomy)
         self.gates: list[torch.Tensor | None] = [None] * anatomy.n_layers
-        self._handles: list = []
 
     def _hook(self, layer: int):
         def pre(mod, args):
@@ -45,16 +46,7 @@ class NeuronGates:
 
         return pre
 
-    def __enter__(self) -> NeuronGates:
-        for li in range(self.anatomy.n_layers):
-            mod = self.model.get_submodule(self.anatomy.layer(li).down)
-            self._handles.append(mod.register_forward_pre_hook(self._hook(li)))
-        return self
-
-    def __exit__(self, *exc) -> None:
-        for h in self._handles:
-            h.remove()
-        self._handles.clear()
+    def _reset(self) -> None:
         self.gates = [None] * self.anatomy.n_layers
 
 

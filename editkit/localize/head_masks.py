@@ -13,21 +13,22 @@ from collections.abc import Callable, Mapping, Sequence
 import torch
 
 from editkit.eval.pairwise import encode_prompt_answers, mean_answer_logprob
+from editkit.localize.layer_hooks import LayerPreHooks
 
 SCORES = ("logprob", "margin", "accuracy")
 
 
-class HeadMasker:
+class HeadMasker(LayerPreHooks):
     """Context manager: ``with HeadMasker(model, anatomy) as hm: hm.set(masks); model(...)``.
 
     ``masks`` is [rows, n_layers, n_heads] (1 = keep, 0 = knock out, other values scale), or
     [n_layers, n_heads] for the same mask on every row; ``None`` turns the hooks into no-ops.
     """
 
+    role = "o"
+
     def __init__(self, model, anatomy):
-        self.model = model
-        self.anatomy = anatomy
-        self._handles: list = []
+        super().__init__(model, anatomy)
         self._masks: torch.Tensor | None = None
         self._active: list[bool] = [False] * anatomy.n_layers
 
@@ -61,16 +62,7 @@ class HeadMasker:
 
         return pre
 
-    def __enter__(self) -> HeadMasker:
-        for li in range(self.anatomy.n_layers):
-            mod = self.model.get_submodule(self.anatomy.layer(li).o)
-            self._handles.append(mod.register_forward_pre_hook(self._hook(li)))
-        return self
-
-    def __exit__(self, *exc) -> None:
-        for h in self._handles:
-            h.remove()
-        self._handles.clear()
+    def _reset(self) -> None:
         self.set(None)
 
 
