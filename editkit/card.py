@@ -199,6 +199,11 @@ def _metric_keys(*phases: Mapping) -> list[str]:
     return ordered + [k for k in keys if k not in ordered]
 
 
+def _escape_cell(text: str) -> str:
+    """A '|' inside a markdown table cell must be escaped or it splits the cell."""
+    return text.replace("|", "\\|")
+
+
 def _label(key: str) -> str:
     if key in KNOWN_METRICS:
         return KNOWN_METRICS[key][0]
@@ -590,7 +595,7 @@ def _before_after(recipe: Mapping, metrics: Mapping) -> list[str]:
     lines += [head, sep]
     for k in _metric_keys(base, edited, control):
         b, e = base.get(k), edited.get(k)
-        row = f"| {_label(k)} | {_num(b)} | {_num(e)} | {_delta(b, e)} |"
+        row = f"| {_escape_cell(_label(k))} | {_num(b)} | {_num(e)} | {_delta(b, e)} |"
         if has_c:
             c = control.get(k)
             row += f" {_num(c)} | {_delta(b, c)} |"
