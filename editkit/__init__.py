@@ -1,7 +1,7 @@
 """editkit: remove a capability from a Hugging Face causal LM and publish an ordinary checkpoint.
 
-    from editkit import apply_recipe
-    result = apply_recipe("recipes/remove_moral.yaml")
+from editkit import apply_recipe
+result = apply_recipe("recipes/remove_moral.yaml")
 """
 
 __version__ = "0.1.0"

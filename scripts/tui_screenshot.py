@@ -1,6 +1,6 @@
 """Render `editkit monitor` on a run directory to an SVG (the README screenshot).
 
-    python scripts/tui_screenshot.py RUN_DIR docs/tui.svg [--panel 2]
+python scripts/tui_screenshot.py RUN_DIR docs/tui.svg [--panel 2]
 """
 
 from __future__ import annotations

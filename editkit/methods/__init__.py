@@ -37,7 +37,7 @@ def method_params_class(name: str) -> type[MethodParams]:
 from editkit.methods import heads as _heads  # noqa: E402,F401
 from editkit.methods import neurons as _neurons  # noqa: E402,F401
 from editkit.methods import refusal as _refusal  # noqa: E402,F401
-from editkit.methods import sft as _sft  # noqa: E402,F401
 from editkit.methods import scalpel as _scalpel  # noqa: E402,F401
+from editkit.methods import sft as _sft  # noqa: E402,F401
 
 __all__ = ["FitContext", "Method", "MethodParams", "get_method", "method_names", "register_method"]
