@@ -30,7 +30,7 @@ from editkit.methods.base import FitContext, Method, MethodParams
 from editkit.refusal.atoms import ATOM_NAMES, atom_pairs_from_rows, cosines, load_atom_pairs, ridge_clean
 from editkit.refusal.chat import chat_first_token_logprobs, kl_rows, prompt_texts
 from editkit.refusal.direction import diff_of_means, residual_activations
-from editkit.refusal.metrics import refusal_metrics
+from editkit.refusal.metrics import phase_refusal_metrics
 
 # ------------------------------------------------------------------------------------------------------
 # the exact norm-preserving projection
@@ -350,17 +350,16 @@ class RefusalMethod(Method):
 
     # -- metrics & control ---------------------------------------------------------------------------
     def evaluate(self, ctx: FitContext, phase: str) -> dict[str, float]:
-        import json
-        from pathlib import Path
-
         p: RefusalParams = ctx.params  # type: ignore[assignment]
-        m = refusal_metrics(
-            ctx, p.harmful_test, p.harmless_test, p.eval_max_prompts, p.eval_max_new_tokens, self._cache
+        return phase_refusal_metrics(
+            ctx,
+            p.harmful_test,
+            p.harmless_test,
+            p.eval_max_prompts,
+            p.eval_max_new_tokens,
+            self._cache,
+            phase,
         )
-        if self._cache.get("samples"):
-            path = Path(ctx.run_dir) / f"samples-{phase}.json"
-            path.write_text(json.dumps(self._cache.pop("samples"), indent=1, ensure_ascii=False))
-        return m
 
     def control(self, ctx: FitContext, edit: Edit) -> Edit | None:
         """A random unit direction with the same ops (modules, kind, strengths)."""

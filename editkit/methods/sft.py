@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-from pathlib import Path
 
 import torch
 from pydantic import Field, field_validator
@@ -28,7 +27,7 @@ from editkit.methods import register_method
 from editkit.methods.base import FitContext, Method, MethodParams
 from editkit.methods.lora_fit import LossOut, TrainConfig, train_lora
 from editkit.refusal.chat import chat_prompts, generate, prompt_texts
-from editkit.refusal.metrics import refusal_metrics
+from editkit.refusal.metrics import phase_refusal_metrics
 
 
 class SftParams(MethodParams):
@@ -282,13 +281,15 @@ class SftMethod(Method):
 
     def evaluate(self, ctx: FitContext, phase: str) -> dict[str, float]:
         p: SftParams = ctx.params  # type: ignore[assignment]
-        m = refusal_metrics(
-            ctx, p.eval_harmful, p.eval_harmless, p.eval_max_prompts, p.eval_max_new_tokens, self._cache
+        return phase_refusal_metrics(
+            ctx,
+            p.eval_harmful,
+            p.eval_harmless,
+            p.eval_max_prompts,
+            p.eval_max_new_tokens,
+            self._cache,
+            phase,
         )
-        if self._cache.get("samples"):
-            path = Path(ctx.run_dir) / f"samples-{phase}.json"
-            path.write_text(json.dumps(self._cache.pop("samples"), indent=1, ensure_ascii=False))
-        return m
 
     def control(self, ctx: FitContext, edit: Edit) -> Edit | None:
         """Random A/B of the same shapes and Frobenius norm per module (same op structure)."""

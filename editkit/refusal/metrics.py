@@ -28,3 +28,23 @@ def refusal_metrics(
             cache["base_lp"] = lp
         m["harmless_kl"] = float(kl_rows(cache["base_lp"], lp).mean())
     return m
+
+
+def phase_refusal_metrics(
+    ctx: FitContext,
+    harmful: str | None,
+    harmless: str | None,
+    max_prompts: int,
+    max_new: int,
+    cache: dict,
+    phase: str,
+) -> dict[str, float]:
+    """`refusal_metrics` for one evaluation phase, keeping the generated samples as ``samples-<phase>.json``."""
+    import json
+    from pathlib import Path
+
+    m = refusal_metrics(ctx, harmful, harmless, max_prompts, max_new, cache)
+    if cache.get("samples"):
+        path = Path(ctx.run_dir) / f"samples-{phase}.json"
+        path.write_text(json.dumps(cache.pop("samples"), indent=1, ensure_ascii=False))
+    return m
