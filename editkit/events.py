@@ -40,7 +40,6 @@ class EventLog:
         self.path = Path(path)
         self.run_id = run_id
         self._fh = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 (lives as long as the run)
-        self._stage_t0: dict[str, float] = {}
 
     def emit(self, type: str, **fields: Any) -> dict:
         event = {"ts": time.time(), "type": type, "run_id": self.run_id, **_clean(fields)}
@@ -73,7 +72,6 @@ class NullEventLog(EventLog):
     def __init__(self):  # noqa: D401
         self.run_id = ""
         self.path = Path(os.devnull)
-        self._stage_t0 = {}
 
     def emit(self, type: str, **fields: Any) -> dict:
         return {"type": type, **fields}

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from editkit import __version__
-from editkit.anatomy import Anatomy, find_anatomy
+from editkit.anatomy import find_anatomy
 from editkit.edit import Edit
 from editkit.errors import EditkitError, RecipeError
 from editkit.events import EventLog, create_run_dir, prepare_run_dir
@@ -480,10 +480,6 @@ def export_run(ctx: FitContext, edit: Edit, recipe: Recipe, run_dir: Path, loade
                 "export check failed: the input/output embeddings were tied and are not any more"
             )
     return info
-
-
-def anatomy_of(model) -> Anatomy:
-    return find_anatomy(model)
 
 
 def open_run(run_dir: str | Path):

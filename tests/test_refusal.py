@@ -19,7 +19,7 @@ from editkit.methods.refusal import NormPreservingProjectOut, RefusalMethod, Ref
 from editkit.refusal.atoms import ATOM_NAMES, cosines, load_atom_pairs, ridge_clean
 from editkit.refusal.chat import chat_prompts, is_degenerate, is_refusal
 from editkit.refusal.direction import diff_of_means, residual_activations
-from tests.tiny import tiny_model
+from tests.tiny import fit_context, tiny_model
 
 
 def _unit(n: int, seed: int) -> torch.Tensor:
@@ -40,15 +40,7 @@ def _ctx(model, tok, tmp_path, **params) -> FitContext:
         "harmless_test": [{"instruction": p} for p in SAFE[:3]],
     }
     p = RefusalParams(n_train=8, n_val=4, eval_max_prompts=3, eval_max_new_tokens=4, **params)
-    return FitContext(
-        model=model,
-        tokenizer=tok,
-        anatomy=find_anatomy(model),
-        params=p,
-        data=data,
-        events=EventLog(tmp_path / "events.jsonl", "t"),
-        run_dir=tmp_path,
-    )
+    return fit_context(model, tok, p, data, tmp_path)
 
 
 # -- projections -------------------------------------------------------------------------------------

@@ -13,11 +13,10 @@ import torch
 from editkit.anatomy import find_anatomy
 from editkit.edit import Edit, LowRank
 from editkit.errors import DataError, EditkitError
-from editkit.events import EventLog
 from editkit.methods.base import FitContext
 from editkit.methods.sft import SftMethod, SftParams, build_example, collate, response_loss
 from editkit.refusal.chat import chat_prompts
-from tests.tiny import tiny_model
+from tests.tiny import fit_context, tiny_model
 
 
 def test_labels_mask_exactly_the_prompt_tokens():
@@ -68,15 +67,7 @@ def _ctx(model, tok, tmp_path, **params) -> FitContext:
         "pairs": [{"prompt": "Up is the opposite of?", "response": "Down."}],
     }
     p = SftParams(**params)
-    return FitContext(
-        model=model,
-        tokenizer=tok,
-        anatomy=find_anatomy(model),
-        params=p,
-        data=data,
-        events=EventLog(tmp_path / "events.jsonl", "t"),
-        run_dir=tmp_path,
-    )
+    return fit_context(model, tok, p, data, tmp_path)
 
 
 def test_fit_gives_lowrank_ops_leaves_a_plain_model_and_merge_equals_hooks(tmp_path, monkeypatch):

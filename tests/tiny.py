@@ -92,3 +92,20 @@ def save_tiny(family: str, path: Path, seed: int = 0) -> Path:
     model.save_pretrained(path)
     tok.save_pretrained(path)
     return path
+
+
+def fit_context(model, tokenizer, params, data: dict, run_dir: Path):
+    """A FitContext for calling a method directly on a tiny model (events written under ``run_dir``)."""
+    from editkit.anatomy import find_anatomy
+    from editkit.events import EventLog
+    from editkit.methods.base import FitContext
+
+    return FitContext(
+        model=model,
+        tokenizer=tokenizer,
+        anatomy=find_anatomy(model),
+        params=params,
+        data=data,
+        events=EventLog(run_dir / "events.jsonl", "t"),
+        run_dir=run_dir,
+    )
