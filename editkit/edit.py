@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
-import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers.pytorch_utils import Conv1D
@@ -173,6 +172,23 @@ class ProjectOut(EditOp):
         return {"strength": float(self.strength)}
 
 
+class _MergedWeights:
+    """A removable handle: ``mod.weight`` (and bias) hold merged values until ``remove()`` restores them."""
+
+    def __init__(self, mod: nn.Module, weight: torch.Tensor, bias: torch.Tensor | None) -> None:
+        self.mod = mod
+        self.saved = {"weight": mod.weight.data}
+        mod.weight.data = weight.to(device=mod.weight.device, dtype=mod.weight.dtype)
+        if bias is not None:
+            self.saved["bias"] = mod.bias.data
+            mod.bias.data = bias.to(device=mod.bias.device, dtype=mod.bias.dtype)
+
+    def remove(self) -> None:
+        for key, data in self.saved.items():
+            getattr(self.mod, key).data = data
+        self.saved = {}
+
+
 @dataclass
 class Edit:
     """What a method changed. ``info`` says where (heads, neurons, layers...) for metrics and the card."""
@@ -220,7 +236,7 @@ class Edit:
             for h in handles:
                 h.remove()
 
-    def apply(self, model: nn.Module) -> list[torch.utils.hooks.RemovableHandle]:
+    def apply(self, model: nn.Module) -> list[Any]:
         """Install the hooks; remove them with ``for h in handles: h.remove()``."""
         self._check(model)
         handles = []
@@ -228,30 +244,27 @@ class Edit:
             mod = model.get_submodule(name)
             ops = [op for op in self.ops if op.module == name]
             if isinstance(mod, (nn.Linear, Conv1D)) and all(op.recompute for op in ops):
-                handles.append(mod.register_forward_hook(self._merged_forward(name)))
+                handles.append(self._swap_in_merged(name, mod))
             else:
                 for op in ops:
                     handles += op.hook(mod)
         return handles
 
-    def _merged_forward(self, name: str):
-        """Forward hook: the module's output recomputed with merged weights (fp32 merge, cast to x's dtype).
+    @torch.no_grad()
+    def _swap_in_merged(self, name: str, mod: nn.Module) -> _MergedWeights:
+        """Let ``mod`` compute with its merged weight (fp32 merge, cast to its dtype) until the handle is removed.
 
-        Dense weight-space edits (LoRA deltas, projections) summed over many modules differ from the merged
-        export by fp32 rounding when applied as separate corrections (~1e-4 in the demo model's logits after
-        210 modules); computing with the merged weights makes what is evaluated the same map as what is exported.
+        Dense weight-space edits (LoRA deltas, projections) applied as separate corrections differ from the
+        merged export by fp32 rounding (~1e-4 in the demo model's logits after 210 modules); computing with the
+        merged weights makes what is evaluated the same map as what is exported, at the cost of one forward
+        (not two) per module. The original tensors are kept (one extra copy of the edited modules) and put back by ``remove()``.
         """
-
-        def post(mod, args, out):
-            x = args[0]
-            bias = getattr(mod, "bias", None)
-            b0 = bias.detach().to(torch.float32) if isinstance(bias, torch.Tensor) else None
-            w, b = self.merge_tensors(
-                name, weight_out_in(mod).to(x.device), None if b0 is None else b0.to(x.device)
-            )
-            return F.linear(x, w.to(x.dtype), None if b is None else b.to(x.dtype))
-
-        return post
+        bias = getattr(mod, "bias", None)
+        b0 = bias.detach().to(torch.float32) if isinstance(bias, torch.Tensor) else None
+        w, b = self.merge_tensors(name, weight_out_in(mod), b0)
+        if isinstance(mod, Conv1D):
+            w = w.t()
+        return _MergedWeights(mod, w.contiguous(), b)
 
     # -- in weights ---------------------------------------------------------------------------------
     @torch.no_grad()
