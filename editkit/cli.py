@@ -129,18 +129,16 @@ def apply(
     try:
         if tui:
             return _apply_with_tui(recipe, set_, out_dir, push, resume, overwrite, runs_root)
+        from editkit.distributed import is_main_process
+
+        kw = dict(
+            overrides=set_, out=out_dir, runs_root=runs_root, push=push, resume=resume, overwrite=overwrite
+        )
+        if not is_main_process():  # a helper process of `accelerate launch`: compute, print nothing
+            apply_recipe(recipe, **kw)
+            return
         with _StageProgress(out) as prog:
-            result = apply_recipe(
-                recipe,
-                overrides=set_,
-                out=out_dir,
-                runs_root=runs_root,
-                push=push,
-                resume=resume,
-                overwrite=overwrite,
-                listener=prog.on_event,
-                say=lambda m: None,
-            )
+            result = apply_recipe(recipe, listener=prog.on_event, **kw)
     except EditkitError as e:
         fail(e)
     except KeyboardInterrupt:

@@ -105,6 +105,85 @@ def local_share(items: Sequence[T], accelerator=None) -> list[T]:
         return list(mine)
 
 
+def rank_and_world(accelerator=None) -> tuple[int, int]:
+    """(this process's index, number of processes); (0, 1) in a plain single process."""
+    acc = _acc(accelerator)
+    return (0, 1) if acc is None else (int(acc.process_index), int(acc.num_processes))
+
+
+def broadcast_from_main(obj: T, accelerator=None) -> T:
+    """The main process's ``obj`` on every process (e.g. the run directory it chose)."""
+    acc = _acc(accelerator)
+    if acc is None or acc.num_processes == 1:
+        return obj
+    from accelerate.utils import broadcast_object_list
+
+    box = [obj]
+    broadcast_object_list(box, from_process=0)
+    return box[0]
+
+
+def wait_for_everyone(accelerator=None) -> None:
+    """A barrier (a no-op in a single process)."""
+    acc = _acc(accelerator)
+    if acc is not None and acc.num_processes > 1:
+        acc.wait_for_everyone()
+
+
+def gather_shares(fn: Callable[[list[T]], Any], items: Sequence[T], accelerator=None) -> list[Any]:
+    """Each process calls ``fn`` once on its contiguous share of ``items``; every process gets the results
+    of all shares, in process (= item) order. Shares that came out empty are skipped.
+
+    The tool for batched work that wants one call per process (a batch of knockout masks, a slice of
+    prompts whose activations are gathered row by row): ``torch.cat(gather_shares(f, prompts))``.
+    """
+    items = list(items)
+    acc = _acc(accelerator)
+    if acc is None or acc.num_processes == 1:
+        return [fn(items)] if items else []
+    from accelerate.utils import gather_object
+
+    mine = local_share(items, acc)
+    local = [(acc.process_index, fn(mine) if mine else None)]
+    gathered = sorted(gather_object(local), key=lambda t: t[0])
+    return [r for _, r in gathered if r is not None]
+
+
+def sum_objects(values: dict[str, float], accelerator=None) -> dict[str, float]:
+    """Key-wise sum of small float dicts over processes (keys missing on a process count as 0)."""
+    acc = _acc(accelerator)
+    if acc is None or acc.num_processes == 1:
+        return dict(values)
+    from accelerate.utils import gather_object
+
+    out: dict[str, float] = {}
+    for d in gather_object([dict(values)]):
+        for k, v in d.items():
+            out[k] = out.get(k, 0.0) + float(v)
+    return out
+
+
+def sum_gradients(params: Sequence[torch.Tensor], accelerator=None) -> None:
+    """All-reduce (sum) the gradients of ``params`` in place; a missing gradient counts as zeros.
+
+    Used when processes split the micro-batches of one optimizer step: each holds the sum of its own
+    micro-batches' (already 1/grad_accum-scaled) gradients, so the sum over processes is the gradient a
+    single process would have accumulated over all of them.
+    """
+    acc = _acc(accelerator)
+    if acc is None or acc.num_processes == 1:
+        return
+    for p in params:
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)
+    flat = sum_across_processes(torch.cat([p.grad.reshape(-1) for p in params]), acc)  # one all-reduce
+    offset = 0
+    for p in params:
+        n = p.grad.numel()
+        p.grad.copy_(flat[offset : offset + n].view_as(p.grad))
+        offset += n
+
+
 # ------------------------------------------------------------------------------------------------------
 # statistics and trials on a model
 # ------------------------------------------------------------------------------------------------------

@@ -20,7 +20,7 @@ from editkit import __version__
 from editkit.anatomy import find_anatomy
 from editkit.edit import Edit
 from editkit.errors import EditkitError, RecipeError
-from editkit.events import EventLog, create_run_dir, prepare_run_dir
+from editkit.events import EventLog, NullEventLog, create_run_dir, prepare_run_dir
 from editkit.methods import get_method
 from editkit.methods.base import FitContext
 from editkit.recipe import DataSource, Recipe, load_recipe
@@ -192,13 +192,14 @@ def apply_recipe(
     say: Callable[[str], None] = lambda _m: None,
 ) -> RunResult:
     """Run a recipe end to end. ``from editkit import apply_recipe; apply_recipe("recipes/x.yaml")``."""
+    from editkit import distributed as dist
     from editkit.models import load_model
 
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        raise EditkitError(
-            "editkit apply does not split a run over several processes yet (every process would fit and write "
-            "the same run); launch it as one process, with model.device_map: auto for big models"
-        )
+    main = (
+        dist.is_main_process()
+    )  # under `accelerate launch` every process runs this; only the main one writes
+    if not main:
+        listener, say = None, (lambda _m: None)
     if not isinstance(recipe, Recipe):
         recipe = load_recipe(recipe, overrides)
     elif overrides:
@@ -206,7 +207,13 @@ def apply_recipe(
     run_dir = prepare_run_dir(
         Path(runs_root), recipe.name, Path(out) if out else None, resume=resume, overwrite=overwrite
     )
+    run_dir = dist.broadcast_from_main(run_dir)  # the main process's (time-stamped) choice, for everyone
     method_cls, data = prepare(recipe, push)
+    if dist.launched_distributed() and recipe.model.device_map:
+        raise RecipeError(
+            "model.device_map: spreading one model over devices and launching several processes do not mix; "
+            "launch one process with device_map: auto, or several without it"
+        )
     torch.manual_seed(recipe.seed)
     say(f"loading model {recipe.model.id}")
     t_load = time.time()
@@ -217,15 +224,17 @@ def apply_recipe(
     load_seconds = time.time() - t_load
 
     # ---- from here on the run directory exists ----
-    if overwrite and run_dir.exists() and not resume:
-        import shutil
+    if main:
+        if overwrite and run_dir.exists() and not resume:
+            import shutil
 
-        shutil.rmtree(run_dir)
-    create_run_dir(run_dir, {"editkit_version": __version__, "recipe_hash": recipe.hash})
-    (run_dir / "recipe.yaml").write_text(
-        f"# resolved recipe, hash {recipe.hash}, editkit {__version__}\n" + recipe.to_yaml()
-    )
-    events = EventLog(run_dir / "events.jsonl", run_dir.name)
+            shutil.rmtree(run_dir)
+        create_run_dir(run_dir, {"editkit_version": __version__, "recipe_hash": recipe.hash})
+        (run_dir / "recipe.yaml").write_text(
+            f"# resolved recipe, hash {recipe.hash}, editkit {__version__}\n" + recipe.to_yaml()
+        )
+    dist.wait_for_everyone()  # the run directory exists (and a resumed run's checkpoints are there) for all
+    events = EventLog(run_dir / "events.jsonl", run_dir.name) if main else NullEventLog()
     if listener is not None:
         _orig_emit = events.emit
 
@@ -272,6 +281,7 @@ def apply_recipe(
             run_dir=run_dir,
             seed=recipe.seed,
             resume=resume,
+            is_main=main,
             extras={"recipe": recipe, "loaded": loaded, "eval_data": data.eval},
         )
         metrics: dict[str, Any] = {
@@ -296,7 +306,8 @@ def apply_recipe(
             t_fit = time.time()
             edit = method.fit(ctx)
             metrics["fit_seconds"] = round(time.time() - t_fit, 2)
-            edit.save(run_dir / "edit")
+            if main:
+                edit.save(run_dir / "edit")
         metrics["edit"] = {"method": edit.method, "modules": len(edit.modules), "info": edit.info}
         metrics["edit_norms"] = edit.delta_norms(loaded.model)
 
@@ -326,6 +337,10 @@ def apply_recipe(
 
                 metrics["robustness"] = run_robustness(ctx, edit, recipe, data, events)
             _write_metrics(run_dir, metrics)
+
+        if not main:  # the other processes helped with the heavy parts; exporting is the main process's job
+            dist.wait_for_everyone()
+            return RunResult(run_dir=run_dir, metrics=metrics, edit=edit, model_dir=None, push=None)
 
         stage = "export"
         with events.stage("export"):
@@ -359,6 +374,7 @@ def apply_recipe(
         metrics["total_seconds"] = round(time.time() - t0, 2)
         _write_metrics(run_dir, metrics)
         events.emit("run_end", status="ok", seconds=round(time.time() - t0, 3))
+        dist.wait_for_everyone()
         return RunResult(
             run_dir=run_dir,
             metrics=metrics,
@@ -401,7 +417,11 @@ def _evaluate(ctx: FitContext, method, recipe: Recipe, data: LoadedData, say, ph
 
 
 def _write_metrics(run_dir: Path, metrics: dict) -> None:
+    from editkit.distributed import is_main_process
     from editkit.events import _clean
+
+    if not is_main_process():
+        return
 
     tmp = run_dir / ".metrics.json.tmp"
     tmp.write_text(json.dumps(_clean(metrics), indent=1))

@@ -37,6 +37,8 @@ class FitContext:
     run_dir: Path
     seed: int = 0
     resume: bool = False
+    #: False on the helper processes of an ``accelerate launch``: they compute, only the main process writes
+    is_main: bool = True
     extras: dict[str, Any] = field(default_factory=dict)
 
     def rng(self, salt: str = "") -> random.Random:

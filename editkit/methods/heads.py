@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from pydantic import Field, field_validator
 
+from editkit.distributed import gather_shares
 from editkit.edit import Edit, ScaleInputs
 from editkit.errors import EditkitError
 from editkit.methods import register_method
@@ -121,15 +122,19 @@ def locate_heads(ctx: FitContext, p: HeadsParams, items: list[dict]) -> dict:
             ctx.model, ctx.tokenizer, an, items, torch.ones(1, an.n_layers, an.n_heads), **score_kw
         )[0]
     )
-    y = score_head_masks(
-        ctx.model,
-        ctx.tokenizer,
-        an,
-        items,
-        masks,
-        progress=lambda done, total: ctx.events.progress("fit", done, total),
-        **score_kw,
-    ).numpy()
+
+    def score_share(trials: list[int]) -> torch.Tensor:  # this process's contiguous share of the trials
+        return score_head_masks(
+            ctx.model,
+            ctx.tokenizer,
+            an,
+            items,
+            masks[trials[0] : trials[-1] + 1],
+            progress=lambda done, total: ctx.events.progress("fit", done, total),
+            **score_kw,
+        )
+
+    y = torch.cat(gather_shares(score_share, range(len(masks)))).numpy()
     seconds = time.time() - t0
     if p.design == "exhaustive":
         # one head per trial: the effect of head j is its own drop; no fit needed
@@ -204,7 +209,9 @@ class HeadsMethod(Method):
         ctx.events.emit(
             "heatmap", name="heads", values=values, xlabel="query head", ylabel="layer", title=title
         )
-        png = save_heatmap_png(coef, Path(ctx.run_dir) / "heads_heatmap.png", title, chosen)
+        png = Path(ctx.run_dir) / "heads_heatmap.png"
+        if ctx.is_main:
+            save_heatmap_png(coef, png, title, chosen)
         ctx.events.log(
             "heads: chosen "
             + ", ".join(f"L{li}H{h} ({coef[li, h]:+.3f})" for li, h in chosen)

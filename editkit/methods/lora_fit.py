@@ -5,6 +5,11 @@ gradient accumulation, step events, periodic validation with early stopping, and
 resumed run bit-identical to an uninterrupted one. The method owns the model (a PEFT model), the loss and
 the data.
 
+Under ``accelerate launch`` the processes split each step's ``grad_accum`` micro-batches (process r takes
+micro-batches r, r + N, ...) and add their gradients before the optimizer step, so N processes compute the
+same step as one process, whatever N is (up to the order of float additions); only the main process
+writes checkpoints.
+
 Determinism on resume rests on two rules:
 
 * batches are a pure function of ``(step, micro)`` — ``batch_fn(step, micro)`` — so no data-iterator state
@@ -24,6 +29,7 @@ from typing import Any
 
 import torch
 
+from editkit.distributed import is_main_process, rank_and_world, sum_gradients, sum_objects
 from editkit.errors import EditkitError
 
 __all__ = ["LossOut", "TrainConfig", "TrainResult", "train_lora", "latest_checkpoint", "trainable_state"]
@@ -106,8 +112,22 @@ def latest_checkpoint(directory: Path | None) -> Path | None:
     return found[-1] if found else None
 
 
+def _sum_stats(total: float, terms: dict, metrics: dict, tokens: int) -> tuple[float, dict, dict, int]:
+    """Add one step's loss, terms, metrics and token count over the processes that split its micro-batches."""
+    flat = {"loss": total, "tokens": tokens}
+    flat.update({f"t:{k}": v for k, v in terms.items()})
+    flat.update({f"m:{k}": v for k, v in metrics.items()})
+    s = sum_objects(flat)
+    return (
+        s["loss"],
+        {k[2:]: v for k, v in s.items() if k.startswith("t:")},
+        {k[2:]: v for k, v in s.items() if k.startswith("m:")},
+        int(s["tokens"]),
+    )
+
+
 def _save_checkpoint(cfg: TrainConfig, model, optimizer, step: int, result: TrainResult) -> Path | None:
-    if cfg.checkpoint_dir is None:
+    if cfg.checkpoint_dir is None or not is_main_process():
         return None
     d = Path(cfg.checkpoint_dir)
     d.mkdir(parents=True, exist_ok=True)
@@ -199,6 +219,13 @@ def train_lora(
             if last_val.get("stop"):
                 result.steps_run, result.stop_reason = start, str(last_val["stop"])
                 return result
+    rank, world = rank_and_world()
+    if world > cfg.grad_accum and events is not None:
+        events.log(
+            f"{world} processes share {cfg.grad_accum} micro-batch(es) per step: {world - cfg.grad_accum} stay "
+            "idle; set grad_accum to a multiple of the process count",
+            level="warning",
+        )
     t0 = time.time()
     step = start
     done = start
@@ -211,7 +238,10 @@ def train_lora(
             total = 0.0
             terms: dict[str, float] = {}
             metrics: dict[str, float] = {}
+            step_tokens = 0
             for micro in range(cfg.grad_accum):
+                if micro % world != rank:
+                    continue  # another process's micro-batch (data parallel under accelerate launch)
                 batch = batch_fn(step, micro)
                 out = loss_fn(batch)
                 if not torch.isfinite(out.loss):
@@ -226,7 +256,11 @@ def train_lora(
                 for k, v in out.metrics.items():
                     metrics[k] = metrics.get(k, 0.0) + _f(v) / cfg.grad_accum
                 if count_tokens is not None:
-                    result.tokens += int(count_tokens(batch))
+                    step_tokens += int(count_tokens(batch))
+            if world > 1:
+                sum_gradients(params)
+                total, terms, metrics, step_tokens = _sum_stats(total, terms, metrics, step_tokens)
+            result.tokens += step_tokens
             if cfg.max_grad_norm is not None:
                 gn = torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
                 metrics["grad_norm"] = _f(gn)

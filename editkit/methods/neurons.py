@@ -23,6 +23,7 @@ from typing import Literal
 import torch
 from pydantic import Field, field_validator
 
+from editkit.distributed import gather_shares
 from editkit.edit import Edit, ScaleInputs
 from editkit.errors import EditkitError
 from editkit.methods import register_method
@@ -180,21 +181,23 @@ class NeuronsMethod(Method):
         attr_sum = torch.zeros(an.n_layers, an.intermediate_size)
         done = 0
         for name, items in sets.items():
-            attr = neuron_attributions(
-                ctx.model,
-                ctx.tokenizer,
-                an,
-                items,
-                method=p.attribution,
-                steps=p.steps,
-                target=p.target,
-                scope=p.scope,
-                batch_rows=p.batch_rows,
-                max_length=p.max_length,
-                progress=lambda d, t, base=done, n=len(items): ctx.events.progress(
-                    "fit", base + round(n * d / t), total
-                ),
-            )
+
+            def attr_of(share: list[dict], base: int = done) -> torch.Tensor:  # this process's samples
+                return neuron_attributions(
+                    ctx.model,
+                    ctx.tokenizer,
+                    an,
+                    share,
+                    method=p.attribution,
+                    steps=p.steps,
+                    target=p.target,
+                    scope=p.scope,
+                    batch_rows=p.batch_rows,
+                    max_length=p.max_length,
+                    progress=lambda d, t: ctx.events.progress("fit", base + round(len(share) * d / t), total),
+                )
+
+            attr = torch.cat(gather_shares(attr_of, items))  # samples split over processes, rows in order
             done += len(items)
             keep = kept_per_sample(attr, p.threshold, p.top_q)
             per_set[name] = dataset_neurons(keep, p.min_share)

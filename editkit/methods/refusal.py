@@ -23,6 +23,7 @@ from pydantic import Field, field_validator
 from torch import nn
 
 from editkit.anatomy import in_out_features, weight_out_in
+from editkit.distributed import map_across_processes
 from editkit.edit import Edit, EditOp, ProjectOut, register_op
 from editkit.errors import EditkitError
 from editkit.methods import register_method
@@ -281,17 +282,21 @@ class RefusalMethod(Method):
         base_score = float(refusal_log_odds(base_h, ref_ids).mean())
         hi = max(p.min_layer + 1, math.floor(p.max_layer_frac * an.n_layers))
         candidates = [p.layer] if p.layer is not None else list(range(p.min_layer, hi))
-        scores: dict[int, dict[str, float]] = {}
-        for i, li in enumerate(candidates):
+        done = [0]
+
+        def score_layer(li: int) -> dict[str, float]:  # candidates are split over processes
             e = project_edit(an, cleaned(li), p)
             with e.applied(model):
                 lp_h = chat_first_token_logprobs(model, tok, harm_val, p.batch_size)
                 lp_s = chat_first_token_logprobs(model, tok, safe_val, p.batch_size)
-            scores[li] = {
+            done[0] += 1
+            ctx.events.progress("fit", done[0], len(candidates))
+            return {
                 "refusal_log_odds": round(float(refusal_log_odds(lp_h, ref_ids).mean()), 4),
                 "kl": round(float(kl_rows(base_s, lp_s).mean()), 5),
             }
-            ctx.events.progress("fit", i + 1, len(candidates))
+
+        scores = dict(zip(candidates, map_across_processes(score_layer, candidates), strict=True))
         ok = [li for li in candidates if scores[li]["kl"] <= p.kl_limit]
         if ok:
             layer = min(ok, key=lambda li: scores[li]["refusal_log_odds"])

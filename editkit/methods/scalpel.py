@@ -458,7 +458,7 @@ class ScalpelMethod(Method):
             final_val.pop("stop", None)
             ops = adapter_ops(peft_model, names)
             recipe = ctx.extras.get("recipe")
-            if recipe is not None and recipe.export.adapter and ctx.run_dir is not None:
+            if recipe is not None and recipe.export.adapter and ctx.run_dir is not None and ctx.is_main:
                 adir = ctx.run_dir / "adapter"
                 peft_model.save_pretrained(str(adir))
                 ctx.extras["adapter_dir"] = adir

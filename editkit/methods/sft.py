@@ -21,6 +21,7 @@ import json
 import torch
 from pydantic import Field, field_validator
 
+from editkit.distributed import gather_shares
 from editkit.edit import Edit, LowRank
 from editkit.errors import DataError, EditkitError
 from editkit.methods import register_method
@@ -54,6 +55,12 @@ class SftParams(MethodParams):
     lr: float = Field(5e-4, gt=0, description="AdamW learning rate")
     epochs: float = Field(2.0, gt=0, description="passes over the pairs")
     batch_size: int = Field(8, ge=1, description="pairs per optimizer step")
+    grad_accum: int = Field(
+        1,
+        ge=1,
+        description="micro-batches the step's batch is split into (under accelerate launch the processes share "
+        "them: use a multiple of the process count)",
+    )
     weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay")
     max_length: int = Field(256, ge=8, description="max tokens per pair (prompt + response; truncated)")
     eval_harmful: str | None = Field(
@@ -140,10 +147,17 @@ def base_answers(ctx: FitContext, prompts: list[str], max_new_tokens: int, batch
     if cache.exists():
         ctx.events.log(f"base answers from cache {cache}")
         return json.loads(cache.read_text())
-    answers: list[str] = []
-    for i in range(0, len(prompts), batch_size):
-        answers += generate(ctx.model, ctx.tokenizer, prompts[i : i + batch_size], max_new_tokens, batch_size)
-        ctx.events.progress("fit", min(i + batch_size, len(prompts)), len(prompts))
+
+    def answer(share: list[str]) -> list[str]:  # this process's share of the prompts
+        out: list[str] = []
+        for i in range(0, len(share), batch_size):
+            out += generate(ctx.model, ctx.tokenizer, share[i : i + batch_size], max_new_tokens, batch_size)
+            ctx.events.progress("fit", min(i + batch_size, len(share)), len(share))
+        return out
+
+    answers = [a for part in gather_shares(answer, prompts) for a in part]
+    if not ctx.is_main:
+        return answers
     cache.parent.mkdir(parents=True, exist_ok=True)
     tmp = cache.with_suffix(".tmp")
     tmp.write_text(json.dumps(answers))
@@ -216,6 +230,8 @@ def fit_sft(ctx: FitContext, p: SftParams, pairs: list[tuple[str, str, str]]) ->
             order_rng.shuffle(idx)
             epochs_order[epoch] = idx
         sel = epochs_order[epoch][k * p.batch_size : (k + 1) * p.batch_size]
+        per = -(-len(sel) // p.grad_accum)
+        sel = sel[micro * per : (micro + 1) * per] or sel[-1:]
         return collate([examples[i] for i in sel], pad)
 
     targets = ctx.anatomy.lora_targets(p.targets, p.layers)
@@ -233,14 +249,17 @@ def fit_sft(ctx: FitContext, p: SftParams, pairs: list[tuple[str, str, str]]) ->
             peft_model,
             lambda b: LossOut(loss=response_loss(peft_model, b)),
             batch_fn,
-            TrainConfig(steps=steps, lr=p.lr, weight_decay=p.weight_decay, max_grad_norm=1.0),
+            TrainConfig(
+                steps=steps, lr=p.lr, grad_accum=p.grad_accum, weight_decay=p.weight_decay, max_grad_norm=1.0
+            ),
             events=ctx.events,
             count_tokens=lambda b: int((b["labels"] != -100).sum()),
         )
         ops = lora_to_ops(peft_model, targets, p.alpha / p.rank)
-        adapter_dir = ctx.run_dir / "adapter"
-        peft_model.save_pretrained(str(adapter_dir))
-        ctx.extras["adapter_dir"] = adapter_dir
+        if ctx.is_main:
+            adapter_dir = ctx.run_dir / "adapter"
+            peft_model.save_pretrained(str(adapter_dir))
+            ctx.extras["adapter_dir"] = adapter_dir
     finally:
         peft_model.unload()  # plain modules back in ctx.model, weights untouched
         ctx.model.train(was_training)

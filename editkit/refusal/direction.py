@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import torch
 
+from editkit.distributed import gather_shares
 from editkit.refusal.chat import chat_prompts, encode_left
 
 
@@ -22,13 +23,17 @@ def residual_activations(
     texts = chat_prompts(tokenizer, prompts) if chat else list(prompts)
     dev = next(model.parameters()).device
     n_layers = model.config.get_text_config().num_hidden_layers
-    rows = []
-    for i in range(0, len(texts), batch_size):
-        enc = encode_left(tokenizer, texts[i : i + batch_size], dev)
-        out = model(**enc, output_hidden_states=True, use_cache=False)
-        hs = torch.stack(out.hidden_states[:n_layers], dim=1)  # [b, L, T, H]
-        rows.append(hs[:, :, -n_positions:, :].to(torch.float64).mean(dim=2).cpu())
-    return torch.cat(rows)
+
+    def acts(share: list[str]) -> torch.Tensor:  # this process's share of the prompts (all of them in one)
+        rows = []
+        for i in range(0, len(share), batch_size):
+            enc = encode_left(tokenizer, share[i : i + batch_size], dev)
+            out = model(**enc, output_hidden_states=True, use_cache=False)
+            hs = torch.stack(out.hidden_states[:n_layers], dim=1)  # [b, L, T, H]
+            rows.append(hs[:, :, -n_positions:, :].to(torch.float64).mean(dim=2).cpu())
+        return torch.cat(rows)
+
+    return torch.cat(gather_shares(acts, texts))
 
 
 def winsorize(acts: torch.Tensor, quantile: float) -> torch.Tensor:

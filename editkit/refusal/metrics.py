@@ -44,7 +44,7 @@ def phase_refusal_metrics(
     from pathlib import Path
 
     m = refusal_metrics(ctx, harmful, harmless, max_prompts, max_new, cache)
-    if cache.get("samples"):
+    if cache.get("samples") and ctx.is_main:
         path = Path(ctx.run_dir) / f"samples-{phase}.json"
         path.write_text(json.dumps(cache.pop("samples"), indent=1, ensure_ascii=False))
     return m
