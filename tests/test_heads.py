@@ -12,7 +12,7 @@ from editkit.anatomy import find_anatomy
 from editkit.eval.pairwise import pairwise_margins
 from editkit.events import NullEventLog
 from editkit.localize.designs import balanced_design, exhaustive_design, knockouts_per_trial
-from editkit.localize.head_masks import HeadMasker, design_to_masks, score_head_masks
+from editkit.localize.head_masks import HeadMasker, design_to_masks, encode_items, score_head_masks
 from editkit.localize.recovery import sparse_recovery
 from editkit.methods.base import FitContext
 from editkit.methods.heads import HeadsMethod, HeadsParams, head_mask_edit
@@ -118,6 +118,33 @@ def test_per_row_masks_equal_separate_forwards(tiny):
         abs(float(score_head_masks(model, tok, an, ITEMS, masks[3:4], score="margin")[0]) - float(ref))
         <= 1e-5
     )
+
+
+@pytest.mark.parametrize("family", ["llama", "qwen2", "gemma3", "gpt2"])
+def test_shared_prefix_equals_separate_forwards(family):
+    """Masks grouped by their first touched layer run the layers below it once per item: same numbers."""
+    from editkit.localize.head_masks import first_touched_layer, head_mask_logprobs
+
+    model, tok = tiny_model(family)
+    an = find_anatomy(model)
+    enc = encode_items(tok, ITEMS, "margin")
+    masks = design_to_masks(exhaustive_design(an.n_total_heads), an.n_layers, an.n_heads)
+    masks = torch.cat([masks, torch.ones(1, an.n_layers, an.n_heads)])  # and one mask touching nothing
+    assert first_touched_layer(masks).tolist() == [
+        li for li in range(an.n_layers) for _ in range(an.n_heads)
+    ] + [an.n_layers]
+    calls = []
+    o_proj = model.get_submodule(an.layer(0).o)  # what layer 0 really computes on
+    h = o_proj.register_forward_pre_hook(lambda mod, args: calls.append(args[0].shape[0]))
+    try:
+        shared = head_mask_logprobs(model, an, enc, masks, masks_per_forward=an.n_heads)
+    finally:
+        h.remove()
+    alone = head_mask_logprobs(model, an, enc, masks, masks_per_forward=1)
+    assert (shared - alone).abs().max() <= 1e-5
+    rows = enc["input_ids"].shape[0]
+    # layer 0 saw every row of the chunks masking layer 0, and one copy of the items for the later chunks
+    assert calls[0] == rows * an.n_heads and set(calls[1:]) == {rows}
 
 
 def test_balanced_design_uses_every_head_equally():
