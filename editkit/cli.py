@@ -129,12 +129,12 @@ def apply(
     try:
         if tui:
             return _apply_with_tui(recipe, set_, out_dir, push, resume, overwrite, runs_root)
-        from editkit.distributed import is_main_process
+        from editkit.distributed import launch_rank
 
         kw = dict(
             overrides=set_, out=out_dir, runs_root=runs_root, push=push, resume=resume, overwrite=overwrite
         )
-        if not is_main_process():  # a helper process of `accelerate launch`: compute, print nothing
+        if launch_rank() != 0:  # a helper process of `accelerate launch`: compute, print nothing
             apply_recipe(recipe, **kw)
             return
         with _StageProgress(out) as prog:

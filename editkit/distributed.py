@@ -36,6 +36,12 @@ def launched_distributed() -> bool:
     return int(os.environ.get("WORLD_SIZE", "1")) > 1
 
 
+def launch_rank() -> int:
+    """This process's global rank as the launcher set it (``RANK``; 0 without a launcher), read without
+    creating a process group (the CLI decides from it who prints)."""
+    return int(os.environ.get("RANK", "0"))
+
+
 def get_accelerator():
     """The process-wide ``Accelerator`` (CPU + gloo when there is no GPU), created on first use."""
     global _ACCELERATOR

@@ -195,25 +195,24 @@ def apply_recipe(
     from editkit import distributed as dist
     from editkit.models import load_model
 
-    main = (
-        dist.is_main_process()
-    )  # under `accelerate launch` every process runs this; only the main one writes
-    if not main:
-        listener, say = None, (lambda _m: None)
     if not isinstance(recipe, Recipe):
         recipe = load_recipe(recipe, overrides)
     elif overrides:
         raise RecipeError("overrides: pass overrides with a recipe path, or edit the Recipe object")
-    run_dir = prepare_run_dir(
-        Path(runs_root), recipe.name, Path(out) if out else None, resume=resume, overwrite=overwrite
-    )
-    run_dir = dist.broadcast_from_main(run_dir)  # the main process's (time-stamped) choice, for everyone
-    method_cls, data = prepare(recipe, push)
     if dist.launched_distributed() and recipe.model.device_map:
         raise RecipeError(
             "model.device_map: spreading one model over devices and launching several processes do not mix; "
             "launch one process with device_map: auto, or several without it"
         )
+    # under `accelerate launch` every process runs this; only the main one writes
+    main = dist.is_main_process()
+    if not main:
+        listener, say = None, (lambda _m: None)
+    run_dir = prepare_run_dir(
+        Path(runs_root), recipe.name, Path(out) if out else None, resume=resume, overwrite=overwrite
+    )
+    run_dir = dist.broadcast_from_main(run_dir)  # the main process's (time-stamped) choice, for everyone
+    method_cls, data = prepare(recipe, push)
     torch.manual_seed(recipe.seed)
     say(f"loading model {recipe.model.id}")
     t_load = time.time()

@@ -229,12 +229,14 @@ def test_real_console_script_exit_code(workspace, tmp_path):
     ]
 
 
-def test_apply_refuses_several_processes(workspace, tmp_path, monkeypatch):
-    """Under `accelerate launch` every process would fit and write the same run: refuse, write nothing."""
+def test_apply_refuses_device_map_under_several_processes(workspace, tmp_path, monkeypatch):
+    """Several processes each spreading their own copy over all devices: refuse before anything starts."""
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("WORLD_SIZE", "2")
     recipe = tmp_path / "r.yaml"
     recipe.write_text(good(workspace))
-    result = CliRunner().invoke(app, ["apply", str(recipe), "--runs", str(tmp_path / "runs")])
-    assert result.exit_code == 2 and "does not split a run over several processes" in result.output
+    result = CliRunner().invoke(
+        app, ["apply", str(recipe), "--runs", str(tmp_path / "runs"), "--set", "model.device_map=auto"]
+    )
+    assert result.exit_code == 2 and "model.device_map: spreading one model" in result.output
     assert sorted(p.name for p in tmp_path.iterdir()) == ["r.yaml"]
