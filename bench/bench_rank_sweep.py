@@ -65,7 +65,10 @@ def main() -> None:
             )
             t = time.time()
             base = _evaluate(ctx, method, recipe, data, lambda _m: None, "base")
-            print(f"{cap}: base {json.dumps({k: base.get(k) for k in KEYS})} ({time.time() - t:.0f}s)", flush=True)
+            print(
+                f"{cap}: base {json.dumps({k: base.get(k) for k in KEYS})} ({time.time() - t:.0f}s)",
+                flush=True,
+            )
             for r in args.ranks:
                 ctx.params = recipe.method.model_copy(update={"rank": r})
                 torch.manual_seed(recipe.seed)
