@@ -28,6 +28,16 @@ VARIANTS = {
     "plain": ("recipes/remove_refusal_plain.yaml", ["eval.control=false"]),
     # plain abliteration forced to SRA's layer: the same-layer comparison of KL at similar refusal
     "plain-l23": ("recipes/remove_refusal_plain.yaml", ["method.layer=23", "eval.control=false"]),
+    # the layer search with all 39 harmful_val and 64 harmless_val prompts (the recipe uses 16 + 16)
+    "sra-val64": (
+        "recipes/remove_refusal.yaml",
+        [
+            "method.n_val=64",
+            "data.sets.harmful_val.limit=64",
+            "data.sets.harmless_val.limit=64",
+            "eval.control=false",
+        ],
+    ),
     "sra-norm": ("recipes/remove_refusal.yaml", ["method.norm_preserving=true", "eval.control=false"]),
 }
 KEYS = ("refusal_rate", "over_refusal_rate", "harmless_kl", "perplexity", "drift_kl")
