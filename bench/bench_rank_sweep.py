@@ -85,6 +85,8 @@ def main() -> None:
                     "delta_norm": round(sum(v**2 for v in edit.delta_norms(model).values()) ** 0.5, 4),
                     "base": {k: base.get(k) for k in KEYS},
                     "edited": {k: edited.get(k) for k in KEYS},
+                    "heldout_edited": {k: v for k, v in edited.items() if k.startswith("heldout/")},
+                    "heldout_base": {k: v for k, v in base.items() if k.startswith("heldout/")},
                 }
                 results.append(row)
                 print(json.dumps(row), flush=True)
