@@ -136,13 +136,14 @@ def test_two_processes_make_the_single_process_edit(runs, method):
     one, two = runs[method, 1][0], runs[method, 2][0]
     e1, e2 = Edit.load(one / "edit"), Edit.load(two / "edit")
     assert [(op.kind, op.module) for op in e2.ops] == [(op.kind, op.module) for op in e1.ops]
+    assert [op.params() for op in e2.ops] == [op.params() for op in e1.ops]  # heads/neurons: the indices
     t1, t2 = _tensors(one), _tensors(two)
-    assert t1.keys() == t2.keys() and t1
+    assert t1.keys() == t2.keys() and (t1 or method in ("heads", "neurons"))
     for k in t1:
         assert torch.allclose(t1[k].float(), t2[k].float(), rtol=0, atol=1e-5), k
     if method == "heads":
         assert e2.info["heads"] == e1.info["heads"]
-        assert e2.info["trial_scores"] == pytest.approx(e1.info["trial_scores"], abs=1e-5)
+        assert e2.info["trial_score_mean"] == pytest.approx(e1.info["trial_score_mean"], abs=1e-5)
     if method == "neurons":
         assert e2.info["neurons"] == e1.info["neurons"]
     if method == "refusal":
@@ -163,7 +164,12 @@ def test_only_the_main_process_writes(runs, method):
     assert len(starts) == 1 and events[-1]["type"] == "run_end" and events[-1]["status"] == "ok"
     assert proc.stdout.count("→") <= proc.stdout.count("\n")  # one summary, not two
     assert proc.stdout.count(f"{method} on ") == 1
-    assert (run / "model" / "config.json").exists() and (run / "README.md").exists()
+    assert (run / "model" / "config.json").exists() and (run / "model" / "README.md").exists()
+
+    def files(d: Path) -> list[str]:
+        return sorted(str(p.relative_to(d)) for p in d.rglob("*"))
+
+    assert files(run) == files(runs[method, 1][0])  # the same run, nothing extra from the helper process
     if method == "scalpel":
         steps = [e for e in events if e["type"] == "step"]
         assert [e["step"] for e in steps] == [1, 2, 3]  # each step logged once, by the main process
