@@ -38,6 +38,15 @@ VARIANTS = {
             "eval.control=false",
         ],
     ),
+    # SRA's layer-23 direction removed only from the writers of the later layers (early edits cost KL?)
+    "sra-l23-from12": (
+        "recipes/remove_refusal.yaml",
+        ["method.layer=23", f"method.edit_layers={list(range(12, 30))}", "eval.control=false"],
+    ),
+    "sra-l23-from20": (
+        "recipes/remove_refusal.yaml",
+        ["method.layer=23", f"method.edit_layers={list(range(20, 30))}", "eval.control=false"],
+    ),
     "sra-norm": ("recipes/remove_refusal.yaml", ["method.norm_preserving=true", "eval.control=false"]),
 }
 KEYS = ("refusal_rate", "over_refusal_rate", "harmless_kl", "perplexity", "drift_kl")
