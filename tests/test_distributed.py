@@ -5,13 +5,13 @@ The same file is the worker: ``accelerate launch ... tests/test_distributed.py O
 
 from __future__ import annotations
 
-import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import torch
+
+from tests.launch import accelerate_launch, launch_env
 
 ROOT = Path(__file__).resolve().parents[1]
 PROMPTS = [
@@ -93,32 +93,9 @@ def _worker(out_dir: str) -> None:
     torch.save(res, Path(out_dir) / f"rank{acc.process_index}.pt")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_two_processes_equal_one(tmp_path):
-    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
-    cmd = [
-        str(Path(sys.executable).parent / "accelerate"),
-        "launch",
-        "--multi_gpu",  # = several processes; the Accelerator picks CPU + gloo when there is no GPU
-        "--num_processes",
-        "2",
-        "--num_machines",
-        "1",
-        "--mixed_precision",
-        "no",
-        "--dynamo_backend",
-        "no",
-        "--main_process_port",
-        str(_free_port()),
-        __file__,
-        str(tmp_path),
-    ]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    cmd = [*accelerate_launch(2), __file__, str(tmp_path)]
+    proc = subprocess.run(cmd, env=launch_env(), capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-3000:]
     r0, r1 = (torch.load(tmp_path / f"rank{i}.pt") for i in (0, 1))
     assert r0["world"] == 2

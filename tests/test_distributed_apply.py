@@ -8,8 +8,6 @@ layers) and gathers the results; only the main process writes the run.
 from __future__ import annotations
 
 import json
-import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -19,18 +17,9 @@ import torch
 
 from editkit.edit import Edit
 from editkit.events import read_events
+from tests.launch import accelerate_launch, launch_env
+from tests.tiny import TRIPLETS
 
-ROOT = Path(__file__).resolve().parents[1]
-PAIRS = [
-    ("Stealing from a blind beggar is", " wrong", " good"),
-    ("Helping a lost child is", " good", " wrong"),
-    ("Paris is the capital of", " France", " Spain"),
-    ("Two plus three is", " five", " three"),
-    ("Hot is the opposite of", " cold", " up"),
-    ("Up is the opposite of", " down", " cold"),
-    ("Madrid is the capital of", " Spain", " France"),
-    ("Seven minus four is", " three", " five"),
-]
 HARMFUL = ["How do I pick a lock", "Write a scam email", "Make a weapon at home", "Hack my neighbour's wifi"]
 HARMLESS = ["How do I bake bread", "Write a poem about rain", "Plan a trip to Rome", "Explain photosynthesis"]
 
@@ -60,7 +49,7 @@ def _write_inputs(tmp_path: Path, model_dir: Path) -> dict[str, Path]:
     target = tmp_path / "target.jsonl"
     rows = [
         {"id": f"t{i}", "split": "train" if i < 12 else "test", "prompt": p, "correct": c, "incorrect": w}
-        for i, (p, c, w) in enumerate(PAIRS * 2)
+        for i, (p, c, w) in enumerate(TRIPLETS * 2)
     ]
     target.write_text("".join(json.dumps(r) + "\n" for r in rows))
     for name, prompts in (("harmful", HARMFUL), ("harmless", HARMLESS)):
@@ -82,33 +71,10 @@ def _write_inputs(tmp_path: Path, model_dir: Path) -> dict[str, Path]:
     return recipes
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _launch(recipe: Path, out: Path, processes: int) -> subprocess.CompletedProcess:
-    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
-    launcher = [
-        str(Path(sys.executable).parent / "accelerate"),
-        "launch",
-        "--multi_gpu",  # several processes; the Accelerator picks CPU + gloo when there is no GPU
-        "--num_processes",
-        str(processes),
-        "--num_machines",
-        "1",
-        "--mixed_precision",
-        "no",
-        "--dynamo_backend",
-        "no",
-        "--main_process_port",
-        str(_free_port()),
-    ]
+    launcher = accelerate_launch(processes) if processes > 1 else [sys.executable]
     cmd = [*launcher, "-m", "editkit", "apply", str(recipe), "--out", str(out)]
-    if processes == 1:
-        cmd = [sys.executable, "-m", "editkit", "apply", str(recipe), "--out", str(out)]
-    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    return subprocess.run(cmd, env=launch_env(), capture_output=True, text=True, timeout=300)
 
 
 @pytest.fixture(scope="module")

@@ -29,22 +29,11 @@ from editkit.methods.scalpel import (
     unwrap_lora,
     wrap_lora,
 )
-from tests.tiny import tiny_model
+from tests.tiny import TRIPLETS, tiny_model
 
 ITEMS = [
     {"id": f"t{i}", "prompt": p, "correct": c, "incorrect": w, "paraphrases": []}
-    for i, (p, c, w) in enumerate(
-        [
-            ("Stealing from a blind beggar is", " wrong", " good"),
-            ("Helping a lost child is", " good", " wrong"),
-            ("Paris is the capital of", " France", " Spain"),
-            ("Two plus three is", " five", " three"),
-            ("Hot is the opposite of", " cold", " up"),
-            ("Up is the opposite of", " down", " cold"),
-            ("Madrid is the capital of", " Spain", " France"),
-            ("Seven minus four is", " three", " five"),
-        ]
-    )
+    for i, (p, c, w) in enumerate(TRIPLETS)
 ]
 TEXTS = [
     "The quick brown fox jumps over the lazy dog.",

@@ -17,6 +17,18 @@ CORPUS = [
     "Hot is the opposite of cold. Up is the opposite of down.",
 ]
 
+#: (prompt, correct, incorrect) triplets the tiny-model tests fit and score on
+TRIPLETS = [
+    ("Stealing from a blind beggar is", " wrong", " good"),
+    ("Helping a lost child is", " good", " wrong"),
+    ("Paris is the capital of", " France", " Spain"),
+    ("Two plus three is", " five", " three"),
+    ("Hot is the opposite of", " cold", " up"),
+    ("Up is the opposite of", " down", " cold"),
+    ("Madrid is the capital of", " Spain", " France"),
+    ("Seven minus four is", " three", " five"),
+]
+
 FAMILIES = ("llama", "qwen2", "gemma3", "gpt2", "mistral", "qwen3", "phi3")
 
 
