@@ -257,7 +257,8 @@ class Edit:
         Dense weight-space edits (LoRA deltas, projections) applied as separate corrections differ from the
         merged export by fp32 rounding (~1e-4 in the demo model's logits after 210 modules); computing with the
         merged weights makes what is evaluated the same map as what is exported, at the cost of one forward
-        (not two) per module. The original tensors are kept (one extra copy of the edited modules) and put back by ``remove()``.
+        (not two) per module. The original tensors are kept (one extra copy of the edited modules) and put
+        back by ``remove()``.
         """
         bias = getattr(mod, "bias", None)
         b0 = bias.detach().to(torch.float32) if isinstance(bias, torch.Tensor) else None

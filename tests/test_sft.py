@@ -129,3 +129,24 @@ def test_response_column_and_errors(tmp_path, monkeypatch):
         SftMethod().fit(_ctx(model, tok, tmp_path, sets=["harmful"]))
     with pytest.raises(EditkitError, match="method.sets: 'nope' is not a data set"):
         SftMethod().fit(_ctx(model, tok, tmp_path, sets=["nope"]))
+
+
+def test_empty_micro_batches_are_skipped_not_filled_with_repeats():
+    """A short batch split into more micro-batches than it has items: the empty ones are skipped."""
+    from editkit.methods.lora_fit import LossOut, TrainConfig, train_lora
+
+    model = torch.nn.Linear(1, 1, bias=False)
+    seen = []
+
+    def batch_fn(step, micro):
+        return None if micro >= 2 else (step, micro)
+
+    def loss_fn(batch):
+        seen.append(batch)
+        return LossOut(loss=(model.weight - 1).pow(2).sum())
+
+    res = train_lora(
+        model, loss_fn, batch_fn, TrainConfig(steps=2, lr=0.1, grad_accum=4), count_tokens=lambda b: 1
+    )
+    assert seen == [(0, 0), (0, 1), (1, 0), (1, 1)]
+    assert res.tokens == 4 and res.steps_run == 2

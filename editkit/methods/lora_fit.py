@@ -197,9 +197,9 @@ def train_lora(
     """Train ``model``'s trainable parameters (the adapter) with AdamW and return what happened.
 
     ``loss_fn(batch) -> LossOut`` is called once per micro-batch; ``batch_fn(step, micro)`` must be a pure
-    function of its arguments (resume relies on it). ``validate(step) -> dict`` runs after every
-    ``eval_every``-th step; a ``"stop"`` key with a reason ends training early. On Ctrl-C a checkpoint of the
-    last finished step is written before the interrupt propagates.
+    function of its arguments (resume relies on it) and may return None for an empty micro-batch.
+    ``validate(step) -> dict`` runs after every ``eval_every``-th step; a ``"stop"`` key with a reason ends
+    training early. On Ctrl-C a checkpoint of the last finished step is written before the interrupt propagates.
     """
     if cfg.steps < 0 or cfg.grad_accum < 1:
         raise ValueError("steps must be >= 0 and grad_accum >= 1")
@@ -243,6 +243,8 @@ def train_lora(
                 if micro % world != rank:
                     continue  # another process's micro-batch (data parallel under accelerate launch)
                 batch = batch_fn(step, micro)
+                if batch is None:  # an empty micro-batch (a short last batch split into grad_accum parts)
+                    continue
                 out = loss_fn(batch)
                 if not torch.isfinite(out.loss):
                     raise EditkitError(

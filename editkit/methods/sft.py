@@ -231,8 +231,8 @@ def fit_sft(ctx: FitContext, p: SftParams, pairs: list[tuple[str, str, str]]) ->
             epochs_order[epoch] = idx
         sel = epochs_order[epoch][k * p.batch_size : (k + 1) * p.batch_size]
         per = -(-len(sel) // p.grad_accum)
-        sel = sel[micro * per : (micro + 1) * per] or sel[-1:]
-        return collate([examples[i] for i in sel], pad)
+        sel = sel[micro * per : (micro + 1) * per]
+        return collate([examples[i] for i in sel], pad) if sel else None  # None: nothing left for this micro
 
     targets = ctx.anatomy.lora_targets(p.targets, p.layers)
     if not targets:
