@@ -1,15 +1,16 @@
 """Split editkit's heavy loops across processes with accelerate, and gather the results in order.
 
-Three kinds of work parallelise well:
+Three kinds of work parallelise well, and the methods split them like this:
 
-* activation statistics (refusal directions, neuron attributions): each process handles a slice of the
-  prompts and keeps float64 *sums* and counts; the sums are added across processes, then divided —
-  the mean is the same whatever the split;
-* independent trials (head-knockout trials, per-item scores): :func:`map_across_processes` hands each
-  process a contiguous slice, runs the function and gathers the results back into the input order;
-* gradient fitting (LoRA / SCALPEL): plain data parallelism — :func:`fit_data_parallel` wraps
-  ``accelerator.prepare`` + ``accelerator.backward`` so each process sees its share of every batch and
-  gradients are averaged.
+* per-item work (refusal prompts' activations, neuron attributions, knockout trials, generations):
+  :func:`gather_shares` calls a function once per process on its contiguous share and gathers the results
+  in order (per-prompt rows, not means, where a later step such as winsorisation needs them all);
+* independent evaluations one at a time (refusal's candidate layers): :func:`map_across_processes`;
+* gradient fitting (``train_lora`` for scalpel/sft): the processes split each step's micro-batches and
+  :func:`sum_gradients` adds their gradients before the optimizer step.
+
+:func:`last_token_residual_means`, :func:`knockout_trial_scores` and :func:`fit_data_parallel` are
+one-call helpers for scripts of your own (means only; one trial per forward; a DDP-wrapped loop).
 
 Run under ``accelerate launch`` (or ``torchrun``); in a plain single process every helper degrades to the
 ordinary loop without creating any process group.
