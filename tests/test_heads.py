@@ -234,6 +234,28 @@ def test_balanced_fit_makes_a_head_edit(tiny, tmp_path):
     }
 
 
+def test_refine_ranks_the_fit_candidates_by_their_single_head_drop(tiny, tmp_path):
+    model, tok, an = tiny
+    plain = HeadsMethod().fit(_ctx(model, tok, an, tmp_path, trials=8, knockouts=2, top_k=2, score="margin"))
+    edit = HeadsMethod().fit(
+        _ctx(model, tok, an, tmp_path, trials=8, knockouts=2, top_k=2, score="margin", refine=4)
+    )
+    assert edit.info["n_evals"] == 8 + 4 + 1 and edit.info["n_refine"] == 4
+    # the same design (seed) and fit: the 4 candidates are the plain fit's top 4
+    cand = [tuple(h) for h in plain.info["ranking"][:4]]
+    assert sorted(edit.info["refined_drops"]) == sorted(f"L{li}H{h}" for li, h in cand)
+    base = float(pairwise_margins(model, tok, ITEMS).mean())
+    measured = {}
+    for li, h in cand:
+        with head_mask_edit(an, [(li, h)]).applied(model):
+            measured[(li, h)] = float(pairwise_margins(model, tok, ITEMS).mean()) - base
+    for (li, h), d in measured.items():
+        assert abs(edit.info["refined_drops"][f"L{li}H{h}"] - d) <= 1e-5
+    want = sorted(cand, key=lambda c: measured[c])[:2]
+    assert [tuple(h) for h in edit.info["heads"]] == want
+    assert [tuple(h) for h in edit.info["ranking"][4:]] == [tuple(h) for h in plain.info["ranking"][4:]]
+
+
 def test_explicit_heads_still_apply(tiny, tmp_path):
     model, tok, an = tiny
     edit = HeadsMethod().fit(_ctx(model, tok, an, tmp_path, heads=[(0, 1), (1, 3)]))

@@ -216,6 +216,25 @@ def test_fit_records_where_and_control_has_same_structure(tmp_path):
     assert not plain.info["sra"] and "atom_cosines_after" not in plain.info
 
 
+def test_edit_from_auto_searches_direction_layer_and_first_edited_layer(tmp_path):
+    model, tok = tiny_model("llama")
+    an = find_anatomy(model)
+    info = RefusalMethod().fit(_ctx(model, tok, tmp_path, edit_from="auto", kl_limit=10.0)).info
+    grid = info["window_scores"]
+    assert set(grid) == {"1:0", "1:1"}  # layer 1 (the only candidate) x floor({0, .5, .75, 1} * 1)
+    want = min(grid, key=lambda k: grid[k]["refusal_log_odds"])  # every KL is under the limit of 10
+    assert f"{info['layer']}:{info['edit_from']}" == want
+    assert info["edited_layers"] == list(range(info["edit_from"], an.n_layers))
+    # a fixed edit_from edits only the writers from that layer on, with the same direction
+    auto = RefusalMethod().fit(_ctx(model, tok, tmp_path, edit_from="auto", kl_limit=10.0))
+    fixed = RefusalMethod().fit(_ctx(model, tok, tmp_path, edit_from=1))
+    assert [op.module for op in fixed.ops] == list(an.layer(1).residual_writers)
+    assert fixed.info["edited_layers"] == [1] and "window_scores" not in fixed.info
+    assert torch.equal(fixed.ops[0].direction, auto.ops[0].direction)
+    with pytest.raises(EditkitError, match="method.edit_from: 5 leaves no layer to edit"):
+        RefusalMethod().fit(_ctx(model, tok, tmp_path, edit_from=5))
+
+
 def test_fit_rejects_missing_sets_and_bad_layer(tmp_path):
     model, tok = tiny_model("llama")
     ctx = _ctx(model, tok, tmp_path, harmful="nope")

@@ -17,6 +17,7 @@
 from __future__ import annotations
 
 import math
+from typing import Literal
 
 import torch
 from pydantic import Field, field_validator
@@ -155,6 +156,15 @@ class RefusalParams(MethodParams):
         default_factory=dict, description="per-layer strength overrides {layer: s}"
     )
     edit_layers: list[int] | None = Field(None, description="layers whose writers are edited (default: all)")
+    edit_from: int | Literal["auto"] | None = Field(
+        None,
+        description="first layer whose writers are edited (with edit_layers: the listed layers from it on); "
+        "'auto': chosen together with the direction layer, from floor(f * layer) for f in edit_from_fracs",
+    )
+    edit_from_fracs: list[float] = Field(
+        default_factory=lambda: [0.0, 0.5, 0.75, 1.0],
+        description="edit_from: auto tries these fractions of the candidate direction layer",
+    )
     embeddings: bool = Field(
         False,
         description="also orthogonalise the input embeddings (refused on tied embeddings: the output "
@@ -163,6 +173,20 @@ class RefusalParams(MethodParams):
     eval_max_prompts: int = Field(50, ge=1, description="prompts per evaluation set (refusal, KL)")
     eval_max_new_tokens: int = Field(100, ge=1, description="generated tokens for the refusal rate")
     batch_size: int = Field(16, ge=1, description="prompts per forward pass")
+
+    @field_validator("edit_from")
+    @classmethod
+    def _edit_from(cls, v):
+        if isinstance(v, int) and v < 0:
+            raise ValueError(f"must be a layer index >= 0 or 'auto', got {v}")
+        return v
+
+    @field_validator("edit_from_fracs")
+    @classmethod
+    def _fracs(cls, v):
+        if not v or any(not 0.0 <= f <= 1.0 for f in v):
+            raise ValueError(f"must be a non-empty list of fractions in [0, 1], got {v}")
+        return v
 
     @field_validator("strength_by_layer")
     @classmethod
@@ -178,11 +202,25 @@ class RefusalParams(MethodParams):
 # ------------------------------------------------------------------------------------------------------
 
 
-def project_edit(anatomy, r: torch.Tensor, p: RefusalParams, info: dict | None = None) -> Edit:
-    """ProjectOut (or the norm-preserving op) of unit ``r`` on every residual writer, per-layer strength."""
+def edited_layers(anatomy, p: RefusalParams, start: int | None = None) -> list[int]:
+    """The layers whose writers are edited: ``edit_layers`` (default all) from ``start`` (or edit_from) on."""
+    layers = range(anatomy.n_layers) if p.edit_layers is None else p.edit_layers
+    if start is None and isinstance(p.edit_from, int):
+        start = p.edit_from
+    return [li for li in layers if start is None or li >= start]
+
+
+def project_edit(
+    anatomy, r: torch.Tensor, p: RefusalParams, info: dict | None = None, start: int | None = None
+) -> Edit:
+    """ProjectOut (or the norm-preserving op) of unit ``r`` on every residual writer, per-layer strength.
+
+    Writers of the layers :func:`edited_layers` gives (``start``: the first edited layer, overriding
+    ``edit_from``); embeddings only when ``p.embeddings``.
+    """
     op_cls = NormPreservingProjectOut if p.norm_preserving else ProjectOut
     r32 = (r / r.norm()).to(torch.float32).contiguous()
-    layers = range(anatomy.n_layers) if p.edit_layers is None else p.edit_layers
+    layers = edited_layers(anatomy, p, start)
     ops: list[EditOp] = []
     if p.embeddings:
         if anatomy.tied_embeddings:
@@ -198,6 +236,13 @@ def project_edit(anatomy, r: torch.Tensor, p: RefusalParams, info: dict | None =
         for name in anatomy.layer(li).residual_writers:
             ops.append(op_cls(module=name, direction=r32.clone(), strength=s))  # own storage: safetensors
     return Edit(method="refusal", ops=ops, info=info or {})
+
+
+def _best_at(grid: dict, layer: int, kl_limit: float) -> dict[str, float]:
+    """A direction layer's scores at its best first edited layer (lowest log-odds within the KL limit)."""
+    mine = [v for (li, _), v in grid.items() if li == layer]
+    ok = [v for v in mine if v["kl"] <= kl_limit]
+    return min(ok, key=lambda v: v["refusal_log_odds"]) if ok else min(mine, key=lambda v: v["kl"])
 
 
 def _texts(ctx: FitContext, name: str, limit: int, skip: int = 0) -> list[str]:
@@ -240,6 +285,12 @@ class RefusalMethod(Method):
             raise EditkitError(
                 "method.embeddings: this model ties its input embeddings to the output head; set embeddings: false"
             )
+        if isinstance(p.edit_from, int) and not edited_layers(an, p):
+            raise EditkitError(
+                f"method.edit_from: {p.edit_from} leaves no layer to edit (the model has {an.n_layers} layers"
+                + (f", edit_layers lists {p.edit_layers}" if p.edit_layers is not None else "")
+                + ")"
+            )
         # validation prompts: their own sets, else the rows after the training rows
         has_val = p.harmful_val in ctx.data and p.harmless_val in ctx.data
         harm = _texts(ctx, p.harmful, p.n_train)
@@ -281,11 +332,18 @@ class RefusalMethod(Method):
         base_s = chat_first_token_logprobs(model, tok, safe_val, p.batch_size)
         base_score = float(refusal_log_odds(base_h, ref_ids).mean())
         hi = max(p.min_layer + 1, math.floor(p.max_layer_frac * an.n_layers))
-        candidates = [p.layer] if p.layer is not None else list(range(p.min_layer, hi))
+        layers = [p.layer] if p.layer is not None else list(range(p.min_layer, hi))
+        if p.edit_from == "auto":  # (direction layer, first edited layer) pairs
+            candidates = [
+                (li, s) for li in layers for s in sorted({math.floor(f * li) for f in p.edit_from_fracs})
+            ]
+        else:
+            candidates = [(li, None) for li in layers]
         done = [0]
 
-        def score_layer(li: int) -> dict[str, float]:  # candidates are split over processes
-            e = project_edit(an, cleaned(li), p)
+        def score_layer(cand: tuple[int, int | None]) -> dict[str, float]:  # split over processes
+            li, start = cand
+            e = project_edit(an, cleaned(li), p, start=start)
             with e.applied(model):
                 lp_h = chat_first_token_logprobs(model, tok, harm_val, p.batch_size)
                 lp_s = chat_first_token_logprobs(model, tok, safe_val, p.batch_size)
@@ -296,25 +354,28 @@ class RefusalMethod(Method):
                 "kl": round(float(kl_rows(base_s, lp_s).mean()), 5),
             }
 
-        scores = dict(zip(candidates, map_across_processes(score_layer, candidates), strict=True))
-        ok = [li for li in candidates if scores[li]["kl"] <= p.kl_limit]
+        grid = dict(zip(candidates, map_across_processes(score_layer, candidates), strict=True))
+        ok = [c for c in candidates if grid[c]["kl"] <= p.kl_limit]
         if ok:
-            layer = min(ok, key=lambda li: scores[li]["refusal_log_odds"])
+            layer, start = min(ok, key=lambda c: grid[c]["refusal_log_odds"])
         else:
-            layer = min(candidates, key=lambda li: scores[li]["kl"])
+            layer, start = min(candidates, key=lambda c: grid[c]["kl"])
             ctx.events.log(
-                f"refusal: no candidate layer keeps harmless KL <= {p.kl_limit}; using layer {layer} "
-                f"(lowest KL {scores[layer]['kl']})",
+                f"refusal: no candidate keeps harmless KL <= {p.kl_limit}; using layer {layer} "
+                f"(lowest KL {grid[(layer, start)]['kl']})",
                 level="warning",
             )
+        # per direction layer: its scores at its best first edited layer (the card's table and plot)
+        scores = {li: _best_at(grid, li, p.kl_limit) for li in layers}
+        scores[layer] = grid[(layer, start)]
         ctx.events.emit(
             "heatmap",
             name="refusal_layer_scores",
             values=[
-                [scores[li]["refusal_log_odds"] for li in candidates],
-                [scores[li]["kl"] for li in candidates],
+                [scores[li]["refusal_log_odds"] for li in layers],
+                [scores[li]["kl"] for li in layers],
             ],
-            xlabel=f"layer ({candidates[0]}..{candidates[-1]})",
+            xlabel=f"layer ({layers[0]}..{layers[-1]})",
             ylabel="refusal log-odds / harmless KL",
             title="refusal: direction ablated per candidate layer",
         )
@@ -338,10 +399,13 @@ class RefusalMethod(Method):
             "base_refusal_log_odds": round(base_score, 4),
             "layer_scores": {str(k): v for k, v in scores.items()},
             "mean_gap_norm": [round(float(g), 4) for g in gap],
-            "edited_layers": list(range(an.n_layers)) if p.edit_layers is None else p.edit_layers,
+            "edited_layers": edited_layers(an, p, start),
             "strength": p.strength,
             "embeddings": p.embeddings,
         }
+        if p.edit_from == "auto":
+            info["edit_from"] = start
+            info["window_scores"] = {f"{li}:{s}": v for (li, s), v in grid.items()}
         if atom_names:
             info["atoms"] = atom_names
             info["atom_cosines_before"] = cosines(raw[layer], atom_dirs[layer], atom_names)
@@ -351,7 +415,7 @@ class RefusalMethod(Method):
             f"refusal: layer {layer}, log-odds {scores[layer]['refusal_log_odds']} (base {base_score:.3f}), "
             f"val KL {scores[layer]['kl']}"
         )
-        return project_edit(an, r, p, info)
+        return project_edit(an, r, p, info, start=start)
 
     # -- metrics & control ---------------------------------------------------------------------------
     def evaluate(self, ctx: FitContext, phase: str) -> dict[str, float]:
