@@ -33,6 +33,21 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--timing-masks", type=int, default=32, help="balanced masks timed")
     ap.add_argument("--timing-stride", type=int, default=5, help="time every n-th single-head mask")
+    ap.add_argument(
+        "--timing-items",
+        type=int,
+        nargs="*",
+        default=[2, 4, 8, 16],
+        help="also time the balanced masks with only this many items per mask (small forwards)",
+    )
+    ap.add_argument(
+        "--refine",
+        type=int,
+        nargs="*",
+        default=[10, 15, 20],
+        help="CS + refine R: the first trials-R trials of the design, then the fit's top R re-ranked by "
+        "their single-head drop (taken from the exhaustive run: the same items, the same numbers)",
+    )
     ap.add_argument("--top-k", type=int, default=5)
     ap.add_argument("--random-controls", type=int, default=5)
     ap.add_argument("--threads", type=int, default=2)
@@ -113,6 +128,27 @@ def main() -> None:
         }
         print(f"{set_name}: batched speed-up {timing[1] / timing[best]:.2f}x ({best} masks per forward vs 1)")
     per = res["timing"]["single-head"]["best_masks_per_forward"]
+    # the same balanced masks with fewer items per mask: one mask's forward gets small, and batching pays
+    res["timing_by_items"] = {}
+    for n_small in args.timing_items:
+        enc_n = encode_items(tok, items[:n_small], "margin")
+        rows = enc_n["input_ids"].shape[0]
+        timing = {}
+        for p in (1, 2, 4, 8, 16):
+            if p * rows <= 1024:
+                t = time.perf_counter()
+                head_mask_logprobs(model, an, enc_n, mask_sets["balanced"], masks_per_forward=p)
+                timing[p] = time.perf_counter() - t
+        best = min((p for p in timing if p > 1), key=timing.get)
+        res["timing_by_items"][n_small] = {
+            "rows_per_mask": rows,
+            "seconds_by_masks_per_forward": timing,
+            "best_masks_per_forward": best,
+            "speedup": timing[1] / timing[best],
+        }
+        print(
+            f"balanced, {n_small} items ({rows} rows/mask): speed-up {timing[1] / timing[best]:.2f}x at {best}"
+        )
 
     # 2. exhaustive -----------------------------------------------------------------------------------
     t = time.perf_counter()
@@ -170,10 +206,31 @@ def main() -> None:
                         "top": [name(j) for j in top],
                         "overlap": len(set(top) & set(ex_top[s])),
                     }
+                    order = np.argsort(coef, kind="stable")
+                    row["ranks_of_exhaustive_top"] = sorted(
+                        int(np.where(order == j)[0][0]) for j in ex_top[s]
+                    )
                     cs_rows.append(row)
                     print(
                         f"CS s={sp} k={k} seed={seed} {s:7s} {solver:8s} R2={r2:.2f} overlap {row['overlap']}/5 {row['top']}"
                     )
+                    for R in args.refine if solver == "lasso" else ():
+                        m = args.trials - R  # the same budget: m trials + R singles + the baseline
+                        c2, _, _ = sparse_recovery(X[:m], y[:m], solver, 0.01, n_nonzero=2 * args.top_k)
+                        cand = np.argsort(c2, kind="stable")[:R]
+                        pick = [int(j) for j in cand[np.argsort(ex[s][cand], kind="stable")[: args.top_k]]]
+                        cs_rows.append(
+                            {
+                                **row,
+                                "solver": f"lasso+refine{R}",
+                                "trials": m,
+                                "top": [name(j) for j in pick],
+                                "overlap": len(set(pick) & set(ex_top[s])),
+                            }
+                        )
+                        print(
+                            f"  + refine {R} ({m} trials + {R} singles): overlap {cs_rows[-1]['overlap']}/5"
+                        )
     res["cs"] = cs_rows
     summary = {}
     for r in cs_rows:

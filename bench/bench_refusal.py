@@ -47,6 +47,13 @@ VARIANTS = {
         "recipes/remove_refusal.yaml",
         ["method.layer=23", f"method.edit_layers={list(range(20, 30))}", "eval.control=false"],
     ),
+    # the direction layer and the first edited layer searched together (edit_from: auto), at the recipe's
+    # KL limit and at heretic's KL level
+    "sra-auto": ("recipes/remove_refusal.yaml", ["method.edit_from=auto", "eval.control=false"]),
+    "sra-auto-kl035": (
+        "recipes/remove_refusal.yaml",
+        ["method.edit_from=auto", "method.kl_limit=0.35", "eval.control=false"],
+    ),
     "sra-norm": ("recipes/remove_refusal.yaml", ["method.norm_preserving=true", "eval.control=false"]),
 }
 KEYS = ("refusal_rate", "over_refusal_rate", "harmless_kl", "perplexity", "drift_kl")
@@ -72,6 +79,7 @@ def run_recipe(path: str, overrides: list[str], out: Path) -> dict:
         "edited": _pick(m.get("edited")),
         "control": _pick(m.get("control")),
         "layer": info.get("layer"),
+        "edit_from": info.get("edit_from"),
         "atom_cosines_before": info.get("atom_cosines_before"),
         "atom_cosines_after": info.get("atom_cosines_after"),
         "sft": {k: info.get(k) for k in ("pairs", "steps", "first_loss", "final_loss")}

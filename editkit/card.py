@@ -433,8 +433,9 @@ def _where_heads(info: Mapping) -> list[str]:
         f"{len(heads)} attention head(s), zeroed at the `o_proj` input (one column block per query head):",
         "",
     ]
-    header = "| layer | head |" + (" coefficient |" if coef else "")
-    lines += [header, "| --- | --- |" + (" --- |" if coef else "")]
+    refined = info.get("refined_drops") or {}
+    header = "| layer | head |" + (" coefficient |" if coef else "") + (" drop alone |" if refined else "")
+    lines += [header, "| --- | --- |" + (" --- |" if coef else "") + (" --- |" if refined else "")]
     for li, h in heads:
         c = ""
         if coef:
@@ -442,10 +443,17 @@ def _where_heads(info: Mapping) -> list[str]:
                 c = f" {_num(float(coef[li][h]))} |"
             except (IndexError, TypeError, ValueError):
                 c = " – |"
+        if refined:
+            c += f" {_num(refined.get(f'L{li}H{h}'))} |"
         lines.append(f"| {li} | {h} |{c}")
     lines.append("")
     if info.get("coefficient_meaning"):
         lines.append(f"Coefficient: {info['coefficient_meaning']}.")
+    if refined:
+        lines.append(
+            f"The fit's top {len(refined)} candidates were then knocked out one at a time and ranked by that "
+            "drop in task score (`refine`)."
+        )
     if info.get("n_evals") is not None:
         lines.append(
             f"Found with the `{info.get('design')}` design: {info['n_evals']} evaluations"
@@ -531,7 +539,7 @@ def _where_section(recipe: Mapping, metrics: Mapping, plots: Mapping[str, str]) 
     if "heads" in info:
         lines += _where_heads(info)
         handled |= {"heads", "coefficients", "ranking", "heatmap", "coefficient_meaning", "design", "score"}
-        handled |= {"r2", "n_evals"}
+        handled |= {"r2", "n_evals", "refined_drops"}
     if "neurons" in info:
         lines += _where_neurons(info)
         handled |= {"neurons", "mean_attribution", "overlap", "per_layer"}

@@ -520,3 +520,16 @@ def test_pipeline_writes_this_card(tmp_path, tiny_dir):
     assert "| 0 | 1 |" in text and "| 1 | 2 |" in text  # the explicit heads
     assert "The heads were given explicitly in the recipe" in text
     _png_size(res.model_dir / "editkit/plots/layer_delta_norms.png")
+
+
+def test_refined_heads_show_their_own_drop():
+    from editkit.card import _where_heads
+
+    coef = [[0.0, -0.2], [-0.1, 0.0]]
+    info = {"heads": [[1, 0], [0, 1]], "coefficients": coef, "refined_drops": {"L1H0": -1.25, "L0H1": -0.5}}
+    text = "\n".join(_where_heads({**info, "n_evals": 9, "design": "balanced"}))
+    assert "| layer | head | coefficient | drop alone |" in text
+    assert "| 1 | 0 | -0.1000 | -1.2500 |" in text and "| 0 | 1 | -0.2000 | -0.5000 |" in text
+    assert "top 2 candidates were then knocked out one at a time" in text
+    plain = "\n".join(_where_heads({"heads": [[1, 0]], "coefficients": coef}))
+    assert "drop alone" not in plain and "| 1 | 0 | -0.1000 |" in plain

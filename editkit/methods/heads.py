@@ -55,7 +55,12 @@ class HeadsParams(MethodParams):
     items: int = Field(
         32, ge=1, description="size of the fixed subset of target train items scored per trial"
     )
-    batch_rows: int = Field(256, ge=1, description="rows per forward (items x masks)")
+    batch_rows: int | None = Field(
+        None,
+        ge=1,
+        description="rows per forward (items x masks, at least one mask); default 64 on CPU (the measured "
+        "sweet spot: larger forwards are slower per row, BENCHMARKS.md), 256 on accelerators",
+    )
     max_length: int = Field(128, ge=2, description="token limit per item")
 
     @field_validator("heads")
@@ -107,6 +112,13 @@ def save_heatmap_png(values: np.ndarray, path: Path, title: str, chosen: list[tu
     return path
 
 
+def batch_rows_for(model, p: HeadsParams) -> int:
+    """``p.batch_rows``, or the default for where the model lives (64 rows on CPU, 256 elsewhere)."""
+    if p.batch_rows is not None:
+        return p.batch_rows
+    return 64 if next(model.parameters()).device.type == "cpu" else 256
+
+
 def locate_heads(ctx: FitContext, p: HeadsParams, items: list[dict]) -> dict:
     """Run the knockout design and the recovery; returns coefficients [L, H], ranking, R², counts."""
     from editkit.localize.designs import balanced_design, exhaustive_design, knockouts_per_trial
@@ -122,7 +134,7 @@ def locate_heads(ctx: FitContext, p: HeadsParams, items: list[dict]) -> dict:
         X = balanced_design(n_units, p.trials, k, seed=ctx.rng("heads-design").randrange(2**31))
     masks = design_to_masks(X, an.n_layers, an.n_heads)
     t0 = time.time()
-    score_kw = dict(score=p.score, batch_rows=p.batch_rows, max_length=p.max_length)
+    score_kw = dict(score=p.score, batch_rows=batch_rows_for(ctx.model, p), max_length=p.max_length)
     baseline = float(
         score_head_masks(
             ctx.model, ctx.tokenizer, an, items, torch.ones(1, an.n_layers, an.n_heads), **score_kw
@@ -177,6 +189,7 @@ def locate_heads(ctx: FitContext, p: HeadsParams, items: list[dict]) -> dict:
         "n_refine": n_refine,
         "knockouts_per_trial": int(k),
         "seconds": seconds,
+        "batch_rows": score_kw["batch_rows"],
         **extra,
     }
 
@@ -257,6 +270,7 @@ class HeadsMethod(Method):
             "trial_score_mean": round(float(np.mean(res["trial_scores"])), 6),
             "items": len(items),
             "eval_seconds": round(res["seconds"], 2),
+            "batch_rows": res["batch_rows"],
             "heatmap": str(png),
             "ranking": [list(h) for h in res["order"][: max(20, p.top_k)]],
         }
