@@ -54,6 +54,17 @@ VARIANTS = {
         "recipes/remove_refusal.yaml",
         ["method.edit_from=auto", "method.kl_limit=0.35", "eval.control=false"],
     ),
+    # the same search scored on all 39 harmful_val and 64 harmless_val prompts (16 under-estimate the KL)
+    "sra-auto-val64": (
+        "recipes/remove_refusal.yaml",
+        [
+            "method.edit_from=auto",
+            "method.n_val=64",
+            "data.sets.harmful_val.limit=64",
+            "data.sets.harmless_val.limit=64",
+            "eval.control=false",
+        ],
+    ),
     "sra-norm": ("recipes/remove_refusal.yaml", ["method.norm_preserving=true", "eval.control=false"]),
 }
 KEYS = ("refusal_rate", "over_refusal_rate", "harmless_kl", "perplexity", "drift_kl")

@@ -510,6 +510,12 @@ def _where_refusal(info: Mapping) -> list[str]:
             f"The refusal direction was taken at layer **{info['layer']}** and projected out of the residual "
             f"writers of layers {_cell(info.get('edited_layers'))}."
         )
+    if info.get("window_scores"):
+        lines.append(
+            f"The first edited layer ({info.get('edit_from')}) was chosen together with the direction layer "
+            f"(`edit_from: auto`) from {len(info['window_scores'])} (direction layer, first edited layer) "
+            "pairs, by the same validation score; the table shows each direction layer at its best pair."
+        )
     if info.get("layer_scores"):
         lines += [
             "",
@@ -546,6 +552,7 @@ def _where_section(recipe: Mapping, metrics: Mapping, plots: Mapping[str, str]) 
     if "layer_scores" in info or (recipe.get("method") or {}).get("name") == "refusal":
         lines += _where_refusal(info)
         handled |= {"layer_scores", "atoms", "atom_cosines_before", "atom_cosines_after", "edited_layers"}
+        handled |= {"window_scores", "edit_from"}
     if "top_layers" in info:
         lines.append(f"Layers with the largest change: {', '.join(str(i) for i in info['top_layers'])}.")
         lines.append("")

@@ -533,3 +533,23 @@ def test_refined_heads_show_their_own_drop():
     assert "top 2 candidates were then knocked out one at a time" in text
     plain = "\n".join(_where_heads({"heads": [[1, 0]], "coefficients": coef}))
     assert "drop alone" not in plain and "| 1 | 0 | -0.1000 |" in plain
+
+
+def test_refusal_window_search_is_described():
+    from editkit.card import _where_refusal
+
+    info = {
+        "layer": 20,
+        "edit_from": 10,
+        "edited_layers": list(range(10, 30)),
+        "layer_scores": {"20": {"refusal_log_odds": -6.27, "kl": 0.0977}},
+        "window_scores": {
+            "20:0": {"refusal_log_odds": -6.06, "kl": 0.1},
+            "20:10": {"refusal_log_odds": -6.27, "kl": 0.0977},
+        },
+    }
+    text = "\n".join(_where_refusal(info))
+    assert "The first edited layer (10) was chosen together with the direction layer" in text
+    assert "from 2 (direction layer, first edited layer) pairs" in text
+    assert "| 20 **(chosen)** | -6.2700 | 0.0977 |" in text
+    assert "first edited layer" not in "\n".join(_where_refusal({**info, "window_scores": None}))

@@ -223,7 +223,7 @@ def test_balanced_fit_makes_a_head_edit(tiny, tmp_path):
     ctx.events = Log()
     edit = HeadsMethod().fit(ctx)
     assert edit.info["n_evals"] == 7 and edit.info["n_trials"] == 6 and edit.info["knockouts_per_trial"] == 2
-    assert edit.info["batch_rows"] == 64  # the CPU default (the model is on CPU)
+    assert edit.info["batch_rows"] == 128  # the CPU default (the model is on CPU)
     assert len(edit.info["heads"]) == 2 and len(edit.ops) in (1, 2)
     assert np.array(edit.info["coefficients"]).shape == (an.n_layers, an.n_heads)
     heat = [e for e in events if e["type"] == "heatmap"]

@@ -58,7 +58,7 @@ class HeadsParams(MethodParams):
     batch_rows: int | None = Field(
         None,
         ge=1,
-        description="rows per forward (items x masks, at least one mask); default 64 on CPU (the measured "
+        description="rows per forward (items x masks, at least one mask); default 128 on CPU (the measured "
         "sweet spot: larger forwards are slower per row, BENCHMARKS.md), 256 on accelerators",
     )
     max_length: int = Field(128, ge=2, description="token limit per item")
@@ -113,10 +113,10 @@ def save_heatmap_png(values: np.ndarray, path: Path, title: str, chosen: list[tu
 
 
 def batch_rows_for(model, p: HeadsParams) -> int:
-    """``p.batch_rows``, or the default for where the model lives (64 rows on CPU, 256 elsewhere)."""
+    """``p.batch_rows``, or the default for where the model lives (128 rows on CPU, 256 elsewhere)."""
     if p.batch_rows is not None:
         return p.batch_rows
-    return 64 if next(model.parameters()).device.type == "cpu" else 256
+    return 128 if next(model.parameters()).device.type == "cpu" else 256
 
 
 def locate_heads(ctx: FitContext, p: HeadsParams, items: list[dict]) -> dict:
