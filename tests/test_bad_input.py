@@ -137,6 +137,12 @@ def _cases(ws: Path):
         ("set-no-equals", g, ["--set", "method.scale"], "expected KEY=VALUE"),
         ("set-bad-type", g, ["--set", "method.scale=abc"], "method.scale: Input should be a valid number"),
         (
+            "bad-refine",
+            g,
+            ["--set", "method.refine=-1"],
+            "method.refine: Input should be greater than or equal to 0",
+        ),
+        (
             "set-unknown",
             g,
             ["--set", "method.sacle=1"],

@@ -174,12 +174,12 @@ class RefusalParams(MethodParams):
     eval_max_new_tokens: int = Field(100, ge=1, description="generated tokens for the refusal rate")
     batch_size: int = Field(16, ge=1, description="prompts per forward pass")
 
-    @field_validator("edit_from")
+    @field_validator("edit_from", mode="before")
     @classmethod
     def _edit_from(cls, v):
-        if isinstance(v, int) and v < 0:
-            raise ValueError(f"must be a layer index >= 0 or 'auto', got {v}")
-        return v
+        if v is None or v == "auto" or (isinstance(v, int) and not isinstance(v, bool) and v >= 0):
+            return v
+        raise ValueError(f"must be a layer index >= 0 or 'auto', got {v!r}")
 
     @field_validator("edit_from_fracs")
     @classmethod
