@@ -233,6 +233,10 @@ def test_edit_from_auto_searches_direction_layer_and_first_edited_layer(tmp_path
     assert torch.equal(fixed.ops[0].direction, auto.ops[0].direction)
     with pytest.raises(EditkitError, match="method.edit_from: 5 leaves no layer to edit"):
         RefusalMethod().fit(_ctx(model, tok, tmp_path, edit_from=5))
+    with pytest.raises(EditkitError, match="method.edit_from_fracs: no start"):
+        RefusalMethod().fit(
+            _ctx(model, tok, tmp_path, edit_from="auto", edit_from_fracs=[1.0], edit_layers=[0])
+        )
     for bad in ("sometimes", -1, True):
         with pytest.raises(ValueError, match="must be a layer index >= 0 or 'auto'"):
             RefusalParams(edit_from=bad)

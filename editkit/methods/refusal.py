@@ -8,7 +8,8 @@
    plain abliteration.
 3. Layer: the candidate (last 20% of layers excluded) whose ablation gives the lowest refusal-token
    log-odds on validation harmful prompts while first-token KL on validation harmless prompts stays under
-   ``kl_limit``; every candidate's score is in ``edit.info``.
+   ``kl_limit``; every candidate's score is in ``edit.info``. With ``edit_from: auto`` the candidates are
+   (direction layer, first edited layer) pairs and only the writers from that layer on are edited.
 4. Edit: ``ProjectOut`` (W ← W − s·r·rᵀ·W) on every residual writer (o_proj, down_proj; embeddings
    optional), or with ``norm_preserving`` the exact :class:`NormPreservingProjectOut` that also keeps the
    norm of every column (the residual vector each input feature writes).
@@ -334,9 +335,14 @@ class RefusalMethod(Method):
         hi = max(p.min_layer + 1, math.floor(p.max_layer_frac * an.n_layers))
         layers = [p.layer] if p.layer is not None else list(range(p.min_layer, hi))
         if p.edit_from == "auto":  # (direction layer, first edited layer) pairs
-            candidates = [
-                (li, s) for li in layers for s in sorted({math.floor(f * li) for f in p.edit_from_fracs})
-            ]
+            starts = {li: sorted({math.floor(f * li) for f in p.edit_from_fracs}) for li in layers}
+            # a start past every listed edit layer would edit nothing: not a candidate
+            candidates = [(li, s) for li in layers for s in starts[li] if edited_layers(an, p, s)]
+            if not candidates:
+                raise EditkitError(
+                    f"method.edit_from_fracs: no start floor(f * layer) for f in {p.edit_from_fracs} leaves a "
+                    f"layer of edit_layers {p.edit_layers} to edit; add 0.0 to edit_from_fracs"
+                )
         else:
             candidates = [(li, None) for li in layers]
         done = [0]
