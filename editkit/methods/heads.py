@@ -230,7 +230,13 @@ class HeadsMethod(Method):
         res = locate_heads(ctx, p, items)
         chosen = res["order"][: p.top_k]
         coef = res["coef"]
-        if any(coef[li, h] >= 0 for li, h in chosen):
+        refined = res.get("refined") or {}
+        if any(refined.get(f"L{li}H{h}", -1.0) >= 0 for li, h in chosen):
+            ctx.events.log(
+                "heads: knocking out some chosen heads alone does not lower the task score (raise refine?)",
+                level="warning",
+            )
+        elif any(f"L{li}H{h}" not in refined and coef[li, h] >= 0 for li, h in chosen):
             ctx.events.log(
                 "heads: some chosen heads have a non-negative coefficient (too few trials or too few items?)",
                 level="warning",
