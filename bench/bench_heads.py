@@ -63,7 +63,7 @@ def main() -> None:
     from editkit.localize.designs import balanced_design, exhaustive_design, knockouts_per_trial
     from editkit.localize.head_masks import design_to_masks, encode_items, head_mask_logprobs, reduce_scores
     from editkit.localize.recovery import sparse_recovery
-    from editkit.methods.heads import head_mask_edit
+    from editkit.methods.heads import head_label, head_mask_edit
 
     if args.model is None:
         from editkit.models import ensure_demo_model
@@ -164,7 +164,7 @@ def main() -> None:
     ex_top = {s: [int(j) for j in np.argsort(v, kind="stable")[: args.top_k]] for s, v in ex.items()}
 
     def name(j: int) -> str:
-        return f"L{j // an.n_heads}H{j % an.n_heads}"
+        return head_label(*divmod(j, an.n_heads))
 
     res["exhaustive"] = {
         "evals": n_units + 1,

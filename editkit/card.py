@@ -433,6 +433,8 @@ def _where_heads(info: Mapping) -> list[str]:
         f"{len(heads)} attention head(s), zeroed at the `o_proj` input (one column block per query head):",
         "",
     ]
+    from editkit.methods.heads import head_label
+
     refined = info.get("refined_drops") or {}
     header = "| layer | head |" + (" coefficient |" if coef else "") + (" drop alone |" if refined else "")
     lines += [header, "| --- | --- |" + (" --- |" if coef else "") + (" --- |" if refined else "")]
@@ -444,7 +446,7 @@ def _where_heads(info: Mapping) -> list[str]:
             except (IndexError, TypeError, ValueError):
                 c = " – |"
         if refined:
-            c += f" {_num(refined.get(f'L{li}H{h}'))} |"
+            c += f" {_num(refined.get(head_label(li, h)))} |"
         lines.append(f"| {li} | {h} |{c}")
     lines.append("")
     if info.get("coefficient_meaning"):

@@ -71,6 +71,11 @@ class HeadsParams(MethodParams):
         return v
 
 
+def head_label(layer: int, head: int) -> str:
+    """``L{layer}H{head}``: how heads are named in logs and as keys of ``edit.info['refined_drops']``."""
+    return f"L{layer}H{head}"
+
+
 def head_mask_edit(
     ctx_anatomy, heads: list[tuple[int, int]], scale: float = 0.0, info: dict | None = None
 ) -> Edit:
@@ -175,7 +180,7 @@ def locate_heads(ctx: FitContext, p: HeadsParams, items: list[dict]) -> dict:
         drops = score_all(singles) - baseline
         order = np.concatenate([cand[np.argsort(drops, kind="stable")], order[n_refine:]])
         extra["refined"] = {
-            f"L{int(j) // an.n_heads}H{int(j) % an.n_heads}": round(float(d), 6)
+            head_label(*divmod(int(j), an.n_heads)): round(float(d), 6)
             for j, d in zip(cand, drops, strict=True)
         }
     seconds = time.time() - t0
@@ -231,12 +236,12 @@ class HeadsMethod(Method):
         chosen = res["order"][: p.top_k]
         coef = res["coef"]
         refined = res.get("refined") or {}
-        if any(refined.get(f"L{li}H{h}", -1.0) >= 0 for li, h in chosen):
+        if any(refined.get(head_label(li, h), -1.0) >= 0 for li, h in chosen):
             ctx.events.log(
                 "heads: knocking out some chosen heads alone does not lower the task score (raise refine?)",
                 level="warning",
             )
-        elif any(f"L{li}H{h}" not in refined and coef[li, h] >= 0 for li, h in chosen):
+        elif any(head_label(li, h) not in refined and coef[li, h] >= 0 for li, h in chosen):
             ctx.events.log(
                 "heads: some chosen heads have a non-negative coefficient (too few trials or too few items?)",
                 level="warning",
@@ -254,7 +259,7 @@ class HeadsMethod(Method):
             save_heatmap_png(coef, png, title, chosen)
         ctx.events.log(
             "heads: chosen "
-            + ", ".join(f"L{li}H{h} ({coef[li, h]:+.3f})" for li, h in chosen)
+            + ", ".join(f"{head_label(li, h)} ({coef[li, h]:+.3f})" for li, h in chosen)
             + f"; R2 {res['r2']:.3f}; {n_evals} evaluations in {res['seconds']:.1f}s"
         )
         info = {

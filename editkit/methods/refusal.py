@@ -239,11 +239,12 @@ def project_edit(
     return Edit(method="refusal", ops=ops, info=info or {})
 
 
-def _best_at(grid: dict, layer: int, kl_limit: float) -> dict[str, float]:
-    """A direction layer's scores at its best first edited layer (lowest log-odds within the KL limit)."""
-    mine = [v for (li, _), v in grid.items() if li == layer]
-    ok = [v for v in mine if v["kl"] <= kl_limit]
-    return min(ok, key=lambda v: v["refusal_log_odds"]) if ok else min(mine, key=lambda v: v["kl"])
+def _pick(cands: list, grid: dict, kl_limit: float):
+    """The selection rule: lowest refusal log-odds among ``cands`` within the KL limit, else the lowest KL."""
+    ok = [c for c in cands if grid[c]["kl"] <= kl_limit]
+    if ok:
+        return min(ok, key=lambda c: grid[c]["refusal_log_odds"])
+    return min(cands, key=lambda c: grid[c]["kl"])
 
 
 def _texts(ctx: FitContext, name: str, limit: int, skip: int = 0) -> list[str]:
@@ -335,9 +336,13 @@ class RefusalMethod(Method):
         hi = max(p.min_layer + 1, math.floor(p.max_layer_frac * an.n_layers))
         layers = [p.layer] if p.layer is not None else list(range(p.min_layer, hi))
         if p.edit_from == "auto":  # (direction layer, first edited layer) pairs
-            starts = {li: sorted({math.floor(f * li) for f in p.edit_from_fracs}) for li in layers}
             # a start past every listed edit layer would edit nothing: not a candidate
-            candidates = [(li, s) for li in layers for s in starts[li] if edited_layers(an, p, s)]
+            candidates = [
+                (li, s)
+                for li in layers
+                for s in sorted({math.floor(f * li) for f in p.edit_from_fracs})
+                if edited_layers(an, p, s)
+            ]
             if not candidates:
                 raise EditkitError(
                     f"method.edit_from_fracs: no start floor(f * layer) for f in {p.edit_from_fracs} leaves a "
@@ -361,19 +366,16 @@ class RefusalMethod(Method):
             }
 
         grid = dict(zip(candidates, map_across_processes(score_layer, candidates), strict=True))
-        ok = [c for c in candidates if grid[c]["kl"] <= p.kl_limit]
-        if ok:
-            layer, start = min(ok, key=lambda c: grid[c]["refusal_log_odds"])
-        else:
-            layer, start = min(candidates, key=lambda c: grid[c]["kl"])
+        layer, start = _pick(candidates, grid, p.kl_limit)
+        if grid[(layer, start)]["kl"] > p.kl_limit:
             ctx.events.log(
                 f"refusal: no candidate keeps harmless KL <= {p.kl_limit}; using layer {layer} "
                 f"(lowest KL {grid[(layer, start)]['kl']})",
                 level="warning",
             )
-        # per direction layer: its scores at its best first edited layer (the card's table and plot)
-        scores = {li: _best_at(grid, li, p.kl_limit) for li in layers}
-        scores[layer] = grid[(layer, start)]
+        # per direction layer: its scores at its best first edited layer by the same rule (the card's table
+        # and plot); for the chosen layer that is the chosen pair
+        scores = {li: grid[_pick([c for c in candidates if c[0] == li], grid, p.kl_limit)] for li in layers}
         ctx.events.emit(
             "heatmap",
             name="refusal_layer_scores",
