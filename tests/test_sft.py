@@ -150,3 +150,67 @@ def test_empty_micro_batches_are_skipped_not_filled_with_repeats():
     )
     assert seen == [(0, 0), (0, 1), (1, 0), (1, 1)]
     assert res.tokens == 4 and res.steps_run == 2
+
+
+def test_distill_rows_are_learned_by_exact_kl_to_the_base_model_and_ce_rows_by_cross_entropy():
+    from peft import LoraConfig, get_peft_model
+
+    from editkit.methods.scalpel import encode_text
+    from editkit.methods.sft import sft_loss
+
+    model, tok = tiny_model("qwen2")
+    base = copy.deepcopy(model)
+    ex = [
+        build_example(tok, "Paris is the capital of?", "France, a country in Europe."),
+        build_example(tok, "Hot or cold?", "Cold"),
+        build_example(tok, "Name a colour.", "Blue is a colour."),
+    ]
+    kd = [True, False, True]
+    batch = collate(ex, pad_id=tok.pad_token_id, distill=kd)
+    text = encode_text(tok, ["The river runs to the sea.", "One two three"], 16)
+    peft_model = get_peft_model(model, LoraConfig(r=2, lora_alpha=4, target_modules=["o_proj", "down_proj"]))
+    p = SftParams(sets=["a"], distill_weight=0.5, kl_general=2.0)
+    # at init (B = 0) the adapted model is the base model: both KL terms are exactly 0
+    out0 = sft_loss(peft_model, batch, p, text)
+    assert out0.terms["kl_distill"] == 0.0 and out0.terms["kl_general"] == 0.0
+    torch.manual_seed(1)
+    with torch.no_grad():
+        for n, prm in peft_model.named_parameters():
+            if "lora_B" in n:
+                prm.normal_(0, 0.5)
+    out = sft_loss(peft_model, batch, p, text)
+    with torch.no_grad():
+        lb = torch.log_softmax(
+            base(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits.double(), -1
+        )
+        le = torch.log_softmax(
+            peft_model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits.double(),
+            -1,
+        )
+        kls = []
+        for b, (ids, labels) in enumerate(ex):
+            if not kd[b]:
+                continue
+            for t in range(1, len(ids)):
+                if labels[t] != -100:  # the position t-1 predicts response token t
+                    kls.append(float((lb[b, t - 1].exp() * (lb[b, t - 1] - le[b, t - 1])).sum()))
+        tb = torch.log_softmax(base(**text).logits.double(), -1)
+        te = torch.log_softmax(peft_model(**text).logits.double(), -1)
+        kl_text = (tb.exp() * (tb - te)).sum(-1)[text["attention_mask"].bool()].mean()
+    n_resp = sum(sum(1 for y in labels if y != -100) for (_, labels), k in zip(ex, kd, strict=True) if k)
+    assert len(kls) == n_resp and out.terms["kl_distill"] > 1e-4
+    assert abs(out.terms["kl_distill"] - sum(kls) / len(kls)) < 1e-5
+    assert abs(out.terms["kl_general"] - float(kl_text)) < 1e-5
+    ce = float(response_loss(peft_model, {k: v[1:2] for k, v in batch.items()}).detach())
+    assert abs(out.terms["ce"] - ce) < 1e-6
+    expect = out.terms["ce"] + 0.5 * out.terms["kl_distill"] + 2.0 * out.terms["kl_general"]
+    assert abs(float(out.loss) - expect) < 1e-5
+
+
+def test_distill_and_kl_general_errors(tmp_path):
+    model, tok = tiny_model("llama")
+    with pytest.raises(ValueError, match="distill: 'other' is not one of sets"):
+        SftParams(sets=["harmful"], distill=["other"])
+    ctx = _ctx(model, tok, tmp_path, sets=["pairs"], kl_general=1.0, targets=["o"])
+    with pytest.raises(DataError, match="data.general: method.kl_general > 0 needs general text"):
+        SftMethod().fit(ctx)

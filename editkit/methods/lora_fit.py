@@ -32,7 +32,15 @@ import torch
 from editkit.distributed import is_main_process, rank_and_world, sum_gradients, sum_objects
 from editkit.errors import EditkitError
 
-__all__ = ["LossOut", "TrainConfig", "TrainResult", "train_lora", "latest_checkpoint", "trainable_state"]
+__all__ = [
+    "LossOut",
+    "TrainConfig",
+    "TrainResult",
+    "kl_to_base",
+    "latest_checkpoint",
+    "train_lora",
+    "trainable_state",
+]
 
 CHECKPOINT_FORMAT = "editkit-lora-checkpoint-v1"
 
@@ -80,6 +88,28 @@ class TrainResult:
     resumed_from: int | None = None
     seconds: float = 0.0
     tokens: int = 0
+
+
+def kl_to_base(
+    peft_model, input_ids: torch.Tensor, attention_mask: torch.Tensor, keep: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Mean KL(p_base ‖ p_adapted) of the next-token distribution over the kept positions.
+
+    The base distribution is the same PEFT model with its adapter disabled (no second copy of the weights);
+    ``keep`` (bool, same shape as ``input_ids``) selects the positions, by default every real token.
+    """
+    dev = peft_model.get_input_embeddings().weight.device
+    ids, mask = input_ids.to(dev), attention_mask.to(dev)
+    with torch.no_grad(), peft_model.disable_adapter():
+        base = torch.log_softmax(
+            peft_model(input_ids=ids, attention_mask=mask, use_cache=False).logits.float(), -1
+        )
+    edit = torch.log_softmax(
+        peft_model(input_ids=ids, attention_mask=mask, use_cache=False).logits.float(), -1
+    )
+    kl = (base.exp() * (base - edit)).sum(-1)
+    sel = mask.bool() if keep is None else keep.to(dev).bool()
+    return kl[sel].mean()
 
 
 def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:

@@ -30,7 +30,7 @@ from editkit.errors import DataError, EditkitError
 from editkit.eval.pairwise import encode_prompt_answers, mean_answer_logprob, pairwise_margins
 from editkit.methods import register_method
 from editkit.methods.base import FitContext, Method, MethodParams
-from editkit.methods.lora_fit import LossOut, TrainConfig, train_lora
+from editkit.methods.lora_fit import LossOut, TrainConfig, kl_to_base, train_lora
 
 Role = Literal["q", "k", "v", "qkv", "o", "gate", "up", "gate_up", "down"]
 ADAPTER = "default"
@@ -155,18 +155,7 @@ def sparse_reg(layers) -> torch.Tensor:
 
 def kl_text_reg(peft_model, text: dict[str, torch.Tensor]) -> torch.Tensor:
     """Mean over real tokens of KL(p_base ‖ p_edit) of the next-token distribution."""
-    dev = peft_model.get_input_embeddings().weight.device
-    ids, mask = text["input_ids"].to(dev), text["attention_mask"].to(dev)
-    with torch.no_grad(), peft_model.disable_adapter():
-        base = torch.log_softmax(
-            peft_model(input_ids=ids, attention_mask=mask, use_cache=False).logits.float(), -1
-        )
-    edit = torch.log_softmax(
-        peft_model(input_ids=ids, attention_mask=mask, use_cache=False).logits.float(), -1
-    )
-    kl = (base.exp() * (base - edit)).sum(-1)
-    keep = mask.bool()
-    return kl[keep].mean()
+    return kl_to_base(peft_model, text["input_ids"], text["attention_mask"])
 
 
 @contextmanager

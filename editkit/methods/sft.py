@@ -8,7 +8,11 @@ else moves. Responses come from three places per named data set (``data.sets``):
 * ``base_answers: [set, ...]`` — the base model's greedy chat answer (generated once, cached on disk);
 * any other listed set must carry a ``response`` column.
 
-Loss is next-token cross-entropy on the response tokens only (prompt tokens are labelled -100). Training
+Loss is next-token cross-entropy on the response tokens only (prompt tokens are labelled -100), except for
+the sets named in ``distill``: there the adapted model is pulled towards the base model's whole next-token
+distribution over the response tokens, KL(p_base ‖ p_model), rather than towards the base model's greedy
+tokens (cross-entropy on greedy answers sharpens the distribution, so "answer as before" still moves the model).
+``kl_general`` adds the same KL on rows of the recipe's general text (train split). Training
 uses the shared loop in :mod:`editkit.methods.lora_fit`; afterwards A/B of every adapted module become
 ``LowRank`` ops and the adapter is unloaded, so ``ctx.model`` is the plain base model again.
 """
@@ -17,16 +21,18 @@ from __future__ import annotations
 
 import hashlib
 import json
+import random
 
 import torch
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from editkit.distributed import gather_shares
 from editkit.edit import Edit, LowRank
 from editkit.errors import DataError, EditkitError
 from editkit.methods import register_method
 from editkit.methods.base import FitContext, Method, MethodParams
-from editkit.methods.lora_fit import LossOut, TrainConfig, train_lora
+from editkit.methods.lora_fit import LossOut, TrainConfig, kl_to_base, train_lora
+from editkit.methods.scalpel import encode_text
 from editkit.refusal.chat import chat_prompts, generate, prompt_texts
 from editkit.refusal.metrics import phase_refusal_metrics
 
@@ -43,6 +49,20 @@ class SftParams(MethodParams):
         default_factory=list,
         description="set names answered with the base model's own greedy chat answer (keeps them unchanged)",
     )
+    distill: list[str] = Field(
+        default_factory=list,
+        description="set names learned by matching the base model's next-token distribution on the response "
+        "tokens (KL to base) instead of cross-entropy on them; use with base_answers to leave those prompts unchanged",
+    )
+    distill_weight: float = Field(1.0, gt=0, description="weight of the KL term of the distill sets")
+    kl_general: float = Field(
+        0.0,
+        ge=0,
+        description="weight of KL(base ‖ model) on general-text rows (data.general, train split) per step; "
+        "0 = off. Keeps perplexity where it was",
+    )
+    text_batch_size: int = Field(4, ge=1, description="general-text rows per step when kl_general > 0")
+    text_max_length: int = Field(128, ge=8, description="max tokens per general-text row")
     max_per_set: int = Field(128, ge=1, description="prompts used from each set")
     base_answer_tokens: int = Field(64, ge=1, description="max new tokens of a cached base answer")
     rank: int = Field(8, ge=1, description="LoRA rank")
@@ -79,6 +99,13 @@ class SftParams(MethodParams):
             raise ValueError("must name at least one data set")
         return v
 
+    @model_validator(mode="after")
+    def _distill_in_sets(self):
+        extra = [s for s in self.distill if s not in self.sets]
+        if extra:
+            raise ValueError(f"distill: '{extra[0]}' is not one of sets {self.sets}")
+        return self
+
 
 # --------------------------------------------------------------------------------------------------
 # examples and loss
@@ -96,8 +123,10 @@ def build_example(
     return ids, labels
 
 
-def collate(examples: list[tuple[list[int], list[int]]], pad_id: int) -> dict[str, torch.Tensor]:
-    """Right-padded batch; padding is masked out of attention and loss."""
+def collate(
+    examples: list[tuple[list[int], list[int]]], pad_id: int, distill: list[bool] | None = None
+) -> dict[str, torch.Tensor]:
+    """Right-padded batch; padding is masked out of attention and loss. ``distill`` marks KL rows."""
     n = max(len(ids) for ids, _ in examples)
     ids = torch.full((len(examples), n), pad_id, dtype=torch.long)
     labels = torch.full((len(examples), n), -100, dtype=torch.long)
@@ -106,7 +135,33 @@ def collate(examples: list[tuple[list[int], list[int]]], pad_id: int) -> dict[st
         ids[i, : len(x)] = torch.tensor(x)
         labels[i, : len(y)] = torch.tensor(y)
         mask[i, : len(x)] = 1
-    return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+    kd = torch.tensor(distill if distill is not None else [False] * len(examples), dtype=torch.bool)
+    return {"input_ids": ids, "attention_mask": mask, "labels": labels, "distill": kd}
+
+
+def _rows(batch: dict[str, torch.Tensor], sel: torch.Tensor) -> dict[str, torch.Tensor]:
+    return {k: v[sel] for k, v in batch.items()}
+
+
+def sft_loss(peft_model, batch: dict[str, torch.Tensor], p: SftParams, text=None) -> LossOut:
+    """Cross-entropy on the response tokens of the plain rows, KL to base on those of the distill rows,
+    plus ``kl_general`` × KL to base on the general-text rows (``text``), each a mean over its tokens."""
+    kd = batch.get("distill", torch.zeros(len(batch["input_ids"]), dtype=torch.bool))
+    total = torch.zeros(())
+    terms: dict[str, torch.Tensor] = {}
+    if (~kd).any():
+        terms["ce"] = response_loss(peft_model, _rows(batch, ~kd))
+        total = total + terms["ce"]
+    if kd.any():
+        rows = _rows(batch, kd)
+        keep = torch.zeros_like(rows["labels"], dtype=torch.bool)
+        keep[:, :-1] = rows["labels"][:, 1:] != -100  # the positions that predict a response token
+        terms["kl_distill"] = kl_to_base(peft_model, rows["input_ids"], rows["attention_mask"], keep)
+        total = total + p.distill_weight * terms["kl_distill"]
+    if text is not None:
+        terms["kl_general"] = kl_to_base(peft_model, text["input_ids"], text["attention_mask"])
+        total = total + p.kl_general * terms["kl_general"]
+    return LossOut(loss=total, terms={k: float(v.detach()) for k, v in terms.items()})
 
 
 def response_loss(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -216,6 +271,10 @@ def fit_sft(ctx: FitContext, p: SftParams, pairs: list[tuple[str, str, str]]) ->
 
     tok = ctx.tokenizer
     examples = [build_example(tok, q, a, p.max_length) for _, q, a in pairs]
+    kd = [s in p.distill for s, _, _ in pairs]
+    texts = [t for t in (ctx.data.get("general_train") or []) if t and t.strip()]
+    if p.kl_general > 0 and not texts:
+        raise DataError("data.general: method.kl_general > 0 needs general text (train split)")
     pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
     order_rng = ctx.rng("sft-order")
     n_per_epoch = max(1, -(-len(examples) // p.batch_size))
@@ -232,7 +291,15 @@ def fit_sft(ctx: FitContext, p: SftParams, pairs: list[tuple[str, str, str]]) ->
         sel = epochs_order[epoch][k * p.batch_size : (k + 1) * p.batch_size]
         per = -(-len(sel) // p.grad_accum)
         sel = sel[micro * per : (micro + 1) * per]
-        return collate([examples[i] for i in sel], pad) if sel else None  # None: nothing left for this micro
+        if not sel:
+            return None  # nothing left for this micro-batch
+        batch = {"pairs": collate([examples[i] for i in sel], pad, [kd[i] for i in sel]), "text": None}
+        if p.kl_general > 0:
+            rows = random.Random(f"{ctx.seed}:sft-text:{step}:{micro}").sample(
+                texts, min(p.text_batch_size, len(texts))
+            )
+            batch["text"] = encode_text(tok, rows, p.text_max_length)
+        return batch
 
     targets = ctx.anatomy.lora_targets(p.targets, p.layers)
     if not targets:
@@ -247,13 +314,13 @@ def fit_sft(ctx: FitContext, p: SftParams, pairs: list[tuple[str, str, str]]) ->
     try:
         result = train_lora(
             peft_model,
-            lambda b: LossOut(loss=response_loss(peft_model, b)),
+            lambda b: sft_loss(peft_model, b["pairs"], p, b["text"]),
             batch_fn,
             TrainConfig(
                 steps=steps, lr=p.lr, grad_accum=p.grad_accum, weight_decay=p.weight_decay, max_grad_norm=1.0
             ),
             events=ctx.events,
-            count_tokens=lambda b: int((b["labels"] != -100).sum()),
+            count_tokens=lambda b: int((b["pairs"]["labels"] != -100).sum()),
         )
         ops = lora_to_ops(peft_model, targets, p.alpha / p.rank)
         if ctx.is_main:
@@ -276,6 +343,9 @@ def fit_sft(ctx: FitContext, p: SftParams, pairs: list[tuple[str, str, str]]) ->
         "steps": result.steps_run,
         "first_loss": round(hist[0]["loss"], 4) if hist else None,
         "final_loss": round(hist[-1]["loss"], 4) if hist else None,
+        "final_terms": {k: round(v, 4) for k, v in hist[-1]["terms"].items()} if hist else {},
+        "distill": list(p.distill),
+        "kl_general": p.kl_general,
         "train_seconds": round(result.seconds, 1),
         "response_tokens": result.tokens,
     }
