@@ -67,7 +67,7 @@ VARIANTS = {
     ),
     "sra-norm": ("recipes/remove_refusal.yaml", ["method.norm_preserving=true", "eval.control=false"]),
 }
-KEYS = ("refusal_rate", "over_refusal_rate", "harmless_kl", "perplexity", "drift_kl")
+KEYS = ("refusal_rate", "over_refusal_rate", "harmless_kl", "harmless_kl_answered", "perplexity", "drift_kl")
 
 
 def _pick(m: dict | None) -> dict:
@@ -164,6 +164,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default=str(ROOT / "bench" / "out" / "refusal"))
     ap.add_argument("--plant", action="store_true", help="re-plant even if the planted model exists")
     ap.add_argument("--variants", default="sra,plain,sra-norm", help="comma list of " + ", ".join(VARIANTS))
+    ap.add_argument(
+        "--planted",
+        default=str(PLANTED),
+        help="planted model the removals (and heretic) start from (default: where plant_refusal.yaml exports)",
+    )
     ap.add_argument("--skip-heretic", action="store_true")
     ap.add_argument("--heretic", default=str(Path.home() / ".cache/editkit/heretic/venv/bin/heretic"))
     ap.add_argument("--heretic-trials", type=int, default=8)
@@ -177,11 +182,14 @@ def main(argv: list[str] | None = None) -> int:
     def save():
         results_path.write_text(json.dumps(results, indent=1))
 
+    planted = Path(a.planted).expanduser()
     if a.plant or not (PLANTED / "config.json").exists():
         results["plant"] = run_recipe("recipes/plant_refusal.yaml", [], out / "plant")
         save()
     for name in [v for v in a.variants.split(",") if v]:
         recipe, overrides = VARIANTS[name]
+        if planted != PLANTED:
+            overrides = [*overrides, f"model={planted}"]
         results[name] = run_recipe(recipe, overrides, out / name)
         save()
         print(f"{name}: {results[name]['edited']}", flush=True)
@@ -190,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
         from run_heretic import run as run_heretic
 
         results["heretic"] = run_heretic(
-            str(PLANTED), a.heretic, out / "heretic", a.heretic_trials, 128, 50, 3600
+            str(planted), a.heretic, out / "heretic", a.heretic_trials, 128, 50, 3600
         )
         save()
     md = table(dict(results))

@@ -51,6 +51,11 @@ KNOWN_METRICS: dict[str, tuple[str, str, str]] = {
         "share of harmless prompts refused",
     ),
     "harmless_kl": ("harmless KL (first token)", "kl_divergence", "chat template, harmless prompts"),
+    "harmless_kl_answered": (
+        "harmless KL, answered prompts",
+        "kl_divergence",
+        "only the harmless prompts the starting model answered (not over-refused)",
+    ),
     "target_mean_abs_margin": (
         "target mean |ℓ⁺ − ℓ⁻|",
         "mean_abs_margin",
@@ -290,7 +295,7 @@ def _eval_results(recipe: Mapping, metrics: Mapping) -> list:
         elif key in ("refusal_rate",):
             src = set_source("harmful_test" if "harmful_test" in method else "eval_harmful")
             dtype, dname = ds_type(src), f"harmful prompts ({_source_name(src)})"
-        elif key in ("over_refusal_rate", "harmless_kl"):
+        elif key in ("over_refusal_rate", "harmless_kl", "harmless_kl_answered"):
             src = set_source("harmless_test" if "harmless_test" in method else "eval_harmless")
             dtype, dname = ds_type(src), f"harmless prompts ({_source_name(src)})"
         else:

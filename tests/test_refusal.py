@@ -195,7 +195,8 @@ def test_fit_records_where_and_control_has_same_structure(tmp_path):
     ctx = _ctx(model, tok, tmp_path, ridge_alpha=1e-6)
     method = RefusalMethod()
     base = method.evaluate(ctx, "base")
-    assert set(base) == {"refusal_rate", "over_refusal_rate", "harmless_kl"} and base["harmless_kl"] == 0.0
+    assert {"refusal_rate", "over_refusal_rate", "harmless_kl"} <= set(base) and base["harmless_kl"] == 0.0
+    assert set(base) - {"refusal_rate", "over_refusal_rate", "harmless_kl"} <= {"harmless_kl_answered"}
     edit = method.fit(ctx)
     info = edit.info
     assert info["layer"] == 1 and set(info["layer_scores"]) == {"1"}  # 2 layers: only layer 1 is a candidate
@@ -214,6 +215,30 @@ def test_fit_records_where_and_control_has_same_structure(tmp_path):
     assert (tmp_path / "samples-base.json").exists()
     plain = RefusalMethod().fit(_ctx(model, tok, tmp_path, sra=False))
     assert not plain.info["sra"] and "atom_cosines_after" not in plain.info
+
+
+def test_harmless_kl_answered_is_the_kl_over_prompts_the_starting_model_answered(tmp_path):
+    from editkit.refusal.chat import chat_first_token_logprobs, generate, kl_rows
+    from editkit.refusal.metrics import refusal_metrics
+
+    model, tok = tiny_model("llama")
+    ctx = _ctx(model, tok, tmp_path)
+    cache: dict = {}
+    refusal_metrics(ctx, None, "harmless_test", 3, 4, cache)
+    outs = generate(model, tok, SAFE[:3], max_new_tokens=4, batch_size=3)
+    assert cache["base_answered"].tolist() == [not is_refusal(o) for o in outs]
+    cache["base_answered"] = torch.tensor([True, False, True])  # as if the middle prompt had been refused
+    base_lp = chat_first_token_logprobs(model, tok, SAFE[:3])
+    r = torch.nn.functional.normalize(torch.randn(find_anatomy(model).hidden_size), dim=0)
+    edit = project_edit(find_anatomy(model), r, RefusalParams())
+    with edit.applied(model):
+        m = refusal_metrics(ctx, None, "harmless_test", 3, 4, cache)
+        kl = kl_rows(base_lp, chat_first_token_logprobs(model, tok, SAFE[:3]))
+    assert float(kl[1]) > 0 and abs(m["harmless_kl"] - float(kl.mean())) < 1e-6
+    assert abs(m["harmless_kl_answered"] - float((kl[0] + kl[2]) / 2)) < 1e-6
+    cache["base_answered"] = torch.tensor([False, False, False])  # nothing answered: no such number
+    with edit.applied(model):
+        assert "harmless_kl_answered" not in refusal_metrics(ctx, None, "harmless_test", 3, 4, cache)
 
 
 def test_edit_from_auto_searches_direction_layer_and_first_edited_layer(tmp_path):

@@ -6,14 +6,20 @@ model's first-token distribution is cached in the method instance's dict on the 
 
 from __future__ import annotations
 
+import torch
+
 from editkit.methods.base import FitContext
-from editkit.refusal.chat import chat_first_token_logprobs, kl_rows, prompt_texts, refusal_rate
+from editkit.refusal.chat import chat_first_token_logprobs, is_refusal, kl_rows, prompt_texts, refusal_rate
 
 
 def refusal_metrics(
     ctx: FitContext, harmful: str | None, harmless: str | None, max_prompts: int, max_new: int, cache: dict
 ) -> dict[str, float]:
-    """refusal_rate / over_refusal_rate (generation) and harmless_kl (first assistant token, base cached)."""
+    """refusal_rate / over_refusal_rate (generation) and harmless_kl (first assistant token, base cached).
+
+    ``harmless_kl_answered`` is the same KL over only the harmless prompts the starting (base-phase) model
+    answered: turning an over-refusal into an answer is intended and moves the first token a lot, so this
+    is the collateral cost on prompts that were fine before."""
     m: dict[str, float] = {}
     if harmful and harmful in ctx.data:
         prompts = prompt_texts(ctx.data[harmful], f"data.sets.{harmful}", max_prompts)
@@ -26,7 +32,12 @@ def refusal_metrics(
         lp = chat_first_token_logprobs(ctx.model, ctx.tokenizer, prompts)
         if "base_lp" not in cache:
             cache["base_lp"] = lp
-        m["harmless_kl"] = float(kl_rows(cache["base_lp"], lp).mean())
+            cache["base_answered"] = torch.tensor([not is_refusal(o) for o in outs], dtype=torch.bool)
+        kl = kl_rows(cache["base_lp"], lp)
+        m["harmless_kl"] = float(kl.mean())
+        answered = cache["base_answered"]
+        if answered.any():
+            m["harmless_kl_answered"] = float(kl[answered].mean())
     return m
 
 
