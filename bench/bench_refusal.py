@@ -28,6 +28,8 @@ VARIANTS = {
     "plain": ("recipes/remove_refusal_plain.yaml", ["eval.control=false"]),
     # plain abliteration forced to SRA's layer: the same-layer comparison of KL at similar refusal
     "plain-l23": ("recipes/remove_refusal_plain.yaml", ["method.layer=23", "eval.control=false"]),
+    # the same on the distilled plant (session 4), where SRA's search picks layer 17
+    "plain-l17": ("recipes/remove_refusal_plain.yaml", ["method.layer=17", "eval.control=false"]),
     # the layer search with all 39 harmful_val and 64 harmless_val prompts (the recipe uses 16 + 16)
     "sra-val64": (
         "recipes/remove_refusal.yaml",
@@ -65,6 +67,8 @@ VARIANTS = {
             "eval.control=false",
         ],
     ),
+    # partial removal (session 4, exploration: chosen after seeing the full-strength test numbers)
+    "sra-s075": ("recipes/remove_refusal.yaml", ["method.strength=0.75", "eval.control=false"]),
     "sra-norm": ("recipes/remove_refusal.yaml", ["method.norm_preserving=true", "eval.control=false"]),
 }
 KEYS = ("refusal_rate", "over_refusal_rate", "harmless_kl", "harmless_kl_answered", "perplexity", "drift_kl")
