@@ -187,8 +187,9 @@ def main(argv: list[str] | None = None) -> int:
         results_path.write_text(json.dumps(results, indent=1))
 
     planted = Path(a.planted).expanduser()
-    if a.plant or not (PLANTED / "config.json").exists():
-        results["plant"] = run_recipe("recipes/plant_refusal.yaml", [], out / "plant")
+    if a.plant or not (planted / "config.json").exists():  # plant into the folder the removals load
+        export = [] if planted == PLANTED else [f"export.dir={planted}"]
+        results["plant"] = run_recipe("recipes/plant_refusal.yaml", export, out / "plant")
         save()
     for name in [v for v in a.variants.split(",") if v]:
         recipe, overrides = VARIANTS[name]

@@ -155,7 +155,7 @@ def test_empty_micro_batches_are_skipped_not_filled_with_repeats():
 def test_distill_rows_are_learned_by_exact_kl_to_the_base_model_and_ce_rows_by_cross_entropy():
     from peft import LoraConfig, get_peft_model
 
-    from editkit.methods.scalpel import encode_text
+    from editkit.methods.lora_fit import encode_text
     from editkit.methods.sft import sft_loss
 
     model, tok = tiny_model("qwen2")

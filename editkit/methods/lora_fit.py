@@ -3,7 +3,8 @@
 It owns only what every LoRA fit needs and what is easy to get wrong: AdamW on the trainable parameters,
 gradient accumulation, step events, periodic validation with early stopping, and checkpoints that make a
 resumed run bit-identical to an uninterrupted one. The method owns the model (a PEFT model), the loss and
-the data.
+the data. Two loss helpers both LoRA methods use live here too: ``encode_text`` (general-text rows) and
+``kl_to_base`` (KL to the same model with its adapter disabled).
 
 Under ``accelerate launch`` the processes split each step's ``grad_accum`` micro-batches (process r takes
 micro-batches r, r + N, ...) and add their gradients before the optimizer step, so N processes compute the
@@ -36,6 +37,7 @@ __all__ = [
     "LossOut",
     "TrainConfig",
     "TrainResult",
+    "encode_text",
     "kl_to_base",
     "latest_checkpoint",
     "train_lora",
@@ -88,6 +90,19 @@ class TrainResult:
     resumed_from: int | None = None
     seconds: float = 0.0
     tokens: int = 0
+
+
+def encode_text(tokenizer, rows: list[str], max_length: int) -> dict[str, torch.Tensor]:
+    """Right-padded token ids and mask, each row cut to ``max_length`` tokens."""
+    ids = [list(tokenizer(r, add_special_tokens=True)["input_ids"])[:max_length] for r in rows]
+    width = max(len(x) for x in ids)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
+    input_ids = torch.full((len(ids), width), int(pad), dtype=torch.long)
+    mask = torch.zeros((len(ids), width), dtype=torch.long)
+    for i, x in enumerate(ids):
+        input_ids[i, : len(x)] = torch.tensor(x, dtype=torch.long)
+        mask[i, : len(x)] = 1
+    return {"input_ids": input_ids, "attention_mask": mask}
 
 
 def kl_to_base(

@@ -30,7 +30,7 @@ from editkit.errors import DataError, EditkitError
 from editkit.eval.pairwise import encode_prompt_answers, mean_answer_logprob, pairwise_margins
 from editkit.methods import register_method
 from editkit.methods.base import FitContext, Method, MethodParams
-from editkit.methods.lora_fit import LossOut, TrainConfig, kl_to_base, train_lora
+from editkit.methods.lora_fit import LossOut, TrainConfig, encode_text, kl_to_base, train_lora
 
 Role = Literal["q", "k", "v", "qkv", "o", "gate", "up", "gate_up", "down"]
 ADAPTER = "default"
@@ -258,19 +258,6 @@ class ScalpelBatches:
             rows = rng.sample(self.texts, min(p.text_batch_size, len(self.texts)))
             batch["text"] = encode_text(self.tok, rows, p.text_max_length)
         return batch
-
-
-def encode_text(tokenizer, rows: list[str], max_length: int) -> dict[str, torch.Tensor]:
-    """Right-padded token ids and mask, each row cut to ``max_length`` tokens."""
-    ids = [list(tokenizer(r, add_special_tokens=True)["input_ids"])[:max_length] for r in rows]
-    width = max(len(x) for x in ids)
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
-    input_ids = torch.full((len(ids), width), int(pad), dtype=torch.long)
-    mask = torch.zeros((len(ids), width), dtype=torch.long)
-    for i, x in enumerate(ids):
-        input_ids[i, : len(x)] = torch.tensor(x, dtype=torch.long)
-        mask[i, : len(x)] = 1
-    return {"input_ids": input_ids, "attention_mask": mask}
 
 
 def _tokens_in(batch: dict) -> int:

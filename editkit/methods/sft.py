@@ -31,8 +31,7 @@ from editkit.edit import Edit, LowRank
 from editkit.errors import DataError, EditkitError
 from editkit.methods import register_method
 from editkit.methods.base import FitContext, Method, MethodParams
-from editkit.methods.lora_fit import LossOut, TrainConfig, kl_to_base, train_lora
-from editkit.methods.scalpel import encode_text
+from editkit.methods.lora_fit import LossOut, TrainConfig, encode_text, kl_to_base, train_lora
 from editkit.refusal.chat import chat_prompts, generate, prompt_texts
 from editkit.refusal.metrics import phase_refusal_metrics
 
@@ -146,7 +145,7 @@ def _rows(batch: dict[str, torch.Tensor], sel: torch.Tensor) -> dict[str, torch.
 def sft_loss(peft_model, batch: dict[str, torch.Tensor], p: SftParams, text=None) -> LossOut:
     """Cross-entropy on the response tokens of the plain rows, KL to base on those of the distill rows,
     plus ``kl_general`` × KL to base on the general-text rows (``text``), each a mean over its tokens."""
-    kd = batch.get("distill", torch.zeros(len(batch["input_ids"]), dtype=torch.bool))
+    kd = batch["distill"]
     total = torch.zeros(())
     terms: dict[str, torch.Tensor] = {}
     if (~kd).any():
