@@ -128,7 +128,9 @@ class LowRank(EditOp):
         return [module.register_forward_hook(post)]
 
     def merge(self, w, b):
-        return w + self.scale * (self.B.to(torch.float32) @ self.A.to(torch.float32)), b
+        a = self.A.to(device=w.device, dtype=torch.float32)  # factors live on the CPU; w may not
+        bb = self.B.to(device=w.device, dtype=torch.float32)
+        return w + self.scale * (bb @ a), b
 
     def tensors(self):
         return {"A": self.A.contiguous(), "B": self.B.contiguous()}

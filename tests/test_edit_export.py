@@ -127,6 +127,28 @@ def test_low_rank_merge_is_exact_delta():
     assert torch.allclose(weight_out_in(mod), w0 + 0.5 * B @ A, atol=1e-6)
 
 
+def _one_op_each():
+    from editkit.methods.refusal import NormPreservingProjectOut
+
+    g = torch.Generator().manual_seed(0)
+    r = torch.randn(6, generator=g)
+    return [
+        LowRank("m", A=torch.randn(2, 4, generator=g), B=torch.randn(6, 2, generator=g), scale=2.0),
+        ProjectOut("m", direction=r),
+        NormPreservingProjectOut("m", direction=r),
+        ScaleInputs("m", index=[1, 3]),
+    ]
+
+
+@pytest.mark.parametrize("i", range(4))
+def test_merge_runs_on_the_weights_device(i):
+    """Op tensors are kept on the CPU; a weight on another device (a GPU; "meta" stands in for one here)
+    is merged on its own device — a LowRank that added CPU factors to a CUDA weight failed (session 5)."""
+    op = _one_op_each()[i]
+    w, b = op.merge(torch.empty(6, 4, device="meta"), None)
+    assert w.device.type == "meta" and tuple(w.shape) == (6, 4) and b is None
+
+
 def test_gpt2_conv1d_orientation():
     model, _ = tiny_model("gpt2")
     a = find_anatomy(model)
