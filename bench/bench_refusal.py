@@ -68,6 +68,11 @@ VARIANTS = {
         ],
     ),
     # partial removal (session 4, exploration: chosen after seeing the full-strength test numbers)
+    # SRA without the 'language' atom (session 5: on validation, cleaning against it alone raised the KL)
+    "sra-nolang": (
+        "recipes/remove_refusal.yaml",
+        ["method.atoms=[math, code, formal, list]", "eval.control=false"],
+    ),
     "sra-s075": ("recipes/remove_refusal.yaml", ["method.strength=0.75", "eval.control=false"]),
     "sra-norm": ("recipes/remove_refusal.yaml", ["method.norm_preserving=true", "eval.control=false"]),
 }

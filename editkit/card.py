@@ -515,7 +515,17 @@ def _where_refusal(info: Mapping) -> list[str]:
     if info.get("layer") is not None:
         lines.append(
             f"The refusal direction was taken at layer **{info['layer']}** and projected out of the residual "
-            f"writers of layers {_cell(info.get('edited_layers'))}."
+            f"writers of layers {_cell(info.get('edited_layers'))}"
+            + (
+                f" at strength {_num(info['strength'])}."
+                if info.get("strength") not in (None, 1, 1.0)
+                else "."
+            )
+        )
+    if info.get("strength_scores") is not None:
+        lines.append(
+            "The strength was chosen on the validation prompts (`strength: auto`): the best candidates over "
+            f"the KL limit were weakened by bisection ({len(info['strength_scores'])} more evaluations)."
         )
     if info.get("window_scores"):
         lines.append(
@@ -529,10 +539,16 @@ def _where_refusal(info: Mapping) -> list[str]:
             "Candidate layers (direction ablated at each; lower refusal log-odds = more removed):",
             "",
         ]
-        lines += ["| layer | refusal log-odds | harmless KL |", "| --- | --- | --- |"]
+        with_s = any("strength" in v for v in info["layer_scores"].values())
+        if with_s:
+            lines += ["| layer | strength | refusal log-odds | harmless KL |", "| --- | --- | --- | --- |"]
+        else:
+            lines += ["| layer | refusal log-odds | harmless KL |", "| --- | --- | --- |"]
         for li, s in info["layer_scores"].items():
             mark = " **(chosen)**" if str(li) == str(info.get("layer")) else ""
-            lines.append(f"| {li}{mark} | {_num(s.get('refusal_log_odds'))} | {_num(s.get('kl'))} |")
+            cells = [f"{li}{mark}"] + ([_num(s.get("strength"))] if with_s else [])
+            cells += [_num(s.get("refusal_log_odds")), _num(s.get("kl"))]
+            lines.append("| " + " | ".join(cells) + " |")
     if info.get("atoms"):
         before, after = info.get("atom_cosines_before") or {}, info.get("atom_cosines_after") or {}
         lines += ["", "SRA concept atoms (cosine with the direction, before → after cleaning):", ""]
@@ -559,7 +575,7 @@ def _where_section(recipe: Mapping, metrics: Mapping, plots: Mapping[str, str]) 
     if "layer_scores" in info or (recipe.get("method") or {}).get("name") == "refusal":
         lines += _where_refusal(info)
         handled |= {"layer_scores", "atoms", "atom_cosines_before", "atom_cosines_after", "edited_layers"}
-        handled |= {"window_scores", "edit_from"}
+        handled |= {"window_scores", "edit_from", "strength_scores"}
     if "top_layers" in info:
         lines.append(f"Layers with the largest change: {', '.join(str(i) for i in info['top_layers'])}.")
         lines.append("")

@@ -267,6 +267,47 @@ def test_edit_from_auto_searches_direction_layer_and_first_edited_layer(tmp_path
             RefusalParams(edit_from=bad)
 
 
+def test_strength_auto_weakens_an_over_limit_layer_until_its_val_kl_fits(tmp_path):
+    from editkit.refusal.chat import chat_first_token_logprobs, kl_rows
+
+    model, tok = tiny_model("llama")
+    an = find_anatomy(model)
+    full = RefusalMethod().fit(_ctx(model, tok, tmp_path, sra=False))
+    k1 = full.info["layer_scores"]["1"]["kl"]
+    assert full.info["strength"] == 1.0 and "strength_scores" not in full.info and k1 > 0
+    # generous limit: full strength already fits, nothing is weakened
+    roomy = RefusalMethod().fit(_ctx(model, tok, tmp_path, sra=False, strength="auto", kl_limit=10 * k1))
+    assert roomy.info["strength"] == 1.0 and roomy.info["strength_scores"] == {}
+    # a limit layer 1 breaks at full strength: s is bisected in (0, 1), 4 steps
+    limit = 0.5 * k1
+    edit = RefusalMethod().fit(_ctx(model, tok, tmp_path, sra=False, strength="auto", kl_limit=limit))
+    scores = edit.info["strength_scores"]
+    tried = [(float(k.split("@")[1]), v["kl"]) for k, v in scores.items()]
+    lo, hi = 0.0, 1.0
+    for s_i, kl_i in tried:  # each step halves the interval on the side the KL says
+        assert s_i == (lo + hi) / 2
+        lo, hi = (s_i, hi) if kl_i <= limit else (lo, s_i)
+    assert len(tried) == 4 and lo > 0  # something fits
+    # the pick is the usual rule over everything scored: lowest refusal log-odds within the limit (on a
+    # random tiny model that need not be the largest strength)
+    fits = {s_i: scores[f"1@{s_i}"]["refusal_log_odds"] for s_i, kl_i in tried if kl_i <= limit}
+    s = edit.info["strength"]
+    assert s == min(fits, key=fits.get) and {op.strength for op in edit.ops} == {s}
+    kls = [scores[f"1@{s}"]["kl"]]
+    assert edit.info["layer_scores"]["1"] == {**edit.info["strength_scores"][f"1@{s}"], "strength": s}
+    # the recorded KL is the validation KL of exactly that edit (rows 8..11, after the 8 training rows)
+    base = chat_first_token_logprobs(model, tok, SAFE[8:12])
+    with edit.applied(model):
+        kl = float(kl_rows(base, chat_first_token_logprobs(model, tok, SAFE[8:12])).mean())
+    assert abs(kl - kls[-1]) < 1e-4
+    assert [op.module for op in edit.ops] == an.residual_writers()
+    for bad in ("sometimes", 1.5, -0.1, True):
+        with pytest.raises(ValueError, match="must be a number in \\[0, 1\\] or 'auto'"):
+            RefusalParams(strength=bad)
+    with pytest.raises(ValueError, match="strength_steps"):
+        RefusalParams(strength_steps=0)
+
+
 def test_fit_rejects_missing_sets_and_bad_layer(tmp_path):
     model, tok = tiny_model("llama")
     ctx = _ctx(model, tok, tmp_path, harmful="nope")

@@ -152,7 +152,20 @@ class RefusalParams(MethodParams):
     norm_preserving: bool = Field(
         False, description="exact norm-preserving projection (keeps every writer column's norm)"
     )
-    strength: float = Field(1.0, ge=0.0, le=1.0, description="s in W ← W − s·r·rᵀ·W (1 = remove r fully)")
+    strength: float | Literal["auto"] = Field(
+        1.0,
+        description="s in W ← W − s·r·rᵀ·W (1 = remove r fully); 'auto': at full strength first, then for the "
+        "strength_layers best candidates over kl_limit, the largest s whose KL fits (bisection)",
+    )
+    strength_steps: int = Field(
+        4,
+        ge=1,
+        le=12,
+        description="strength: auto bisects s in (0, 1) this many times per weakened candidate",
+    )
+    strength_layers: int = Field(
+        3, ge=1, description="strength: auto lowers the strength of this many best-scoring candidates"
+    )
     strength_by_layer: dict[int, float] = Field(
         default_factory=dict, description="per-layer strength overrides {layer: s}"
     )
@@ -189,6 +202,13 @@ class RefusalParams(MethodParams):
             raise ValueError(f"must be a non-empty list of fractions in [0, 1], got {v}")
         return v
 
+    @field_validator("strength", mode="before")
+    @classmethod
+    def _strength(cls, v):
+        if v == "auto" or (isinstance(v, (int, float)) and not isinstance(v, bool) and 0.0 <= v <= 1.0):
+            return v
+        raise ValueError(f"must be a number in [0, 1] or 'auto', got {v!r}")
+
     @field_validator("strength_by_layer")
     @classmethod
     def _strengths(cls, v):
@@ -212,13 +232,23 @@ def edited_layers(anatomy, p: RefusalParams, start: int | None = None) -> list[i
 
 
 def project_edit(
-    anatomy, r: torch.Tensor, p: RefusalParams, info: dict | None = None, start: int | None = None
+    anatomy,
+    r: torch.Tensor,
+    p: RefusalParams,
+    info: dict | None = None,
+    start: int | None = None,
+    strength: float | None = None,
 ) -> Edit:
     """ProjectOut (or the norm-preserving op) of unit ``r`` on every residual writer, per-layer strength.
 
     Writers of the layers :func:`edited_layers` gives (``start``: the first edited layer, overriding
-    ``edit_from``); embeddings only when ``p.embeddings``.
+    ``edit_from``); embeddings only when ``p.embeddings``. ``strength`` overrides ``p.strength`` (needed
+    when that is 'auto'); ``strength_by_layer`` still wins for the layers it names.
     """
+    if strength is None:
+        if p.strength == "auto":
+            raise ValueError("project_edit: strength 'auto' must be resolved to a number first")
+        strength = float(p.strength)
     op_cls = NormPreservingProjectOut if p.norm_preserving else ProjectOut
     r32 = (r / r.norm()).to(torch.float32).contiguous()
     layers = edited_layers(anatomy, p, start)
@@ -229,9 +259,9 @@ def project_edit(
                 "method.embeddings: this model ties its input embeddings to the output head; editing them "
                 "would change the head too — set embeddings: false"
             )
-        ops.append(op_cls(module=anatomy.embed, direction=r32.clone(), strength=p.strength))
+        ops.append(op_cls(module=anatomy.embed, direction=r32.clone(), strength=strength))
     for li in layers:
-        s = p.strength_by_layer.get(li, p.strength)
+        s = p.strength_by_layer.get(li, strength)
         if s == 0:
             continue
         for name in anatomy.layer(li).residual_writers:
@@ -350,32 +380,59 @@ class RefusalMethod(Method):
                 )
         else:
             candidates = [(li, None) for li in layers]
+        auto = p.strength == "auto"
+        full = 1.0 if auto else float(p.strength)
+        cands = [(li, st, full) for li, st in candidates]
+        total = len(cands) + (p.strength_layers * p.strength_steps if auto else 0)
         done = [0]
 
-        def score_layer(cand: tuple[int, int | None]) -> dict[str, float]:  # split over processes
-            li, start = cand
-            e = project_edit(an, cleaned(li), p, start=start)
+        def score(cand: tuple[int, int | None, float]) -> dict[str, float]:  # split over processes
+            li, st, s = cand
+            e = project_edit(an, cleaned(li), p, start=st, strength=s)
             with e.applied(model):
                 lp_h = chat_first_token_logprobs(model, tok, harm_val, p.batch_size)
                 lp_s = chat_first_token_logprobs(model, tok, safe_val, p.batch_size)
             done[0] += 1
-            ctx.events.progress("fit", done[0], len(candidates))
+            ctx.events.progress("fit", min(done[0], total), total)
             return {
                 "refusal_log_odds": round(float(refusal_log_odds(lp_h, ref_ids).mean()), 4),
                 "kl": round(float(kl_rows(base_s, lp_s).mean()), 5),
             }
 
-        grid = dict(zip(candidates, map_across_processes(score_layer, candidates), strict=True))
-        layer, start = _pick(candidates, grid, p.kl_limit)
-        if grid[(layer, start)]["kl"] > p.kl_limit:
+        grid = dict(zip(cands, map_across_processes(score, cands), strict=True))
+        if auto:
+            # the best-scoring candidates that cost too much at full strength are weakened until their KL
+            # fits (a lower strength only raises the log-odds: candidates already within the limit stay)
+            ok = [grid[c]["refusal_log_odds"] for c in cands if grid[c]["kl"] <= p.kl_limit]
+            bar = min(ok, default=math.inf)  # only candidates that beat the best one already within the limit
+            over = sorted(
+                (c for c in cands if grid[c]["kl"] > p.kl_limit and grid[c]["refusal_log_odds"] < bar),
+                key=lambda c: grid[c]["refusal_log_odds"],
+            )
+
+            def weaken(cand: tuple[int, int | None, float]) -> list:
+                """Bisect s in (0, 1): the largest strength whose validation KL fits (KL grows with s)."""
+                found, lo, hi = [], 0.0, 1.0
+                for _ in range(p.strength_steps):
+                    c = (cand[0], cand[1], round((lo + hi) / 2, 6))
+                    found.append((c, score(c)))
+                    lo, hi = (c[2], hi) if found[-1][1]["kl"] <= p.kl_limit else (lo, c[2])
+                return found
+
+            for found in map_across_processes(weaken, over[: p.strength_layers]):
+                grid.update(found)
+            ctx.events.progress("fit", total, total)
+        layer, start, strength = _pick(list(grid), grid, p.kl_limit)
+        if grid[(layer, start, strength)]["kl"] > p.kl_limit:
             ctx.events.log(
                 f"refusal: no candidate keeps harmless KL <= {p.kl_limit}; using layer {layer} "
-                f"(lowest KL {grid[(layer, start)]['kl']})",
+                f"(lowest KL {grid[(layer, start, strength)]['kl']})",
                 level="warning",
             )
         # per direction layer: its scores at its best first edited layer by the same rule (the card's table
         # and plot); for the chosen layer that is the chosen pair
-        scores = {li: grid[_pick([c for c in candidates if c[0] == li], grid, p.kl_limit)] for li in layers}
+        best = {li: _pick([c for c in grid if c[0] == li], grid, p.kl_limit) for li in layers}
+        scores = {li: dict(grid[c], strength=c[2]) if auto else grid[c] for li, c in best.items()}
         ctx.events.emit(
             "heatmap",
             name="refusal_layer_scores",
@@ -408,22 +465,29 @@ class RefusalMethod(Method):
             "layer_scores": {str(k): v for k, v in scores.items()},
             "mean_gap_norm": [round(float(g), 4) for g in gap],
             "edited_layers": edited_layers(an, p, start),
-            "strength": p.strength,
+            "strength": strength,
             "embeddings": p.embeddings,
         }
         if p.edit_from == "auto":
             info["edit_from"] = start
-            info["window_scores"] = {f"{li}:{s}": v for (li, s), v in grid.items()}
+            info["window_scores"] = {f"{li}:{st}": v for (li, st, s), v in grid.items() if s == full}
+        if auto:
+            info["strength_scores"] = {
+                (f"{li}:{st}" if st is not None else str(li)) + f"@{s}": v
+                for (li, st, s), v in grid.items()
+                if s != full
+            }
         if atom_names:
             info["atoms"] = atom_names
             info["atom_cosines_before"] = cosines(raw[layer], atom_dirs[layer], atom_names)
             info["atom_cosines_after"] = cosines(r, atom_dirs[layer], atom_names)
             info["cos_raw_cleaned"] = round(float(raw[layer] @ r), 4)
         ctx.events.log(
-            f"refusal: layer {layer}, log-odds {scores[layer]['refusal_log_odds']} (base {base_score:.3f}), "
+            f"refusal: layer {layer}, strength {strength}, log-odds {scores[layer]['refusal_log_odds']} "
+            f"(base {base_score:.3f}), "
             f"val KL {scores[layer]['kl']}"
         )
-        return project_edit(an, r, p, info, start=start)
+        return project_edit(an, r, p, info, start=start, strength=strength)
 
     # -- metrics & control ---------------------------------------------------------------------------
     def evaluate(self, ctx: FitContext, phase: str) -> dict[str, float]:

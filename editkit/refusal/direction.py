@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 
 from editkit.distributed import gather_shares
-from editkit.refusal.chat import chat_prompts, encode_left
+from editkit.refusal.chat import by_length, chat_prompts, encode_left, last_only
 
 
 @torch.no_grad()
@@ -25,13 +25,15 @@ def residual_activations(
     n_layers = model.config.get_text_config().num_hidden_layers
 
     def acts(share: list[str]) -> torch.Tensor:  # this process's share of the prompts (all of them in one)
-        rows = []
-        for i in range(0, len(share), batch_size):
-            enc = encode_left(tokenizer, share[i : i + batch_size], dev)
-            out = model(**enc, output_hidden_states=True, use_cache=False)
+        rows = torch.empty(
+            len(share), n_layers, model.config.get_text_config().hidden_size, dtype=torch.float64
+        )
+        for idx in by_length(tokenizer, share, batch_size):
+            enc = encode_left(tokenizer, [share[i] for i in idx], dev)
+            out = model(**enc, output_hidden_states=True, use_cache=False, **last_only(model))
             hs = torch.stack(out.hidden_states[:n_layers], dim=1)  # [b, L, T, H]
-            rows.append(hs[:, :, -n_positions:, :].to(torch.float64).mean(dim=2).cpu())
-        return torch.cat(rows)
+            rows[idx] = hs[:, :, -n_positions:, :].to(torch.float64).mean(dim=2).cpu()
+        return rows
 
     return torch.cat(gather_shares(acts, texts))
 
