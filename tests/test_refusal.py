@@ -6,6 +6,7 @@ Fixtures live in this module (tiny random models from tests/tiny.py); tests/conf
 from __future__ import annotations
 
 import copy
+import math
 
 import pytest
 import torch
@@ -278,14 +279,15 @@ def test_strength_auto_weakens_an_over_limit_layer_until_its_val_kl_fits(tmp_pat
     # generous limit: full strength already fits, nothing is weakened
     roomy = RefusalMethod().fit(_ctx(model, tok, tmp_path, sra=False, strength="auto", kl_limit=10 * k1))
     assert roomy.info["strength"] == 1.0 and roomy.info["strength_scores"] == {}
-    # a limit layer 1 breaks at full strength: s is bisected in (0, 1), 4 steps
+    # a limit layer 1 breaks at full strength: s is searched in (0, 1), 4 tries, each inside the bracket
     limit = 0.5 * k1
     edit = RefusalMethod().fit(_ctx(model, tok, tmp_path, sra=False, strength="auto", kl_limit=limit))
     scores = edit.info["strength_scores"]
     tried = [(float(k.split("@")[1]), v["kl"]) for k, v in scores.items()]
+    assert tried[0][0] == round(math.sqrt(limit / k1), 4)  # first guess: KL ∝ s²
     lo, hi = 0.0, 1.0
-    for s_i, kl_i in tried:  # each step halves the interval on the side the KL says
-        assert s_i == (lo + hi) / 2
+    for s_i, kl_i in tried:  # each try lies inside the bracket and moves the side the KL says
+        assert lo < s_i < hi
         lo, hi = (s_i, hi) if kl_i <= limit else (lo, s_i)
     assert len(tried) == 4 and lo > 0  # something fits
     # the pick is the usual rule over everything scored: lowest refusal log-odds within the limit (on a

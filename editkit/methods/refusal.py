@@ -155,16 +155,19 @@ class RefusalParams(MethodParams):
     strength: float | Literal["auto"] = Field(
         1.0,
         description="s in W ← W − s·r·rᵀ·W (1 = remove r fully); 'auto': at full strength first, then for the "
-        "strength_layers best candidates over kl_limit, the largest s whose KL fits (bisection)",
+        "strength_layers most promising candidates over kl_limit, the largest s whose val KL fits (searched)",
     )
     strength_steps: int = Field(
         4,
         ge=1,
         le=12,
-        description="strength: auto bisects s in (0, 1) this many times per weakened candidate",
+        description="strength: auto evaluates this many strengths per weakened candidate",
     )
     strength_layers: int = Field(
-        3, ge=1, description="strength: auto lowers the strength of this many best-scoring candidates"
+        3,
+        ge=1,
+        description="strength: auto weakens this many candidates over kl_limit (those whose log-odds, scaled "
+        "to the limit assuming KL ∝ s², promise most)",
     )
     strength_by_layer: dict[int, float] = Field(
         default_factory=dict, description="per-layer strength overrides {layer: s}"
@@ -404,19 +407,34 @@ class RefusalMethod(Method):
             # the best-scoring candidates that cost too much at full strength are weakened until their KL
             # fits (a lower strength only raises the log-odds: candidates already within the limit stay)
             ok = [grid[c]["refusal_log_odds"] for c in cands if grid[c]["kl"] <= p.kl_limit]
-            bar = min(ok, default=math.inf)  # only candidates that beat the best one already within the limit
+            bar = min(
+                ok, default=math.inf
+            )  # only candidates that may beat the best one already within the limit
+
+            def at_limit(c) -> float:  # predicted log-odds at the limit: the drop ∝ s, the KL ∝ s²
+                g = grid[c]
+                return base_score - (base_score - g["refusal_log_odds"]) * math.sqrt(p.kl_limit / g["kl"])
+
             over = sorted(
-                (c for c in cands if grid[c]["kl"] > p.kl_limit and grid[c]["refusal_log_odds"] < bar),
-                key=lambda c: grid[c]["refusal_log_odds"],
+                (c for c in cands if grid[c]["kl"] > p.kl_limit and at_limit(c) < bar), key=at_limit
             )
 
             def weaken(cand: tuple[int, int | None, float]) -> list:
-                """Bisect s in (0, 1): the largest strength whose validation KL fits (KL grows with s)."""
-                found, lo, hi = [], 0.0, 1.0
+                """Search s in (0, full) for the largest strength whose validation KL fits: the first try
+                assumes KL ∝ s², later ones interpolate log KL against log s inside the bracket."""
+                found = []
+                lo, kl_lo, hi, kl_hi = 0.0, 0.0, full, grid[cand]["kl"]
                 for _ in range(p.strength_steps):
-                    c = (cand[0], cand[1], round((lo + hi) / 2, 6))
+                    if lo > 0 and kl_lo > 0:
+                        k = math.log(kl_hi / kl_lo) / math.log(hi / lo)  # local exponent
+                        s = lo * (p.kl_limit / kl_lo) ** (1 / k) if k > 0 else (lo + hi) / 2
+                    else:
+                        s = hi * math.sqrt(p.kl_limit / kl_hi)
+                    s = round(min(max(s, lo + 0.1 * (hi - lo)), hi - 0.1 * (hi - lo)), 4)  # strictly inside
+                    c = (cand[0], cand[1], s)
                     found.append((c, score(c)))
-                    lo, hi = (c[2], hi) if found[-1][1]["kl"] <= p.kl_limit else (lo, c[2])
+                    kl = found[-1][1]["kl"]
+                    lo, kl_lo, hi, kl_hi = (s, kl, hi, kl_hi) if kl <= p.kl_limit else (lo, kl_lo, s, kl)
                 return found
 
             for found in map_across_processes(weaken, over[: p.strength_layers]):
