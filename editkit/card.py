@@ -575,7 +575,7 @@ def _where_section(recipe: Mapping, metrics: Mapping, plots: Mapping[str, str]) 
     if "layer_scores" in info or (recipe.get("method") or {}).get("name") == "refusal":
         lines += _where_refusal(info)
         handled |= {"layer_scores", "atoms", "atom_cosines_before", "atom_cosines_after", "edited_layers"}
-        handled |= {"window_scores", "edit_from", "strength_scores"}
+        handled |= {"window_scores", "edit_from", "strength_scores", "comparison"}
     if "top_layers" in info:
         lines.append(f"Layers with the largest change: {', '.join(str(i) for i in info['top_layers'])}.")
         lines.append("")
@@ -663,6 +663,30 @@ def _before_after(recipe: Mapping, metrics: Mapping) -> list[str]:
     if ev.get("max_items"):
         notes.append(f"Each evaluated set was capped at {ev['max_items']} items (`eval.max_items`).")
     lines += ["", *[f"- {n}" for n in notes], ""]
+    return lines + _comparisons(base, edited, metrics.get("comparisons") or {})
+
+
+def _comparisons(base: Mapping, edited: Mapping, comps: Mapping) -> list[str]:
+    """Alternative edits fitted in the same run (plain abliteration beside SRA), evaluated the same way."""
+    lines: list[str] = []
+    for name, comp in comps.items():
+        m, c = comp.get("metrics") or {}, (comp.get("info") or {}).get("comparison") or {}
+        keys = [k for k in _metric_keys(base, edited, m) if k in m and k in edited]
+        lines += [
+            f"### Compared with {name}",
+            "",
+            f"Fitted in the same run at the same layer and KL limit (strength {_num(c.get('strength'))}, validation "
+            f"refusal log-odds {_num(c.get('refusal_log_odds'))}, KL {_num(c.get('kl'))}), and evaluated on the "
+            "same prompts; it was not exported.",
+            "",
+            f"| metric | base | this edit | {_escape_cell(name)} |",
+            "| --- | --- | --- | --- |",
+        ]
+        lines += [
+            f"| {_escape_cell(_label(k))} | {_num(base.get(k))} | {_num(edited[k])} | {_num(m[k])} |"
+            for k in keys
+        ]
+        lines.append("")
     return lines
 
 

@@ -311,10 +311,16 @@ def apply_recipe(
         metrics["edit_norms"] = edit.delta_norms(loaded.model)
 
         stage = "eval_edited"
-        with events.stage("eval_edited"), edit.applied(loaded.model):
-            metrics["edited"] = _evaluate(ctx, method, recipe, data, say, "edited")
-        events.emit("eval", phase="edited", metrics=metrics["edited"])
-        _write_metrics(run_dir, metrics)
+        with events.stage("eval_edited"):
+            with edit.applied(loaded.model):
+                metrics["edited"] = _evaluate(ctx, method, recipe, data, say, "edited")
+            events.emit("eval", phase="edited", metrics=metrics["edited"])
+            _write_metrics(run_dir, metrics)
+            for name, other in method.comparisons(ctx, edit).items():  # e.g. plain abliteration beside SRA
+                with other.applied(loaded.model):
+                    m = _evaluate(ctx, method, recipe, data, say, name.replace(" ", "-"))
+                metrics.setdefault("comparisons", {})[name] = {"metrics": m, "info": other.info}
+                _write_metrics(run_dir, metrics)
 
         if recipe.eval.control:
             stage = "control"

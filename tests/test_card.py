@@ -355,7 +355,8 @@ def test_missing_pieces_render_sentences_not_crashes(tmp_path):
     assert "BLiMP accuracy" not in _results(card)
 
 
-def test_refusal_card_metrics_datasets_and_plot(tmp_path):
+@pytest.mark.parametrize("auto", [False, True])
+def test_refusal_card_metrics_datasets_and_plot(tmp_path, auto):
     recipe = """\
 name: remove-refusal
 model: demo
@@ -380,6 +381,10 @@ eval:
         "edited_layers": list(range(N_LAYERS)),
         "n_train": [128, 128],
     }
+    if auto:  # strength: auto weakened layer 9 to 0.75
+        info["layer_scores"]["9"]["strength"] = 0.75
+        info["strength"] = 0.75
+        info["strength_scores"] = {"9@0.8": {"refusal_log_odds": -2.3, "kl": 0.12}, "9@0.75": {}}
     ref = {
         "refusal_rate": 0.92,
         "over_refusal_rate": 0.04,
@@ -404,10 +409,28 @@ eval:
         robustness=None,
         edit={"method": "refusal", "modules": 60, "info": info},
         edit_norms={f"model.layers.{i}.self_attn.o_proj": 0.5 for i in range(N_LAYERS)},
+        **(
+            {
+                "comparisons": {
+                    "plain abliteration": {
+                        "metrics": {**ed, "refusal_rate": 0.1},
+                        "info": {"comparison": {"strength": 0.8, "refusal_log_odds": -2.0, "kl": 0.09}},
+                    }
+                }
+            }
+            if auto
+            else {}
+        ),
     )
     path = write_card(run)
     text = path.read_text()
     card = ModelCard.load(path)
+    if auto:  # the comparison fitted beside the edit gets its own table; the card's results stay the edit's
+        assert "### Compared with plain abliteration" in text
+        assert "(strength 0.8000, validation refusal log-odds -2.0000, KL 0.0900)" in text
+        assert "| refusal rate (harmful prompts) | 0.9200 | 0.0600 | 0.1000 |" in text
+    else:
+        assert "Compared with" not in text
     assert card.data.tags == ["editkit", "capability-ablation", "refusal"]  # method = capability: once
     assert card.data.datasets == ["someone/harmful-prompts"]  # the Hub id, not the local files
     assert _results(card)["refusal rate (harmful prompts)"] == 0.06
@@ -419,7 +442,12 @@ eval:
     assert "| refusal rate (harmful prompts) | 0.9200 | 0.0600 | -0.8600 |" in text
     assert "Refusal rate on harmful prompts went from 0.9200 to 0.0600." in text
     assert "The refusal direction was taken at layer **9**" in text
-    assert "| 9 **(chosen)** | -2.1250 | 0.0412 |" in text
+    if auto:
+        assert " at strength 0.7500." in text and "(2 more evaluations)" in text
+        assert "| 9 **(chosen)** | 0.7500 | -2.1250 | 0.0412 |" in text
+    else:
+        assert "strength" not in text.split("## Where the capability was found")[1].split("##")[0]
+        assert "| 9 **(chosen)** | -2.1250 | 0.0412 |" in text
     assert "No held-out capability was measured" in text
     _png_size(path.parent / "editkit/plots/refusal_layers.png")
     assert "`../shared/data/refusal/harmless_train.json`" in text  # reproduce: local files named

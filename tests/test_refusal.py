@@ -310,6 +310,84 @@ def test_strength_auto_weakens_an_over_limit_layer_until_its_val_kl_fits(tmp_pat
         RefusalParams(strength_steps=0)
 
 
+def test_sra_fits_plain_abliteration_beside_it_and_auto_picks_by_the_validation_rule(tmp_path):
+    from editkit.methods.refusal import _pick
+
+    model, tok = tiny_model("llama")
+    kw = dict(ridge_alpha=1e-6, kl_limit=10.0)
+    plain = RefusalMethod().fit(_ctx(model, tok, tmp_path, sra=False, **kw))
+    m = RefusalMethod()
+    sra = m.fit(_ctx(model, tok, tmp_path, **kw))
+    comp = sra.info["comparison"]
+    assert sra.info["sra"] and comp["direction"] == "plain" and comp["strength"] == 1.0
+    # the comparison is exactly the plain fit at the same layer (same direction, same ops, same val score)
+    ((name, other),) = m.comparisons(None, sra).items()
+    assert name == "plain abliteration" and other.info == {"comparison": comp}
+    assert [(o.module, o.strength) for o in other.ops] == [(o.module, o.strength) for o in plain.ops]
+    torch.testing.assert_close(other.ops[0].direction, plain.ops[0].direction)
+    assert {k: comp[k] for k in ("refusal_log_odds", "kl")} == plain.info["layer_scores"]["1"]
+    assert float(other.ops[0].direction @ sra.ops[0].direction) < 0.999  # SRA moved it
+    # sra: auto keeps whichever the rule prefers, and the other becomes the comparison
+    a = RefusalMethod()
+    auto = a.fit(_ctx(model, tok, tmp_path, sra="auto", **kw))
+    mine = {"sra": sra.info["layer_scores"]["1"], "plain": plain.info["layer_scores"]["1"]}
+    want = _pick(["sra", "plain"], mine, 10.0)
+    assert auto.info["sra"] == (want == "sra")
+    assert auto.info["comparison"]["direction"] == ("plain" if want == "sra" else "sra")
+    kept = sra if want == "sra" else plain
+    torch.testing.assert_close(auto.ops[0].direction, kept.ops[0].direction)
+    # off: no comparison fitted, none evaluated
+    off = RefusalMethod()
+    assert "comparison" not in off.fit(_ctx(model, tok, tmp_path, compare_plain=False, **kw)).info
+    assert off.comparisons(None, plain) == {}
+
+
+def test_apply_with_sra_auto_evaluates_the_comparison_and_the_card_shows_both(tmp_path, tiny_dir):
+    import json
+
+    from editkit import apply_recipe
+
+    for name, prompts in (("harmful", HARM), ("harmless", SAFE)):
+        (tmp_path / f"{name}.json").write_text(json.dumps([{"instruction": p} for p in prompts]))
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(
+        f"""name: tiny-refusal
+model: {tiny_dir("llama")}
+method:
+  name: refusal
+  n_train: 8
+  n_val: 4
+  sra: auto
+  strength: auto
+  ridge_alpha: 0.000001
+  eval_max_prompts: 3
+  eval_max_new_tokens: 4
+data:
+  heldout: []
+  sets:
+    harmful: {{source: {tmp_path / "harmful.json"}}}
+    harmless: {{source: {tmp_path / "harmless.json"}}}
+    harmful_test: {{source: {tmp_path / "harmful.json"}}}
+    harmless_test: {{source: {tmp_path / "harmless.json"}}}
+eval:
+  blimp: false
+  robustness: false
+  control: false
+"""
+    )
+    res = apply_recipe(recipe, out=tmp_path / "run")
+    ((name, comp),) = res.metrics["comparisons"].items()
+    kept = "SRA" if res.edit.info["sra"] else "plain"
+    assert name == ("plain abliteration" if kept == "SRA" else "SRA")
+    assert set(comp["metrics"]) == set(res.metrics["edited"]) and comp["info"] == {
+        "comparison": res.edit.info["comparison"]
+    }
+    assert (tmp_path / "run" / f"samples-{name.replace(' ', '-')}.json").exists()
+    assert res.metrics["export"]["max_abs_logit_diff"] <= 1e-4  # the export is the kept edit
+    card = (tmp_path / "run" / "model" / "README.md").read_text()
+    assert f"### Compared with {name}" in card
+
+
 def test_fit_rejects_missing_sets_and_bad_layer(tmp_path):
     model, tok = tiny_model("llama")
     ctx = _ctx(model, tok, tmp_path, harmful="nope")

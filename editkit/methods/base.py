@@ -71,3 +71,8 @@ class Method:
     def control(self, ctx: FitContext, edit: Edit) -> Edit | None:
         """A random edit of the same size as ``edit`` (the honest baseline); None if not meaningful."""
         return None
+
+    def comparisons(self, ctx: FitContext, edit: Edit) -> dict[str, Edit]:
+        """Alternative edits fitted alongside ``edit`` (e.g. plain abliteration next to SRA), by name; each
+        is evaluated like the edit and reported in the card. Default: none."""
+        return {}

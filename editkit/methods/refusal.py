@@ -138,8 +138,15 @@ class RefusalParams(MethodParams):
         default_factory=lambda: ["I", "Sorry", "As", "Unfortunately"],
         description="strings whose first token starts a refusal (the cheap layer score's log-odds)",
     )
-    sra: bool = Field(
-        True, description="clean the direction against concept atoms (false = plain abliteration)"
+    sra: bool | Literal["auto"] = Field(
+        True,
+        description="clean the direction against concept atoms (false = plain abliteration; 'auto': SRA and "
+        "plain are both searched at the chosen layer and the validation score picks)",
+    )
+    compare_plain: bool = Field(
+        True,
+        description="with sra: also fit plain abliteration at the chosen layer under the same KL limit and "
+        "evaluate it, so the card reports both",
     )
     atoms: list[str] = Field(
         default_factory=lambda: list(ATOM_NAMES),
@@ -389,9 +396,9 @@ class RefusalMethod(Method):
         total = len(cands) + (p.strength_layers * p.strength_steps if auto else 0)
         done = [0]
 
-        def score(cand: tuple[int, int | None, float]) -> dict[str, float]:  # split over processes
-            li, st, s = cand
-            e = project_edit(an, cleaned(li), p, start=st, strength=s)
+        def score(cand: tuple[int, int | None, float], r: torch.Tensor | None = None) -> dict[str, float]:
+            li, st, s = cand  # split over processes; r: the direction (default: layer li's, cleaned)
+            e = project_edit(an, cleaned(li) if r is None else r, p, start=st, strength=s)
             with e.applied(model):
                 lp_h = chat_first_token_logprobs(model, tok, harm_val, p.batch_size)
                 lp_s = chat_first_token_logprobs(model, tok, safe_val, p.batch_size)
@@ -403,6 +410,7 @@ class RefusalMethod(Method):
             }
 
         grid = dict(zip(cands, map_across_processes(score, cands), strict=True))
+        weaken = None
         if auto:
             # the best-scoring candidates that cost too much at full strength are weakened until their KL
             # fits (a lower strength only raises the log-odds: candidates already within the limit stay)
@@ -419,11 +427,11 @@ class RefusalMethod(Method):
                 (c for c in cands if grid[c]["kl"] > p.kl_limit and at_limit(c) < bar), key=at_limit
             )
 
-            def weaken(cand: tuple[int, int | None, float]) -> list:
+            def weaken(cand: tuple[int, int | None, float], kl_full: float | None = None, r=None) -> list:
                 """Search s in (0, full) for the largest strength whose validation KL fits: the first try
                 assumes KL ∝ s², later ones interpolate log KL against log s inside the bracket."""
                 found = []
-                lo, kl_lo, hi, kl_hi = 0.0, 0.0, full, grid[cand]["kl"]
+                lo, kl_lo, hi, kl_hi = 0.0, 0.0, full, grid[cand]["kl"] if kl_full is None else kl_full
                 for _ in range(p.strength_steps):
                     if lo > 0 and kl_lo > 0:
                         k = math.log(kl_hi / kl_lo) / math.log(hi / lo)  # local exponent
@@ -432,7 +440,7 @@ class RefusalMethod(Method):
                         s = hi * math.sqrt(p.kl_limit / kl_hi)
                     s = round(min(max(s, lo + 0.1 * (hi - lo)), hi - 0.1 * (hi - lo)), 4)  # strictly inside
                     c = (cand[0], cand[1], s)
-                    found.append((c, score(c)))
+                    found.append((c, score(c, r)))
                     kl = found[-1][1]["kl"]
                     lo, kl_lo, hi, kl_hi = (s, kl, hi, kl_hi) if kl <= p.kl_limit else (lo, kl_lo, s, kl)
                 return found
@@ -470,11 +478,30 @@ class RefusalMethod(Method):
                 level="warning",
             )
         r = cleaned(layer)
+        chosen = grid[(layer, start, strength)]
+        comparison = None
+        if atom_names and (p.compare_plain or p.sra == "auto"):
+            # plain abliteration at the same layer, its strength found the same way: the card's comparison
+            c0 = (layer, start, full)
+            pgrid = {c0: score(c0, raw[layer])}
+            if weaken is not None and pgrid[c0]["kl"] > p.kl_limit:
+                pgrid.update(weaken(c0, pgrid[c0]["kl"], raw[layer]))
+            pc = _pick(list(pgrid), pgrid, p.kl_limit)
+            plain = {"direction": "plain", "strength": pc[2], **pgrid[pc]}
+            mine = {"direction": "sra", "strength": strength, **chosen}
+            if (
+                p.sra == "auto"
+                and _pick(["sra", "plain"], {"sra": mine, "plain": plain}, p.kl_limit) == "plain"
+            ):
+                comparison, r, strength, chosen = mine, raw[layer], pc[2], pgrid[pc]
+                scores[layer] = dict(chosen, strength=strength) if auto else chosen
+            else:
+                comparison = plain
         info: dict = {
             "layer": layer,
             "direction_source": "hidden_states[layer] (residual stream entering the layer), last "
             f"{p.positions} prompt token(s), chat template",
-            "sra": bool(atom_names),
+            "sra": bool(atom_names) and (comparison is None or comparison["direction"] == "plain"),
             "ridge_alpha": p.ridge_alpha if atom_names else None,
             "norm_preserving": p.norm_preserving,
             "n_train": [len(harm), len(safe)],
@@ -500,12 +527,33 @@ class RefusalMethod(Method):
             info["atom_cosines_before"] = cosines(raw[layer], atom_dirs[layer], atom_names)
             info["atom_cosines_after"] = cosines(r, atom_dirs[layer], atom_names)
             info["cos_raw_cleaned"] = round(float(raw[layer] @ r), 4)
+        self._cache.pop("comparison", None)
+        if comparison is not None:
+            info["comparison"] = comparison
+            other = raw[layer] if comparison["direction"] == "plain" else cleaned(layer)
+            name = "plain abliteration" if comparison["direction"] == "plain" else "SRA"
+            self._cache["comparison"] = (
+                name,
+                project_edit(
+                    an, other, p, {"comparison": comparison}, start=start, strength=comparison["strength"]
+                ),
+            )
+            ctx.events.log(
+                f"refusal: {name} at the same layer: strength {comparison['strength']}, log-odds "
+                f"{comparison['refusal_log_odds']}, val KL {comparison['kl']}"
+                + (" (sra: auto picked plain)" if info["sra"] is False and p.sra == "auto" else "")
+            )
         ctx.events.log(
-            f"refusal: layer {layer}, strength {strength}, log-odds {scores[layer]['refusal_log_odds']} "
-            f"(base {base_score:.3f}), "
-            f"val KL {scores[layer]['kl']}"
+            f"refusal: layer {layer}, strength {strength}, log-odds {chosen['refusal_log_odds']} "
+            f"(base {base_score:.3f}), val KL {chosen['kl']}"
         )
         return project_edit(an, r, p, info, start=start, strength=strength)
+
+    def comparisons(self, ctx: FitContext, edit: Edit) -> dict[str, Edit]:
+        """The other direction (plain abliteration for SRA, or SRA when ``sra: auto`` picked plain) at the
+        same layer and KL limit, fitted alongside; evaluated like the edit so the card shows both."""
+        found = self._cache.get("comparison")
+        return {found[0]: found[1]} if found else {}
 
     # -- metrics & control ---------------------------------------------------------------------------
     def evaluate(self, ctx: FitContext, phase: str) -> dict[str, float]:
