@@ -24,6 +24,8 @@ PLANTED = Path.home() / ".cache" / "editkit" / "models" / "smollm2-planted-refus
 
 VARIANTS = {
     "sra": ("recipes/remove_refusal.yaml", ["eval.control=false"]),
+    # SRA's own layer search (sra: true), plain abliteration fitted beside it at that layer
+    "sra-true": ("recipes/remove_refusal.yaml", ["method.sra=true", "eval.control=false"]),
     "sra-control": ("recipes/remove_refusal.yaml", []),
     "plain": ("recipes/remove_refusal_plain.yaml", ["eval.control=false"]),
     # plain abliteration forced to SRA's layer: the same-layer comparison of KL at similar refusal
@@ -83,6 +85,17 @@ def _pick(m: dict | None) -> dict:
     return {k: (round(m[k], 4) if isinstance(m.get(k), float) else m.get(k)) for k in KEYS} if m else {}
 
 
+def _comparison(m: dict) -> dict | None:
+    """The edit fitted beside the kept one (plain abliteration beside SRA, or SRA when plain was kept)."""
+    for name, c in (m.get("comparisons") or {}).items():
+        return {
+            "name": name,
+            "strength": c["info"]["comparison"].get("strength"),
+            "edited": _pick(c["metrics"]),
+        }
+    return None
+
+
 def run_recipe(path: str, overrides: list[str], out: Path) -> dict:
     from editkit.pipeline import apply_recipe
 
@@ -100,6 +113,9 @@ def run_recipe(path: str, overrides: list[str], out: Path) -> dict:
         "control": _pick(m.get("control")),
         "layer": info.get("layer"),
         "edit_from": info.get("edit_from"),
+        "strength": info.get("strength"),
+        "direction": "sra" if info.get("sra") else "plain",
+        "comparison": _comparison(m),
         "atom_cosines_before": info.get("atom_cosines_before"),
         "atom_cosines_after": info.get("atom_cosines_after"),
         "sft": {k: info.get(k) for k in ("pairs", "steps", "first_loss", "final_loss")}
@@ -143,11 +159,22 @@ def table(results: dict) -> str:
                 f"{f(b.get('over_refusal_rate'), True)} | 0 | {f(b.get('perplexity'))} | – |"
             )
         e = r["edited"]
+        how = f"layer {r['layer']}" + (
+            f", {r['direction']}, strength {r['strength']}" if r.get("direction") else ""
+        )
         rows.append(
-            f"| editkit `refusal` {name} (layer {r['layer']}) | {f(e.get('refusal_rate'), True)} | "
+            f"| editkit `refusal` {name} ({how}) | {f(e.get('refusal_rate'), True)} | "
             f"{f(e.get('over_refusal_rate'), True)} | {f(e.get('harmless_kl'))} | {f(e.get('perplexity'))} | "
             f"{r['wall_seconds']} |"
         )
+        if r.get("comparison"):
+            c = r["comparison"]
+            ce = c["edited"]
+            rows.append(
+                f"| ↳ {c['name']} fitted beside it (same layer and KL limit, strength {c['strength']}) | "
+                f"{f(ce.get('refusal_rate'), True)} | {f(ce.get('over_refusal_rate'), True)} | "
+                f"{f(ce.get('harmless_kl'))} | {f(ce.get('perplexity'))} | – |"
+            )
         if r.get("control"):
             c = r["control"]
             rows.append(

@@ -522,6 +522,14 @@ def _where_refusal(info: Mapping) -> list[str]:
                 else "."
             )
         )
+    if info.get("comparison"):
+        c = info["comparison"]
+        kept = "SRA-cleaned" if info.get("sra") else "plain (uncleaned)"
+        lines.append(
+            f"The {kept} direction was kept; the {'plain' if c.get('direction') == 'plain' else 'SRA-cleaned'} one "
+            f"was fitted beside it at the same layer (validation log-odds {_num(c.get('refusal_log_odds'))}, KL "
+            f"{_num(c.get('kl'))} at strength {_num(c.get('strength'))}) and is evaluated below."
+        )
     if info.get("strength_scores") is not None:
         lines.append(
             "The strength was chosen on the validation prompts (`strength: auto`): the best candidates over "
@@ -575,7 +583,7 @@ def _where_section(recipe: Mapping, metrics: Mapping, plots: Mapping[str, str]) 
     if "layer_scores" in info or (recipe.get("method") or {}).get("name") == "refusal":
         lines += _where_refusal(info)
         handled |= {"layer_scores", "atoms", "atom_cosines_before", "atom_cosines_after", "edited_layers"}
-        handled |= {"window_scores", "edit_from", "strength_scores", "comparison"}
+        handled |= {"window_scores", "edit_from", "strength_scores", "comparison", "layer_search_direction"}
     if "top_layers" in info:
         lines.append(f"Layers with the largest change: {', '.join(str(i) for i in info['top_layers'])}.")
         lines.append("")

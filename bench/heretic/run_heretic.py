@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -54,6 +55,9 @@ def _prompts(name: str, n: int) -> list[str]:
 
 def write_inputs(out: Path, n_train: int, n_test: int) -> dict[str, Path]:
     out.mkdir(parents=True, exist_ok=True)
+    # a checkpoint from an earlier run of the same model makes heretic ask (interactively) whether to
+    # continue it; with no TTY that is an EOFError before any trial — every run starts fresh
+    shutil.rmtree(out / "checkpoints", ignore_errors=True)
     files = {}
     for key, name, n in (
         ("bad", "harmful_train", n_train),

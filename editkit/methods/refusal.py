@@ -368,6 +368,11 @@ class RefusalMethod(Method):
                 return raw[layer]
             return ridge_clean(raw[layer], atom_dirs[layer], p.ridge_alpha)
 
+        # the direction the layer search uses: SRA-cleaned, or raw for plain abliteration and for sra: auto
+        # (where the layer comes from the raw direction and both are then compared at that layer)
+        primary = "sra" if atom_names and p.sra is True else "plain"
+        dir_of = {"sra": cleaned, "plain": lambda li: raw[li]}
+
         # layer selection
         ref_ids = _refusal_token_ids(tok, p.refusal_tokens)
         base_h = chat_first_token_logprobs(model, tok, harm_val, p.batch_size)
@@ -398,7 +403,7 @@ class RefusalMethod(Method):
 
         def score(cand: tuple[int, int | None, float], r: torch.Tensor | None = None) -> dict[str, float]:
             li, st, s = cand  # split over processes; r: the direction (default: layer li's, cleaned)
-            e = project_edit(an, cleaned(li) if r is None else r, p, start=st, strength=s)
+            e = project_edit(an, dir_of[primary](li) if r is None else r, p, start=st, strength=s)
             with e.applied(model):
                 lp_h = chat_first_token_logprobs(model, tok, harm_val, p.batch_size)
                 lp_s = chat_first_token_logprobs(model, tok, safe_val, p.batch_size)
@@ -477,31 +482,30 @@ class RefusalMethod(Method):
                 "remain — raise kl_limit, try sra: true, or set method.layer",
                 level="warning",
             )
-        r = cleaned(layer)
+        r, kept = dir_of[primary](layer), primary
         chosen = grid[(layer, start, strength)]
         comparison = None
         if atom_names and (p.compare_plain or p.sra == "auto"):
-            # plain abliteration at the same layer, its strength found the same way: the card's comparison
+            # the other direction at the same layer, its strength found the same way: the card's comparison
+            other = "plain" if primary == "sra" else "sra"
+            r_other = dir_of[other](layer)
             c0 = (layer, start, full)
-            pgrid = {c0: score(c0, raw[layer])}
-            if weaken is not None and pgrid[c0]["kl"] > p.kl_limit:
-                pgrid.update(weaken(c0, pgrid[c0]["kl"], raw[layer]))
-            pc = _pick(list(pgrid), pgrid, p.kl_limit)
-            plain = {"direction": "plain", "strength": pc[2], **pgrid[pc]}
-            mine = {"direction": "sra", "strength": strength, **chosen}
-            if (
-                p.sra == "auto"
-                and _pick(["sra", "plain"], {"sra": mine, "plain": plain}, p.kl_limit) == "plain"
-            ):
-                comparison, r, strength, chosen = mine, raw[layer], pc[2], pgrid[pc]
+            ogrid = {c0: score(c0, r_other)}
+            if weaken is not None and ogrid[c0]["kl"] > p.kl_limit:
+                ogrid.update(weaken(c0, ogrid[c0]["kl"], r_other))
+            oc = _pick(list(ogrid), ogrid, p.kl_limit)
+            theirs = {"direction": other, "strength": oc[2], **ogrid[oc]}
+            mine = {"direction": primary, "strength": strength, **chosen}
+            comparison = theirs
+            if p.sra == "auto" and _pick([0, 1], {0: mine, 1: theirs}, p.kl_limit) == 1:
+                comparison, r, strength, chosen, kept = mine, r_other, oc[2], ogrid[oc], other
                 scores[layer] = dict(chosen, strength=strength) if auto else chosen
-            else:
-                comparison = plain
         info: dict = {
             "layer": layer,
             "direction_source": "hidden_states[layer] (residual stream entering the layer), last "
             f"{p.positions} prompt token(s), chat template",
-            "sra": bool(atom_names) and (comparison is None or comparison["direction"] == "plain"),
+            "sra": kept == "sra",
+            "layer_search_direction": "sra" if primary == "sra" else "raw",
             "ridge_alpha": p.ridge_alpha if atom_names else None,
             "norm_preserving": p.norm_preserving,
             "n_train": [len(harm), len(safe)],
@@ -530,18 +534,18 @@ class RefusalMethod(Method):
         self._cache.pop("comparison", None)
         if comparison is not None:
             info["comparison"] = comparison
-            other = raw[layer] if comparison["direction"] == "plain" else cleaned(layer)
+            other_r = dir_of[comparison["direction"]](layer)
             name = "plain abliteration" if comparison["direction"] == "plain" else "SRA"
             self._cache["comparison"] = (
                 name,
                 project_edit(
-                    an, other, p, {"comparison": comparison}, start=start, strength=comparison["strength"]
+                    an, other_r, p, {"comparison": comparison}, start=start, strength=comparison["strength"]
                 ),
             )
             ctx.events.log(
                 f"refusal: {name} at the same layer: strength {comparison['strength']}, log-odds "
                 f"{comparison['refusal_log_odds']}, val KL {comparison['kl']}"
-                + (" (sra: auto picked plain)" if info["sra"] is False and p.sra == "auto" else "")
+                + (f" (sra: auto kept {kept})" if p.sra == "auto" else "")
             )
         ctx.events.log(
             f"refusal: layer {layer}, strength {strength}, log-odds {chosen['refusal_log_odds']} "
