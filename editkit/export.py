@@ -97,15 +97,17 @@ def verify_export(
     dest: Path,
     reference_logits: torch.Tensor,
     inputs: dict[str, torch.Tensor],
-    device: torch.device | str = "cpu",
+    like=None,
 ) -> float:
-    """Reload ``dest`` with plain transformers (fp32, safetensors) on ``device`` and return the max-abs
-    logit diff. Reload on the device the reference logits came from: the same weights give logits that
-    differ by ~1e-4 between a CPU and a GPU forward pass (different kernels), which is not an export error."""
+    """Reload ``dest`` with plain transformers (fp32, safetensors) and return the max-abs logit diff.
+
+    The reload goes to the device of ``like`` (the model the reference logits came from; the CPU when it is
+    spread over several or not given): the same weights give logits that differ by ~1e-4 between a CPU and a
+    GPU forward pass (different kernels), which is not an export error."""
     from transformers import AutoModelForCausalLM
 
     reloaded = AutoModelForCausalLM.from_pretrained(dest, dtype=torch.float32, use_safetensors=True)
-    reloaded.to(device)
+    reloaded.to(single_device(like) if like is not None else "cpu")
     reloaded.eval()
     diff = (logits_of(reloaded, inputs) - reference_logits).abs().max().item()
     del reloaded

@@ -440,7 +440,6 @@ def export_run(ctx: FitContext, edit: Edit, recipe: Recipe, run_dir: Path, loade
         export_model,
         logits_of,
         probe_inputs,
-        single_device,
         verify_export,
         write_editkit_folder,
     )
@@ -492,7 +491,7 @@ def export_run(ctx: FitContext, edit: Edit, recipe: Recipe, run_dir: Path, loade
         "streaming": stream,
     }
     if recipe.export.verify:
-        diff = verify_export(dest, reference, inputs, single_device(model))
+        diff = verify_export(dest, reference, inputs, like=model)
         info["max_abs_logit_diff"] = diff
         info["tied_embeddings"] = embeddings_tied(dest)
         exact = recipe.export.dtype in ("same", "float32") and next(model.parameters()).dtype == torch.float32

@@ -132,14 +132,7 @@ def reexport_run(
 def _in_memory(recipe, edit: Edit, dest: Path, extra) -> dict[str, Any]:
     import torch
 
-    from editkit.export import (
-        embeddings_tied,
-        export_model,
-        logits_of,
-        probe_inputs,
-        single_device,
-        verify_export,
-    )
+    from editkit.export import embeddings_tied, export_model, logits_of, probe_inputs, verify_export
     from editkit.models import load_model
 
     loaded = load_model(recipe.model, progress=lambda m: None)
@@ -153,7 +146,7 @@ def _in_memory(recipe, edit: Edit, dest: Path, extra) -> dict[str, Any]:
     )
     info: dict[str, Any] = {"path": str(dest), "files": files, "norms": norms, "streaming": False}
     if recipe.export.verify:
-        info["max_abs_logit_diff"] = verify_export(dest, reference, inputs, single_device(model))
+        info["max_abs_logit_diff"] = verify_export(dest, reference, inputs, like=model)
         info["tied_embeddings"] = embeddings_tied(dest)
         exact = recipe.export.dtype in ("same", "float32") and next(model.parameters()).dtype == torch.float32
         if exact and info["max_abs_logit_diff"] > 1e-4:
