@@ -402,7 +402,7 @@ class RefusalMethod(Method):
         done = [0]
 
         def score(cand: tuple[int, int | None, float], r: torch.Tensor | None = None) -> dict[str, float]:
-            li, st, s = cand  # split over processes; r: the direction (default: layer li's, cleaned)
+            li, st, s = cand  # split over processes; r: the direction (default: the layer search's at li)
             e = project_edit(an, dir_of[primary](li) if r is None else r, p, start=st, strength=s)
             with e.applied(model):
                 lp_h = chat_first_token_logprobs(model, tok, harm_val, p.batch_size)
@@ -419,10 +419,9 @@ class RefusalMethod(Method):
         if auto:
             # the best-scoring candidates that cost too much at full strength are weakened until their KL
             # fits (a lower strength only raises the log-odds: candidates already within the limit stay)
+            # only candidates that may beat the best one already within the limit are worth weakening
             ok = [grid[c]["refusal_log_odds"] for c in cands if grid[c]["kl"] <= p.kl_limit]
-            bar = min(
-                ok, default=math.inf
-            )  # only candidates that may beat the best one already within the limit
+            bar = min(ok, default=math.inf)
 
             def at_limit(c) -> float:  # predicted log-odds at the limit: the drop ∝ s, the KL ∝ s²
                 g = grid[c]
