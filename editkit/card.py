@@ -533,7 +533,7 @@ def _where_refusal(info: Mapping) -> list[str]:
     if info.get("strength_scores") is not None:
         lines.append(
             "The strength was chosen on the validation prompts (`strength: auto`): the best candidates over "
-            f"the KL limit were weakened by bisection ({len(info['strength_scores'])} more evaluations)."
+            f"the KL limit were weakened by a search over the strength ({len(info['strength_scores'])} more evaluations)."
         )
     if info.get("window_scores"):
         lines.append(

@@ -74,7 +74,7 @@ def encode_prompt_answers(
     return {"input_ids": input_ids, "attention_mask": attention_mask, "answer_mask": answer_mask}
 
 
-def _forward_accepts_logits_to_keep(model) -> bool:
+def accepts_logits_to_keep(model) -> bool:
     """True when the (possibly PEFT-wrapped) model can skip computing logits for leading positions."""
     inner = model.get_base_model() if hasattr(model, "get_base_model") else model
     try:
@@ -112,7 +112,7 @@ def mean_answer_logprob(model, batch: Mapping[str, torch.Tensor]) -> torch.Tenso
 
     kwargs = {"input_ids": input_ids, "attention_mask": attention_mask, "use_cache": False}
     keep = width - first
-    if keep < width and _forward_accepts_logits_to_keep(model):
+    if keep < width and accepts_logits_to_keep(model):
         kwargs["logits_to_keep"] = keep
         offset = first
     else:

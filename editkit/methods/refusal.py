@@ -414,12 +414,32 @@ class RefusalMethod(Method):
                 "kl": round(float(kl_rows(base_s, lp_s).mean()), 5),
             }
 
+        def weaken(
+            cand: tuple[int, int | None, float], kl_full: float, r: torch.Tensor | None = None
+        ) -> list:
+            """Search s in (0, full) for the largest strength whose validation KL fits (``kl_full``: the KL
+            at full strength): the first try assumes KL ∝ s², later ones interpolate log KL against log s
+            inside the bracket."""
+            found = []
+            lo, kl_lo, hi, kl_hi = 0.0, 0.0, full, kl_full
+            for _ in range(p.strength_steps):
+                if lo > 0 and kl_lo > 0:
+                    k = math.log(kl_hi / kl_lo) / math.log(hi / lo)  # local exponent
+                    s = lo * (p.kl_limit / kl_lo) ** (1 / k) if k > 0 else (lo + hi) / 2
+                else:
+                    s = hi * math.sqrt(p.kl_limit / kl_hi)
+                s = round(min(max(s, lo + 0.1 * (hi - lo)), hi - 0.1 * (hi - lo)), 4)  # strictly inside
+                c = (cand[0], cand[1], s)
+                found.append((c, score(c, r)))
+                kl = found[-1][1]["kl"]
+                lo, kl_lo, hi, kl_hi = (s, kl, hi, kl_hi) if kl <= p.kl_limit else (lo, kl_lo, s, kl)
+            return found
+
         grid = dict(zip(cands, map_across_processes(score, cands), strict=True))
-        weaken = None
         if auto:
             # the best-scoring candidates that cost too much at full strength are weakened until their KL
-            # fits (a lower strength only raises the log-odds: candidates already within the limit stay)
-            # only candidates that may beat the best one already within the limit are worth weakening
+            # fits (a lower strength only raises the log-odds: candidates already within the limit stay,
+            # and only those that may beat the best of them are worth weakening)
             ok = [grid[c]["refusal_log_odds"] for c in cands if grid[c]["kl"] <= p.kl_limit]
             bar = min(ok, default=math.inf)
 
@@ -431,25 +451,7 @@ class RefusalMethod(Method):
                 (c for c in cands if grid[c]["kl"] > p.kl_limit and at_limit(c) < bar), key=at_limit
             )
 
-            def weaken(cand: tuple[int, int | None, float], kl_full: float | None = None, r=None) -> list:
-                """Search s in (0, full) for the largest strength whose validation KL fits: the first try
-                assumes KL ∝ s², later ones interpolate log KL against log s inside the bracket."""
-                found = []
-                lo, kl_lo, hi, kl_hi = 0.0, 0.0, full, grid[cand]["kl"] if kl_full is None else kl_full
-                for _ in range(p.strength_steps):
-                    if lo > 0 and kl_lo > 0:
-                        k = math.log(kl_hi / kl_lo) / math.log(hi / lo)  # local exponent
-                        s = lo * (p.kl_limit / kl_lo) ** (1 / k) if k > 0 else (lo + hi) / 2
-                    else:
-                        s = hi * math.sqrt(p.kl_limit / kl_hi)
-                    s = round(min(max(s, lo + 0.1 * (hi - lo)), hi - 0.1 * (hi - lo)), 4)  # strictly inside
-                    c = (cand[0], cand[1], s)
-                    found.append((c, score(c, r)))
-                    kl = found[-1][1]["kl"]
-                    lo, kl_lo, hi, kl_hi = (s, kl, hi, kl_hi) if kl <= p.kl_limit else (lo, kl_lo, s, kl)
-                return found
-
-            for found in map_across_processes(weaken, over[: p.strength_layers]):
+            for found in map_across_processes(lambda c: weaken(c, grid[c]["kl"]), over[: p.strength_layers]):
                 grid.update(found)
             ctx.events.progress("fit", total, total)
         layer, start, strength = _pick(list(grid), grid, p.kl_limit)
@@ -490,7 +492,7 @@ class RefusalMethod(Method):
             r_other = dir_of[other](layer)
             c0 = (layer, start, full)
             ogrid = {c0: score(c0, r_other)}
-            if weaken is not None and ogrid[c0]["kl"] > p.kl_limit:
+            if auto and ogrid[c0]["kl"] > p.kl_limit:
                 ogrid.update(weaken(c0, ogrid[c0]["kl"], r_other))
             oc = _pick(list(ogrid), ogrid, p.kl_limit)
             theirs = {"direction": other, "strength": oc[2], **ogrid[oc]}

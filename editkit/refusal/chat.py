@@ -7,13 +7,13 @@ test models) gets a plain ``User:/Assistant:`` frame.
 
 from __future__ import annotations
 
-import inspect
 import re
 from collections.abc import Iterable
 
 import torch
 
 from editkit.errors import DataError
+from editkit.eval.pairwise import accepts_logits_to_keep
 
 #: lower-case substrings that mark a refusal (DESIGN.md); matched anywhere in the completion
 REFUSAL_MARKERS: tuple[str, ...] = (
@@ -93,11 +93,7 @@ def by_length(tokenizer, texts: list[str], batch_size: int) -> list[list[int]]:
 def last_only(model) -> dict[str, int]:
     """``{"logits_to_keep": 1}`` where the model takes it, else ``{}``: logits at the last position only
     (the output head over a 49k vocabulary is a fifth of a small model's compute on every position)."""
-    try:
-        takes = "logits_to_keep" in inspect.signature(model.forward).parameters
-    except (TypeError, ValueError):
-        takes = False
-    return {"logits_to_keep": 1} if takes else {}
+    return {"logits_to_keep": 1} if accepts_logits_to_keep(model) else {}
 
 
 def last_token_logits(model, enc: dict[str, torch.Tensor]) -> torch.Tensor:
