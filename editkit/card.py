@@ -50,6 +50,21 @@ KNOWN_METRICS: dict[str, tuple[str, str, str]] = {
         "refusal_rate",
         "share of harmless prompts refused",
     ),
+    "refusal_rate_judge": (
+        "refusal rate, model judge (harmful prompts)",
+        "refusal_rate",
+        "eval.refusal_judge: a chat model read each response",
+    ),
+    "over_refusal_rate_judge": (
+        "over-refusal rate, model judge (harmless prompts)",
+        "refusal_rate",
+        "eval.refusal_judge: a chat model read each response",
+    ),
+    "refusal_judge_agreement": (
+        "markers vs model judge agreement",
+        "accuracy",
+        "share of responses (harmful + harmless) both judges label alike",
+    ),
     "harmless_kl": ("harmless KL (first token)", "kl_divergence", "chat template, harmless prompts"),
     "harmless_kl_answered": (
         "harmless KL, answered prompts",
@@ -292,10 +307,10 @@ def _eval_results(recipe: Mapping, metrics: Mapping) -> list:
             dtype, dname = ds_type(general_src), f"general text ({_source_name(general_src)})"
         elif key == "blimp_accuracy":
             dtype, dname, split = "blimp", "BLiMP minimal pairs", "train"
-        elif key in ("refusal_rate",):
+        elif key in ("refusal_rate", "refusal_rate_judge"):
             src = set_source("harmful_test" if "harmful_test" in method else "eval_harmful")
             dtype, dname = ds_type(src), f"harmful prompts ({_source_name(src)})"
-        elif key in ("over_refusal_rate", "harmless_kl", "harmless_kl_answered"):
+        elif key in ("over_refusal_rate", "over_refusal_rate_judge", "harmless_kl", "harmless_kl_answered"):
             src = set_source("harmless_test" if "harmless_test" in method else "eval_harmless")
             dtype, dname = ds_type(src), f"harmless prompts ({_source_name(src)})"
         else:
@@ -382,9 +397,15 @@ def _what_removed(recipe: Mapping, metrics: Mapping) -> list[str]:
                 "tables below before using this model as an ablation)."
             )
     if _finite(b.get("refusal_rate")) and _finite(e.get("refusal_rate")):
-        lines.append(
-            f"Refusal rate on harmful prompts went from {_num(b['refusal_rate'])} to {_num(e['refusal_rate'])}."
-        )
+        s = f"Refusal rate on harmful prompts went from {_num(b['refusal_rate'])} to {_num(e['refusal_rate'])}"
+        if _finite(b.get("refusal_rate_judge")) and _finite(e.get("refusal_rate_judge")):
+            judge = (recipe.get("eval") or {}).get("refusal_judge", "a model")
+            s += (
+                f" by keyword markers, and from {_num(b['refusal_rate_judge'])} to "
+                f"{_num(e['refusal_rate_judge'])} by the model judge (`{judge}`); the two agree on "
+                f"{_num(e.get('refusal_judge_agreement'))} of the edited model's responses"
+            )
+        lines.append(s + ".")
     lines += ["", _DISCLAIMER, ""]
     return lines
 
@@ -698,6 +719,43 @@ def _comparisons(base: Mapping, edited: Mapping, comps: Mapping) -> list[str]:
     return lines
 
 
+def _samples(metrics: Mapping) -> list[str]:
+    """Greedy generations before/after (``metrics["samples"]``: phase -> samples-<phase>.json content)."""
+    samples = metrics.get("samples") or {}
+    base, edited = samples.get("base") or {}, samples.get("edited") or {}
+    lines: list[str] = []
+    for kind in ("harmful", "harmless"):
+        prompts = edited.get(f"{kind}_prompts") or base.get(f"{kind}_prompts") or []
+        if not prompts or not (base.get(kind) or edited.get(kind)):
+            continue
+        if not lines:
+            lines = [
+                "## Sample generations",
+                "",
+                "Greedy, chat template, the first test prompts of each set.",
+                "",
+            ]
+        lines += [
+            f"### {kind.capitalize()} prompts",
+            "",
+            "| prompt | base model | edited model |",
+            "| --- | --- | --- |",
+        ]
+
+        def text(rows: list, i: int, limit: int) -> str:
+            t = " ".join(str(rows[i]).split()) if i < len(rows) else "–"
+            t = t if len(t) <= limit else t[: limit - 1] + "…"
+            return _escape_cell(t.replace("<", "&lt;")) or "(empty)"
+
+        for i in range(len(prompts)):
+            lines.append(
+                f"| {text(prompts, i, 90)} | {text(base.get(kind) or [], i, 160)} | "
+                f"{text(edited.get(kind) or [], i, 160)} |"
+            )
+        lines.append("")
+    return lines
+
+
 def _robustness(metrics: Mapping) -> list[str]:
     rob = metrics.get("robustness")
     lines = ["## Robustness on paraphrases", ""]
@@ -905,6 +963,7 @@ def render_card(
     body += _method_section(recipe, metrics)
     body += _where_section(recipe, metrics, plots)
     body += _before_after(recipe, metrics)
+    body += _samples(metrics)
     body += _robustness(metrics)
     body += _export(metrics)
     body += _reproduce(recipe, metrics, recipe_text)
@@ -1083,6 +1142,16 @@ def write_card(run_dir: str | Path) -> Path:
                 pass
     if metrics.get("base_model") and Path(str(metrics["base_model"])).expanduser().exists():
         metrics["base_model"] = None  # a local folder, not a Hub id, even if it looks like owner/name
+    samples = {}
+    for phase in ("base", "edited"):
+        f = run_dir / f"samples-{phase}.json"
+        if f.exists():
+            try:
+                samples[phase] = json.loads(f.read_text())
+            except json.JSONDecodeError:
+                pass
+    if samples:
+        metrics = {**metrics, "samples": samples}
     plots = make_plots(run_dir, metrics, model_dir)
     text = render_card(recipe, metrics, recipe_text=recipe_text, plots=plots, run_id=run_dir.name)
     fd, tmp = tempfile.mkstemp(dir=model_dir, prefix=".README.", suffix=".md.tmp")

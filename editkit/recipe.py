@@ -117,6 +117,19 @@ class EvalSpec(StrictModel):
         "they are reported but left out of the worst/mean summary",
     )
     drift_prompts: int = Field(32, ge=0, description="harmless prompts for first-token KL drift")
+    refusal_judge: str = Field(
+        "markers",
+        description="who decides that a response is a refusal: 'markers' (keywords), 'self' (the base model "
+        "reads each response, loaded a second time) or a chat model (Hub id, folder, named model); with a "
+        "model, metrics report both rates and their agreement",
+    )
+
+    @field_validator("refusal_judge")
+    @classmethod
+    def _judge(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("must be 'markers', 'self' or a model id")
+        return v.strip()
 
 
 class ExportSpec(StrictModel):
