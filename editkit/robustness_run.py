@@ -6,6 +6,7 @@ from typing import Any
 
 
 def run_robustness(ctx, edit, recipe, data, events) -> dict[str, Any]:
+    from editkit.pipeline import StageCounter
     from editkit.robustness import build_families, robustness_report, score_families
 
     bs = recipe.eval.batch_size
@@ -15,11 +16,17 @@ def run_robustness(ctx, edit, recipe, data, events) -> dict[str, Any]:
     if heldout:
         name = sorted(heldout)[0]
         sets[f"control:{name}"] = heldout[name]
-    for label, items in sets.items():
-        fams = build_families(items, families=recipe.eval.robustness_families, seed=recipe.seed)
-        before = score_families(ctx.model, ctx.tokenizer, fams, batch_size=bs)
+    families = {
+        label: build_families(items, families=recipe.eval.robustness_families, seed=recipe.seed)
+        for label, items in sets.items()
+    }
+    counter = StageCounter(events, "robustness")
+    # before and after, two scored answers per item
+    counter.grow(sum(4 * len(v) for fams in families.values() for v in fams.values()))
+    for label, fams in families.items():
+        before = score_families(ctx.model, ctx.tokenizer, fams, batch_size=bs, on_batch=counter.add)
         with edit.applied(ctx.model):
-            after = score_families(ctx.model, ctx.tokenizer, fams, batch_size=bs)
+            after = score_families(ctx.model, ctx.tokenizer, fams, batch_size=bs, on_batch=counter.add)
         report = robustness_report(
             before,
             after,
