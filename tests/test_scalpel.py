@@ -472,3 +472,20 @@ def test_pipeline_resume_after_ctrl_c_matches_an_uninterrupted_run(tmp_path, tin
         assert torch.equal(a.A, b.A) and torch.equal(a.B, b.B)
     steps = [e["step"] for e in read_events(tmp_path / "cut") if e["type"] == "step"]
     assert steps == [1, 2, 3, 4, 5, 6, 7, 8]
+
+
+def test_lora_wrap_prints_no_transformers_future_warning(tmp_path):
+    """PEFT reads transformers' deprecated `is_gradient_checkpointing` on every wrap; editkit hides that."""
+    import warnings
+
+    from peft import LoraConfig, get_peft_model
+
+    from editkit import quiet_known_warnings
+    from tests.tiny import tiny_model
+
+    model, _ = tiny_model("llama")
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")  # nothing hidden by earlier runs or pytest's own filters
+        quiet_known_warnings()
+        get_peft_model(model, LoraConfig(r=2, target_modules=["q_proj"]))
+    assert not [w for w in seen if "is_gradient_checkpointing" in str(w.message)]
