@@ -49,7 +49,7 @@ def test_subset_stratifies_by_family_and_keeps_every_stratum():
 
 
 def test_load_data_max_items_measures_both_answer_classes():
-    from editkit.pipeline import load_data
+    from editkit.recipe_data import load_data
     from editkit.recipe import parse_recipe
 
     r = parse_recipe(
