@@ -6,23 +6,6 @@ result = apply_recipe("recipes/remove_moral.yaml")
 
 __version__ = "0.1.0"
 
-KNOWN_WARNINGS = (
-    # PEFT's get_peft_model reads transformers' deprecated alias on every LoRA wrap (SCALPEL, sft): one
-    # FutureWarning per `editkit apply` that the user can do nothing about
-    (r"`is_gradient_checkpointing` is deprecated", FutureWarning, r"transformers\.modeling_utils"),
-)
-
-
-def quiet_known_warnings() -> None:
-    """Hide library warnings editkit triggers and a user cannot act on (each one listed in KNOWN_WARNINGS)."""
-    import warnings
-
-    for message, category, module in KNOWN_WARNINGS:
-        warnings.filterwarnings("ignore", message=message, category=category, module=module)
-
-
-quiet_known_warnings()
-
 __all__ = ["Edit", "Recipe", "__version__", "apply_recipe", "find_anatomy", "load_model", "load_recipe"]
 
 

@@ -366,9 +366,11 @@ def eval_(
             on_rows=on_rows,
         )
     except EditkitError as e:
-        bar.stop()
+        if task is not None:
+            bar.stop()
         fail(e)
-    bar.stop()
+    if task is not None:
+        bar.stop()
     from rich.table import Table
 
     t = Table(title=f"editkit eval: {target}")

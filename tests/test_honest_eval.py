@@ -49,8 +49,8 @@ def test_subset_stratifies_by_family_and_keeps_every_stratum():
 
 
 def test_load_data_max_items_measures_both_answer_classes():
-    from editkit.recipe_data import load_data
     from editkit.recipe import parse_recipe
+    from editkit.recipe_data import load_data
 
     r = parse_recipe(
         "name: t\nmodel: demo\nmethod: {name: heads, heads: [[0, 0]]}\ndata: {target: moral}\n"
