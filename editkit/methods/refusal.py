@@ -22,81 +22,17 @@ from typing import Literal
 
 import torch
 from pydantic import Field, field_validator
-from torch import nn
 
-from editkit.anatomy import in_out_features, weight_out_in
 from editkit.distributed import map_across_processes
-from editkit.edit import Edit, EditOp, ProjectOut, register_op
+from editkit.edit import Edit
 from editkit.errors import EditkitError
 from editkit.methods import register_method
 from editkit.methods.base import FitContext, Method, MethodParams
+from editkit.ops import EditOp, NormPreservingProjectOut, ProjectOut
 from editkit.refusal.atoms import ATOM_NAMES, atom_pairs_from_rows, cosines, load_atom_pairs, ridge_clean
 from editkit.refusal.chat import chat_first_token_logprobs, kl_rows, prompt_texts
 from editkit.refusal.direction import diff_of_means, residual_activations
 from editkit.refusal.metrics import phase_refusal_metrics
-
-# ------------------------------------------------------------------------------------------------------
-# the exact norm-preserving projection
-# ------------------------------------------------------------------------------------------------------
-
-
-def _norm_preserving(w: torch.Tensor, r: torch.Tensor, s: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """(P·W, column scale D) with P = I − s·r·rᵀ and D_j = ‖w_j‖ / ‖P·w_j‖ (1 where P·w_j vanishes)."""
-    pw = w - s * torch.outer(r, r @ w)
-    wn, pn = w.norm(dim=0), pw.norm(dim=0)
-    d = torch.where(pn > 1e-12 * wn.clamp_min(1e-30), wn / pn.clamp_min(1e-30), torch.ones_like(wn))
-    return pw, d
-
-
-@register_op
-class NormPreservingProjectOut(ProjectOut):
-    """W ← (I − s·r·rᵀ)·W·D: remove r from every column, then give each column back its norm.
-
-    Column j of an [out, in] residual writer is the vector that input feature j (a head dimension, an MLP
-    neuron, a token embedding) adds to the residual stream; this keeps every such vector's length while
-    removing its r-component (at s = 1, rᵀW' = 0 exactly). The bias is only projected (b ← P·b). Hook form:
-    scale the inputs by D, then project the output — the same map as the merge.
-    """
-
-    kind = "project_out_norm"
-
-    def _scales(self, module: nn.Module) -> torch.Tensor:
-        w = weight_out_in(module)
-        _, d = _norm_preserving(w, self._r(torch.float32, w.device), self.strength)
-        return d
-
-    def hook(self, module):
-        d32 = self._scales(module)
-
-        def project(out):
-            r = self._r(out.dtype, out.device)
-            return out - self.strength * (out @ r).unsqueeze(-1) * r
-
-        if isinstance(module, nn.Embedding):
-
-            def post_emb(mod, args, out):
-                return project(out) * d32.to(out.device, out.dtype)[args[0]].unsqueeze(-1)
-
-            return [module.register_forward_hook(post_emb)]
-
-        n_in, _ = in_out_features(module)
-
-        def pre(mod, args):
-            x = args[0]
-            return (x * d32.to(x.device, x.dtype),) + tuple(args[1:])
-
-        def post(mod, args, out):
-            return project(out)
-
-        return [module.register_forward_pre_hook(pre), module.register_forward_hook(post)]
-
-    def merge(self, w, b):
-        r = self._r(torch.float32, w.device)
-        pw, d = _norm_preserving(w, r, self.strength)
-        if b is not None:
-            b = b - self.strength * r * (r @ b)
-        return pw * d.unsqueeze(0), b
-
 
 # ------------------------------------------------------------------------------------------------------
 # parameters
