@@ -22,7 +22,7 @@ from editkit.distributed import gather_shares
 from editkit.edit import Edit, ScaleInputs
 from editkit.errors import EditkitError
 from editkit.methods import register_method
-from editkit.methods.base import FitContext, Method, MethodParams
+from editkit.methods.base import FitContext, FitResult, Method, MethodParams
 
 
 class HeadsParams(MethodParams):
@@ -218,11 +218,11 @@ class HeadsMethod(Method):
                 f"method.top_k: {params.top_k} is more than this model's {anatomy.n_total_heads} heads"
             )
 
-    def fit(self, ctx: FitContext) -> Edit:
+    def fit(self, ctx: FitContext) -> FitResult:
         p: HeadsParams = ctx.params  # type: ignore[assignment]
         self.check(p, ctx.anatomy)
         if p.heads is not None:
-            return head_mask_edit(ctx.anatomy, [tuple(h) for h in p.heads], p.scale)
+            return FitResult(head_mask_edit(ctx.anatomy, [tuple(h) for h in p.heads], p.scale))
 
         train = list(ctx.data.get("target_train") or [])
         if not train:
@@ -289,7 +289,7 @@ class HeadsMethod(Method):
             info["lasso_cv_alpha"] = res["alpha"]
         if "refined" in res:
             info["refined_drops"] = res["refined"]
-        return head_mask_edit(ctx.anatomy, chosen, p.scale, info=info)
+        return FitResult(head_mask_edit(ctx.anatomy, chosen, p.scale, info=info))
 
     def control(self, ctx: FitContext, edit: Edit) -> Edit | None:
         chosen = {tuple(h) for h in edit.info.get("heads", [])}

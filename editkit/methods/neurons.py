@@ -27,7 +27,7 @@ from editkit.distributed import gather_shares
 from editkit.edit import Edit, ScaleInputs
 from editkit.errors import EditkitError
 from editkit.methods import register_method
-from editkit.methods.base import FitContext, Method, MethodParams
+from editkit.methods.base import FitContext, FitResult, Method, MethodParams
 
 
 class NeuronsParams(MethodParams):
@@ -161,14 +161,14 @@ class NeuronsMethod(Method):
                     f"({anatomy.n_layers} layers x {anatomy.intermediate_size} neurons)"
                 )
 
-    def fit(self, ctx: FitContext) -> Edit:
+    def fit(self, ctx: FitContext) -> FitResult:
         from editkit.localize.attribution import neuron_attributions
 
         p: NeuronsParams = ctx.params  # type: ignore[assignment]
         an = ctx.anatomy
         self.check(p, an)
         if p.neurons is not None:
-            return neuron_edit(an, [tuple(n) for n in p.neurons], p.scale)
+            return FitResult(neuron_edit(an, [tuple(n) for n in p.neurons], p.scale))
 
         sets = self._datasets(ctx, p)
         total = sum(len(v) for v in sets.values())
@@ -252,7 +252,7 @@ class NeuronsMethod(Method):
             "attribution_seconds": round(seconds, 2),
             "mean_attribution": [round(float(mean_attr[n]), 8) for n in chosen],
         }
-        return neuron_edit(an, chosen, p.scale, info=info)
+        return FitResult(neuron_edit(an, chosen, p.scale, info=info))
 
     def control(self, ctx: FitContext, edit: Edit) -> Edit | None:
         """Random neurons, as many per layer as the edit has (layer-matched: depth is not a confound)."""

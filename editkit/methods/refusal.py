@@ -27,7 +27,7 @@ from editkit.distributed import map_across_processes
 from editkit.edit import Edit
 from editkit.errors import EditkitError
 from editkit.methods import register_method
-from editkit.methods.base import FitContext, Method, MethodParams
+from editkit.methods.base import FitContext, FitResult, Method, MethodParams
 from editkit.ops import EditOp, NormPreservingProjectOut, ProjectOut
 from editkit.refusal.atoms import ATOM_NAMES, atom_pairs_from_rows, cosines, load_atom_pairs, ridge_clean
 from editkit.refusal.chat import chat_first_token_logprobs, kl_rows, prompt_texts
@@ -247,28 +247,38 @@ class RefusalMethod(Method):
     summary = "a refusal direction (cleaned against concept atoms), projected out of every residual writer"
     needs = ("sets.harmful", "sets.harmless")
 
-    def __init__(self):
-        self._cache: dict = {}
+    def check(self, params, anatomy) -> None:
+        p: RefusalParams = params  # type: ignore[assignment]
+        n = anatomy.n_layers
+        if p.layer is not None and not 0 <= p.layer < n:
+            raise EditkitError(f"method.layer: {p.layer} is out of range 0..{n - 1}")
+        if p.min_layer >= n:
+            raise EditkitError(f"method.min_layer: {p.min_layer} is out of range 0..{n - 1}")
+        bad = [li for li in (p.edit_layers or []) if not 0 <= li < n]
+        if bad:
+            raise EditkitError(f"method.edit_layers: layer {bad[0]} is out of range 0..{n - 1}")
+        bad = [li for li in p.strength_by_layer if not 0 <= li < n]
+        if bad:
+            raise EditkitError(f"method.strength_by_layer: layer {bad[0]} is out of range 0..{n - 1}")
+        if p.embeddings and anatomy.tied_embeddings:
+            raise EditkitError(
+                "method.embeddings: this model ties its input embeddings to the output head; set embeddings: false"
+            )
+        if isinstance(p.edit_from, int) and not edited_layers(anatomy, p):
+            raise EditkitError(
+                f"method.edit_from: {p.edit_from} leaves no layer to edit (the model has {n} layers"
+                + (f", edit_layers lists {p.edit_layers}" if p.edit_layers is not None else "")
+                + ")"
+            )
 
     # -- fit ----------------------------------------------------------------------------------------
-    def fit(self, ctx: FitContext) -> Edit:
+    def fit(self, ctx: FitContext) -> FitResult:
         p: RefusalParams = ctx.params  # type: ignore[assignment]
         model, tok, an = ctx.model, ctx.tokenizer, ctx.anatomy
         for need in (p.harmful, p.harmless, *p.atom_sets):
             if need not in ctx.data:
                 raise EditkitError(f"data.sets.{need}: method 'refusal' needs this prompt set")
-        if p.layer is not None and not 0 <= p.layer < an.n_layers:
-            raise EditkitError(f"method.layer: {p.layer} is out of range 0..{an.n_layers - 1}")
-        if p.embeddings and an.tied_embeddings:
-            raise EditkitError(
-                "method.embeddings: this model ties its input embeddings to the output head; set embeddings: false"
-            )
-        if isinstance(p.edit_from, int) and not edited_layers(an, p):
-            raise EditkitError(
-                f"method.edit_from: {p.edit_from} leaves no layer to edit (the model has {an.n_layers} layers"
-                + (f", edit_layers lists {p.edit_layers}" if p.edit_layers is not None else "")
-                + ")"
-            )
+        self.check(p, an)
         # validation prompts: their own sets, else the rows after the training rows
         has_val = p.harmful_val in ctx.data and p.harmless_val in ctx.data
         harm = _texts(ctx, p.harmful, p.n_train)
@@ -468,16 +478,15 @@ class RefusalMethod(Method):
             info["atom_cosines_before"] = cosines(raw[layer], atom_dirs[layer], atom_names)
             info["atom_cosines_after"] = cosines(r, atom_dirs[layer], atom_names)
             info["cos_raw_cleaned"] = round(float(raw[layer] @ r), 4)
-        self._cache.pop("comparison", None)
+        # the other direction (plain abliteration for SRA, or SRA when sra: auto picked plain) at the same
+        # layer and KL limit: evaluated like the edit so the card shows both
+        comparisons: dict[str, Edit] = {}
         if comparison is not None:
             info["comparison"] = comparison
             other_r = dir_of[comparison["direction"]](layer)
             name = "plain abliteration" if comparison["direction"] == "plain" else "SRA"
-            self._cache["comparison"] = (
-                name,
-                project_edit(
-                    an, other_r, p, {"comparison": comparison}, start=start, strength=comparison["strength"]
-                ),
+            comparisons[name] = project_edit(
+                an, other_r, p, {"comparison": comparison}, start=start, strength=comparison["strength"]
             )
             ctx.events.log(
                 f"refusal: {name} at the same layer: strength {comparison['strength']}, log-odds "
@@ -488,13 +497,7 @@ class RefusalMethod(Method):
             f"refusal: layer {layer}, strength {strength}, log-odds {chosen['refusal_log_odds']} "
             f"(base {base_score:.3f}), val KL {chosen['kl']}"
         )
-        return project_edit(an, r, p, info, start=start, strength=strength)
-
-    def comparisons(self, ctx: FitContext, edit: Edit) -> dict[str, Edit]:
-        """The other direction (plain abliteration for SRA, or SRA when ``sra: auto`` picked plain) at the
-        same layer and KL limit, fitted alongside; evaluated like the edit so the card shows both."""
-        found = self._cache.get("comparison")
-        return {found[0]: found[1]} if found else {}
+        return FitResult(project_edit(an, r, p, info, start=start, strength=strength), comparisons)
 
     # -- metrics & control ---------------------------------------------------------------------------
     def evaluate(self, ctx: FitContext, phase: str) -> dict[str, float]:
@@ -505,7 +508,6 @@ class RefusalMethod(Method):
             p.harmless_test,
             p.eval_max_prompts,
             p.eval_max_new_tokens,
-            self._cache,
             phase,
         )
 

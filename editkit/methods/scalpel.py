@@ -25,17 +25,23 @@ from typing import Literal
 import torch
 from pydantic import Field, field_validator
 
-from editkit.edit import Edit, LowRank
+from editkit.edit import Edit
 from editkit.errors import DataError, EditkitError
 from editkit.eval.pairwise import encode_prompt_answers, mean_answer_logprob, pairwise_margins
 from editkit.methods import register_method
-from editkit.methods.base import FitContext, Method, MethodParams
+from editkit.methods.base import FitContext, FitResult, Method, MethodParams
+from editkit.methods.lora import (  # noqa: F401 - adapter_ops, wrap_lora... are this method's API too
+    ADAPTER,
+    Role,
+    adapter_ops,
+    lora_layers,
+    module_map,
+    random_lora_like,
+    resolve_targets,
+    unwrap_lora,
+    wrap_lora,
+)
 from editkit.methods.lora_fit import LossOut, TrainConfig, encode_text, kl_to_base, train_lora
-
-Role = Literal["q", "k", "v", "qkv", "o", "gate", "up", "gate_up", "down"]
-ADAPTER = "default"
-# Fused projections stand in for their parts on models that have them (GPT-2 c_attn, Phi-3 qkv/gate_up).
-_FUSED = {"q": "qkv", "k": "qkv", "v": "qkv", "gate": "gate_up", "up": "gate_up"}
 
 
 class ScalpelParams(MethodParams):
@@ -99,40 +105,9 @@ class ScalpelParams(MethodParams):
         return v
 
 
-def resolve_targets(anatomy, roles: list[str], layers: Literal["all"] | list[int]) -> list[str]:
-    """Full module names for the roles on the chosen layers; fused projections replace missing parts."""
-    chosen = None if layers == "all" else set(layers)
-    out: list[str] = []
-    for layer in anatomy.layers:
-        if chosen is not None and layer.index not in chosen:
-            continue
-        for role in roles:
-            name = layer.role(role) or (layer.role(_FUSED[role]) if role in _FUSED else None)
-            if name is not None and name not in out:
-                out.append(name)
-    return out
-
-
-def _module_map(anatomy) -> dict[str, tuple[int, str]]:
-    """module name -> (layer index, role)."""
-    out = {}
-    for layer in anatomy.layers:
-        for role in ("q", "k", "v", "qkv", "o", "gate", "up", "gate_up", "down"):
-            name = layer.role(role)
-            if name:
-                out[name] = (layer.index, role)
-    return out
-
-
 # ---------------------------------------------------------------------------------------------------
 # the loss
 # ---------------------------------------------------------------------------------------------------
-
-
-def lora_layers(model, names: list[str]) -> list[tuple[str, torch.nn.Module]]:
-    """(name, PEFT LoRA layer) for each target, looked up on the wrapped base model by its plain name."""
-    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
-    return [(n, inner.get_submodule(n)) for n in names]
 
 
 def _delta_sq_norm(layer) -> torch.Tensor:
@@ -272,60 +247,6 @@ def _tokens_in(batch: dict) -> int:
 # ---------------------------------------------------------------------------------------------------
 
 
-def wrap_lora(model, names: list[str], p: ScalpelParams, seed: int):
-    """PEFT-wrap ``model`` in place with a fresh adapter (seeded init); returns (peft_model, saved flags)."""
-    from peft import LoraConfig, get_peft_model
-    from transformers.pytorch_utils import Conv1D
-
-    flags = {n: prm.requires_grad for n, prm in model.named_parameters()}
-    fan_in_fan_out = any(isinstance(model.get_submodule(n), Conv1D) for n in names)
-    config = LoraConfig(
-        r=p.rank,
-        lora_alpha=p.alpha,
-        lora_dropout=p.dropout,
-        target_modules=names,
-        bias="none",
-        fan_in_fan_out=fan_in_fan_out,
-        init_lora_weights=True,
-    )
-    devices = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
-    cpu = torch.get_rng_state()
-    torch.manual_seed(seed)
-    try:
-        peft_model = get_peft_model(model, config)
-    finally:
-        torch.set_rng_state(cpu)
-        if devices is not None:
-            torch.cuda.set_rng_state_all(devices)
-    return peft_model, flags
-
-
-def adapter_ops(peft_model, names: list[str]) -> list[LowRank]:
-    """One LowRank op per adapted module: ΔW = scale·B·A with plain (un-prefixed) module names."""
-    ops = []
-    for name, layer in lora_layers(peft_model, names):
-        ops.append(
-            LowRank(
-                module=name,
-                A=layer.lora_A[ADAPTER].weight.detach().to(torch.float32).cpu().clone(),
-                B=layer.lora_B[ADAPTER].weight.detach().to(torch.float32).cpu().clone(),
-                scale=float(layer.scaling[ADAPTER]),
-            )
-        )
-    return ops
-
-
-def unwrap_lora(peft_model, flags: dict[str, bool]):
-    """Remove every LoRA layer without merging; the base model object comes back unchanged."""
-    base = peft_model.unload()
-    for n, prm in base.named_parameters():
-        prm.requires_grad_(flags.get(n, prm.requires_grad))
-    for attr in ("peft_config", "_hf_peft_config_loaded"):
-        if attr in base.__dict__:
-            delattr(base, attr)
-    return base
-
-
 def _fingerprint(p: ScalpelParams, names: list[str], train: list[dict], seed: int) -> str:
     blob = json.dumps(
         {
@@ -350,6 +271,7 @@ class ScalpelMethod(Method):
     params_cls = ScalpelParams
     paper = "SCALPEL: capability removal with low-rank adapters (arXiv 2601.07411)"
     summary = "a LoRA adapter trained so p(correct) ≈ p(incorrect) on the target, regularised on general text"
+    makes_adapter = True
     needs = ("target",)
 
     def check(self, params, anatomy) -> None:
@@ -366,7 +288,7 @@ class ScalpelMethod(Method):
                 f"({anatomy.architecture}); try q, k, v, o, gate, up, down"
             )
 
-    def fit(self, ctx: FitContext) -> Edit:
+    def fit(self, ctx: FitContext) -> FitResult:
         p: ScalpelParams = ctx.params  # type: ignore[assignment]
         self.check(p, ctx.anatomy)
         names = resolve_targets(ctx.anatomy, list(p.targets), p.layers)
@@ -433,11 +355,10 @@ class ScalpelMethod(Method):
             final_val = validate(result.steps_run) if val else {}
             final_val.pop("stop", None)
             ops = adapter_ops(peft_model, names)
-            recipe = ctx.extras.get("recipe")
-            if recipe is not None and recipe.export.adapter and ctx.run_dir is not None and ctx.is_main:
+            adir = None
+            if ctx.save_adapter and ctx.run_dir is not None and ctx.is_main:
                 adir = ctx.run_dir / "adapter"
                 peft_model.save_pretrained(str(adir))
-                ctx.extras["adapter_dir"] = adir
         finally:
             ctx.model = unwrap_lora(peft_model, flags)
             ctx.model.train(was_training)
@@ -445,7 +366,7 @@ class ScalpelMethod(Method):
             raise EditkitError("internal: PEFT unload returned a different model object")
 
         norms = {op.module: float((op.scale * op.B @ op.A).norm()) for op in ops}
-        where = _module_map(ctx.anatomy)
+        where = module_map(ctx.anatomy)
         per_layer = [0.0] * ctx.anatomy.n_layers
         roles = [
             r
@@ -483,7 +404,7 @@ class ScalpelMethod(Method):
             "train_items": len(train),
             "fit_tokens": result.tokens,
         }
-        return Edit(method="scalpel", ops=ops, info=info)
+        return FitResult(Edit(method="scalpel", ops=ops, info=info), adapter_dir=adir)
 
     def evaluate(self, ctx: FitContext, phase: str) -> dict[str, float]:
         """Mean |ℓ⁺ − ℓ⁻| on the target test items: equalisation drives it towards 0."""
@@ -495,21 +416,4 @@ class ScalpelMethod(Method):
 
     def control(self, ctx: FitContext, edit: Edit) -> Edit | None:
         """A random LoRA of the same rank with the same ‖ΔW‖_F per module."""
-        gen = torch.Generator().manual_seed(
-            int(hashlib.sha256(f"{ctx.seed}:scalpel-control".encode()).hexdigest()[:8], 16)
-        )
-        ops = []
-        for op in edit.ops:
-            if not isinstance(op, LowRank):
-                continue
-            target = float((op.scale * op.B.float() @ op.A.float()).norm())
-            a = torch.randn(op.A.shape, generator=gen)
-            b = torch.randn(op.B.shape, generator=gen)
-            cur = float((op.scale * b @ a).norm())
-            f = math.sqrt(target / cur) if cur > 0 else 0.0
-            ops.append(
-                LowRank(module=op.module, A=(a * f).to(op.A.dtype), B=(b * f).to(op.B.dtype), scale=op.scale)
-            )
-        return Edit(
-            method="scalpel", ops=ops, info={"control": "random LoRA, same rank and per-module ‖ΔW‖_F"}
-        )
+        return random_lora_like(edit, f"{ctx.seed}:scalpel-control")
