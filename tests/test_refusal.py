@@ -16,7 +16,8 @@ from editkit.edit import Edit, ProjectOut
 from editkit.errors import EditkitError
 from editkit.events import EventLog
 from editkit.methods.base import FitContext
-from editkit.methods.refusal import NormPreservingProjectOut, RefusalMethod, RefusalParams, project_edit
+from editkit.methods.refusal import RefusalMethod, RefusalParams, project_edit
+from editkit.ops import NormPreservingProjectOut
 from editkit.refusal.atoms import ATOM_NAMES, cosines, load_atom_pairs, ridge_clean
 from editkit.refusal.chat import chat_prompts, is_degenerate, is_refusal
 from editkit.refusal.direction import diff_of_means, residual_activations
@@ -314,7 +315,7 @@ def test_strength_auto_weakens_an_over_limit_layer_until_its_val_kl_fits(tmp_pat
 
 
 def test_sra_fits_plain_abliteration_beside_it_and_auto_picks_by_the_validation_rule(tmp_path):
-    from editkit.methods.refusal import _pick
+    from editkit.methods.refusal.fit import _pick
 
     model, tok = tiny_model("llama")
     kw = dict(ridge_alpha=1e-6, kl_limit=10.0)

@@ -17,17 +17,9 @@ from editkit.eval.pairwise import encode_prompt_answers, pairwise_margins
 from editkit.events import NullEventLog
 from editkit.methods import get_method
 from editkit.methods.base import FitContext
+from editkit.methods.lora import adapter_ops, lora_layers, resolve_targets, unwrap_lora, wrap_lora
 from editkit.methods.lora_fit import encode_text, latest_checkpoint
-from editkit.methods.scalpel import (
-    ScalpelLoss,
-    ScalpelMethod,
-    ScalpelParams,
-    adapter_ops,
-    lora_layers,
-    resolve_targets,
-    unwrap_lora,
-    wrap_lora,
-)
+from editkit.methods.scalpel import ScalpelLoss, ScalpelMethod, ScalpelParams
 from tests.tiny import TRIPLETS, tiny_model
 
 ITEMS = [
