@@ -371,14 +371,25 @@ _DISCLAIMER = (
 )
 
 
+def _verdict(metrics: Mapping) -> dict | None:
+    """May the card say "removed"? One rule for card and metrics: ``editkit.robustness.removal_verdict``."""
+    from editkit.robustness import removal_verdict
+
+    return removal_verdict(metrics)
+
+
 def _what_removed(recipe: Mapping, metrics: Mapping) -> list[str]:
     cap = capability_of(recipe)
     data = recipe.get("data") or {}
     target = (data.get("target") or {}).get("source")
     base_model = metrics.get("base_model") or metrics.get("model") or (recipe.get("model") or {}).get("id")
     verb = "installed in" if _installs(recipe) else "removed from"
-    lines = ["## What was " + ("changed" if _installs(recipe) else "removed"), ""]
-    lines.append(f"**{cap}** was {verb} `{base_model}`.")
+    verdict = None if _installs(recipe) else _verdict(metrics)
+    if verdict is not None and not verdict["removed"]:
+        lines = ["## What the edit changed", "", f"**{cap}** in `{base_model}`: {verdict['sentence']}."]
+    else:
+        lines = ["## What was " + ("changed" if _installs(recipe) else "removed"), ""]
+        lines.append(f"**{cap}** was {verb} `{base_model}`.")
     if metrics.get("weights"):
         lines.append(f"The weights edited were {metrics['weights']}.")
     desc = _builtin_capabilities().get(str(target)) if target else None
@@ -833,6 +844,9 @@ def _robustness(metrics: Mapping) -> list[str]:
                     + (summ.get("note") or "no family could be summarised")
                     + ". The per-family accuracies above are still what was measured."
                 )
+            verdict = _verdict(metrics)
+            if verdict is not None:
+                lines += ["", f"**Verdict: {verdict['sentence']}.** {verdict['rule']}"]
             lines.append("")
     return lines
 
@@ -980,6 +994,9 @@ def render_card(
     base = metrics.get("base_model") or metrics.get("model") or (recipe.get("model") or {}).get("id")
     title = (recipe.get("push") or {}).get("repo_id") or recipe.get("name", "edited model")
     verb = "with" if _installs(recipe) else "without"
+    verdict = None if _installs(recipe) else _verdict(metrics)
+    if verdict is not None and not verdict["removed"]:  # the rule in editkit.robustness.REMOVAL_RULE
+        verb = "with weakened" if verdict["status"] != "not_removed" else "with (not removed)"
     body = [
         f"# {title}",
         "",

@@ -8,7 +8,7 @@ from typing import Any
 
 from editkit.errors import EditkitError
 from editkit.events import EventLog, StageCounter, write_metrics
-from editkit.robustness import build_families, robustness_report, score_families
+from editkit.robustness import build_families, removal_verdict, robustness_report, score_families
 from editkit.runs import open_run
 
 
@@ -21,7 +21,9 @@ def run_robustness(ctx, edit, recipe, data, events) -> dict[str, Any]:
         name = sorted(heldout)[0]
         sets[f"control:{name}"] = heldout[name]
     families = {
-        label: build_families(items, families=recipe.eval.robustness_families, seed=recipe.seed)
+        label: build_families(
+            items, families=recipe.eval.robustness_families, seed=recipe.seed, tokenizer=ctx.tokenizer
+        )
         for label, items in sets.items()
     }
     counter = StageCounter(events, "robustness")
@@ -45,6 +47,8 @@ def run_robustness(ctx, edit, recipe, data, events) -> dict[str, Any]:
                 {"family": f, "n": len(fams[f]), "before": before.get(f), "after": after.get(f)} for f in fams
             ],
         )
+    if "target" in out:  # the rule behind the card's "removed" (editkit.robustness.REMOVAL_RULE)
+        out["target"]["verdict"] = removal_verdict({"robustness": out})
     return out
 
 
