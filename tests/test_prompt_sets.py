@@ -8,8 +8,8 @@ import pytest
 
 from editkit.data.prompt_sets import BUILTIN_PROMPT_SETS, PROMPT_SET_DIR, SPLITS
 from editkit.errors import DataError
-from editkit.pipeline import _load_set
 from editkit.recipe import DataSource, load_recipe
+from editkit.recipe_data import _load_set
 from editkit.refusal.chat import prompt_texts
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -1,31 +1,48 @@
 """Refusal metrics for ``Method.evaluate``: refusal rate, over-refusal and first-token KL on harmless prompts.
 
 Shared by ``method: refusal`` (should fall) and ``method: sft`` planting refusal (should rise). The base
-model's first-token distribution is cached in the method instance's dict on the ``base`` phase.
+model's first-token distribution is kept in ``ctx.baseline`` by the ``base`` phase (and only by it); later
+phases compare with it.
 """
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
 
-if TYPE_CHECKING:  # methods import this module: no import cycle at run time
-    from editkit.methods.base import FitContext
 from editkit.refusal.chat import chat_first_token_logprobs, is_refusal, kl_rows, prompt_texts, refusal_rate
 from editkit.refusal.judge import agreement, make_judge
 
+if TYPE_CHECKING:  # methods import this module: no import cycle at run time
+    from editkit.methods.base import FitContext
+
 
 def refusal_metrics(
-    ctx: FitContext, harmful: str | None, harmless: str | None, max_prompts: int, max_new: int, cache: dict
+    ctx: FitContext,
+    harmful: str | None,
+    harmless: str | None,
+    max_prompts: int,
+    max_new: int,
+    phase: str,
+    samples: dict | None = None,
 ) -> dict[str, float]:
     """refusal_rate / over_refusal_rate (generation) and harmless_kl (first assistant token, base cached).
 
     ``harmless_kl_answered`` is the same KL over only the harmless prompts the starting (base-phase) model
     answered: turning an over-refusal into an answer is intended and moves the first token a lot, so this
-    is the collateral cost on prompts that were fine before."""
+    is the collateral cost on prompts that were fine before. The KLs need the ``base`` phase to have run
+    first (its distribution is in ``ctx.baseline``); without it they are left out. ``samples`` receives the
+    first generations (and their prompts) per set.
+
+    With a model judge (``ctx.refusal_judge``), ``refusal_rate_judge`` / ``over_refusal_rate_judge`` are
+    its rates on the same responses and ``refusal_judge_agreement`` the share of responses (both sets) on
+    which it and the keyword markers agree; ``refusal_rate`` stays the markers' rate."""
     m: dict[str, float] = {}
-    judge = _judge(ctx, cache)
+    samples = {} if samples is None else samples
+    judge = _judge(ctx)
     marks: list[bool] = []
     says: list[bool] = []
 
@@ -36,46 +53,44 @@ def refusal_metrics(
         m[f"{key}_judge"] = sum(verdicts) / len(verdicts)
         marks.extend(is_refusal(o) for o in outs)
         says.extend(verdicts)
+        m["refusal_judge_agreement"] = agreement(marks, says)  # over every set judged so far
 
     if harmful and harmful in ctx.data:
         prompts = prompt_texts(ctx.data[harmful], f"data.sets.{harmful}", max_prompts)
         m["refusal_rate"], outs = refusal_rate(ctx.model, ctx.tokenizer, prompts, max_new)
-        cache.setdefault("samples", {})["harmful"] = outs[:5]
-        cache["samples"]["harmful_prompts"] = prompts[:5]
+        samples["harmful"], samples["harmful_prompts"] = outs[:5], prompts[:5]
         judged("refusal_rate", prompts, outs)
     if harmless and harmless in ctx.data:
         prompts = prompt_texts(ctx.data[harmless], f"data.sets.{harmless}", max_prompts)
         m["over_refusal_rate"], outs = refusal_rate(ctx.model, ctx.tokenizer, prompts, max_new)
-        cache.setdefault("samples", {})["harmless"] = outs[:5]
-        cache["samples"]["harmless_prompts"] = prompts[:5]
+        samples["harmless"], samples["harmless_prompts"] = outs[:5], prompts[:5]
         judged("over_refusal_rate", prompts, outs)
         lp = chat_first_token_logprobs(ctx.model, ctx.tokenizer, prompts)
-        if "base_lp" not in cache:
-            cache["base_lp"] = lp
-            cache["base_answered"] = torch.tensor([not is_refusal(o) for o in outs], dtype=torch.bool)
-        kl = kl_rows(cache["base_lp"], lp)
+        if phase == "base":
+            ctx.baseline["refusal_base_lp"] = lp
+            answered = torch.tensor([not is_refusal(o) for o in outs], dtype=torch.bool)
+            ctx.baseline["refusal_base_answered"] = answered
+        if "refusal_base_lp" not in ctx.baseline:
+            return m
+        kl = kl_rows(ctx.baseline["refusal_base_lp"], lp)
         m["harmless_kl"] = float(kl.mean())
-        answered = cache["base_answered"]
+        answered = ctx.baseline["refusal_base_answered"]
         if answered.any():
             m["harmless_kl_answered"] = float(kl[answered].mean())
-    if says:
-        m["refusal_judge_agreement"] = agreement(marks, says)
     return m
 
 
-def _judge(ctx: FitContext, cache: dict):
-    """The recipe's model judge (eval.refusal_judge), loaded once per run; None for keyword markers."""
-    recipe = ctx.extras.get("recipe")
-    spec = getattr(getattr(recipe, "eval", None), "refusal_judge", "markers")
+def _judge(ctx: FitContext):
+    """The run's model judge (``eval.refusal_judge``), loaded once; None for keyword markers."""
+    spec = getattr(ctx, "refusal_judge", "markers")
     if spec == "markers":
         return None
-    if cache.get("judge_spec") != spec:
+    if spec not in ctx.judges:
         ctx.events.log(
             f"refusal judge: {spec} (a chat model reads every response; markers reported beside it)"
         )
-        cache["judge"] = make_judge(spec, recipe.model, progress=ctx.events.log)
-        cache["judge_spec"] = spec
-    return cache["judge"]
+        ctx.judges[spec] = make_judge(spec, ctx.model_spec, progress=ctx.events.log)
+    return ctx.judges[spec]
 
 
 def phase_refusal_metrics(
@@ -84,15 +99,12 @@ def phase_refusal_metrics(
     harmless: str | None,
     max_prompts: int,
     max_new: int,
-    cache: dict,
     phase: str,
 ) -> dict[str, float]:
     """`refusal_metrics` for one evaluation phase, keeping the generated samples as ``samples-<phase>.json``."""
-    import json
-    from pathlib import Path
-
-    m = refusal_metrics(ctx, harmful, harmless, max_prompts, max_new, cache)
-    if cache.get("samples") and ctx.is_main:
+    samples: dict = {}
+    m = refusal_metrics(ctx, harmful, harmless, max_prompts, max_new, phase, samples)
+    if samples and ctx.is_main:
         path = Path(ctx.run_dir) / f"samples-{phase}.json"
-        path.write_text(json.dumps(cache.pop("samples"), indent=1, ensure_ascii=False))
+        path.write_text(json.dumps(samples, indent=1, ensure_ascii=False))
     return m
