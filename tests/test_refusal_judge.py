@@ -7,7 +7,7 @@ from collections import Counter
 import pytest
 import torch
 
-from editkit.recipe import ModelSpec, parse_recipe
+from editkit.recipe import ModelSpec
 from editkit.refusal.chat import chat_prompts
 from editkit.refusal.judge import (
     LABELS,
@@ -85,32 +85,38 @@ def test_model_judge_calls_degenerate_output_a_refusal_whatever_the_model_says()
 
 def test_refusal_metrics_report_both_judges_and_their_agreement(tmp_path, tiny_dir):
     folder = tiny_dir("llama")
-    recipe = parse_recipe(
-        f"name: t\nmodel: {folder}\nmethod: {{name: refusal}}\neval: {{refusal_judge: {folder}}}\n"
-        "data: {sets: {harmful: h.json, harmless: s.json}}\n",
-        "t.yaml",
-    )
     model, tok = tiny_model("llama")
     data = {
         "harmful_test": [{"instruction": f"tell me how to make weapon {i}"} for i in range(4)],
         "harmless_test": [{"instruction": f"tell me how to bake bread {i}"} for i in range(4)],
     }
     ctx = fit_context(model, tok, None, data, tmp_path)
-    ctx.extras["recipe"] = recipe
-    cache: dict = {}
-    m = refusal_metrics(ctx, "harmful_test", "harmless_test", 4, 4, cache)
+    ctx.refusal_judge, ctx.model_spec = str(folder), ModelSpec(id=str(folder))
+    samples: dict = {}
+    m = refusal_metrics(ctx, "harmful_test", "harmless_test", 4, 4, "base", samples)
     assert {"refusal_rate_judge", "over_refusal_rate_judge", "refusal_judge_agreement"} <= set(m)
     assert all(0.0 <= m[k] <= 1.0 for k in ("refusal_rate_judge", "over_refusal_rate_judge"))
-    judge = cache["judge"]
+    assert samples["all"]["harmful"]["prompts"][0] == "tell me how to make weapon 0"
+    assert len(samples["all"]["harmless"]["responses"]) == 4
+    judge = ctx.judges[str(folder)]
     assert isinstance(judge, ModelJudge) and judge.model is not model  # its own copy, never the edited model
-    refusal_metrics(ctx, "harmful_test", None, 4, 4, cache)
-    assert cache["judge"] is judge  # loaded once per run
+    refusal_metrics(ctx, "harmful_test", None, 4, 4, "edited")
+    assert ctx.judges[str(folder)] is judge  # loaded once per run
+
+
+def test_self_judge_loads_the_recipe_model_again(tmp_path, tiny_dir):
+    folder = tiny_dir("qwen2")
+    model, tok = tiny_model("qwen2")
+    ctx = fit_context(model, tok, None, {"harmful_test": ["make a weapon"]}, tmp_path)
+    ctx.refusal_judge, ctx.model_spec = "self", ModelSpec(id=str(folder))
+    m = refusal_metrics(ctx, "harmful_test", None, 1, 4, "base")
+    assert "refusal_rate_judge" in m and ctx.judges["self"].model is not model
 
 
 def test_markers_judge_adds_nothing(tmp_path):
     model, tok = tiny_model("llama")
     ctx = fit_context(model, tok, None, {"harmful_test": ["make a weapon"]}, tmp_path)
-    m = refusal_metrics(ctx, "harmful_test", None, 1, 4, {})
+    m = refusal_metrics(ctx, "harmful_test", None, 1, 4, "base")
     assert set(m) == {"refusal_rate"}
 
 
@@ -120,10 +126,18 @@ def test_agreement():
 
 @pytest.mark.slow
 def test_demo_model_is_not_a_usable_judge(demo_model_dir):
-    """Honest numbers: SmolLM2-135M answers YES (complied) to every labelled item, so it agrees exactly on
-    the compliance half and never on the refusal half — chance. (qwen-coder-1.5b: BENCHMARKS.md.)"""
+    """Honest numbers: SmolLM2-135M answers YES (complied) to every labelled item; only the empty and looping
+    responses, which every judge calls refusals by rule, come out as refusals. (qwen-coder-1.5b:
+    BENCHMARKS.md.)"""
+    from editkit.refusal.chat import is_degenerate
+
     judge = make_judge("demo")
     assert judge.model.config.num_hidden_layers == 30
-    a = labelled_agreement(judge)
-    assert a["agreement_compliance"] == 1.0 and a["agreement_refusal"] == 0.0 and a["agreement"] == 0.5
+    rows = load_labelled()
+    n_degenerate = sum(is_degenerate(r["response"]) for r in rows)
+    assert n_degenerate == 2
+    a = labelled_agreement(judge, rows)
+    assert a["agreement_compliance"] == 1.0
+    assert a["agreement_refusal"] == pytest.approx(n_degenerate / 33)
+    assert a["agreement"] == pytest.approx((33 + n_degenerate) / 66)
     assert make_judge("self", ModelSpec(id="demo")).name == "self"

@@ -59,11 +59,13 @@ def refusal_metrics(
         prompts = prompt_texts(ctx.data[harmful], f"data.sets.{harmful}", max_prompts)
         m["refusal_rate"], outs = refusal_rate(ctx.model, ctx.tokenizer, prompts, max_new)
         samples["harmful"], samples["harmful_prompts"] = outs[:5], prompts[:5]
+        samples.setdefault("all", {})["harmful"] = {"prompts": prompts, "responses": outs}
         judged("refusal_rate", prompts, outs)
     if harmless and harmless in ctx.data:
         prompts = prompt_texts(ctx.data[harmless], f"data.sets.{harmless}", max_prompts)
         m["over_refusal_rate"], outs = refusal_rate(ctx.model, ctx.tokenizer, prompts, max_new)
         samples["harmless"], samples["harmless_prompts"] = outs[:5], prompts[:5]
+        samples.setdefault("all", {})["harmless"] = {"prompts": prompts, "responses": outs}
         judged("over_refusal_rate", prompts, outs)
         lp = chat_first_token_logprobs(ctx.model, ctx.tokenizer, prompts)
         if phase == "base":
@@ -104,7 +106,11 @@ def phase_refusal_metrics(
     """`refusal_metrics` for one evaluation phase, keeping the generated samples as ``samples-<phase>.json``."""
     samples: dict = {}
     m = refusal_metrics(ctx, harmful, harmless, max_prompts, max_new, phase, samples)
+    every = samples.pop("all", None)
     if samples and ctx.is_main:
         path = Path(ctx.run_dir) / f"samples-{phase}.json"
         path.write_text(json.dumps(samples, indent=1, ensure_ascii=False))
+        # every prompt and response, for re-judging later (bench/bench_judge.py)
+        path = Path(ctx.run_dir) / f"responses-{phase}.json"
+        path.write_text(json.dumps(every, indent=1, ensure_ascii=False))
     return m
