@@ -379,6 +379,14 @@ def export_run(run: Run) -> dict:
     }
     if recipe.export.verify:
         info.update(
-            check_export(dest, reference, inputs, model, recipe.export.dtype, run.anatomy.tied_embeddings)
+            check_export(
+                dest,
+                reference,
+                inputs,
+                model,
+                recipe.export.dtype,
+                run.anatomy.tied_embeddings,
+                edit=edit if stream else None,  # a streamed export left the in-memory model unmerged
+            )
         )
     return info

@@ -97,6 +97,7 @@ def reexport_run(
             max_shard_size=recipe.export.max_shard_size,
             extra=extra,
             trust_remote_code=recipe.model.trust_remote_code,
+            load_dtype=recipe.model.dtype,
         )
         info["source"] = str(src)
         return info
