@@ -445,6 +445,9 @@ def export(
     streaming: bool = typer.Option(
         False, "--streaming", help="merge shard by shard without loading the model"
     ),
+    gguf: str = typer.Option(
+        None, "--gguf", help="also write model.gguf of this type: f16, bf16 or q8_0 (llama.cpp, Ollama)"
+    ),
 ) -> None:
     """Re-export a run's edit onto its base model (in memory, or shard-streamed with --streaming).
 
@@ -455,10 +458,13 @@ def export(
     from editkit.reexport import reexport_run
 
     try:
-        info = reexport_run(run_dir, dest=dest, streaming=streaming)
+        info = reexport_run(run_dir, dest=dest, streaming=streaming, gguf=gguf)
     except EditkitError as e:
         fail(e)
     out.print(f"exported {info['path']}")
+    if info.get("gguf"):
+        g = info["gguf"]
+        out.print(f"  + {g['file']} ({g['type']}, {g['bytes'] / 2**20:.1f} MiB)", markup=False)
 
 
 def main() -> None:

@@ -82,13 +82,21 @@ def export_model(
     target_dtype = DTYPES.get(dtype)
     with atomic_dir(dest) as tmp:
         orig = next(model.parameters()).dtype
+        kwargs: dict = {}
         if target_dtype is not None and target_dtype != orig:
-            model.to(target_dtype)
-        try:
-            model.save_pretrained(tmp, safe_serialization=True, max_shard_size=max_shard_size)
-        finally:
-            if target_dtype is not None and target_dtype != orig:
-                model.to(orig)
+            # a cast copy of the weights, not model.to(): a round trip through a narrower dtype would leave
+            # the in-memory model rounded (and the export check would compare against a changed model)
+            state = model.state_dict()
+            cast: dict[int, torch.Tensor] = {}  # tied tensors stay one tensor
+            kwargs["state_dict"] = {
+                k: cast.setdefault(id(v), v.to(target_dtype)) if v.is_floating_point() else v
+                for k, v in state.items()
+            }
+        model.save_pretrained(tmp, safe_serialization=True, max_shard_size=max_shard_size, **kwargs)
+        if kwargs:  # save_pretrained records the model's own dtype
+            from editkit.streaming import _EXPORT_DTYPES, _update_config_dtype
+
+            _update_config_dtype(tmp / "config.json", _EXPORT_DTYPES[dtype])
         tokenizer.save_pretrained(tmp)
         if extra is not None:
             extra(tmp)
@@ -187,7 +195,9 @@ def compare_tensors(dest: Path, model, dtype: torch.dtype) -> int:
                 want = mine.detach().to("cpu", dtype if mine.is_floating_point() else mine.dtype)
                 if got.shape != want.shape or got.dtype != want.dtype or not torch.equal(got, want):
                     worst = (
-                        (got.float() - want.float()).abs().max().item() if got.shape == want.shape else "shape"
+                        (got.float() - want.float()).abs().max().item()
+                        if got.shape == want.shape
+                        else "shape"
                     )
                     raise EditkitError(
                         f"export check failed: {f.name}: tensor {key} differs from the edited model's "
@@ -195,7 +205,9 @@ def compare_tensors(dest: Path, model, dtype: torch.dtype) -> int:
                     )
                 n += 1
     if n == 0:
-        raise EditkitError(f"export check failed: no tensor of {dest} matches a parameter of the edited model")
+        raise EditkitError(
+            f"export check failed: no tensor of {dest} matches a parameter of the edited model"
+        )
     return n
 
 
@@ -236,10 +248,15 @@ def check_export(
             "export check failed: the merged weights differ from the edited model by "
             f"{info['edit_vs_merged_logit_diff']:.3g} > {EXPORT_TOLERANCE} (fp32)"
         )
-    if target != own:  # compare like with like: the edited model in the export dtype
-        model.to(target)
-        merged = logits_of(model, inputs)
     device = single_device(model)
+    if target != own:  # compare like with like: the edited model built in the export dtype, as a reload is
+        # (model.to() would also cast buffers such as rotary frequencies, which from_pretrained keeps fp32)
+        twin = AutoModelForCausalLM.from_config(model.config, dtype=target)
+        twin.load_state_dict(
+            {k: v.to(target) if v.is_floating_point() else v for k, v in model.state_dict().items()}
+        )
+        merged = logits_of(twin.to(device).eval(), inputs)
+        del twin
     spread = len({p.device for p in model.parameters()}) > 1
     attn = getattr(model.config, "_attn_implementation", None)
     kwargs = {"attn_implementation": attn} if attn else {}
@@ -248,7 +265,9 @@ def check_export(
     diff = float((logits_of(reloaded, inputs) - merged).abs().max())
     tied = embeddings_tied(reloaded)
     del reloaded
-    name = {torch.float32: "float32", torch.bfloat16: "bfloat16", torch.float16: "float16"}.get(target, str(target))
+    name = {torch.float32: "float32", torch.bfloat16: "bfloat16", torch.float16: "float16"}.get(
+        target, str(target)
+    )
     tol = CROSS_DEVICE_TOLERANCE.get(name, 1e-2) * float(merged.abs().max()) if spread else 0.0
     info.update(
         max_abs_logit_diff=diff,

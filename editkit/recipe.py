@@ -130,6 +130,11 @@ class ExportSpec(StrictModel):
     streaming: bool | Literal["auto"] = Field(
         "auto", description="merge shard by shard without loading the model (weight-space edits)"
     )
+    gguf: Literal["f16", "bf16", "q8_0"] | None = Field(
+        None,
+        description="also write model.gguf (llama.cpp, Ollama, LM Studio) of this type beside the safetensors "
+        "(llama, mistral, qwen2 with a byte-level BPE tokenizer)",
+    )
 
     @field_validator("max_shard_size")
     @classmethod

@@ -49,8 +49,7 @@ def test_reduced_precision_export_is_checked_exactly(tmp_path, stored, own, stre
     assert info["checked_dtype"] == own and info["checked_device"] == "cpu"
     assert info["tensors_identical"] == sum(len(load_file(f)) for f in dest.glob("*.safetensors"))
     assert json.loads((dest / "config.json").read_text())["dtype"] == own
-    assert info["edit_vs_merged_logit_diff"] > 0  # hooks vs merged weights: not exact below fp32...
-    assert info["edit_vs_merged_logit_diff"] < 0.1  # ...but close
+    assert info["edit_vs_merged_logit_diff"] < 0.1  # hooks vs merged weights: recorded, close
 
 
 @pytest.mark.parametrize("export_dtype", ["bfloat16", "float16"])
@@ -102,7 +101,9 @@ def test_apply_bf16_streamed_and_in_memory_records_exact_checks(tmp_path, tiny_d
         run = apply_recipe(recipe, overrides=[f"export.streaming={streaming}"], out=tmp_path / streaming)
         ex = run.metrics["export"]
         assert ex["streaming"] is (streaming == "true")
-        assert ex["tolerance"] == 0.0 and ex["max_abs_logit_diff"] == 0.0 and ex["checked_dtype"] == "bfloat16"
+        assert (
+            ex["tolerance"] == 0.0 and ex["max_abs_logit_diff"] == 0.0 and ex["checked_dtype"] == "bfloat16"
+        )
         assert ex["tensors_identical"] >= 2 * 9  # every tensor of the tiny Llama
     a = load_file(tmp_path / "true" / "model" / "model.safetensors")
     b = load_file(tmp_path / "false" / "model" / "model.safetensors")
