@@ -273,7 +273,9 @@ def _fmt(v) -> str:
 
 @app.command()
 def validate(
-    recipes: list[Path] = typer.Argument(..., help="recipe files or packaged recipe names", show_default=False),
+    recipes: list[Path] = typer.Argument(
+        ..., help="recipe files or packaged recipe names", show_default=False
+    ),
     set_: list[str] = typer.Option(
         [], "--set", metavar="KEY=VALUE", help="override a field before validating"
     ),
