@@ -26,12 +26,59 @@ EXPORT_TOLERANCE = 1e-4
 CROSS_DEVICE_TOLERANCE = {"float32": 1e-5, "float16": 2e-3, "bfloat16": 1.6e-2}
 
 
+_TMP_MARK = ".tmp-"
+
+
+def _pid_alive(pid: int) -> bool:
+    import os
+
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, someone else's
+        return True
+    return True
+
+
+def clean_stale(dest: Path) -> list[Path]:
+    """Remove what an interrupted ``atomic_dir(dest)`` left beside ``dest``, and only that: temporary folders
+    named ``.<dest>.tmp-<pid>-*`` whose process is gone, and ``.<dest>.old`` (put back in place when a
+    crash fell between the two renames, so the last complete export is not lost). Returns what was removed."""
+    import os
+    import re
+
+    dest = Path(dest)
+    removed = []
+    old = dest.with_name(f".{dest.name}.old")
+    if old.is_dir():
+        if dest.exists():
+            shutil.rmtree(old, ignore_errors=True)
+            removed.append(old)
+        else:
+            old.replace(dest)
+    if dest.parent.is_dir():
+        own = re.compile(re.escape(f".{dest.name}{_TMP_MARK}") + r"(\d+)-[^/]+")
+        for p in dest.parent.iterdir():
+            m = own.fullmatch(p.name)
+            if m and p.is_dir() and int(m.group(1)) != os.getpid() and not _pid_alive(int(m.group(1))):
+                shutil.rmtree(p, ignore_errors=True)
+                removed.append(p)
+    return removed
+
+
 @contextmanager
 def atomic_dir(dest: Path) -> Iterator[Path]:
-    """Yield a temporary directory that becomes ``dest`` on success (replacing an existing one)."""
+    """Yield a temporary directory that becomes ``dest`` on success (replacing an existing one).
+
+    The temporary folder's name carries this process's id, so a later run can tell a folder left by a
+    killed export (its process is gone: removed) from one still being written (left alone)."""
+    import os
+
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.tmp-", dir=dest.parent))
+    clean_stale(dest)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}{_TMP_MARK}{os.getpid()}-", dir=dest.parent))
     try:
         yield tmp
         if dest.exists():
