@@ -134,7 +134,7 @@ def stage_eval_edited(run: Run) -> None:
     with run.edit.applied(run.loaded.model):
         run.metrics["edited"] = evaluate_phase(run, "edited")
     run.events.emit("eval", phase="edited", metrics=run.metrics["edited"])
-    for name, other in run.fit.comparisons.items():  # e.g. plain abliteration beside SRA
+    for name, other in run.fit.comparisons.items():  # variants fitted beside the edit
         write_metrics_of(run)
         with other.applied(run.loaded.model):
             m = evaluate_phase(run, name.replace(" ", "-"))

@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict
 from editkit.anatomy import Anatomy
 from editkit.edit import Edit
 from editkit.events import EventLog
+from editkit.methods.report import Report
 
 
 class MethodParams(BaseModel):
@@ -76,6 +77,8 @@ class Method:
     summary: ClassVar[str] = ""
     #: data roles the method needs in the recipe (checked before the model is loaded)
     needs: ClassVar[tuple[str, ...]] = ()
+    #: how a run of this method reads in the card (its info model, sections, plots, metrics)
+    report: ClassVar[type[Report]] = Report
     #: the fit trains a PEFT adapter it can save (``export.adapter: true`` is allowed)
     makes_adapter: ClassVar[bool] = False
 

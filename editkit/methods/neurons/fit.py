@@ -26,6 +26,7 @@ from editkit.edit import Edit, ScaleInputs
 from editkit.errors import EditkitError
 from editkit.methods.base import FitContext, FitResult, Method
 from editkit.methods.neurons.params import NeuronsParams
+from editkit.methods.neurons.report import NeuronsReport
 from editkit.methods.registry import register_method
 
 
@@ -77,6 +78,7 @@ class NeuronsMethod(Method):
     params_cls = NeuronsParams
     paper = "Commonality Neuron Localisation (CNL, arXiv 2502.20992)"
     summary = "capability neurons common to several datasets, erased at the down_proj input"
+    report = NeuronsReport
 
     def _datasets(self, ctx: FitContext, p: NeuronsParams) -> dict[str, list[dict]]:
         if p.datasets is not None:

@@ -4,5 +4,13 @@ from __future__ import annotations
 
 from editkit.methods.refusal.fit import RefusalMethod, edited_layers, project_edit, refusal_log_odds
 from editkit.methods.refusal.params import RefusalParams
+from editkit.methods.refusal.report import RefusalReport
 
-__all__ = ["RefusalMethod", "RefusalParams", "edited_layers", "project_edit", "refusal_log_odds"]
+__all__ = [
+    "RefusalReport",
+    "RefusalMethod",
+    "RefusalParams",
+    "edited_layers",
+    "project_edit",
+    "refusal_log_odds",
+]

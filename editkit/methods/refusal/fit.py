@@ -26,6 +26,7 @@ from editkit.edit import Edit
 from editkit.errors import EditkitError
 from editkit.methods.base import FitContext, FitResult, Method
 from editkit.methods.refusal.params import RefusalParams
+from editkit.methods.refusal.report import RefusalReport
 from editkit.methods.registry import register_method
 from editkit.ops import EditOp, NormPreservingProjectOut, ProjectOut
 from editkit.refusal.atoms import atom_pairs_from_rows, cosines, load_atom_pairs, ridge_clean
@@ -119,6 +120,7 @@ class RefusalMethod(Method):
     params_cls = RefusalParams
     paper = "Surgical Refusal Ablation (arXiv 2601.08489); Arditi et al. 2024 (arXiv 2406.11717)"
     summary = "a refusal direction (cleaned against concept atoms), projected out of every residual writer"
+    report = RefusalReport
     needs = ("sets.harmful", "sets.harmless")
 
     def check(self, params, anatomy) -> None:

@@ -41,6 +41,7 @@ from editkit.methods.lora import (  # noqa: F401 - adapter_ops, wrap_lora... are
 from editkit.methods.lora_fit import LossOut, TrainConfig, encode_text, kl_to_base, train_lora
 from editkit.methods.registry import register_method
 from editkit.methods.scalpel.params import ScalpelParams
+from editkit.methods.scalpel.report import ScalpelReport
 
 # ---------------------------------------------------------------------------------------------------
 # the loss
@@ -208,6 +209,7 @@ class ScalpelMethod(Method):
     params_cls = ScalpelParams
     paper = "SCALPEL: capability removal with low-rank adapters (arXiv 2601.07411)"
     summary = "a LoRA adapter trained so p(correct) ≈ p(incorrect) on the target, regularised on general text"
+    report = ScalpelReport
     makes_adapter = True
     needs = ("target",)
 

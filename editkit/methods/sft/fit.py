@@ -33,6 +33,7 @@ from editkit.methods.lora import adapter_ops, random_lora_like, resolve_targets,
 from editkit.methods.lora_fit import LossOut, TrainConfig, encode_text, kl_to_base, train_lora
 from editkit.methods.registry import register_method
 from editkit.methods.sft.params import SftParams
+from editkit.methods.sft.report import SftReport
 from editkit.refusal.chat import chat_prompts, generate, prompt_texts
 from editkit.refusal.metrics import phase_refusal_metrics
 
@@ -267,6 +268,7 @@ class SftMethod(Method):
     params_cls = SftParams
     paper = "LoRA (Hu et al. 2021) supervised fine-tuning on chat pairs"
     summary = "a behaviour installed by a LoRA fine-tune on (prompt, response) pairs, merged into the weights"
+    report = SftReport
     makes_adapter = True
 
     def check(self, params, anatomy) -> None:
