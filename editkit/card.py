@@ -37,6 +37,7 @@ from editkit.errors import OutputError, scrub_secrets
 from editkit.events import is_run_dir
 from editkit.methods.report import Report, cell, finite, num
 from editkit.plots import bar_per_layer
+from editkit.robustness import removal_verdict
 
 PLOTS_DIR = "editkit/plots"
 
@@ -78,8 +79,12 @@ def _what_removed(recipe: Mapping, metrics: Mapping, report: Report) -> list[str
     target = (data.get("target") or {}).get("source")
     base_model = metrics.get("base_model") or metrics.get("model") or (recipe.get("model") or {}).get("id")
     verb = "installed in" if report.installs else "removed from"
-    lines = ["## What was " + ("changed" if report.installs else "removed"), ""]
-    lines.append(f"**{cap}** was {verb} `{base_model}`.")
+    verdict = None if report.installs else removal_verdict(metrics)
+    if verdict is not None and not verdict["removed"]:
+        lines = ["## What the edit changed", "", f"**{cap}** in `{base_model}`: {verdict['sentence']}."]
+    else:
+        lines = ["## What was " + ("changed" if report.installs else "removed"), ""]
+        lines.append(f"**{cap}** was {verb} `{base_model}`.")
     desc = BUILTIN_CAPABILITIES.get(str(target)) if target else None
     if desc:
         lines.append(f"Built-in capability set `{target}`: {desc}.")
@@ -210,6 +215,9 @@ def render_card(
     base = metrics.get("base_model") or metrics.get("model") or (recipe.get("model") or {}).get("id")
     title = (recipe.get("push") or {}).get("repo_id") or recipe.get("name", "edited model")
     verb = "with" if report.installs else "without"
+    verdict = None if report.installs else removal_verdict(metrics)
+    if verdict is not None and not verdict["removed"]:  # the rule in editkit.robustness.REMOVAL_RULE
+        verb = "with weakened" if verdict["status"] != "not_removed" else "with (not removed)"
     body = [
         f"# {title}",
         "",

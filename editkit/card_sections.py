@@ -10,7 +10,7 @@ import yaml
 from editkit import __version__
 from editkit.card_meta import data_sources, known_metrics, label, looks_like_path, metric_keys
 from editkit.methods.report import Report, finite, num
-from editkit.robustness import FAMILIES
+from editkit.robustness import FAMILIES, removal_verdict
 
 
 def delta(a, b) -> str:
@@ -149,6 +149,9 @@ def robustness(metrics: Mapping) -> list[str]:
                     + (summ.get("note") or "no family could be summarised")
                     + ". The per-family accuracies above are still what was measured."
                 )
+            verdict = removal_verdict(metrics)
+            if verdict is not None:
+                lines += ["", f"**Verdict: {verdict['sentence']}.** {verdict['rule']}"]
             lines.append("")
     return lines
 

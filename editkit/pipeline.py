@@ -303,6 +303,10 @@ def apply_recipe(
         Path(runs_root), recipe.name, Path(out) if out else None, resume=resume, overwrite=overwrite
     )
     run_dir = dist.broadcast_from_main(run_dir)  # the main process's (time-stamped) choice, for everyone
+    if main:  # before the model loads: a run must not fail at its end for a reason known at its start
+        from editkit.preflight import preflight
+
+        preflight(recipe, run_dir, push)
     method_cls, data = prepare(recipe, push)
     torch.manual_seed(recipe.seed)
     say(f"loading model {recipe.model.id}")

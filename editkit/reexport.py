@@ -78,6 +78,9 @@ def reexport_run(
     edit = _run_edit(run_dir)
     default = Path(recipe.export.dir).expanduser() if recipe.export.dir else run_dir / "model"
     dest = Path(dest) if dest is not None else default
+    from editkit.preflight import check_writable_destination
+
+    check_writable_destination(dest, "--out" if dest != default else "export.dir")
     old = dest if dest.is_dir() else (default if default.is_dir() else None)
     extra = _extra_files(run_dir, recipe, edit, old, streaming)
     if streaming:

@@ -8,7 +8,7 @@ from typing import Any
 
 from editkit.errors import EditkitError
 from editkit.events import EventLog, write_metrics
-from editkit.robustness import build_families, robustness_report, score_families
+from editkit.robustness import build_families, removal_verdict, robustness_report, score_families
 from editkit.runs import open_run
 
 
@@ -21,7 +21,9 @@ def run_robustness(ctx, edit, recipe, data, events) -> dict[str, Any]:
         name = sorted(heldout)[0]
         sets[f"control:{name}"] = heldout[name]
     for label, items in sets.items():
-        fams = build_families(items, families=recipe.eval.robustness_families, seed=recipe.seed)
+        fams = build_families(
+            items, families=recipe.eval.robustness_families, seed=recipe.seed, tokenizer=ctx.tokenizer
+        )
         before = score_families(ctx.model, ctx.tokenizer, fams, batch_size=bs)
         with edit.applied(ctx.model):
             after = score_families(ctx.model, ctx.tokenizer, fams, batch_size=bs)
@@ -39,6 +41,8 @@ def run_robustness(ctx, edit, recipe, data, events) -> dict[str, Any]:
                 {"family": f, "n": len(fams[f]), "before": before.get(f), "after": after.get(f)} for f in fams
             ],
         )
+    if "target" in out:  # the rule behind the card's "removed" (editkit.robustness.REMOVAL_RULE)
+        out["target"]["verdict"] = removal_verdict({"robustness": out})
     return out
 
 

@@ -587,3 +587,54 @@ def test_refusal_window_search_is_described():
     assert "from 2 (direction layer, first edited layer) pairs" in text
     assert "| 20 **(chosen)** | -6.2700 | 0.0977 |" in text
     assert "first edited layer" not in "\n".join(_where_refusal({**info, "window_scores": None}))
+
+
+def _frames_robustness(carried: bool) -> dict:
+    from editkit.robustness import robustness_report
+
+    before = {
+        "original": 0.80,
+        "stored": 0.83,
+        "answer_words": 0.81,
+        "answer_explain": 0.74,
+        "answer_chat": 0.48,
+    }
+    after = {
+        "original": 0.46,
+        "stored": 0.43,
+        "answer_words": 0.55 if carried else 0.82,
+        "answer_explain": 0.60 if carried else 0.73,
+        "answer_chat": 0.5,
+    }
+    return {"target": robustness_report(before, after, {k: 115 for k in before}, min_headroom=0.05)}
+
+
+def test_card_says_removed_only_when_the_answer_frames_drop_too(tmp_path):
+    """A metrics file where only the original frame (and its paraphrases) drops must not say "removed"."""
+    run = make_run(tmp_path)
+    recipe = yaml.safe_load((run / "recipe.yaml").read_text())
+    metrics = json.loads((run / "metrics.json").read_text())
+    metrics["base"]["target_accuracy"], metrics["edited"]["target_accuracy"] = 0.80, 0.46
+    metrics["robustness"] = _frames_robustness(carried=False)
+    text = render_card(recipe, metrics)
+    body = text.split("\n---\n", 1)[1]
+    head = body.split("## Method", 1)[0]
+    assert "without **" not in head and "was removed from" not in head and "## What was removed" not in head
+    assert "with weakened **" in head
+    assert "NOT removed: the edit changed the answer tokens, not the capability" in head
+    assert "**Verdict: NOT removed" in body and "mean carry-over 0.02 < 0.5" in body
+    assert "answer_words 0.810 → 0.820" in body
+    from editkit.robustness import REMOVAL_RULE
+
+    assert REMOVAL_RULE in body  # the rule and its thresholds are stated on the card
+
+    metrics["robustness"] = _frames_robustness(carried=True)
+    text = render_card(recipe, metrics)
+    head = text.split("\n---\n", 1)[1].split("## Method", 1)[0]
+    assert "without **" in head and "## What was removed" in head and "was removed from" in head
+    assert "**Verdict: removed: the drop carries over" in text
+
+    # no answer frame measured (e.g. robustness off): weakened, not removed
+    metrics.pop("robustness")
+    head = render_card(recipe, metrics).split("\n---\n", 1)[1].split("## Method", 1)[0]
+    assert "without **" not in head and "NOT shown to be removed" in head
