@@ -4,8 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from editkit.data.capabilities import BUILTIN_CAPABILITIES, load_triplets
+from editkit.data.general import load_general_text, perplexity
 from editkit.errors import EditkitError
+from editkit.eval.blimp import default_blimp_dir, load_blimp
+from editkit.eval.suite import EvalData, evaluate
 from editkit.events import is_run_dir
+from editkit.models import load_model
 
 
 def resolve_model_target(target: str) -> str:
@@ -22,11 +27,6 @@ def resolve_model_target(target: str) -> str:
 def evaluate_target(
     target: str, capability: str | None = None, max_items: int | None = None, blimp: bool = True
 ) -> dict:
-    from editkit.data.capabilities import BUILTIN_CAPABILITIES, load_triplets
-    from editkit.data.general import load_general_text, perplexity
-    from editkit.eval.blimp import default_blimp_dir, load_blimp
-    from editkit.eval.suite import EvalData, evaluate
-    from editkit.models import load_model
 
     def cut(rows):
         rows = [dict(r) for r in rows]

@@ -32,6 +32,7 @@ from editkit.hub import push_run
 from editkit.methods import get_method
 from editkit.methods.base import FitContext, FitResult, Method
 from editkit.models import LoadedModel, load_model
+from editkit.preflight import preflight
 from editkit.recipe import Recipe, load_recipe
 from editkit.recipe_data import LoadedData, load_data
 from editkit.robustness_run import run_robustness
@@ -304,8 +305,6 @@ def apply_recipe(
     )
     run_dir = dist.broadcast_from_main(run_dir)  # the main process's (time-stamped) choice, for everyone
     if main:  # before the model loads: a run must not fail at its end for a reason known at its start
-        from editkit.preflight import preflight
-
         preflight(recipe, run_dir, push)
     method_cls, data = prepare(recipe, push)
     torch.manual_seed(recipe.seed)

@@ -10,6 +10,7 @@ import os
 from pathlib import Path
 
 from editkit.errors import OutputError
+from editkit.hub import check_push_access
 
 
 def export_destination(recipe, run_dir: Path) -> Path:
@@ -40,8 +41,6 @@ def preflight(recipe, run_dir: Path, push: bool) -> None:
     """Everything checkable before the model loads (recipe conflicts are checked by ``prepare``)."""
     check_writable_destination(export_destination(recipe, run_dir))
     if push and recipe.push.repo_id:
-        from editkit.hub import check_push_access
-
         check_push_access(
             recipe.push.repo_id,
             private=recipe.push.private,

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from editkit.errors import DataError
+from editkit.eval.pairwise import pairwise_accuracy
 
 __all__ = [
     "Family",
@@ -453,7 +454,6 @@ def score_families(
     model, tokenizer, families: Mapping[str, Sequence[Mapping]], batch_size: int = 16
 ) -> dict[str, float]:
     """Pairwise accuracy of the model on each family (``original`` included when present); empty ones skipped."""
-    from editkit.eval.pairwise import pairwise_accuracy
 
     return {
         name: float(pairwise_accuracy(model, tokenizer, items, batch_size=batch_size))

@@ -19,6 +19,9 @@ import torch
 from editkit.distributed import gather_shares
 from editkit.edit import Edit, ScaleInputs
 from editkit.errors import EditkitError
+from editkit.localize.designs import balanced_design, exhaustive_design, knockouts_per_trial
+from editkit.localize.head_masks import design_to_masks, score_head_masks
+from editkit.localize.recovery import sparse_recovery
 from editkit.methods.base import FitContext, FitResult, Method
 from editkit.methods.heads.params import HeadsParams
 from editkit.methods.heads.report import HeadsReport, head_label
@@ -50,9 +53,6 @@ def batch_rows_for(model, p: HeadsParams) -> int:
 
 def locate_heads(ctx: FitContext, p: HeadsParams, items: list[dict]) -> dict:
     """Run the knockout design and the recovery; returns coefficients [L, H], ranking, R², counts."""
-    from editkit.localize.designs import balanced_design, exhaustive_design, knockouts_per_trial
-    from editkit.localize.head_masks import design_to_masks, score_head_masks
-    from editkit.localize.recovery import sparse_recovery
 
     an = ctx.anatomy
     n_units = an.n_layers * an.n_heads

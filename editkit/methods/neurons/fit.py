@@ -24,6 +24,7 @@ import torch
 from editkit.distributed import gather_shares
 from editkit.edit import Edit, ScaleInputs
 from editkit.errors import EditkitError
+from editkit.localize.attribution import neuron_attributions
 from editkit.methods.base import FitContext, FitResult, Method
 from editkit.methods.neurons.params import NeuronsParams
 from editkit.methods.neurons.report import NeuronsReport
@@ -72,6 +73,43 @@ def overlap_stats(a: set, b: set) -> dict:
     }
 
 
+def _attribute_sets(
+    ctx: FitContext, p: NeuronsParams, sets: dict[str, list[dict]], total: int
+) -> tuple[dict[str, set[tuple[int, int]]], torch.Tensor]:
+    """Per dataset: the neurons kept by at least ``min_share`` of its samples; and the summed attributions."""
+    an = ctx.anatomy
+    per_set: dict[str, set[tuple[int, int]]] = {}
+    attr_sum = torch.zeros(an.n_layers, an.intermediate_size)
+    done = 0
+    for name, items in sets.items():
+
+        def attr_of(share: list[dict], base: int = done) -> torch.Tensor:  # this process's samples
+            return neuron_attributions(
+                ctx.model,
+                ctx.tokenizer,
+                an,
+                share,
+                method=p.attribution,
+                steps=p.steps,
+                target=p.target,
+                scope=p.scope,
+                batch_rows=p.batch_rows,
+                max_length=p.max_length,
+                progress=lambda d, t: ctx.events.progress("fit", base + round(len(share) * d / t), total),
+            )
+
+        attr = torch.cat(gather_shares(attr_of, items))  # samples split over processes, rows in order
+        done += len(items)
+        keep = kept_per_sample(attr, p.threshold, p.top_q)
+        per_set[name] = dataset_neurons(keep, p.min_share)
+        attr_sum += attr.sum(dim=0)
+        ctx.events.log(
+            f"neurons: {name}: {len(per_set[name])} neurons kept in >= {p.min_share:.0%} of "
+            f"{len(items)} samples (mean {keep.flatten(1).sum(1).float().mean():.1f} kept per sample)"
+        )
+    return per_set, attr_sum
+
+
 @register_method
 class NeuronsMethod(Method):
     name = "neurons"
@@ -111,8 +149,6 @@ class NeuronsMethod(Method):
                 )
 
     def fit(self, ctx: FitContext) -> FitResult:
-        from editkit.localize.attribution import neuron_attributions
-
         p: NeuronsParams = ctx.params  # type: ignore[assignment]
         an = ctx.anatomy
         self.check(p, an)
@@ -126,35 +162,7 @@ class NeuronsMethod(Method):
             f"{len(sets)} datasets ({', '.join(f'{k}: {len(v)}' for k, v in sets.items())})"
         )
         t0 = time.time()
-        per_set: dict[str, set[tuple[int, int]]] = {}
-        attr_sum = torch.zeros(an.n_layers, an.intermediate_size)
-        done = 0
-        for name, items in sets.items():
-
-            def attr_of(share: list[dict], base: int = done) -> torch.Tensor:  # this process's samples
-                return neuron_attributions(
-                    ctx.model,
-                    ctx.tokenizer,
-                    an,
-                    share,
-                    method=p.attribution,
-                    steps=p.steps,
-                    target=p.target,
-                    scope=p.scope,
-                    batch_rows=p.batch_rows,
-                    max_length=p.max_length,
-                    progress=lambda d, t: ctx.events.progress("fit", base + round(len(share) * d / t), total),
-                )
-
-            attr = torch.cat(gather_shares(attr_of, items))  # samples split over processes, rows in order
-            done += len(items)
-            keep = kept_per_sample(attr, p.threshold, p.top_q)
-            per_set[name] = dataset_neurons(keep, p.min_share)
-            attr_sum += attr.sum(dim=0)
-            ctx.events.log(
-                f"neurons: {name}: {len(per_set[name])} neurons kept in >= {p.min_share:.0%} of "
-                f"{len(items)} samples (mean {keep.flatten(1).sum(1).float().mean():.1f} kept per sample)"
-            )
+        per_set, attr_sum = _attribute_sets(ctx, p, sets, total)
         seconds = time.time() - t0
         common = set.intersection(*per_set.values())
         pairs = {

@@ -34,6 +34,7 @@ from editkit.methods.lora_fit import LossOut, TrainConfig, encode_text, kl_to_ba
 from editkit.methods.registry import register_method
 from editkit.methods.sft.params import SftParams
 from editkit.methods.sft.report import SftReport
+from editkit.models import editkit_home
 from editkit.refusal.chat import chat_prompts, generate, prompt_texts
 from editkit.refusal.metrics import phase_refusal_metrics
 
@@ -121,7 +122,6 @@ def _model_fingerprint(model, path: str) -> str:
 
 def base_answers(ctx: FitContext, prompts: list[str], max_new_tokens: int, batch_size: int = 16) -> list[str]:
     """Greedy chat answers of the (unedited) model, cached under ~/.cache/editkit/sft/."""
-    from editkit.models import editkit_home
 
     fp = _model_fingerprint(ctx.model, ctx.model_path)
     key = hashlib.sha256(
