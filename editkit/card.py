@@ -85,6 +85,8 @@ def _what_removed(recipe: Mapping, metrics: Mapping, report: Report) -> list[str
     else:
         lines = ["## What was " + ("changed" if report.installs else "removed"), ""]
         lines.append(f"**{cap}** was {verb} `{base_model}`.")
+    if metrics.get("weights"):
+        lines.append(f"The weights edited were {metrics['weights']}.")
     desc = BUILTIN_CAPABILITIES.get(str(target)) if target else None
     if desc:
         lines.append(f"Built-in capability set `{target}`: {desc}.")
@@ -106,6 +108,7 @@ def _what_removed(recipe: Mapping, metrics: Mapping, report: Report) -> list[str
                 "**The target accuracy did not drop: this run removed nothing measurable** (see the "
                 "tables below before using this model as an ablation)."
             )
+    lines += sections.per_class(b, e)
     for key, sentence in report.headline.items():  # the method's own headline numbers
         if finite(b.get(key)) and finite(e.get(key)):
             lines.append(sentence.format(base=num(b[key]), edited=num(e[key])))
@@ -231,6 +234,7 @@ def render_card(
     body += _method_section(recipe, metrics)
     body += _where_section(metrics, report, plots)
     body += sections.before_after(recipe, metrics, report)
+    body += sections.generations(metrics)
     body += sections.robustness(metrics)
     body += sections.export(metrics)
     body += sections.reproduce(recipe, metrics, recipe_text)

@@ -34,7 +34,19 @@ GENERAL_METRICS: dict[str, tuple[str, str, str]] = {
     "perplexity": ("perplexity (general text)", "perplexity", "lower is better; should not move"),
     "blimp_accuracy": ("BLiMP accuracy", "accuracy", "grammar minimal pairs: should not move"),
     "drift_kl": ("drift KL(base ‖ model)", "kl_divergence", "first token on general prompts; 0 = unchanged"),
+    "target_balanced_accuracy": (
+        "target balanced accuracy",
+        "balanced_accuracy",
+        "mean over answer classes: lower = removed",
+    ),
+    "target_mean_margin": (
+        "target mean margin ℓ⁺ − ℓ⁻",
+        "mean_margin",
+        "> 0 prefers the right answer; towards 0 = removed, < 0 = flipped",
+    ),
 }
+#: per-answer-class target accuracy: ``target_accuracy/<right answer>``
+CLASS_PREFIX = "target_accuracy/"
 
 
 def method_of(recipe: Mapping) -> type[Method] | None:
@@ -57,13 +69,16 @@ def known_metrics(report: Report) -> dict[str, tuple[str, str, str]]:
 
 
 def metric_keys(known: Mapping, *phases: Mapping) -> list[str]:
-    """Target first, then held-out capabilities (sorted), then the known metrics in order, then the rest."""
+    """Target first (then its answer classes, balanced accuracy, mean margin), then held-out capabilities
+    (sorted), then the known metrics in order, then the rest."""
     keys: list[str] = []
     for ph in phases:
         keys += [k for k in ph if k not in keys]
     heldout = sorted(k for k in keys if k.startswith("heldout/"))
-    tail = [k for k in known if k != "target_accuracy" and k in keys]
-    ordered = [k for k in ("target_accuracy",) if k in keys] + heldout + tail
+    classes = sorted(k for k in keys if k.startswith(CLASS_PREFIX))
+    ordered = [k for k in ("target_accuracy",) if k in keys] + classes
+    ordered += [k for k in ("target_balanced_accuracy", "target_mean_margin") if k in keys]
+    ordered += heldout + [k for k in known if k in keys and k not in ordered]
     return ordered + [k for k in keys if k not in ordered]
 
 
@@ -72,6 +87,8 @@ def label(known: Mapping, key: str) -> str:
         return known[key][0]
     if key.startswith("heldout/"):
         return f"held-out: {key.split('/', 1)[1]} accuracy"
+    if key.startswith(CLASS_PREFIX):
+        return f'target accuracy where "{key[len(CLASS_PREFIX) :]}" is right'
     return key
 
 
@@ -174,7 +191,7 @@ def eval_results(recipe: Mapping, metrics: Mapping, report: Report) -> list:
         if not finite(v):
             continue
         name, mtype, _ = known.get(key, (label(known, key), key.replace("/", "_"), ""))
-        if key.startswith("heldout/"):
+        if key.startswith(("heldout/", CLASS_PREFIX)):
             mtype = "accuracy"
         dtype, dname, split = _dataset_of(key, recipe, report, heldout)
         out.append(

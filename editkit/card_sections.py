@@ -4,12 +4,14 @@ robustness, the export check, how to reproduce, limitations and provenance."""
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 import yaml
 
 from editkit import __version__
-from editkit.card_meta import data_sources, known_metrics, label, looks_like_path, metric_keys
+from editkit.card_meta import CLASS_PREFIX, data_sources, known_metrics, label, looks_like_path, metric_keys
 from editkit.methods.report import Report, finite, num
+from editkit.provenance import install_command
 from editkit.robustness import FAMILIES, removal_verdict
 
 
@@ -48,7 +50,11 @@ def before_after(recipe: Mapping, metrics: Mapping, report: Report) -> list[str]
             c = control.get(k)
             row += f" {num(c)} | {delta(b, c)} |"
         reading = known.get(k, ("", "", ""))[2]
-        row += f" {'held-out capability: should not move' if k.startswith('heldout/') else reading} |"
+        if k.startswith("heldout/"):
+            reading = "held-out capability: should not move"
+        elif k.startswith(CLASS_PREFIX):
+            reading = "one answer class: a removal lowers every class, a tilt raises one"
+        row += f" {reading} |"
         lines.append(row)
     lines.append("")
     lines.append(
@@ -71,7 +77,10 @@ def before_after(recipe: Mapping, metrics: Mapping, report: Report) -> list[str]
     if not any(k.startswith("heldout/") for k in base):
         notes.append("No held-out capability was measured, so there is no general capability score.")
     if ev.get("max_items"):
-        notes.append(f"Each evaluated set was capped at {ev['max_items']} items (`eval.max_items`).")
+        notes.append(
+            f"Each evaluated set was cut to {ev['max_items']} items (`eval.max_items`): a subset drawn with the "
+            "recipe's seed, stratified by answer class (and answer-frame family where items have one)."
+        )
     lines += ["", *[f"- {n}" for n in notes], ""]
     return lines + comparisons(base, edited, metrics.get("comparisons") or {}, report)
 
@@ -186,9 +195,34 @@ def export(metrics: Mapping) -> list[str]:
             else "; no tolerance applies to a reduced-precision export)."
         )
         lines.append(s)
+    if exp.get("tensors_identical"):
+        lines.append(
+            f"All {exp['tensors_identical']} exported tensors are bit-identical to the merged in-memory model's "
+            f"(reload checked in {exp.get('checked_dtype')} on {exp.get('checked_device')})."
+        )
     if exp.get("tied_embeddings") is not None:
         lines.append(f"Input/output embeddings tied: {'yes' if exp['tied_embeddings'] else 'no'}.")
+    lines += _gguf_lines(exp.get("gguf") or {})
     lines.append("")
+    return lines
+
+
+def _gguf_lines(g: Mapping) -> list[str]:
+    """The GGUF file for llama.cpp / Ollama / LM Studio, when the export wrote one."""
+    if not g.get("file"):
+        return []
+    size = f"{g['bytes'] / 2**20:.1f} MiB" if g.get("bytes") else "size not recorded"
+    lines = [
+        "",
+        f"**GGUF**: `{g['file']}` ({g.get('type')}, {size}) holds the same edited weights for llama.cpp, Ollama "
+        f"and LM Studio, with the tokenizer and chat template (e.g. `llama-cli -m {g['file']}`).",
+    ]
+    if g.get("max_abs_logit_diff") is not None:
+        lines.append(
+            f"Loaded back with transformers (`gguf_file=`), its logits differ from the safetensors export by at "
+            f"most {num(g['max_abs_logit_diff'])} (bound {num(g.get('bound'))}); token ids identical on the "
+            "probe prompts and a chat-templated prompt."
+        )
     return lines
 
 
@@ -201,7 +235,7 @@ def reproduce(recipe: Mapping, metrics: Mapping, recipe_text: str | None) -> lis
         f"The resolved recipe (every default filled in, hash `{h}`) is embedded in this repository as "
         "`editkit/recipe.yaml`, next to the edit artifact (`editkit/edit.json` + tensors):"
     )
-    lines += ["", "```bash", f"pip install editkit=={metrics.get('editkit_version') or __version__}"]
+    lines += ["", "```bash", *install_command(metrics.get("editkit_revision"))]
     if repo:
         lines.append(f"hf download {repo} editkit/recipe.yaml --local-dir .")
     lines += [f"editkit apply editkit/recipe.yaml --out runs/{name}", "```", ""]
@@ -246,12 +280,20 @@ def limitations(recipe: Mapping, metrics: Mapping) -> list[str]:
     return ["## Limitations", "", *[f"- {s}" for s in items], ""]
 
 
+def _commit_cell(rev: Any) -> str | None:
+    if not isinstance(rev, Mapping) or not rev.get("commit"):
+        return None
+    return f"`{rev['commit']}`" + (" (with uncommitted changes)" if rev.get("dirty") else "")
+
+
 def provenance(recipe: Mapping, metrics: Mapping, run_id: str | None) -> list[str]:
     rows = [
         ("editkit", metrics.get("editkit_version") or __version__),
+        ("editkit commit", _commit_cell(metrics.get("editkit_revision"))),
         ("recipe hash", metrics.get("recipe_hash")),
         ("run", run_id),
         ("base model", metrics.get("base_model") or metrics.get("model")),
+        ("weights", metrics.get("weights")),
         ("license", metrics.get("license") or "unknown (not recorded by the base model)"),
         ("seed", recipe.get("seed")),
         ("fit time (s)", metrics.get("fit_seconds")),
@@ -262,3 +304,56 @@ def provenance(recipe: Mapping, metrics: Mapping, run_id: str | None) -> list[st
     lines.append("")
     lines.append(f"Card written by editkit {__version__}.")
     return lines + [""]
+
+
+TILT = 0.05
+"""A class accuracy rising by this much while another falls by as much reads as a tilt, not a removal."""
+
+
+def per_class(b: Mapping, e: Mapping) -> list[str]:
+    """Per-answer-class accuracy before → after, and whether the edit removed or tilted the judgement."""
+    keys = sorted(k for k in set(b) & set(e) if k.startswith(CLASS_PREFIX))
+    keys = [k for k in keys if finite(b[k]) and finite(e[k])]
+    if not keys:
+        return []
+    parts = [f'"{k[len(CLASS_PREFIX) :]}" {num(b[k])} → {num(e[k])}' for k in keys]
+    s = "By right answer: " + ", ".join(parts)
+    if finite(b.get("target_balanced_accuracy")) and finite(e.get("target_balanced_accuracy")):
+        s += (
+            f"; balanced accuracy {num(b['target_balanced_accuracy'])} → {num(e['target_balanced_accuracy'])}"
+        )
+    if finite(b.get("target_mean_margin")) and finite(e.get("target_mean_margin")):
+        s += f"; mean margin ℓ⁺ − ℓ⁻ {num(b['target_mean_margin'])} → {num(e['target_mean_margin'])}"
+    out = [s + "."]
+    up = [k for k in keys if e[k] - b[k] >= TILT]
+    down = [k for k in keys if b[k] - e[k] >= TILT]
+    if up and down:
+        favoured = ", ".join(f'"{k[len(CLASS_PREFIX) :]}"' for k in up)
+        out.append(
+            f"**The edit tilts the model towards {favoured}** (that class got more accurate while another got "
+            f"less, by ≥ {TILT} each): the pairwise accuracy near chance comes from a preference for one "
+            "answer, not from a removed judgement."
+        )
+    return out
+
+
+def generations(metrics: Mapping) -> list[str]:
+    rows = [r for r in (metrics.get("generations") or []) if isinstance(r, Mapping) and "prompt" in r]
+    if not rows:
+        return []
+    lines = ["## Greedy generations", ""]
+    lines.append(
+        "A few target prompts continued greedily (no sampling) by the base and the edited model, so a reader "
+        "sees what the model says, not only which of two answers it prefers:"
+    )
+    lines.append("")
+    for r in rows:
+        lines += [f"- prompt: `{_code(r['prompt'])}`"]
+        for who in ("base", "edited"):
+            if who in r:
+                lines.append(f"  - {who}: `{_code(r[who])}`")
+    return lines + [""]
+
+
+def _code(text: Any) -> str:
+    return " ".join(str(text).split()).replace("`", "'")

@@ -101,7 +101,12 @@ class DataSpec(StrictModel):
 
 class EvalSpec(StrictModel):
     batch_size: int = Field(16, ge=1, description="evaluation batch size")
-    max_items: int | None = Field(None, ge=1, description="cap on items per evaluated set")
+    max_items: int | None = Field(
+        None,
+        ge=1,
+        description="cap on items per evaluated set: a seeded subset stratified by answer class (and "
+        "answer-frame family where items have one), not the first N",
+    )
     perplexity: bool = Field(True, description="perplexity on the general test text")
     blimp: str | bool = Field(
         "auto", description="BLiMP pairs: 'auto' (../shared/data/blimp when present), a path, or false"
@@ -118,6 +123,10 @@ class EvalSpec(StrictModel):
         "they are reported but left out of the worst/mean summary",
     )
     drift_prompts: int = Field(32, ge=0, description="harmless prompts for first-token KL drift")
+    generations: int = Field(
+        3, ge=0, description="target prompts shown with greedy generations before/after the edit in the card"
+    )
+    generation_tokens: int = Field(32, ge=1, description="new tokens per greedy generation")
 
 
 class ExportSpec(StrictModel):
@@ -130,6 +139,11 @@ class ExportSpec(StrictModel):
     verify: bool = Field(True, description="reload the export with plain transformers and compare logits")
     streaming: bool | Literal["auto"] = Field(
         "auto", description="merge shard by shard without loading the model (weight-space edits)"
+    )
+    gguf: Literal["f16", "bf16", "q8_0"] | None = Field(
+        None,
+        description="also write model.gguf (llama.cpp, Ollama, LM Studio) of this type beside the safetensors "
+        "(llama, mistral, qwen2 with a byte-level BPE tokenizer)",
     )
 
     @field_validator("max_shard_size")
@@ -277,8 +291,28 @@ def _fields_at(loc: tuple, data: dict) -> list[str]:
     return list(getattr(model, "model_fields", {}))
 
 
-def format_validation_error(err: ValidationError, file: str, node: yaml.Node | None, data: dict) -> str:
-    """One line: ``file:line: field.path: what is wrong`` (first error, plus a count of the rest)."""
+def _override_for(loc: tuple, overrides: list[str] | tuple[str, ...]) -> str | None:
+    """The ``--set`` argument that wrote the field at ``loc`` (or a mapping above or below it), if any."""
+    path = [str(p) for p in loc]
+    for item in reversed(list(overrides)):
+        key = [k.strip() for k in item.split("=", 1)[0].split(".")]
+        n = min(len(key), len(path))
+        if n and key[:n] == path[:n]:
+            return item
+    return None
+
+
+def format_validation_error(
+    err: ValidationError,
+    file: str,
+    node: yaml.Node | None,
+    data: dict,
+    overrides: list[str] | tuple[str, ...] = (),
+) -> str:
+    """One line: ``file:line: field.path: what is wrong`` (first error, plus a count of the rest).
+
+    A field written by ``--set`` is blamed on that argument (``--set 'method.rnak=4': ...``), not on a
+    line of the file it never appeared in."""
     errors = err.errors()
     first = errors[0]
     loc = tuple(p for p in first["loc"] if not (isinstance(p, str) and p.startswith("function-")))
@@ -298,6 +332,9 @@ def format_validation_error(err: ValidationError, file: str, node: yaml.Node | N
         msg = msg[len("Value error, ") :]
     line = _line_of(node, loc)
     where = f"{file}:{line}" if line else file
+    blamed = _override_for(loc, overrides) if loc else None
+    if blamed is not None:
+        where = f"--set {blamed!r}"
     more = f" (and {len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})" if len(errors) > 1 else ""
     return f"{where}: {path}: {msg}{more}"
 
@@ -354,14 +391,14 @@ def parse_recipe(text: str, file: str = "<recipe>", overrides: list[str] | tuple
     try:
         return Recipe.model_validate(data)
     except ValidationError as e:
-        raise RecipeError(format_validation_error(e, file, node, data)) from None
+        raise RecipeError(format_validation_error(e, file, node, data, overrides)) from None
 
 
 def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Recipe:
-    """Read and validate a recipe file (no model is loaded)."""
-    p = Path(path)
-    if not p.exists():
-        raise RecipeError(f"{p}: recipe file does not exist")
+    """Read and validate a recipe file or packaged recipe name (no model is loaded)."""
+    from editkit.catalog import resolve_recipe
+
+    p = resolve_recipe(path)  # a path on disk, else a packaged recipe by name
     if p.is_dir():
         raise RecipeError(f"{p}: is a directory, expected a recipe .yaml file")
     try:

@@ -349,8 +349,11 @@ class _Merger:
     """``produce(planned)`` for :func:`_write_shard`: the merged tensor of an edited weight or bias, a cast
     copy of a tensor whose dtype changes, else None (copied byte for byte). Keeps the per-module norms."""
 
-    def __init__(self, edit: Edit, ckpt: Checkpoint, layouts: dict[str, ModuleLayout], total: int, progress):
+    def __init__(
+        self, edit: Edit, ckpt: Checkpoint, layouts: dict[str, ModuleLayout], total: int, progress, via
+    ):
         self.edit, self.ckpt, self.layouts, self.total, self.progress = edit, ckpt, layouts, total, progress
+        self.via = via  # the dtype the in-memory model holds floating tensors in (None: as stored)
         self.by_weight = {lay.weight_key: (name, lay) for name, lay in layouts.items()}
         self.bias_of = {lay.bias_key: name for name, lay in layouts.items() if lay.bias_key}
         self.merged_bias: dict[str, torch.Tensor] = {}
@@ -367,21 +370,29 @@ class _Merger:
             return self._weight(e).to(out_dt)
         if e.name in self.bias_of:
             return self._bias(e).to(out_dt)
-        if p.dtype != e.dtype:
-            return read_tensor(e).to(out_dt)
+        if p.dtype != e.dtype or (
+            self.via is not None and e.dtype in _FLOAT_NAMES and _ST_DTYPES[e.dtype] != self.via
+        ):
+            return self.read(e).to(out_dt)
         return None
+
+    def read(self, entry: TensorEntry) -> torch.Tensor:
+        t = read_tensor(entry)
+        return t.to(self.via) if self.via is not None and entry.dtype in _FLOAT_NAMES else t
 
     def _weight(self, e: TensorEntry) -> torch.Tensor:
         name, lay = self.by_weight[e.name]
-        stored = read_tensor(e)  # fresh memory, ours to reuse
+        stored = self.read(e)  # fresh memory, ours to reuse
         # anatomy.weight_out_in's layout (a transposed view for Conv1D), so the fp32 math is identical;
         # for fp32 checkpoints w0 *is* the read buffer (no extra copy: peak ≈ 5× the largest tensor)
         w0 = (stored.t() if lay.transposed else stored).to(torch.float32)
-        b = read_tensor(self.ckpt.entries[lay.bias_key]).to(torch.float32).clone() if lay.bias_key else None
+        b = self.read(self.ckpt.entries[lay.bias_key]).to(torch.float32).clone() if lay.bias_key else None
         w, b = self.edit.merge_tensors(name, w0.clone(), b)
         self.norms[name] = float((w - w0).norm())
         if b is not None and lay.bias_key not in self.bias_done:
-            self.merged_bias[lay.bias_key] = b.to(_ST_DTYPES[self.ckpt.entries[lay.bias_key].dtype])
+            self.merged_bias[lay.bias_key] = b.to(
+                self.via or _ST_DTYPES[self.ckpt.entries[lay.bias_key].dtype]
+            )
         w = (w.t() if lay.transposed else w).to(stored.dtype)
         del w0, stored
         return w
@@ -390,11 +401,11 @@ class _Merger:
         if e.name not in self.merged_bias:  # bias stored before its weight: merge the module now
             name = self.bias_of[e.name]
             lay = self.layouts[name]
-            stored = read_tensor(self.ckpt.entries[lay.weight_key])
+            stored = self.read(self.ckpt.entries[lay.weight_key])
             w0 = (stored.t() if lay.transposed else stored).to(torch.float32).clone()
-            b = read_tensor(e).to(torch.float32).clone()
+            b = self.read(e).to(torch.float32).clone()
             _, b = self.edit.merge_tensors(name, w0, b)
-            self.merged_bias[e.name] = b.to(_ST_DTYPES[e.dtype])
+            self.merged_bias[e.name] = b.to(self.via or _ST_DTYPES[e.dtype])
         self.bias_done.add(e.name)
         return self.merged_bias.pop(e.name)
 
@@ -433,8 +444,14 @@ def stream_merge(
     extra: Callable[[Path], None] | None = None,
     trust_remote_code: bool = False,
     progress: Callable[[int, int], None] | None = None,
+    load_dtype: str | None = None,
 ) -> dict[str, Any]:
     """Merge ``edit`` into the checkpoint folder ``src`` and write the result to ``dest`` (atomically).
+
+    ``load_dtype`` (float32/bfloat16/float16) is the dtype the in-memory model holds the weights in: each
+    floating tensor is first cast to it, as ``from_pretrained(dtype=...)`` does, so the streamed export is
+    bit-identical to merging the loaded model in memory (an fp32 checkpoint edited in bf16 rounds to bf16
+    before the merge, not only after it).
 
     ``dtype`` 'same' keeps every tensor's stored dtype; otherwise floating tensors are cast (after the
     fp32 merge, exactly like the in-memory export). ``max_shard_size`` None keeps the input's shards and
@@ -448,10 +465,13 @@ def stream_merge(
     if dtype != "same" and dtype not in _EXPORT_DTYPES:
         raise EditkitError(f"export.dtype: unknown dtype {dtype!r}")
     target = _EXPORT_DTYPES.get(dtype)
+    if load_dtype not in (None, "same", "auto") and load_dtype not in _EXPORT_DTYPES:
+        raise EditkitError(f"model.dtype: unknown dtype {load_dtype!r}")
+    via = _ST_DTYPES[_EXPORT_DTYPES[load_dtype]] if load_dtype in _EXPORT_DTYPES else None
     ckpt = open_checkpoint(src)
     layouts = module_layouts(edit, ckpt, _meta_model(src, trust_remote_code))
     shards = _plan_shards(ckpt, target, max_shard_size)
-    merger = _Merger(edit, ckpt, layouts, sum(len(g) for _, g in shards), progress)
+    merger = _Merger(edit, ckpt, layouts, sum(len(g) for _, g in shards), progress, via)
     with atomic_dir(dest) as tmp:
         written = _write_checkpoint(tmp, src, ckpt, shards, merger, target)
         if extra is not None:
@@ -551,11 +571,10 @@ def stream_export_run(
     src = checkpoint_dir(loaded)
     if src is None:
         raise EditkitError(f"model.id: {loaded.source} is not a local safetensors checkpoint; cannot stream")
-    dtype = export_spec.dtype
-    if dtype == "same":
-        dtype = {torch.float32: "float32", torch.bfloat16: "bfloat16", torch.float16: "float16"}.get(
-            next(loaded.model.parameters()).dtype, "same"
-        )
+    own = {torch.float32: "float32", torch.bfloat16: "bfloat16", torch.float16: "float16"}.get(
+        next(loaded.model.parameters()).dtype, "same"
+    )
+    dtype = own if export_spec.dtype == "same" else export_spec.dtype
     return stream_merge(
         edit,
         src,
@@ -564,4 +583,5 @@ def stream_export_run(
         max_shard_size=export_spec.max_shard_size,
         extra=extra,
         trust_remote_code=trust_remote_code,
+        load_dtype=own,
     )

@@ -245,7 +245,8 @@ def _delta_norms(ctx: FitContext, ops) -> tuple[dict[str, float], list[float]]:
         "heatmap",
         name="scalpel_delta_norm",
         values=grid,
-        xlabel="module (" + ", ".join(roles) + ")",
+        xlabel="module",
+        xlabels=roles,
         ylabel="layer",
         title="SCALPEL ‖ΔW‖_F per layer and module",
     )
