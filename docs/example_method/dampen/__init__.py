@@ -60,7 +60,9 @@ class DampenReport(Report):
 
 def dampen_edit(anatomy, layers: list[int], factor: float, info: dict | None = None) -> Edit:
     ops = [
-        ScaleInputs(module=anatomy.layer(li).down, index=list(range(anatomy.intermediate_size)), factor=factor)
+        ScaleInputs(
+            module=anatomy.layer(li).down, index=list(range(anatomy.intermediate_size)), factor=factor
+        )
         for li in layers
     ]
     return Edit(method="dampen", ops=ops, info=info or {})
