@@ -99,7 +99,9 @@ def prepare(recipe: Recipe, push: bool = False) -> tuple[type[Method], LoadedDat
     """Validation that needs no model: method, options, data. Raises EditkitError subclasses."""
     method_cls = get_method(recipe.method.name)
     _check_conflicts(recipe, push)
-    return method_cls, load_data(recipe, method_cls.needs)
+    data = load_data(recipe, method_cls.needs)
+    method_cls().check_data(recipe.method, set(recipe.data.sets))
+    return method_cls, data
 
 
 # ------------------------------------------------------------------------------------------------------

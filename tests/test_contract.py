@@ -290,3 +290,45 @@ def test_fit_hooks_equal_merge_and_the_card_renders(name, example_method, tmp_pa
     card = ModelCard(text)
     assert card.data.tags[:1] == ["editkit"] and "## Where the capability was found" in text
     assert f"`{name}`: {method_cls.summary}." in text
+
+
+#: per method with data.sets names in its params: a --set naming a set the recipe lacks, and the error
+DATA_CASES = {
+    "refusal": ("method.harmless=nope", "data.sets.nope: method 'refusal' needs this prompt set"),
+    "sft": ("method.sets=[pairs,nope]", "method.sets: 'nope' is not a data set of this recipe"),
+    "neurons": ("method.datasets=[harmful,nope]", "method.datasets: 'nope' is not a data.sets entry"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(DATA_CASES))
+def test_check_data_rejects_an_unknown_set_before_the_model_loads(name, tmp_path, monkeypatch):
+    import yaml
+    from typer.testing import CliRunner
+
+    from editkit.cli import app
+    from tests.tiny import save_tiny
+
+    bad, expected = DATA_CASES[name]
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    _data_files(ws)
+    save_tiny("llama", ws / "tiny")
+    recipe = {
+        "name": "contract",
+        "model": str(ws / "tiny"),
+        "method": METHOD_CASES[name][0],
+        "data": {
+            "target": str(ws / "moral.jsonl"),
+            "heldout": [str(ws / "moral.jsonl")],
+            "sets": {n: {"source": str(ws / f"{n}.jsonl")} for n in ("harmful", "harmless", "pairs")},
+        },
+        "eval": {"blimp": False, "robustness": False, "max_items": 4},
+    }
+    (ws / "recipe.yaml").write_text(yaml.safe_dump(recipe))
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(
+        app, ["apply", str(ws / "recipe.yaml"), "--runs", str(tmp_path / "runs"), "--set", bad]
+    )
+    msg = result.output.strip()
+    assert result.exit_code == 2 and len(msg.splitlines()) == 1 and expected in msg, (msg, result.exception)
+    assert not (tmp_path / "runs").exists()

@@ -90,6 +90,10 @@ class Method:
         an EditkitError naming the field (e.g. ``method.layer: 99 is out of range 0..29``).
         """
 
+    def check_data(self, params: MethodParams, sets: set[str]) -> None:
+        """Check the ``data.sets`` names the params refer to (``sets``: the recipe's set names), before any
+        model is loaded. Raise an EditkitError naming the field."""
+
     def fit(self, ctx: FitContext) -> FitResult:
         raise NotImplementedError
 

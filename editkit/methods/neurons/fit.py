@@ -140,6 +140,11 @@ class NeuronsMethod(Method):
             f"half{i}" if p.n_splits == 2 else f"part{i}": sample[i :: p.n_splits] for i in range(p.n_splits)
         }
 
+    def check_data(self, params, sets: set[str]) -> None:
+        for name in params.datasets or []:
+            if name not in sets:
+                raise EditkitError(f"method.datasets: '{name}' is not a data.sets entry of this recipe")
+
     def check(self, params: NeuronsParams, anatomy) -> None:
         for layer, j in params.neurons or []:
             if not (0 <= layer < anatomy.n_layers and 0 <= j < anatomy.intermediate_size):

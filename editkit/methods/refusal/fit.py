@@ -72,6 +72,12 @@ class RefusalMethod(Method):
                 + ")"
             )
 
+    def check_data(self, params, sets: set[str]) -> None:
+        p: RefusalParams = params  # type: ignore[assignment]
+        for need in (p.harmful, p.harmless, *p.atom_sets):
+            if need not in sets:
+                raise EditkitError(f"data.sets.{need}: method 'refusal' needs this prompt set")
+
     # -- fit ----------------------------------------------------------------------------------------
     def fit(self, ctx: FitContext) -> FitResult:
         p: RefusalParams = ctx.params  # type: ignore[assignment]

@@ -287,6 +287,15 @@ class SftMethod(Method):
             if not tpl:
                 raise EditkitError(f"method.templates.{name}: give at least one response")
 
+    def check_data(self, params, sets: set[str]) -> None:
+        p: SftParams = params  # type: ignore[assignment]
+        for field, names in (("sets", p.sets), ("base_answers", p.base_answers)):
+            for name in names:
+                if name not in sets:
+                    raise EditkitError(
+                        f"method.{field}: '{name}' is not a data set of this recipe (add it under data.sets)"
+                    )
+
     def fit(self, ctx: FitContext) -> FitResult:
         p: SftParams = ctx.params  # type: ignore[assignment]
         self.check(p, ctx.anatomy)
