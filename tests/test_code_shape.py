@@ -29,10 +29,8 @@ LAZY_PAIRS = {
     ("editkit/catalog.py", "editkit.recipe"): "(the other side of the same)",
     ("editkit/catalog.py", "editkit.methods"): "(the other side of the same)",
     ("editkit/export.py", "editkit.streaming"): "streaming writes through export.atomic_dir",
-    ("editkit/export.py", "editkit.provenance"): "git is asked only when an export is written",
     ("editkit/pipeline.py", "editkit.gguf_export"): "the gguf package only with export.gguf",
     ("editkit/reexport.py", "editkit.gguf_export"): "the gguf package only with --gguf",
-    ("editkit/eval/suite.py", "editkit.refusal.chat"): "chat generation only for the greedy samples",
 }
 
 
