@@ -40,7 +40,9 @@ def main() -> None:
             rows.append((kind, w, c, time.time() - t0))
             print(kind, w, c, flush=True)
     print(f"\nsource: {src} ({st_bytes / 2**20:.0f} MiB safetensors)\n")
-    print("| type | file size | write (s) | max abs dlogit vs safetensors | max abs logit | bound | token ids | check (s) |")
+    print(
+        "| type | file size | write (s) | max abs dlogit vs safetensors | max abs logit | bound | token ids | check (s) |"
+    )
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for kind, w, c, secs in rows:
         print(
