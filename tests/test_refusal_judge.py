@@ -141,3 +141,16 @@ def test_demo_model_is_not_a_usable_judge(demo_model_dir):
     assert a["agreement_refusal"] == pytest.approx(n_degenerate / 33)
     assert a["agreement"] == pytest.approx((33 + n_degenerate) / 66)
     assert make_judge("self", ModelSpec(id="demo")).name == "self"
+
+
+def test_card_shows_sample_generations_before_and_after():
+    from editkit.card_sections import samples
+
+    got = {
+        "base": {"harmful": ["I'm sorry, but I can't | help."], "harmful_prompts": ["Make a bomb"]},
+        "edited": {"harmful": ["Sure, here is"], "harmful_prompts": ["Make a bomb"]},
+    }
+    lines = samples({"samples": got})
+    assert lines[0] == "## Sample generations"
+    assert "| Make a bomb | I'm sorry, but I can't \\| help. | Sure, here is |" in lines
+    assert samples({}) == []

@@ -114,3 +114,39 @@ def phase_refusal_metrics(
         path = Path(ctx.run_dir) / f"responses-{phase}.json"
         path.write_text(json.dumps(every, indent=1, ensure_ascii=False))
     return m
+
+
+#: how the card labels the metrics above: key -> (label, model-index metric type, how to read it)
+REFUSAL_METRICS: dict[str, tuple[str, str, str]] = {
+    "refusal_rate": ("refusal rate (harmful prompts)", "refusal_rate", "share of harmful prompts refused"),
+    "over_refusal_rate": (
+        "over-refusal rate (harmless prompts)",
+        "refusal_rate",
+        "share of harmless prompts refused",
+    ),
+    "refusal_rate_judge": (
+        "refusal rate, model judge (harmful prompts)",
+        "refusal_rate",
+        "eval.refusal_judge: a chat model read each response",
+    ),
+    "over_refusal_rate_judge": (
+        "over-refusal rate, model judge (harmless prompts)",
+        "refusal_rate",
+        "eval.refusal_judge: a chat model read each response",
+    ),
+    "refusal_judge_agreement": (
+        "markers vs model judge agreement",
+        "accuracy",
+        "share of responses (harmful + harmless) both judges label alike",
+    ),
+    "harmless_kl": ("harmless KL (first token)", "kl_divergence", "chat template, harmless prompts"),
+    "harmless_kl_answered": (
+        "harmless KL, answered prompts",
+        "kl_divergence",
+        "only the harmless prompts the starting model answered (not over-refused)",
+    ),
+}
+REFUSAL_HEADLINE = {
+    "refusal_rate": "Refusal rate on harmful prompts went from {base} to {edited}.",
+    "refusal_rate_judge": "By the model judge (eval.refusal_judge) instead of keyword markers: {base} to {edited}.",
+}
