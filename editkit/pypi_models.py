@@ -131,9 +131,12 @@ QWEN_CODER_1_5B = PyPIModel(
 PYPI_MODELS: dict[str, PyPIModel] = {QWEN_CODER_1_5B.name: QWEN_CODER_1_5B}
 
 
-def _home() -> Path:
-    from editkit.models import editkit_home
+def editkit_home() -> Path:
+    """editkit's cache root (``EDITKIT_HOME``, default ~/.cache/editkit): models, wheels, GGUF files."""
+    return Path(os.environ.get("EDITKIT_HOME", Path.home() / ".cache" / "editkit"))
 
+
+def _home() -> Path:
     return editkit_home()
 
 

@@ -11,10 +11,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from datasets import load_dataset
+from datasets import Dataset, load_dataset
 
 from editkit.data.capabilities import BUILTIN_CAPABILITIES, load_triplets
 from editkit.data.general import load_general_text
+from editkit.data.prompt_sets import BUILTIN_PROMPT_SETS, load_prompt_set
 from editkit.errors import DataError, RecipeError
 from editkit.eval.blimp import default_blimp_dir, load_blimp
 from editkit.eval.subsets import stratified_subset
@@ -105,10 +106,6 @@ def load_data(recipe: Recipe, method_needs: tuple[str, ...]) -> LoadedData:
 def _load_set(src: DataSource, field_name: str) -> list[dict]:
     """A named prompt set: a built-in set (harmful, harmless), any JSON/JSONL/CSV/parquet file or Hub
     dataset (e.g. heretic's mlabonne/harmful_behaviors), through `datasets`."""
-    from datasets import Dataset
-
-    from editkit.data.prompt_sets import BUILTIN_PROMPT_SETS, load_prompt_set
-
     p = Path(src.source).expanduser()
     builders = {".json": "json", ".jsonl": "json", ".csv": "csv", ".parquet": "parquet"}
     try:
