@@ -881,9 +881,34 @@ def _export(metrics: Mapping) -> list[str]:
             else "; no tolerance applies to a reduced-precision export)."
         )
         lines.append(s)
+    if exp.get("tensors_identical"):
+        lines.append(
+            f"All {exp['tensors_identical']} exported tensors are bit-identical to the merged in-memory model's "
+            f"(reload checked in {exp.get('checked_dtype')} on {exp.get('checked_device')})."
+        )
     if exp.get("tied_embeddings") is not None:
         lines.append(f"Input/output embeddings tied: {'yes' if exp['tied_embeddings'] else 'no'}.")
+    lines += _gguf_lines(exp.get("gguf") or {})
     lines.append("")
+    return lines
+
+
+def _gguf_lines(g: Mapping) -> list[str]:
+    """The GGUF file for llama.cpp / Ollama / LM Studio, when the export wrote one."""
+    if not g.get("file"):
+        return []
+    size = f"{g['bytes'] / 2**20:.1f} MiB" if g.get("bytes") else "size not recorded"
+    lines = [
+        "",
+        f"**GGUF**: `{g['file']}` ({g.get('type')}, {size}) holds the same edited weights for llama.cpp, Ollama "
+        f"and LM Studio, with the tokenizer and chat template (e.g. `llama-cli -m {g['file']}`).",
+    ]
+    if g.get("max_abs_logit_diff") is not None:
+        lines.append(
+            f"Loaded back with transformers (`gguf_file=`), its logits differ from the safetensors export by at "
+            f"most {_num(g['max_abs_logit_diff'])} (bound {_num(g.get('bound'))}); token ids identical on the "
+            "probe prompts and a chat-templated prompt."
+        )
     return lines
 
 

@@ -356,6 +356,10 @@ def apply_recipe(
     anatomy = find_anatomy(loaded.model)
     method = method_cls()
     method.check(recipe.method, anatomy)
+    if recipe.export.gguf:  # an unsupported architecture or tokenizer fails now, not after the fit
+        from editkit.gguf_export import check_gguf_supported
+
+        check_gguf_supported(loaded.model.config, loaded.tokenizer)
     load_seconds = time.time() - t_load
 
     # ---- from here on the run directory exists ----
@@ -420,6 +424,7 @@ def export_run(run: Run) -> dict:
     inputs, reference = reference_logits(model, tok, edit)
     dest = Path(recipe.export.dir).expanduser() if recipe.export.dir else run.run_dir / "model"
     adapter_dir = run.fit.adapter_dir if recipe.export.adapter else None
+    gguf_info: dict[str, Any] = {}
 
     def extra(tmp: Path) -> None:
         info = run_info(
@@ -428,6 +433,10 @@ def export_run(run: Run) -> dict:
         write_editkit_folder(tmp, edit, info, (run.run_dir / "recipe.yaml").read_text())
         if adapter_dir is not None:
             shutil.copytree(adapter_dir, tmp / "adapter")
+        if recipe.export.gguf:
+            from editkit.gguf_export import write_gguf
+
+            gguf_info.update(write_gguf(tmp, kind=recipe.export.gguf))
 
     stream, why = decide_streaming(recipe.export.streaming, run.loaded)
     run.events.log(f"export: {'shard-streamed' if stream else 'in-memory'} merge ({why})")
@@ -447,6 +456,20 @@ def export_run(run: Run) -> dict:
     }
     if recipe.export.verify:
         info.update(
-            check_export(dest, reference, inputs, model, recipe.export.dtype, run.anatomy.tied_embeddings)
+            check_export(
+                dest,
+                reference,
+                inputs,
+                model,
+                recipe.export.dtype,
+                run.anatomy.tied_embeddings,
+                edit=edit if stream else None,  # a streamed export left the in-memory model unmerged
+            )
         )
+    if gguf_info:
+        info["gguf"] = gguf_info
+        if recipe.export.verify:
+            from editkit.gguf_export import check_gguf
+
+            gguf_info.update(check_gguf(dest, gguf_info["file"], recipe.export.gguf))
     return info

@@ -139,6 +139,11 @@ class ExportSpec(StrictModel):
     streaming: bool | Literal["auto"] = Field(
         "auto", description="merge shard by shard without loading the model (weight-space edits)"
     )
+    gguf: Literal["f16", "bf16", "q8_0"] | None = Field(
+        None,
+        description="also write model.gguf (llama.cpp, Ollama, LM Studio) of this type beside the safetensors "
+        "(llama, mistral, qwen2 with a byte-level BPE tokenizer)",
+    )
 
     @field_validator("max_shard_size")
     @classmethod
@@ -399,10 +404,10 @@ def parse_recipe(text: str, file: str = "<recipe>", overrides: list[str] | tuple
 
 
 def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Recipe:
-    """Read and validate a recipe file (no model is loaded)."""
-    p = Path(path)
-    if not p.exists():
-        raise RecipeError(f"{p}: recipe file does not exist")
+    """Read and validate a recipe file or packaged recipe name (no model is loaded)."""
+    from editkit.catalog import resolve_recipe
+
+    p = resolve_recipe(path)  # a path on disk, else a packaged recipe by name
     if p.is_dir():
         raise RecipeError(f"{p}: is a directory, expected a recipe .yaml file")
     try:

@@ -355,8 +355,14 @@ def stream_merge(
     extra: Callable[[Path], None] | None = None,
     trust_remote_code: bool = False,
     progress: Callable[[int, int], None] | None = None,
+    load_dtype: str | None = None,
 ) -> dict[str, Any]:
     """Merge ``edit`` into the checkpoint folder ``src`` and write the result to ``dest`` (atomically).
+
+    ``load_dtype`` (float32/bfloat16/float16) is the dtype the in-memory model holds the weights in: each
+    floating tensor is first cast to it, as ``from_pretrained(dtype=...)`` does, so the streamed export is
+    bit-identical to merging the loaded model in memory (an fp32 checkpoint edited in bf16 rounds to bf16
+    before the merge, not only after it).
 
     ``dtype`` 'same' keeps every tensor's stored dtype; otherwise floating tensors are cast (after the
     fp32 merge, exactly like the in-memory export). ``max_shard_size`` None keeps the input's shards and
@@ -372,6 +378,14 @@ def stream_merge(
     if dtype != "same" and dtype not in _EXPORT_DTYPES:
         raise EditkitError(f"export.dtype: unknown dtype {dtype!r}")
     target = _EXPORT_DTYPES.get(dtype)
+    if load_dtype not in (None, "same", "auto") and load_dtype not in _EXPORT_DTYPES:
+        raise EditkitError(f"model.dtype: unknown dtype {load_dtype!r}")
+    via = _ST_DTYPES[_EXPORT_DTYPES[load_dtype]] if load_dtype in _EXPORT_DTYPES else None
+
+    def read(entry: TensorEntry) -> torch.Tensor:
+        t = read_tensor(entry)
+        return t.to(via) if via is not None and entry.dtype in _FLOAT_NAMES else t
+
     ckpt = open_checkpoint(src)
     layouts = module_layouts(edit, ckpt, _meta_model(src, trust_remote_code))
     by_weight = {lay.weight_key: (name, lay) for name, lay in layouts.items()}
@@ -391,15 +405,15 @@ def stream_merge(
         e, out_dt = p.entry, _ST_DTYPES[p.dtype]
         if e.name in by_weight:
             name, lay = by_weight[e.name]
-            stored = read_tensor(e)  # fresh memory, ours to reuse
+            stored = read(e)  # fresh memory, ours to reuse
             # anatomy.weight_out_in's layout (a transposed view for Conv1D), so the fp32 math is identical;
             # for fp32 checkpoints w0 *is* the read buffer (no extra copy: peak ≈ 5× the largest tensor)
             w0 = (stored.t() if lay.transposed else stored).to(torch.float32)
-            b = read_tensor(ckpt.entries[lay.bias_key]).to(torch.float32).clone() if lay.bias_key else None
+            b = read(ckpt.entries[lay.bias_key]).to(torch.float32).clone() if lay.bias_key else None
             w, b = edit.merge_tensors(name, w0.clone(), b)
             norms[name] = float((w - w0).norm())
             if b is not None and lay.bias_key not in bias_done:
-                merged_bias[lay.bias_key] = b.to(_ST_DTYPES[ckpt.entries[lay.bias_key].dtype])
+                merged_bias[lay.bias_key] = b.to(via or _ST_DTYPES[ckpt.entries[lay.bias_key].dtype])
             w = (w.t() if lay.transposed else w).to(stored.dtype)
             del w0, stored
             return w.to(out_dt)
@@ -407,15 +421,15 @@ def stream_merge(
             if e.name not in merged_bias:  # bias stored before its weight: merge the module now
                 name = bias_of[e.name]
                 lay = layouts[name]
-                stored = read_tensor(ckpt.entries[lay.weight_key])
+                stored = read(ckpt.entries[lay.weight_key])
                 w0 = (stored.t() if lay.transposed else stored).to(torch.float32).clone()
-                b = read_tensor(e).to(torch.float32).clone()
+                b = read(e).to(torch.float32).clone()
                 _, b = edit.merge_tensors(name, w0, b)
-                merged_bias[e.name] = b.to(_ST_DTYPES[e.dtype])
+                merged_bias[e.name] = b.to(via or _ST_DTYPES[e.dtype])
             bias_done.add(e.name)
             return merged_bias.pop(e.name).to(out_dt)
-        if p.dtype != e.dtype:
-            return read_tensor(e).to(out_dt)
+        if p.dtype != e.dtype or (via is not None and e.dtype in _FLOAT_NAMES and _ST_DTYPES[e.dtype] != via):
+            return read(e).to(out_dt)
         return None
 
     files: list[str] = []
@@ -535,11 +549,10 @@ def stream_export_run(
     src = checkpoint_dir(loaded)
     if src is None:
         raise EditkitError(f"model.id: {loaded.source} is not a local safetensors checkpoint; cannot stream")
-    dtype = export_spec.dtype
-    if dtype == "same":
-        dtype = {torch.float32: "float32", torch.bfloat16: "bfloat16", torch.float16: "float16"}.get(
-            next(loaded.model.parameters()).dtype, "same"
-        )
+    own = {torch.float32: "float32", torch.bfloat16: "bfloat16", torch.float16: "float16"}.get(
+        next(loaded.model.parameters()).dtype, "same"
+    )
+    dtype = own if export_spec.dtype == "same" else export_spec.dtype
     return stream_merge(
         edit,
         src,
@@ -548,4 +561,5 @@ def stream_export_run(
         max_shard_size=export_spec.max_shard_size,
         extra=extra,
         trust_remote_code=trust_remote_code,
+        load_dtype=own,
     )

@@ -178,7 +178,7 @@ def _cases(ws: Path):
             [],
             "method.heads: [7, 0] is out of range",
         ),
-        ("recipe-missing", None, [], "recipe file does not exist"),
+        ("recipe-missing", None, [], "no such recipe file, and no packaged recipe of that name"),
     ]
 
 
