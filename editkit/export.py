@@ -18,6 +18,7 @@ import torch
 from editkit import __version__
 from editkit.errors import EditkitError
 from editkit.models import DTYPES
+from editkit.provenance import source_revision
 
 #: max |Δlogit| allowed between the fp32 edited model (edit applied as hooks) and its merged weights
 EXPORT_TOLERANCE = 1e-4
@@ -190,8 +191,6 @@ def embeddings_tied(path_or_model) -> bool:
 
 def run_info(recipe, run_id: str, base_model: str | None, license: str | None, **more) -> dict:
     """``editkit/run.json`` of an export (provenance): the same fields from a run and from a re-export."""
-    from editkit.provenance import source_revision
-
     target = recipe.data.target
     return {
         "editkit_version": __version__,

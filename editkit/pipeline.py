@@ -39,6 +39,7 @@ from editkit.hub import push_run
 from editkit.methods import get_method
 from editkit.methods.base import FitContext, FitResult, Method
 from editkit.models import LoadedModel, load_model
+from editkit.preflight import preflight
 from editkit.provenance import source_revision
 from editkit.recipe import Recipe, load_recipe
 from editkit.recipe_data import LoadedData, load_data
@@ -98,7 +99,9 @@ def prepare(recipe: Recipe, push: bool = False) -> tuple[type[Method], LoadedDat
     """Validation that needs no model: method, options, data. Raises EditkitError subclasses."""
     method_cls = get_method(recipe.method.name)
     _check_conflicts(recipe, push)
-    return method_cls, load_data(recipe, method_cls.needs)
+    data = load_data(recipe, method_cls.needs)
+    method_cls().check_data(recipe.method, set(recipe.data.sets))
+    return method_cls, data
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -167,7 +170,7 @@ def stage_eval_edited(run: Run) -> None:
             for row, g in zip(run.metrics["generations"], generations(run, counter), strict=True):
                 row["edited"] = g
     run.events.emit("eval", phase="edited", metrics=run.metrics["edited"])
-    for name, other in run.fit.comparisons.items():  # e.g. plain abliteration beside SRA
+    for name, other in run.fit.comparisons.items():  # variants fitted beside the edit
         write_metrics_of(run)
         with other.applied(run.loaded.model):
             m = evaluate_phase(run, name.replace(" ", "-"), counter)
@@ -345,8 +348,6 @@ def apply_recipe(
     )
     run_dir = dist.broadcast_from_main(run_dir)  # the main process's (time-stamped) choice, for everyone
     if main:  # before the model loads: a run must not fail at its end for a reason known at its start
-        from editkit.preflight import preflight
-
         preflight(recipe, run_dir, push)
     method_cls, data = prepare(recipe, push)
     torch.manual_seed(recipe.seed)

@@ -17,6 +17,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, ValidationError, field_validator
 
 from editkit.errors import RecipeError
+from editkit.methods import method_names, method_params_class
 
 
 class StrictModel(BaseModel):
@@ -193,8 +194,6 @@ class Recipe(StrictModel):
     @field_validator("method", mode="before")
     @classmethod
     def _method(cls, v: Any) -> Any:
-        from editkit.methods import method_params_class
-
         if isinstance(v, BaseModel):
             return v
         if isinstance(v, str):
@@ -202,7 +201,7 @@ class Recipe(StrictModel):
         if not isinstance(v, dict):
             raise ValueError("must be a mapping with 'name' and the method's parameters")
         if "name" not in v:
-            raise ValueError("needs a 'name' (one of: " + ", ".join(_method_names()) + ")")
+            raise ValueError("needs a 'name' (one of: " + ", ".join(method_names()) + ")")
         params_cls = method_params_class(str(v["name"]))  # raises ValueError with suggestions
         return params_cls.model_validate(v)
 
@@ -218,12 +217,6 @@ class Recipe(StrictModel):
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.resolved(), sort_keys=False, allow_unicode=True)
-
-
-def _method_names() -> list[str]:
-    from editkit.methods import method_names
-
-    return method_names()
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -282,8 +275,6 @@ def _fields_at(loc: tuple, data: dict) -> list[str]:
         if field is None:
             return []
         if part == "method":
-            from editkit.methods import method_params_class
-
             name = (data.get("method") or {}).get("name") if isinstance(data.get("method"), dict) else None
             try:
                 model = method_params_class(str(name))

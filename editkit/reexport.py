@@ -16,6 +16,7 @@ from editkit.edit import Edit
 from editkit.errors import EditkitError
 from editkit.export import check_export, export_model, reference_logits, run_info, write_editkit_folder
 from editkit.models import DEMO_BASE_MODEL, ensure_demo_model, load_model
+from editkit.preflight import check_writable_destination
 from editkit.recipe import load_recipe
 from editkit.streaming import checkpoint_folder, stream_merge
 
@@ -80,8 +81,6 @@ def reexport_run(
     edit = _run_edit(run_dir)
     default = Path(recipe.export.dir).expanduser() if recipe.export.dir else run_dir / "model"
     dest = Path(dest) if dest is not None else default
-    from editkit.preflight import check_writable_destination
-
     check_writable_destination(dest, "--out" if dest != default else "export.dir")
     old = dest if dest.is_dir() else (default if default.is_dir() else None)
     kind = gguf or recipe.export.gguf
