@@ -7,8 +7,9 @@ from typing import Any
 
 def run_robustness(ctx, edit, recipe, data, events) -> dict[str, Any]:
     from editkit.robustness import build_families, robustness_report, score_families
+    from editkit.sizing import model_eval_batch_size
 
-    bs = recipe.eval.batch_size
+    bs = recipe.eval.batch_size or model_eval_batch_size(ctx.model)
     out: dict[str, Any] = {}
     sets = {"target": data.eval.target_test}
     heldout = data.eval.heldout

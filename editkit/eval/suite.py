@@ -18,6 +18,7 @@ import torch
 
 from editkit.eval.blimp import blimp_accuracy
 from editkit.eval.pairwise import pairwise_accuracy
+from editkit.sizing import model_eval_batch_size
 
 
 @dataclass
@@ -59,12 +60,17 @@ def evaluate(
     tokenizer,
     data: EvalData,
     *,
-    batch_size: int = 16,
+    batch_size: int | None = None,
     perplexity_fn: Callable | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> dict[str, float]:
-    """Run the suite on ``model`` as it is now (hooks included). Fills the base cache on first call."""
+    """Run the suite on ``model`` as it is now (hooks included). Fills the base cache on first call.
+
+    ``batch_size`` None: 16 on the CPU, sized from the free memory on an accelerator
+    (:func:`editkit.sizing.model_eval_batch_size`)."""
     say = progress or (lambda _m: None)
+    if batch_size is None:
+        batch_size = model_eval_batch_size(model)
     m: dict[str, float] = {}
     if data.target_test:
         say("target accuracy")

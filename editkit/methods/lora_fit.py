@@ -21,6 +21,7 @@ Determinism on resume rests on two rules:
 
 from __future__ import annotations
 
+import math
 import random
 import time
 from collections.abc import Callable, Mapping
@@ -32,6 +33,7 @@ import torch
 
 from editkit.distributed import is_main_process, rank_and_world, sum_gradients, sum_objects
 from editkit.errors import EditkitError
+from editkit.eval.pairwise import to_device
 
 __all__ = [
     "LossOut",
@@ -114,7 +116,10 @@ def kl_to_base(
     ``keep`` (bool, same shape as ``input_ids``) selects the positions, by default every real token.
     """
     dev = peft_model.get_input_embeddings().weight.device
-    ids, mask = input_ids.to(dev), attention_mask.to(dev)
+    # the kept positions as indices worked out where the mask lives (the host), so nothing waits on the GPU
+    sel = (attention_mask if keep is None else keep).bool().nonzero(as_tuple=True)
+    ids, mask = to_device(input_ids, dev), to_device(attention_mask, dev)
+    sel = tuple(to_device(i, dev) for i in sel)
     with torch.no_grad(), peft_model.disable_adapter():
         base = torch.log_softmax(
             peft_model(input_ids=ids, attention_mask=mask, use_cache=False).logits.float(), -1
@@ -123,7 +128,6 @@ def kl_to_base(
         peft_model(input_ids=ids, attention_mask=mask, use_cache=False).logits.float(), -1
     )
     kl = (base.exp() * (base - edit)).sum(-1)
-    sel = mask.bool() if keep is None else keep.to(dev).bool()
     return kl[sel].mean()
 
 
@@ -229,6 +233,70 @@ def _f(x) -> float:
     return float(x.detach().item()) if isinstance(x, torch.Tensor) else float(x)
 
 
+class _StepStats:
+    """One step's losses, terms, metrics and gradient norm, brought to the host in a single copy.
+
+    Reading each value with ``.item()`` as it is made waits for the GPU about ten times per step; here
+    they are stacked on the device and copied without blocking, and read back (``values``) once the next
+    step's forward and backward are queued, so the GPU never runs dry while the host bookkeeps. The
+    numbers are exactly those ``.item()`` gives (bf16/fp32 values are exact in fp64).
+    """
+
+    def __init__(self, step: int, lr: float, parts: list, grad_norm, tokens: int):
+        self.step, self.lr, self.tokens = step, lr, tokens
+        tensors: list[torch.Tensor] = []
+
+        def slot(v):
+            if isinstance(v, torch.Tensor):
+                tensors.append(v.detach().reshape(()))
+                return ("t", len(tensors) - 1)
+            return ("f", float(v))
+
+        self.parts = [
+            (slot(loss), {k: slot(v) for k, v in terms.items()}, {k: slot(v) for k, v in metrics.items()})
+            for loss, terms, metrics in parts
+        ]
+        self.grad_norm = slot(grad_norm) if grad_norm is not None else None
+        self._host: list[float] | torch.Tensor = []
+        self._event = None
+        if tensors:
+            dev = tensors[0].device
+            dt = torch.float32 if dev.type == "mps" else torch.float64  # MPS has no float64
+            flat = torch.stack([t.to(device=dev, dtype=dt) for t in tensors])
+            if dev.type == "cuda":
+                self._host = flat.to("cpu", non_blocking=True)  # pinned; valid once the event has passed
+                self._event = torch.cuda.Event()
+                self._event.record()
+            else:
+                self._host = flat.cpu()
+
+    def read(self, grad_accum: int) -> tuple[float, dict, dict, float | None]:
+        """(loss, terms, metrics, grad norm): the step's values averaged over its micro-batches."""
+        if self._event is not None:
+            self._event.synchronize()
+        vals = self._host.tolist() if isinstance(self._host, torch.Tensor) else []
+
+        def get(slot) -> float:
+            return vals[slot[1]] if slot[0] == "t" else slot[1]
+
+        total = 0.0
+        terms: dict[str, float] = {}
+        metrics: dict[str, float] = {}
+        for loss_slot, term_slots, metric_slots in self.parts:
+            loss = get(loss_slot)
+            if not math.isfinite(loss):
+                raise EditkitError(
+                    f"training diverged at step {self.step}: the loss is {loss} "
+                    "(lower the learning rate or the regulariser weights)"
+                )
+            total += loss / grad_accum
+            for k, v in term_slots.items():
+                terms[k] = terms.get(k, 0.0) + get(v) / grad_accum
+            for k, v in metric_slots.items():
+                metrics[k] = metrics.get(k, 0.0) + get(v) / grad_accum
+        return total, terms, metrics, get(self.grad_norm) if self.grad_norm is not None else None
+
+
 def train_lora(
     model: torch.nn.Module,
     loss_fn: Callable[[Any], LossOut],
@@ -274,15 +342,41 @@ def train_lora(
     t0 = time.time()
     step = start
     done = start
+    # A step's numbers are read back while the next step's forward/backward runs (_StepStats). Steps that
+    # validate, checkpoint or end the run, and every step under several processes, are read at once.
+    pending: list[_StepStats] = []
+
+    def finish(stats: _StepStats, validating: bool) -> str | None:
+        """Record (and emit) a finished step; validate and checkpoint it if due. Returns a stop reason."""
+        pending.clear()
+        total, terms, metrics, gn = stats.read(cfg.grad_accum)
+        step_tokens = stats.tokens
+        if world > 1:
+            total, terms, metrics, step_tokens = _sum_stats(total, terms, metrics, step_tokens)
+        result.tokens += step_tokens
+        if gn is not None:
+            metrics["grad_norm"] = gn
+        stop = None
+        if validating:
+            v = dict(validate(stats.step))
+            stop = v.pop("stop", None)
+            metrics.update({f"val_{k}": _f(x) for k, x in v.items() if isinstance(x, (int, float))})
+            result.validations.append({"step": stats.step, **v, **({"stop": stop} if stop else {})})
+        record = {"step": stats.step, "loss": total, "terms": terms, "metrics": metrics, "lr": stats.lr}
+        result.history.append(record)
+        if events is not None:
+            events.emit("step", stage=cfg.stage, total=cfg.steps, **record)
+        if cfg.checkpoint_every > 0 and (stats.step % cfg.checkpoint_every == 0 or stop):
+            _save_checkpoint(cfg, model, optimizer, stats.step, result)
+        return stop
+
     try:
         while step < cfg.steps:
             lr = cfg.lr_at(step)
             for group in optimizer.param_groups:
                 group["lr"] = lr
             optimizer.zero_grad(set_to_none=True)
-            total = 0.0
-            terms: dict[str, float] = {}
-            metrics: dict[str, float] = {}
+            parts = []
             step_tokens = 0
             for micro in range(cfg.grad_accum):
                 if micro % world != rank:
@@ -291,49 +385,45 @@ def train_lora(
                 if batch is None:  # an empty micro-batch (a short last batch split into grad_accum parts)
                     continue
                 out = loss_fn(batch)
-                if not torch.isfinite(out.loss):
-                    raise EditkitError(
-                        f"training diverged at step {step + 1}: the loss is {_f(out.loss)} "
-                        "(lower the learning rate or the regulariser weights)"
-                    )
                 (out.loss / cfg.grad_accum).backward()
-                total += _f(out.loss) / cfg.grad_accum
-                for k, v in out.terms.items():
-                    terms[k] = terms.get(k, 0.0) + _f(v) / cfg.grad_accum
-                for k, v in out.metrics.items():
-                    metrics[k] = metrics.get(k, 0.0) + _f(v) / cfg.grad_accum
+                parts.append((out.loss, dict(out.terms), dict(out.metrics)))
                 if count_tokens is not None:
                     step_tokens += int(count_tokens(batch))
+            if pending:  # the previous step, read while this one's kernels run; before the update below,
+                finish(pending[0], validating=False)  # so a Ctrl-C in its event checkpoints that step
             if world > 1:
                 sum_gradients(params)
-                total, terms, metrics, step_tokens = _sum_stats(total, terms, metrics, step_tokens)
-            result.tokens += step_tokens
+            gn = None
             if cfg.max_grad_norm is not None:
                 gn = torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
-                metrics["grad_norm"] = _f(gn)
             optimizer.step()
             step += 1
             done = step
-            stop = None
-            if (
+            stats = _StepStats(step, lr, parts, gn, step_tokens)
+            validating = (
                 validate is not None
                 and cfg.eval_every > 0
                 and (step % cfg.eval_every == 0 or step == cfg.steps)
-            ):
-                v = dict(validate(step))
-                stop = v.pop("stop", None)
-                metrics.update({f"val_{k}": _f(x) for k, x in v.items() if isinstance(x, (int, float))})
-                result.validations.append({"step": step, **v, **({"stop": stop} if stop else {})})
-            record = {"step": step, "loss": total, "terms": terms, "metrics": metrics, "lr": lr}
-            result.history.append(record)
-            if events is not None:
-                events.emit("step", stage=cfg.stage, total=cfg.steps, **record)
-            if cfg.checkpoint_every > 0 and (step % cfg.checkpoint_every == 0 or stop):
-                _save_checkpoint(cfg, model, optimizer, step, result)
+            )
+            now = (
+                world > 1
+                or validating
+                or step == cfg.steps
+                or (cfg.checkpoint_every > 0 and step % cfg.checkpoint_every == 0)
+            )
+            if not now:
+                pending.append(stats)
+                continue
+            stop = finish(stats, validating)
             if stop:
                 result.stop_reason = str(stop)
                 break
     except KeyboardInterrupt:
+        if pending:
+            try:
+                finish(pending[0], validating=False)
+            except KeyboardInterrupt:
+                pass
         if done > start:
             _save_checkpoint(cfg, model, optimizer, done, result)
         raise

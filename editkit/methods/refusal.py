@@ -34,6 +34,7 @@ from editkit.refusal.atoms import ATOM_NAMES, atom_pairs_from_rows, cosines, loa
 from editkit.refusal.chat import chat_first_token_logprobs, kl_rows, prompt_texts
 from editkit.refusal.direction import diff_of_means, residual_activations
 from editkit.refusal.metrics import phase_refusal_metrics
+from editkit.sizing import model_eval_batch_size
 
 # ------------------------------------------------------------------------------------------------------
 # the exact norm-preserving projection
@@ -196,7 +197,12 @@ class RefusalParams(MethodParams):
     )
     eval_max_prompts: int = Field(50, ge=1, description="prompts per evaluation set (refusal, KL)")
     eval_max_new_tokens: int = Field(100, ge=1, description="generated tokens for the refusal rate")
-    batch_size: int = Field(16, ge=1, description="prompts per forward pass")
+    batch_size: int | None = Field(
+        None,
+        ge=1,
+        description="prompts per forward pass; default 16 on CPU, on an accelerator as many as fit in half "
+        "its free memory, up to 64",
+    )
 
     @field_validator("edit_from", mode="before")
     @classmethod
@@ -344,8 +350,9 @@ class RefusalMethod(Method):
             safe_val = _texts(ctx, p.harmless, p.n_val, skip=p.n_train)
         ctx.events.log(f"refusal: direction from {len(harm)} harmful / {len(safe)} harmless prompts")
 
-        acts_h = residual_activations(model, tok, harm, p.positions, p.batch_size)
-        acts_s = residual_activations(model, tok, safe, p.positions, p.batch_size)
+        bs = p.batch_size or model_eval_batch_size(model)
+        acts_h = residual_activations(model, tok, harm, p.positions, bs)
+        acts_s = residual_activations(model, tok, safe, p.positions, bs)
         raw = diff_of_means(acts_h, acts_s, p.project_off_harmless_mean, p.winsorize)  # [L, H]
         gap = (acts_h.mean(0) - acts_s.mean(0)).norm(dim=-1)  # separation per layer
 
@@ -356,8 +363,8 @@ class RefusalMethod(Method):
             pairs += [(n, *atom_pairs_from_rows(list(ctx.data[n]), f"data.sets.{n}")) for n in p.atom_sets]
             dirs = []
             for n, pos, neg in pairs:
-                a_pos = residual_activations(model, tok, pos, p.positions, p.batch_size)
-                a_neg = residual_activations(model, tok, neg, p.positions, p.batch_size)
+                a_pos = residual_activations(model, tok, pos, p.positions, bs)
+                a_neg = residual_activations(model, tok, neg, p.positions, bs)
                 dirs.append(diff_of_means(a_pos, a_neg))
                 atom_names.append(n)
             if dirs:
@@ -375,8 +382,8 @@ class RefusalMethod(Method):
 
         # layer selection
         ref_ids = _refusal_token_ids(tok, p.refusal_tokens)
-        base_h = chat_first_token_logprobs(model, tok, harm_val, p.batch_size)
-        base_s = chat_first_token_logprobs(model, tok, safe_val, p.batch_size)
+        base_h = chat_first_token_logprobs(model, tok, harm_val, bs)
+        base_s = chat_first_token_logprobs(model, tok, safe_val, bs)
         base_score = float(refusal_log_odds(base_h, ref_ids).mean())
         hi = max(p.min_layer + 1, math.floor(p.max_layer_frac * an.n_layers))
         layers = [p.layer] if p.layer is not None else list(range(p.min_layer, hi))
@@ -405,8 +412,8 @@ class RefusalMethod(Method):
             li, st, s = cand  # split over processes; r: the direction (default: the layer search's at li)
             e = project_edit(an, dir_of[primary](li) if r is None else r, p, start=st, strength=s)
             with e.applied(model):
-                lp_h = chat_first_token_logprobs(model, tok, harm_val, p.batch_size)
-                lp_s = chat_first_token_logprobs(model, tok, safe_val, p.batch_size)
+                lp_h = chat_first_token_logprobs(model, tok, harm_val, bs)
+                lp_s = chat_first_token_logprobs(model, tok, safe_val, bs)
             done[0] += 1
             ctx.events.progress("fit", min(done[0], total), total)
             return {

@@ -27,10 +27,11 @@ from pydantic import Field, field_validator
 
 from editkit.edit import Edit, LowRank
 from editkit.errors import DataError, EditkitError
-from editkit.eval.pairwise import encode_prompt_answers, mean_answer_logprob, pairwise_margins
+from editkit.eval.pairwise import encode_prompt_answers, mean_answer_logprob, pairwise_margins, to_device
 from editkit.methods import register_method
 from editkit.methods.base import FitContext, Method, MethodParams
 from editkit.methods.lora_fit import LossOut, TrainConfig, encode_text, kl_to_base, train_lora
+from editkit.sizing import model_eval_batch_size
 
 Role = Literal["q", "k", "v", "qkv", "o", "gate", "up", "gate_up", "down"]
 ADAPTER = "default"
@@ -178,11 +179,11 @@ def _capture_lora_outputs(layers, store: list):
 def magnitude_text_reg(peft_model, layers, text: dict[str, torch.Tensor]) -> torch.Tensor:
     """Σ_modules mean over real tokens of ‖(α/r)·B·A·x‖² on general text: the adapter should stay silent there."""
     dev = peft_model.get_input_embeddings().weight.device
-    ids, mask = text["input_ids"].to(dev), text["attention_mask"].to(dev)
+    keep = tuple(to_device(i, dev) for i in text["attention_mask"].bool().nonzero(as_tuple=True))
+    ids, mask = to_device(text["input_ids"], dev), to_device(text["attention_mask"], dev)
     outs: list[torch.Tensor] = []
     with _capture_lora_outputs(layers, outs):
         peft_model(input_ids=ids, attention_mask=mask, use_cache=False)
-    keep = mask.bool()
     return torch.stack([o.float().pow(2).sum(-1)[keep].mean() for o in outs]).sum()
 
 
@@ -392,10 +393,14 @@ class ScalpelMethod(Method):
             loss = ScalpelLoss(peft_model, names, p)
             batches = ScalpelBatches(ctx.tokenizer, train, texts, p, ctx.seed)
 
+            val_bs = model_eval_batch_size(model, cpu_default=32)
+
             def validate(step: int) -> dict:
                 if not val:
                     return {}
-                m = pairwise_margins(peft_model, ctx.tokenizer, val, batch_size=32, max_length=p.max_length)
+                m = pairwise_margins(
+                    peft_model, ctx.tokenizer, val, batch_size=val_bs, max_length=p.max_length
+                )
                 for _, layer in lora_layers(peft_model, names):  # pairwise_margins toggles modes
                     layer.lora_dropout[ADAPTER].train(p.dropout > 0)
                 out = {
@@ -490,7 +495,9 @@ class ScalpelMethod(Method):
         items = ctx.data.get("target_test") or []
         if not items:
             return {}
-        m = pairwise_margins(ctx.model, ctx.tokenizer, items, batch_size=32)
+        m = pairwise_margins(
+            ctx.model, ctx.tokenizer, items, batch_size=model_eval_batch_size(ctx.model, cpu_default=32)
+        )
         return {"target_mean_abs_margin": float(m.abs().mean())}
 
     def control(self, ctx: FitContext, edit: Edit) -> Edit | None:
