@@ -21,14 +21,23 @@ from pathlib import Path
 import torch
 
 from editkit.anatomy import find_anatomy
-from editkit.events import NullEventLog
-from editkit.methods.base import FitContext
+from editkit.data.general import perplexity
+from editkit.eval.suite import evaluate
 from editkit.models import load_model
-from editkit.pipeline import _evaluate, prepare
+from editkit.pipeline import prepare
 from editkit.recipe import load_recipe
+from editkit.runs import fit_context
 
 ROOT = Path(__file__).resolve().parents[1]
 KEYS = ("target_accuracy", "general_capability_score", "perplexity", "drift_kl", "blimp_accuracy")
+
+
+def _evaluate(ctx, method, recipe, data, phase: str) -> dict:
+    """The pipeline's evaluation of one phase (general suite + the method's own metrics)."""
+    pf = perplexity if recipe.eval.perplexity else None
+    m = evaluate(ctx.model, ctx.tokenizer, data.eval, batch_size=recipe.eval.batch_size, perplexity_fn=pf)
+    m.update(method.evaluate(ctx, phase))
+    return m
 
 
 def main() -> None:
@@ -49,22 +58,12 @@ def main() -> None:
         method_cls, data = prepare(recipe)
         if loaded is None:
             loaded = load_model(recipe.model)
-        model, tok = loaded.model, loaded.tokenizer
+        model = loaded.model
         method = method_cls()
         with tempfile.TemporaryDirectory() as tmp:
-            ctx = FitContext(
-                model=model,
-                tokenizer=tok,
-                anatomy=find_anatomy(model),
-                params=recipe.method,
-                data=data.roles,
-                events=NullEventLog(),
-                run_dir=Path(tmp),
-                seed=recipe.seed,
-                extras={"recipe": recipe, "loaded": loaded, "eval_data": data.eval},
-            )
+            ctx = fit_context(recipe, loaded, find_anatomy(model), data, Path(tmp))
             t = time.time()
-            base = _evaluate(ctx, method, recipe, data, lambda _m: None, "base")
+            base = _evaluate(ctx, method, recipe, data, "base")
             print(
                 f"{cap}: base {json.dumps({k: base.get(k) for k in KEYS})} ({time.time() - t:.0f}s)",
                 flush=True,
@@ -73,10 +72,10 @@ def main() -> None:
                 ctx.params = recipe.method.model_copy(update={"rank": r})
                 torch.manual_seed(recipe.seed)
                 t = time.time()
-                edit = method.fit(ctx)
+                edit = method.fit(ctx).edit
                 fit_s = time.time() - t
                 with edit.applied(model):
-                    edited = _evaluate(ctx, method, recipe, data, lambda _m: None, "edited")
+                    edited = _evaluate(ctx, method, recipe, data, "edited")
                 row = {
                     "capability": cap,
                     "rank": r,

@@ -20,16 +20,10 @@ import torch
 
 from editkit.anatomy import find_anatomy
 from editkit.events import EventLog
+from editkit.methods.lora import resolve_targets, unwrap_lora, wrap_lora
 from editkit.methods.lora_fit import TrainConfig, train_lora
-from editkit.methods.scalpel import (
-    ScalpelBatches,
-    ScalpelLoss,
-    ScalpelParams,
-    _tokens_in,
-    resolve_targets,
-    unwrap_lora,
-    wrap_lora,
-)
+from editkit.methods.scalpel import ScalpelBatches, ScalpelLoss, ScalpelParams
+from editkit.methods.scalpel.fit import _tokens_in
 
 BUILTIN = Path(__file__).resolve().parents[1] / "editkit" / "data" / "builtin"
 

@@ -199,7 +199,8 @@ def scalpel_ratio(model, tok, steps: int, dev: torch.device) -> dict:
     from bench_scalpel_fit import run_bare, run_editkit
 
     from editkit.anatomy import find_anatomy
-    from editkit.methods.scalpel import ScalpelBatches, ScalpelParams, resolve_targets
+    from editkit.methods.lora import resolve_targets
+    from editkit.methods.scalpel import ScalpelBatches, ScalpelParams
 
     p = ScalpelParams(checkpoint_every=max(1, steps // 2))
     names = resolve_targets(find_anatomy(model), list(p.targets), p.layers)

@@ -17,161 +17,27 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers.pytorch_utils import Conv1D
 
-from editkit.anatomy import in_out_features, set_weight_out_in, weight_out_in
+from editkit.anatomy import set_weight_out_in, weight_out_in
 from editkit.errors import EditkitError
+from editkit.ops import (  # noqa: F401 - re-exported: ``from editkit.edit import LowRank`` keeps working
+    OPS,
+    EditOp,
+    LowRank,
+    NormPreservingProjectOut,
+    ProjectOut,
+    ScaleInputs,
+    register_op,
+)
 
 FORMAT = "editkit-edit"
 FORMAT_VERSION = 1
-
-_OPS: dict[str, type[EditOp]] = {}
-
-
-def register_op(cls: type[EditOp]) -> type[EditOp]:
-    _OPS[cls.kind] = cls
-    return cls
-
-
-@dataclass
-class EditOp:
-    """One operation on one module. Subclasses define hook() and merge()."""
-
-    kind: ClassVar[str]
-    #: applied in memory by recomputing the module's output with merged weights (see Edit.apply)
-    recompute: ClassVar[bool] = False
-    module: str
-
-    # in memory --------------------------------------------------------------------------------------
-    def hook(self, module: nn.Module) -> list[torch.utils.hooks.RemovableHandle]:
-        raise NotImplementedError
-
-    # in weights -------------------------------------------------------------------------------------
-    def merge(self, w: torch.Tensor, b: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Return the new ([out, in] fp32 weight, fp32 bias or None)."""
-        raise NotImplementedError
-
-    def delta_norm(self, w: torch.Tensor) -> float:
-        """Frobenius norm of the weight change this op makes to ``w`` ([out, in] fp32)."""
-        new, _ = self.merge(w.clone(), None)
-        return float((new - w).norm())
-
-    # serialisation ----------------------------------------------------------------------------------
-    def tensors(self) -> dict[str, torch.Tensor]:
-        return {}
-
-    def params(self) -> dict[str, Any]:
-        return {}
-
-    @classmethod
-    def from_parts(cls, module: str, params: dict[str, Any], tensors: dict[str, torch.Tensor]) -> EditOp:
-        return cls(module=module, **params, **tensors)
-
-
-@register_op
-@dataclass
-class ScaleInputs(EditOp):
-    """Multiply selected input features of a module by ``factor`` (0 = knock out).
-
-    Zeroing o_proj input columns [h·d, (h+1)·d) removes query head h (exact and GQA-safe); zeroing
-    down_proj input column j erases MLP neuron j.
-    """
-
-    kind: ClassVar[str] = "scale_inputs"
-    index: list[int] = field(default_factory=list)
-    factor: float = 0.0
-
-    def _mask(self, n: int, dtype, device) -> torch.Tensor:
-        m = torch.ones(n, dtype=dtype, device=device)
-        m[torch.as_tensor(self.index, dtype=torch.long, device=device)] = self.factor
-        return m
-
-    def hook(self, module):
-        n_in, _ = in_out_features(module)
-
-        def pre(mod, args):
-            x = args[0]
-            return (x * self._mask(n_in, x.dtype, x.device),) + tuple(args[1:])
-
-        return [module.register_forward_pre_hook(pre)]
-
-    def merge(self, w, b):
-        w[:, torch.as_tensor(self.index, dtype=torch.long)] *= self.factor
-        return w, b
-
-    def params(self):
-        return {"index": [int(i) for i in self.index], "factor": float(self.factor)}
-
-
-@register_op
-@dataclass
-class LowRank(EditOp):
-    """Add a low-rank delta: W ← W + scale·B·A (LoRA). A: [r, in], B: [out, r]."""
-
-    kind: ClassVar[str] = "low_rank"
-    recompute: ClassVar[bool] = True
-    A: torch.Tensor = None  # type: ignore[assignment]
-    B: torch.Tensor = None  # type: ignore[assignment]
-    scale: float = 1.0
-
-    def hook(self, module):
-        def post(mod, args, out):
-            x = args[0]
-            a, b = self.A.to(x.device, x.dtype), self.B.to(x.device, x.dtype)
-            return out + self.scale * (x @ a.t()) @ b.t()
-
-        return [module.register_forward_hook(post)]
-
-    def merge(self, w, b):
-        a = self.A.to(device=w.device, dtype=torch.float32)  # factors live on the CPU; w may not
-        bb = self.B.to(device=w.device, dtype=torch.float32)
-        return w + self.scale * (bb @ a), b
-
-    def tensors(self):
-        return {"A": self.A.contiguous(), "B": self.B.contiguous()}
-
-    def params(self):
-        return {"scale": float(self.scale)}
-
-
-@register_op
-@dataclass
-class ProjectOut(EditOp):
-    """Remove direction r from a residual writer's output: W ← W − s·r·rᵀ·W (and the bias alike)."""
-
-    kind: ClassVar[str] = "project_out"
-    recompute: ClassVar[bool] = True
-    direction: torch.Tensor = None  # type: ignore[assignment]
-    strength: float = 1.0
-
-    def _r(self, dtype, device) -> torch.Tensor:
-        r = self.direction.to(torch.float32)
-        return (r / r.norm()).to(device=device, dtype=dtype)
-
-    def hook(self, module):
-        def post(mod, args, out):
-            r = self._r(out.dtype, out.device)
-            return out - self.strength * (out @ r).unsqueeze(-1) * r
-
-        return [module.register_forward_hook(post)]
-
-    def merge(self, w, b):
-        r = self._r(torch.float32, w.device)
-        w = w - self.strength * torch.outer(r, r @ w)
-        if b is not None:
-            b = b - self.strength * r * (r @ b)
-        return w, b
-
-    def tensors(self):
-        return {"direction": self.direction.contiguous()}
-
-    def params(self):
-        return {"strength": float(self.strength)}
 
 
 class _MergedWeights:
@@ -355,7 +221,7 @@ class Edit:
         tensors = load_file(str(tpath)) if tpath.exists() else {}
         ops = []
         for spec in meta["ops"]:
-            op_cls = _OPS.get(spec["kind"])
+            op_cls = OPS.get(spec["kind"])
             if op_cls is None:
                 raise EditkitError(f"{meta_path}: unknown edit operation '{spec['kind']}' (newer editkit?)")
             ts = {k: tensors[key] for k, key in spec.get("tensors", {}).items()}

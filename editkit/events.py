@@ -6,7 +6,7 @@ import json
 import math
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
@@ -45,9 +45,10 @@ class EventLog:
     FREQUENT = frozenset({"step", "progress"})
     FSYNC_EVERY_S = 2.0
 
-    def __init__(self, path: Path, run_id: str):
+    def __init__(self, path: Path, run_id: str, listener: Callable[[dict], None] | None = None):
         self.path = Path(path)
         self.run_id = run_id
+        self.listener = listener  # called with every event after it is written (the CLI's progress view)
         self._fh = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 (lives as long as the run)
         self._synced = 0.0
 
@@ -59,6 +60,8 @@ class EventLog:
         if type not in self.FREQUENT or now - self._synced >= self.FSYNC_EVERY_S:
             os.fsync(self._fh.fileno())
             self._synced = now
+        if self.listener is not None:
+            self.listener(event)
         return event
 
     def log(self, message: str, level: str = "info") -> None:
@@ -87,6 +90,7 @@ class NullEventLog(EventLog):
     def __init__(self):  # noqa: D401
         self.run_id = ""
         self.path = Path(os.devnull)
+        self.listener = None
 
     def emit(self, type: str, **fields: Any) -> dict:
         return {"type": type, **fields}
@@ -116,6 +120,7 @@ def read_events(path: str | Path) -> list[dict]:
 
 
 def is_run_dir(path: Path) -> bool:
+    """A directory ``editkit apply`` created (it holds the run marker)."""
     return (Path(path) / RUN_MARKER).exists()
 
 
@@ -151,3 +156,10 @@ def create_run_dir(path: Path, meta: dict) -> Path:
     path.mkdir(parents=True, exist_ok=True)
     (path / RUN_MARKER).write_text(json.dumps(meta, indent=1))
     return path
+
+
+def write_metrics(run_dir: Path, metrics: dict) -> None:
+    """``metrics.json`` of a run, replaced atomically (NaN/inf as null)."""
+    tmp = Path(run_dir) / ".metrics.json.tmp"
+    tmp.write_text(json.dumps(_clean(metrics), indent=1))
+    tmp.replace(Path(run_dir) / "metrics.json")

@@ -6,6 +6,7 @@ or Ctrl-C leaves the destination either absent or complete.
 
 from __future__ import annotations
 
+import json
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
@@ -14,7 +15,12 @@ from pathlib import Path
 
 import torch
 
+from editkit import __version__
+from editkit.errors import EditkitError
 from editkit.models import DTYPES
+
+#: max |Δlogit| allowed between the edited model and its fp32 export reloaded from disk
+EXPORT_TOLERANCE = 1e-4
 
 
 @contextmanager
@@ -124,10 +130,45 @@ def embeddings_tied(path_or_model) -> bool:
     return out is not None and out.weight.data_ptr() == m.get_input_embeddings().weight.data_ptr()
 
 
+def run_info(recipe, run_id: str, base_model: str | None, license: str | None, **more) -> dict:
+    """``editkit/run.json`` of an export (provenance): the same fields from a run and from a re-export."""
+    return {
+        "editkit_version": __version__,
+        "recipe_hash": recipe.hash,
+        "method": recipe.method.name,
+        "base_model": base_model,
+        "license": license,
+        "run_id": run_id,
+        **more,
+    }
+
+
 def write_editkit_folder(root: Path, edit, run_info: dict, recipe_text: str) -> None:
     """The ``editkit/`` folder of an export: the edit artifact, run.json (provenance) and the recipe."""
-    import json
-
     edit.save(root / "editkit")
     (root / "editkit" / "run.json").write_text(json.dumps(run_info, indent=1))
     (root / "editkit" / "recipe.yaml").write_text(recipe_text)
+
+
+def reference_logits(model, tokenizer, edit) -> tuple[dict, torch.Tensor]:
+    """(probe inputs, the edited model's logits on them): what the reloaded export must reproduce."""
+    inputs = probe_inputs(tokenizer)
+    with edit.applied(model):
+        return inputs, logits_of(model, inputs)
+
+
+def check_export(dest: Path, reference, inputs, model, dtype: str, tied_before: bool | None = None) -> dict:
+    """Reload ``dest`` and compare with the edited model's ``reference`` logits; raise if an exact export
+    (fp32 model, dtype same/float32) differs by more than EXPORT_TOLERANCE, or if tied embeddings came
+    untied. Returns the numbers the run records."""
+    diff = verify_export(dest, reference, inputs, like=model)
+    info = {"max_abs_logit_diff": diff, "tied_embeddings": embeddings_tied(dest)}
+    exact = dtype in ("same", "float32") and next(model.parameters()).dtype == torch.float32
+    info["tolerance"] = EXPORT_TOLERANCE if exact else None
+    if exact and diff > EXPORT_TOLERANCE:
+        raise EditkitError(
+            f"export check failed: reloaded model differs from the edited model by {diff:.3g} > {EXPORT_TOLERANCE}"
+        )
+    if tied_before and not info["tied_embeddings"]:
+        raise EditkitError("export check failed: the input/output embeddings were tied and are not any more")
+    return info

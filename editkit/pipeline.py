@@ -1,13 +1,15 @@
 """apply_recipe: recipe → model → data → fit → evaluate → export → card → push, one direction.
 
 Everything that can be checked is checked before the run directory is created (recipe, data, model,
-anatomy), so bad input writes nothing. Every step is appended to ``events.jsonl``.
+anatomy, the method's ``check``), so bad input writes nothing. Then the run is a list of stages
+(:data:`STAGES`), each a small function of one :class:`Run` state; the loop around them emits the stage
+events, writes ``metrics.json`` after every stage, and records an error with the stage it happened in.
 """
 
 from __future__ import annotations
 
-import json
 import os
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -17,15 +19,24 @@ from typing import Any
 import torch
 
 from editkit import __version__
-from editkit.anatomy import find_anatomy
+from editkit import distributed as dist
+from editkit.anatomy import Anatomy, find_anatomy
+from editkit.card import write_card
+from editkit.data.general import perplexity
 from editkit.edit import Edit
-from editkit.errors import EditkitError, RecipeError
-from editkit.events import EventLog, NullEventLog, create_run_dir, prepare_run_dir
+from editkit.errors import RecipeError, scrub_secrets
+from editkit.eval.suite import evaluate
+from editkit.events import EventLog, NullEventLog, create_run_dir, prepare_run_dir, write_metrics
+from editkit.export import check_export, export_model, reference_logits, run_info, write_editkit_folder
+from editkit.hub import push_run
 from editkit.methods import get_method
-from editkit.methods.base import FitContext
-from editkit.recipe import DataSource, Recipe, load_recipe
-
-EXPORT_TOLERANCE = 1e-4
+from editkit.methods.base import FitContext, FitResult, Method
+from editkit.models import LoadedModel, load_model
+from editkit.recipe import Recipe, load_recipe
+from editkit.recipe_data import LoadedData, load_data
+from editkit.robustness_run import run_robustness
+from editkit.runs import fit_context
+from editkit.streaming import decide_streaming, stream_export_run
 
 
 @dataclass
@@ -38,127 +49,29 @@ class RunResult:
 
 
 @dataclass
-class LoadedData:
-    roles: dict[str, Any] = field(default_factory=dict)  # for FitContext.data
-    eval: Any = None  # EvalData
+class Run:
+    """The state every stage reads and adds to (one object, passed down the list of stages)."""
 
+    recipe: Recipe
+    run_dir: Path
+    method: Method
+    data: LoadedData
+    loaded: LoadedModel
+    anatomy: Anatomy
+    ctx: FitContext
+    events: EventLog
+    push: bool = False
+    main: bool = True
+    say: Callable[[str], None] = lambda _m: None
+    metrics: dict[str, Any] = field(default_factory=dict)
+    fit: FitResult | None = None
+    push_info: dict | None = None
+    current: str = "setup"  # the stage running now (named in the error event)
 
-# ------------------------------------------------------------------------------------------------------
-# data
-# ------------------------------------------------------------------------------------------------------
-
-
-def _triplets(src: DataSource, split: str | None, field_name: str) -> list[dict]:
-    from editkit.data.capabilities import load_triplets
-    from editkit.errors import DataError
-
-    try:
-        ds = load_triplets(src.source, split=split or src.split, columns=src.columns or None, limit=src.limit)
-    except DataError as e:
-        raise DataError(f"{field_name}: {e}") from None
-    return [dict(r) for r in ds]
-
-
-def load_data(recipe: Recipe, method_needs: tuple[str, ...]) -> LoadedData:
-    """Load every dataset the recipe names (before any model is loaded, so mistakes surface fast)."""
-    from editkit.data.capabilities import BUILTIN_CAPABILITIES
-    from editkit.data.general import load_general_text
-    from editkit.errors import DataError
-    from editkit.eval.blimp import default_blimp_dir, load_blimp
-    from editkit.eval.suite import EvalData
-
-    d, ev = recipe.data, recipe.eval
-    out = LoadedData()
-    target_test = None
-    if d.target is not None:
-        out.roles["target_train"] = _triplets(d.target, "train", "data.target")
-        target_test = _triplets(d.target, "test", "data.target")
-        if ev.max_items:
-            target_test = target_test[: ev.max_items]
-        out.roles["target_test"] = target_test
-    if d.heldout == "auto":
-        names = [n for n in BUILTIN_CAPABILITIES if d.target is None or n != d.target.source]
-        heldout = {n: _triplets(DataSource(source=n), "test", "data.heldout") for n in names}
-    else:
-        heldout = {Path(s.source).stem: _triplets(s, s.split or "test", "data.heldout") for s in d.heldout}
-    if ev.max_items:
-        heldout = {k: v[: ev.max_items] for k, v in heldout.items()}
-    out.roles["heldout"] = heldout
-    try:
-        g = d.general
-        out.roles["general_train"] = list(
-            load_general_text(g.source, split="train" if g.source == "builtin" else g.split, limit=g.limit)[
-                "text"
-            ]
-        )
-        general_test = list(
-            load_general_text(g.source, split="test" if g.source == "builtin" else g.split, limit=g.limit)[
-                "text"
-            ]
-        )
-    except DataError as e:
-        raise DataError(f"data.general: {e}") from None
-    out.roles["general_test"] = general_test
-    for name, src in d.sets.items():
-        out.roles[name] = _load_set(src, f"data.sets.{name}")
-    blimp = None
-    if ev.blimp is not False:
-        src = default_blimp_dir() if ev.blimp in ("auto", True) else Path(str(ev.blimp))
-        if src is not None:
-            if not Path(src).exists():
-                raise DataError(f"eval.blimp: {src} does not exist")
-            blimp = load_blimp(src, ev.blimp_per_phenomenon)
-    drift = [" ".join(t.split()[:12]) for t in general_test[: ev.drift_prompts]]
-    out.eval = EvalData(
-        target_test=target_test, heldout=heldout, general_test=general_test, blimp=blimp, drift_prompts=drift
-    )
-    for role in method_needs:
-        if role == "target" and d.target is None:
-            raise RecipeError(
-                f"data.target: method '{recipe.method.name}' needs target data (the capability to remove)"
-            )
-        if role.startswith("sets.") and role[5:] not in d.sets:
-            raise RecipeError(f"data.{role}: method '{recipe.method.name}' needs this prompt set")
-    return out
-
-
-def _load_set(src: DataSource, field_name: str) -> list[dict]:
-    """A named prompt set: any JSON/JSONL/CSV/parquet file or Hub dataset, through `datasets`."""
-    from datasets import load_dataset
-
-    from editkit.errors import DataError
-
-    p = Path(src.source).expanduser()
-    builders = {".json": "json", ".jsonl": "json", ".csv": "csv", ".parquet": "parquet"}
-    try:
-        if p.suffix.lower() in builders or p.exists():
-            if not p.is_file():
-                raise DataError(f"{field_name}: file {p} does not exist")
-            if p.suffix.lower() not in builders:
-                raise DataError(
-                    f"{field_name}: {p}: unsupported file type (use .jsonl, .json, .csv or .parquet)"
-                )
-            ds = load_dataset(builders[p.suffix.lower()], data_files=str(p), split="train")
-        else:
-            ds = load_dataset(src.source, src.subset, split=src.split or "train")
-    except DataError:
-        raise
-    except Exception as e:  # datasets raises many types
-        raise DataError(
-            f"{field_name}: could not load {src.source}: {str(e).splitlines()[0] if str(e) else type(e).__name__}"
-        ) from None
-    if src.columns:
-        ds = ds.rename_columns({k: v for k, v in src.columns.items() if k in ds.column_names})
-    if src.limit:
-        ds = ds.select(range(min(src.limit, len(ds))))
-    if len(ds) == 0:
-        raise DataError(f"{field_name}: {src.source} is empty")
-    return [dict(r) for r in ds]
-
-
-# ------------------------------------------------------------------------------------------------------
-# the run
-# ------------------------------------------------------------------------------------------------------
+    @property
+    def edit(self) -> Edit:
+        assert self.fit is not None, "the fit stage has not run"
+        return self.fit.edit
 
 
 def _check_conflicts(recipe: Recipe, push: bool) -> None:
@@ -166,17 +79,205 @@ def _check_conflicts(recipe: Recipe, push: bool) -> None:
         raise RecipeError(
             "push.repo_id: --push needs a Hub repo id in the recipe (or --set push.repo_id=user/name)"
         )
-    if recipe.export.adapter and recipe.method.name not in ("scalpel", "sft"):
+    method_cls = get_method(recipe.method.name)
+    if recipe.export.adapter and not method_cls.makes_adapter:
         raise RecipeError(
             f"export.adapter: method '{recipe.method.name}' makes no adapter; set export.adapter: false"
         )
 
 
-def prepare(recipe: Recipe, push: bool = False) -> tuple[type, LoadedData]:
+def prepare(recipe: Recipe, push: bool = False) -> tuple[type[Method], LoadedData]:
     """Validation that needs no model: method, options, data. Raises EditkitError subclasses."""
     method_cls = get_method(recipe.method.name)
     _check_conflicts(recipe, push)
     return method_cls, load_data(recipe, method_cls.needs)
+
+
+# ------------------------------------------------------------------------------------------------------
+# the stages
+# ------------------------------------------------------------------------------------------------------
+
+
+def evaluate_phase(run: Run, phase: str) -> dict:
+    """The general suite and the method's own metrics, on the model as it is now (edit applied or not)."""
+    recipe, ctx = run.recipe, run.ctx
+    m = evaluate(
+        ctx.model,
+        ctx.tokenizer,
+        run.data.eval,
+        batch_size=recipe.eval.batch_size,
+        perplexity_fn=perplexity if recipe.eval.perplexity else None,
+        progress=lambda s: run.say(f"{phase}: {s}"),
+    )
+    m.update(run.method.evaluate(ctx, phase))
+    return m
+
+
+def stage_eval_base(run: Run) -> None:
+    run.metrics["base"] = evaluate_phase(run, "base")
+    run.events.emit("eval", phase="base", metrics=run.metrics["base"])
+
+
+def stage_fit(run: Run) -> None:
+    run.say("fitting")
+    t_fit = time.time()
+    run.fit = run.method.fit(run.ctx)
+    run.metrics["fit_seconds"] = round(time.time() - t_fit, 2)
+    edit = run.fit.edit
+    if run.main:
+        edit.save(run.run_dir / "edit")
+    run.metrics["edit"] = {"method": edit.method, "modules": len(edit.modules), "info": edit.info}
+    run.metrics["edit_norms"] = edit.delta_norms(run.loaded.model)
+
+
+def stage_eval_edited(run: Run) -> None:
+    with run.edit.applied(run.loaded.model):
+        run.metrics["edited"] = evaluate_phase(run, "edited")
+    run.events.emit("eval", phase="edited", metrics=run.metrics["edited"])
+    for name, other in run.fit.comparisons.items():  # e.g. plain abliteration beside SRA
+        write_metrics_of(run)
+        with other.applied(run.loaded.model):
+            m = evaluate_phase(run, name.replace(" ", "-"))
+        run.metrics.setdefault("comparisons", {})[name] = {"metrics": m, "info": other.info}
+
+
+def stage_control(run: Run) -> None:
+    control = run.method.control(run.ctx, run.edit)
+    if control is None:
+        run.events.log("this method has no random control", level="warning")
+        return
+    with control.applied(run.loaded.model):
+        run.metrics["control"] = evaluate_phase(run, "control")
+    run.metrics["control_edit"] = control.info
+    run.events.emit("eval", phase="control", metrics=run.metrics["control"])
+
+
+def stage_robustness(run: Run) -> None:
+    run.metrics["robustness"] = run_robustness(run.ctx, run.edit, run.recipe, run.data, run.events)
+
+
+def stage_export(run: Run) -> None:
+    run.say("exporting")
+    run.metrics["export"] = export_run(run)
+    run.events.emit("export", **run.metrics["export"])
+
+
+def stage_card(run: Run) -> None:
+    write_card(run.run_dir)
+
+
+def stage_push(run: Run) -> None:
+    p = run.recipe.push
+    run.push_info = push_run(run.run_dir, p.repo_id, private=p.private, token_env=p.token_env, force=p.force)
+    run.events.emit("push", **run.push_info)
+    run.metrics["push"] = run.push_info
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    run: Callable[[Run], None]
+    #: whether the stage is part of this run
+    when: Callable[[Run], bool] = lambda _r: True
+    #: exporting and publishing are the main process's job (the others helped with the heavy parts)
+    main_only: bool = False
+
+
+STAGES: list[Stage] = [
+    Stage("eval_base", stage_eval_base),
+    Stage("fit", stage_fit),
+    Stage("eval_edited", stage_eval_edited),
+    Stage("control", stage_control, when=lambda r: r.recipe.eval.control),
+    Stage(
+        "robustness",
+        stage_robustness,
+        when=lambda r: bool(r.recipe.eval.robustness and r.data.eval.target_test),
+    ),
+    Stage("export", stage_export, main_only=True),
+    Stage("card", stage_card, main_only=True),
+    Stage("push", stage_push, when=lambda r: r.push, main_only=True),
+]
+
+
+def write_metrics_of(run: Run) -> None:
+    """The one place metrics.json is written during a run (main process only)."""
+    if run.main:
+        write_metrics(run.run_dir, run.metrics)
+
+
+# ------------------------------------------------------------------------------------------------------
+# the run
+# ------------------------------------------------------------------------------------------------------
+
+
+def _resolve(recipe: Recipe | str | Path, overrides) -> Recipe:
+    if not isinstance(recipe, Recipe):
+        recipe = load_recipe(recipe, overrides)
+    elif overrides:
+        raise RecipeError("overrides: pass overrides with a recipe path, or edit the Recipe object")
+    if dist.launched_distributed() and recipe.model.device_map:
+        raise RecipeError(
+            "model.device_map: spreading one model over devices and launching several processes do not mix; "
+            "launch one process with device_map: auto, or several without it"
+        )
+    return recipe
+
+
+def _open_run_dir(recipe: Recipe, run_dir: Path, main: bool, resume: bool, overwrite: bool) -> None:
+    if main:
+        if overwrite and run_dir.exists() and not resume:
+            shutil.rmtree(run_dir)
+        create_run_dir(run_dir, {"editkit_version": __version__, "recipe_hash": recipe.hash})
+        (run_dir / "recipe.yaml").write_text(
+            f"# resolved recipe, hash {recipe.hash}, editkit {__version__}\n" + recipe.to_yaml()
+        )
+    dist.wait_for_everyone()  # the run directory exists (and a resumed run's checkpoints are there) for all
+
+
+def _start(run: Run, stages: list[Stage], load_seconds: float, resume: bool) -> None:
+    recipe, an = run.recipe, run.anatomy
+    run.events.emit(
+        "run_start",
+        name=recipe.name,
+        method=recipe.method.name,
+        model=recipe.model.id,
+        seed=recipe.seed,
+        recipe_hash=recipe.hash,
+        recipe=recipe.resolved(),
+        editkit_version=__version__,
+        pid=os.getpid(),
+        stages=["load"] + [s.name for s in stages],
+        resume=resume,
+    )
+    run.events.emit("stage_start", stage="load", total=None)
+    run.events.emit("stage_end", stage="load", seconds=round(load_seconds, 3))
+    run.events.log(
+        f"anatomy: {an.architecture}, {an.n_layers} layers, {an.n_heads} q / {an.n_kv_heads} kv heads, "
+        f"head_dim {an.head_dim}, MLP {an.intermediate_size}"
+    )
+    run.metrics.update(
+        {
+            "recipe_hash": recipe.hash,
+            "editkit_version": __version__,
+            "model": recipe.model.id,
+            "method": recipe.method.name,
+            "base_model": run.loaded.base_model,
+            "license": run.loaded.license,
+            "method_paper": type(run.method).paper,
+            "anatomy": an.to_dict(),
+        }
+    )
+
+
+def _run_stages(run: Run, stages: list[Stage]) -> None:
+    """Run the stages in order, metrics written after each; ``run.current`` says where an error happened."""
+    for stage in stages:
+        if stage.main_only and not run.main:
+            continue
+        run.current = stage.name
+        with run.events.stage(stage.name):
+            stage.run(run)
+        write_metrics_of(run)
 
 
 def apply_recipe(
@@ -192,20 +293,10 @@ def apply_recipe(
     say: Callable[[str], None] = lambda _m: None,
 ) -> RunResult:
     """Run a recipe end to end. ``from editkit import apply_recipe; apply_recipe("recipes/x.yaml")``."""
-    from editkit import distributed as dist
-    from editkit.models import load_model
-
-    if not isinstance(recipe, Recipe):
-        recipe = load_recipe(recipe, overrides)
-    elif overrides:
-        raise RecipeError("overrides: pass overrides with a recipe path, or edit the Recipe object")
-    if dist.launched_distributed() and recipe.model.device_map:
-        raise RecipeError(
-            "model.device_map: spreading one model over devices and launching several processes do not mix; "
-            "launch one process with device_map: auto, or several without it"
-        )
-    # under `accelerate launch` every process runs this; only the main one writes
-    main = dist.is_main_process()
+    recipe = _resolve(recipe, overrides)
+    main = (
+        dist.is_main_process()
+    )  # under `accelerate launch` every process runs this; only the main one writes
     if not main:
         listener, say = None, (lambda _m: None)
     run_dir = prepare_run_dir(
@@ -223,267 +314,59 @@ def apply_recipe(
     load_seconds = time.time() - t_load
 
     # ---- from here on the run directory exists ----
-    if main:
-        if overwrite and run_dir.exists() and not resume:
-            import shutil
-
-            shutil.rmtree(run_dir)
-        create_run_dir(run_dir, {"editkit_version": __version__, "recipe_hash": recipe.hash})
-        (run_dir / "recipe.yaml").write_text(
-            f"# resolved recipe, hash {recipe.hash}, editkit {__version__}\n" + recipe.to_yaml()
-        )
-    dist.wait_for_everyone()  # the run directory exists (and a resumed run's checkpoints are there) for all
-    events = EventLog(run_dir / "events.jsonl", run_dir.name) if main else NullEventLog()
-    if listener is not None:
-        _orig_emit = events.emit
-
-        def emit(type: str, **fields):
-            ev = _orig_emit(type, **fields)
-            listener(ev)
-            return ev
-
-        events.emit = emit  # type: ignore[method-assign]
-    stages = ["load", "eval_base", "fit", "eval_edited"]
-    if recipe.eval.control:
-        stages.append("control")
-    if recipe.eval.robustness and data.eval.target_test:
-        stages.append("robustness")
-    stages += ["export", "card"] + (["push"] if push else [])
+    _open_run_dir(recipe, run_dir, main, resume, overwrite)
+    events = EventLog(run_dir / "events.jsonl", run_dir.name, listener) if main else NullEventLog()
+    ctx = fit_context(recipe, loaded, anatomy, data, run_dir, events=events, resume=resume, is_main=main)
+    run = Run(recipe, run_dir, method, data, loaded, anatomy, ctx, events, push=push, main=main, say=say)
+    stages = [s for s in STAGES if s.when(run)]
     t0 = time.time()
-    events.emit(
-        "run_start",
-        name=recipe.name,
-        method=recipe.method.name,
-        model=recipe.model.id,
-        seed=recipe.seed,
-        recipe_hash=recipe.hash,
-        recipe=recipe.resolved(),
-        editkit_version=__version__,
-        pid=os.getpid(),
-        stages=stages,
-        resume=resume,
-    )
-    events.emit("stage_start", stage="load", total=None)
-    events.emit("stage_end", stage="load", seconds=round(load_seconds, 3))
-    events.log(
-        f"anatomy: {anatomy.architecture}, {anatomy.n_layers} layers, {anatomy.n_heads} q / {anatomy.n_kv_heads} kv heads, head_dim {anatomy.head_dim}, MLP {anatomy.intermediate_size}"
-    )
-    stage = "setup"
+    _start(run, stages, load_seconds, resume)
     try:
-        ctx = FitContext(
-            model=loaded.model,
-            tokenizer=loaded.tokenizer,
-            anatomy=anatomy,
-            params=recipe.method,
-            data=data.roles,
-            events=events,
-            run_dir=run_dir,
-            seed=recipe.seed,
-            resume=resume,
-            is_main=main,
-            extras={"recipe": recipe, "loaded": loaded, "eval_data": data.eval},
-        )
-        metrics: dict[str, Any] = {
-            "recipe_hash": recipe.hash,
-            "editkit_version": __version__,
-            "model": recipe.model.id,
-            "method": recipe.method.name,
-            "base_model": loaded.base_model,
-            "license": loaded.license,
-            "method_paper": method_cls.paper,
-            "anatomy": anatomy.to_dict(),
-        }
-        stage = "eval_base"
-        with events.stage("eval_base"):
-            metrics["base"] = _evaluate(ctx, method, recipe, data, say, "base")
-        events.emit("eval", phase="base", metrics=metrics["base"])
-        _write_metrics(run_dir, metrics)
-
-        stage = "fit"
-        with events.stage("fit"):
-            say("fitting")
-            t_fit = time.time()
-            edit = method.fit(ctx)
-            metrics["fit_seconds"] = round(time.time() - t_fit, 2)
-            if main:
-                edit.save(run_dir / "edit")
-        metrics["edit"] = {"method": edit.method, "modules": len(edit.modules), "info": edit.info}
-        metrics["edit_norms"] = edit.delta_norms(loaded.model)
-
-        stage = "eval_edited"
-        with events.stage("eval_edited"):
-            with edit.applied(loaded.model):
-                metrics["edited"] = _evaluate(ctx, method, recipe, data, say, "edited")
-            events.emit("eval", phase="edited", metrics=metrics["edited"])
-            _write_metrics(run_dir, metrics)
-            for name, other in method.comparisons(ctx, edit).items():  # e.g. plain abliteration beside SRA
-                with other.applied(loaded.model):
-                    m = _evaluate(ctx, method, recipe, data, say, name.replace(" ", "-"))
-                metrics.setdefault("comparisons", {})[name] = {"metrics": m, "info": other.info}
-                _write_metrics(run_dir, metrics)
-
-        if recipe.eval.control:
-            stage = "control"
-            with events.stage("control"):
-                control = method.control(ctx, edit)
-                if control is not None:
-                    with control.applied(loaded.model):
-                        metrics["control"] = _evaluate(ctx, method, recipe, data, say, "control")
-                    metrics["control_edit"] = control.info
-                    events.emit("eval", phase="control", metrics=metrics["control"])
-                else:
-                    events.log("this method has no random control", level="warning")
-            _write_metrics(run_dir, metrics)
-
-        if "robustness" in stages:
-            stage = "robustness"
-            with events.stage("robustness"):
-                from editkit.robustness_run import run_robustness
-
-                metrics["robustness"] = run_robustness(ctx, edit, recipe, data, events)
-            _write_metrics(run_dir, metrics)
-
-        if not main:  # the other processes helped with the heavy parts; exporting is the main process's job
-            dist.wait_for_everyone()
-            return RunResult(run_dir=run_dir, metrics=metrics, edit=edit, model_dir=None, push=None)
-
-        stage = "export"
-        with events.stage("export"):
-            say("exporting")
-            metrics["export"] = export_run(ctx, edit, recipe, run_dir, loaded)
-        events.emit("export", **metrics["export"])
-        _write_metrics(run_dir, metrics)
-
-        stage = "card"
-        with events.stage("card"):
-            from editkit.card import write_card
-
-            write_card(run_dir)
-
-        push_info = None
-        if push:
-            stage = "push"
-            with events.stage("push"):
-                from editkit.hub import push_run
-
-                push_info = push_run(
-                    run_dir,
-                    recipe.push.repo_id,
-                    private=recipe.push.private,
-                    token_env=recipe.push.token_env,
-                    force=recipe.push.force,
-                )
-            events.emit("push", **push_info)
-            metrics["push"] = push_info
-            _write_metrics(run_dir, metrics)
-        metrics["total_seconds"] = round(time.time() - t0, 2)
-        _write_metrics(run_dir, metrics)
-        events.emit("run_end", status="ok", seconds=round(time.time() - t0, 3))
+        _run_stages(run, stages)
+        if main:
+            run.metrics["total_seconds"] = round(time.time() - t0, 2)
+            write_metrics_of(run)
+            events.emit("run_end", status="ok", seconds=round(time.time() - t0, 3))
         dist.wait_for_everyone()
-        return RunResult(
-            run_dir=run_dir,
-            metrics=metrics,
-            edit=edit,
-            model_dir=Path(metrics["export"]["path"]),
-            push=push_info,
-        )
     except KeyboardInterrupt:
         events.emit("run_end", status="interrupted", seconds=round(time.time() - t0, 3))
         raise
     except BaseException as e:
-        from editkit.errors import scrub_secrets
-
-        events.emit(
-            "error",
-            stage=stage,
-            message=scrub_secrets(str(e).splitlines()[0] if str(e) else type(e).__name__),
-            exc_type=type(e).__name__,
-        )
+        message = scrub_secrets(str(e).splitlines()[0] if str(e) else type(e).__name__)
+        events.emit("error", stage=run.current, message=message, exc_type=type(e).__name__)
         events.emit("run_end", status="error", seconds=round(time.time() - t0, 3))
         raise
     finally:
         events.close()
-
-
-def _evaluate(ctx: FitContext, method, recipe: Recipe, data: LoadedData, say, phase: str) -> dict:
-    from editkit.data.general import perplexity
-    from editkit.eval.suite import evaluate
-
-    m = evaluate(
-        ctx.model,
-        ctx.tokenizer,
-        data.eval,
-        batch_size=recipe.eval.batch_size,
-        perplexity_fn=perplexity if recipe.eval.perplexity else None,
-        progress=lambda s: say(f"{phase}: {s}"),
+    model_dir = Path(run.metrics["export"]["path"]) if main else None
+    return RunResult(
+        run_dir=run_dir, metrics=run.metrics, edit=run.edit, model_dir=model_dir, push=run.push_info
     )
-    m.update(method.evaluate(ctx, phase))
-    return m
 
 
-def _write_metrics(run_dir: Path, metrics: dict) -> None:
-    from editkit.distributed import is_main_process
-    from editkit.events import _clean
-
-    if not is_main_process():
-        return
-
-    tmp = run_dir / ".metrics.json.tmp"
-    tmp.write_text(json.dumps(_clean(metrics), indent=1))
-    tmp.replace(run_dir / "metrics.json")
-
-
-def export_run(ctx: FitContext, edit: Edit, recipe: Recipe, run_dir: Path, loaded) -> dict:
+def export_run(run: Run) -> dict:
     """Merge the edit into the weights and export atomically; reload and compare logits."""
-    from editkit.export import (
-        embeddings_tied,
-        export_model,
-        logits_of,
-        probe_inputs,
-        verify_export,
-        write_editkit_folder,
-    )
-
-    model, tok = ctx.model, ctx.tokenizer
-    inputs = probe_inputs(tok)
-    with edit.applied(model):
-        reference = logits_of(model, inputs)
-    tied_before = ctx.anatomy.tied_embeddings
-    dest = Path(recipe.export.dir).expanduser() if recipe.export.dir else run_dir / "model"
+    recipe, edit, model, tok = run.recipe, run.edit, run.ctx.model, run.ctx.tokenizer
+    inputs, reference = reference_logits(model, tok, edit)
+    dest = Path(recipe.export.dir).expanduser() if recipe.export.dir else run.run_dir / "model"
+    adapter_dir = run.fit.adapter_dir if recipe.export.adapter else None
 
     def extra(tmp: Path) -> None:
-        run_info = {
-            "editkit_version": __version__,
-            "recipe_hash": recipe.hash,
-            "method": recipe.method.name,
-            "base_model": loaded.base_model,
-            "license": loaded.license,
-            "run_id": run_dir.name,
-        }
-        write_editkit_folder(tmp, edit, run_info, (run_dir / "recipe.yaml").read_text())
-        if recipe.export.adapter and "adapter_dir" in ctx.extras:
-            import shutil
+        info = run_info(recipe, run.run_dir.name, run.loaded.base_model, run.loaded.license)
+        write_editkit_folder(tmp, edit, info, (run.run_dir / "recipe.yaml").read_text())
+        if adapter_dir is not None:
+            shutil.copytree(adapter_dir, tmp / "adapter")
 
-            shutil.copytree(ctx.extras["adapter_dir"], tmp / "adapter")
-
-    from editkit.streaming import decide_streaming, stream_export_run
-
-    stream, why = decide_streaming(recipe.export.streaming, loaded)
-    ctx.events.log(f"export: {'shard-streamed' if stream else 'in-memory'} merge ({why})")
+    stream, why = decide_streaming(recipe.export.streaming, run.loaded)
+    run.events.log(f"export: {'shard-streamed' if stream else 'in-memory'} merge ({why})")
     if stream:
-        files = stream_export_run(
-            edit, loaded, dest, recipe.export, extra=extra, trust_remote_code=recipe.model.trust_remote_code
-        )["files"]
+        trc = recipe.model.trust_remote_code
+        files = stream_export_run(edit, run.loaded, dest, recipe.export, extra=extra, trust_remote_code=trc)
+        files = files["files"]
     else:
         edit.merge_into(model)
-        files = export_model(
-            model,
-            tok,
-            dest,
-            dtype=recipe.export.dtype,
-            max_shard_size=recipe.export.max_shard_size,
-            extra=extra,
-        )
+        ex = recipe.export
+        files = export_model(model, tok, dest, dtype=ex.dtype, max_shard_size=ex.max_shard_size, extra=extra)
     info: dict[str, Any] = {
         "path": str(dest),
         "dtype": recipe.export.dtype,
@@ -491,49 +374,7 @@ def export_run(ctx: FitContext, edit: Edit, recipe: Recipe, run_dir: Path, loade
         "streaming": stream,
     }
     if recipe.export.verify:
-        diff = verify_export(dest, reference, inputs, like=model)
-        info["max_abs_logit_diff"] = diff
-        info["tied_embeddings"] = embeddings_tied(dest)
-        exact = recipe.export.dtype in ("same", "float32") and next(model.parameters()).dtype == torch.float32
-        info["tolerance"] = EXPORT_TOLERANCE if exact else None
-        if exact and diff > EXPORT_TOLERANCE:
-            raise EditkitError(
-                f"export check failed: reloaded model differs from the edited model by {diff:.3g} > {EXPORT_TOLERANCE}"
-            )
-        if tied_before and not info["tied_embeddings"]:
-            raise EditkitError(
-                "export check failed: the input/output embeddings were tied and are not any more"
-            )
+        info.update(
+            check_export(dest, reference, inputs, model, recipe.export.dtype, run.anatomy.tied_embeddings)
+        )
     return info
-
-
-def open_run(run_dir: str | Path):
-    """Re-open a finished run: (recipe, data, loaded base model, anatomy, edit, FitContext). No events written."""
-    import yaml
-
-    from editkit.events import NullEventLog, is_run_dir
-    from editkit.models import load_model
-
-    run_dir = Path(run_dir)
-    if not is_run_dir(run_dir):
-        raise EditkitError(f"{run_dir}: not an editkit run directory")
-    if not (run_dir / "edit" / "edit.json").exists():
-        raise EditkitError(f"{run_dir}: the run has no edit artifact yet (edit/edit.json)")
-    recipe = Recipe.model_validate(yaml.safe_load((run_dir / "recipe.yaml").read_text()))
-    method_cls = get_method(recipe.method.name)
-    data = load_data(recipe, method_cls.needs)
-    loaded = load_model(recipe.model)
-    anatomy = find_anatomy(loaded.model)
-    edit = Edit.load(run_dir / "edit")
-    ctx = FitContext(
-        model=loaded.model,
-        tokenizer=loaded.tokenizer,
-        anatomy=anatomy,
-        params=recipe.method,
-        data=data.roles,
-        events=NullEventLog(),
-        run_dir=run_dir,
-        seed=recipe.seed,
-        extras={"recipe": recipe, "loaded": loaded, "eval_data": data.eval},
-    )
-    return recipe, data, loaded, anatomy, edit, ctx

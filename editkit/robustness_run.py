@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
+
+from editkit.errors import EditkitError
+from editkit.events import EventLog, write_metrics
+from editkit.robustness import build_families, robustness_report, score_families
+from editkit.runs import open_run
 
 
 def run_robustness(ctx, edit, recipe, data, events) -> dict[str, Any]:
-    from editkit.robustness import build_families, robustness_report, score_families
     from editkit.sizing import model_eval_batch_size
 
     bs = recipe.eval.batch_size or model_eval_batch_size(ctx.model)
@@ -40,13 +46,6 @@ def run_robustness(ctx, edit, recipe, data, events) -> dict[str, Any]:
 
 def robustness_for_run_dir(run_dir) -> dict[str, Any]:
     """`editkit robustness RUN_DIR`: recompute the robustness table and store it in metrics.json."""
-    import json
-    from pathlib import Path
-
-    from editkit.errors import EditkitError
-    from editkit.events import EventLog
-    from editkit.pipeline import _write_metrics, open_run
-
     recipe, data, loaded, anatomy, edit, ctx = open_run(run_dir)
     if not data.eval.target_test:
         raise EditkitError(
@@ -62,5 +61,5 @@ def robustness_for_run_dir(run_dir) -> dict[str, Any]:
     mpath = run_dir / "metrics.json"
     metrics = json.loads(mpath.read_text()) if mpath.exists() else {}
     metrics["robustness"] = report
-    _write_metrics(run_dir, metrics)
+    write_metrics(run_dir, metrics)
     return report

@@ -456,25 +456,45 @@ def stream_merge(
 # ------------------------------------------------------------------------------------------------------
 
 
+def _has_weights(folder: Path) -> bool:
+    return (folder / SINGLE_NAME).exists() or (folder / INDEX_NAME).exists()
+
+
+def checkpoint_folder(source: str, revision: str | None = None, download: bool = False) -> Path | None:
+    """The local safetensors folder of a model source, or None (GGUF, pickle, not cached).
+
+    A local folder is itself; a Hub id is its cached snapshot (with ``download``: fetched with
+    huggingface_hub when not cached yet — the weights and tokenizer files only)."""
+    if str(source).endswith(".gguf"):
+        return None
+    p = Path(str(source)).expanduser()
+    if p.exists():
+        return p if p.is_dir() and _has_weights(p) else None
+    try:
+        from huggingface_hub import snapshot_download, try_to_load_from_cache
+
+        hit = try_to_load_from_cache(str(source), "config.json", revision=revision)
+        if isinstance(hit, str):
+            snap = Path(hit).parent
+        elif download:
+            patterns = ["*.json", "*.safetensors", "*.model", "*.txt", "*.jinja", "*.tiktoken"]
+            snap = Path(snapshot_download(str(source), revision=revision, allow_patterns=patterns))
+        else:
+            return None
+    except Exception as e:  # noqa: BLE001 - lookups fail quietly; a download failure is the user's to see
+        if download:
+            raise EditkitError(f"model.id: could not fetch {source}: {str(e).splitlines()[0]}") from None
+        return None
+    return snap if _has_weights(snap) else None
+
+
 def checkpoint_dir(loaded) -> Path | None:
-    """The local safetensors folder a LoadedModel was read from, or None (GGUF, pickle, not cached)."""
-    path = Path(str(loaded.path)).expanduser()
+    """The local safetensors folder a LoadedModel was read from, or None (GGUF, pickle, quantised, not cached)."""
     if getattr(loaded.model, "is_loaded_in_4bit", False) or getattr(loaded.model, "is_loaded_in_8bit", False):
         return None
-    if path.is_dir():
-        ok = (path / SINGLE_NAME).exists() or (path / INDEX_NAME).exists()
-        return path if ok and not str(loaded.source).endswith(".gguf") else None
-    try:  # a Hub id: the snapshot folder from_pretrained just used
-        from huggingface_hub import try_to_load_from_cache
-
-        hit = try_to_load_from_cache(str(loaded.path), "config.json")
-    except Exception:  # noqa: BLE001 - any failure means "not streamable", never an error
+    if str(loaded.source).endswith(".gguf"):
         return None
-    if isinstance(hit, str):
-        snap = Path(hit).parent
-        if (snap / SINGLE_NAME).exists() or (snap / INDEX_NAME).exists():
-            return snap
-    return None
+    return checkpoint_folder(str(loaded.path))
 
 
 def _dispatched(model) -> bool:

@@ -7,10 +7,14 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 
+from editkit.distributed import get_accelerator, local_share, map_across_processes, mean_across_processes
+from editkit.methods.heads import head_mask_edit
 from tests.launch import accelerate_launch, launch_env
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -52,16 +56,109 @@ def _lm_loss(model, batch):
     return model(input_ids=batch[0], labels=batch[0]).loss
 
 
+# ------------------------------------------------------------------------------------------------------
+# one-call helpers built on editkit.distributed, checked here against a single process
+# ------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def last_token_residual_means(
+    model, tokenizer, prompts: Sequence[str], batch_size: int = 8, accelerator=None
+) -> torch.Tensor:
+    """Mean residual stream at each prompt's last token, per layer: [n_layers + 1, hidden], float64.
+
+    Row 0 is the embedding output, row l the output of layer l (``output_hidden_states``). Sums are
+    accumulated in float64 per process, then added across processes — the refusal direction is the
+    difference of two of these means.
+    """
+    mine = local_share(prompts, accelerator)
+    dev = next(model.parameters()).device
+    total: torch.Tensor | None = None
+    for i in range(0, len(mine), batch_size):
+        enc = tokenizer(list(mine[i : i + batch_size]), return_tensors="pt", padding=True)
+        mask = enc["attention_mask"].to(dev)
+        out = model(input_ids=enc["input_ids"].to(dev), attention_mask=mask, output_hidden_states=True)
+        pos = torch.arange(mask.shape[1], device=dev)
+        last = (mask * pos).argmax(dim=1)  # last real token, whichever side the padding is on
+        rows = torch.arange(mask.shape[0], device=dev)
+        h = torch.stack([hs[rows, last] for hs in out.hidden_states], dim=1).to(torch.float64)
+        s = h.sum(dim=0).cpu()
+        total = s if total is None else total + s
+    if total is None:  # this process got no prompts: contribute zeros of the right shape
+        n_states = model.config.num_hidden_layers + 1
+        total = torch.zeros(n_states, model.config.hidden_size, dtype=torch.float64)
+    return mean_across_processes(total, len(mine), accelerator)
+
+
+def knockout_trial_scores(
+    model,
+    anatomy,
+    trials: Sequence[Sequence[tuple[int, int]]],
+    score: Callable[[Any], float],
+    factor: float = 0.0,
+    accelerator=None,
+) -> list[float]:
+    """Score the model with each trial's heads knocked out; trials split across processes.
+
+    ``trials[i]`` lists (layer, head) pairs; ``score(model)`` returns the task score (e.g. mean gold
+    log-prob on a fixed subset). The knockout is the exact edit the heads method exports.
+    """
+
+    def run(heads):
+        edit = head_mask_edit(anatomy, [tuple(h) for h in heads], factor)
+        with torch.no_grad(), edit.applied(model):
+            return float(score(model))
+
+    return map_across_processes(run, trials, accelerator)
+
+
+# ------------------------------------------------------------------------------------------------------
+# data-parallel fitting
+# ------------------------------------------------------------------------------------------------------
+
+
+def fit_data_parallel(
+    model,
+    optimizer,
+    dataloader,
+    loss_fn: Callable[[Any, Any], torch.Tensor],
+    *,
+    epochs: int = 1,
+    max_grad_norm: float | None = None,
+    on_step: Callable[[int, float], None] | None = None,
+    accelerator=None,
+):
+    """Train with every process on its share of each batch; gradients averaged by accelerate.
+
+    ``loss_fn(model, batch)`` returns the mean loss of the batch. Returns ``(unwrapped model, losses)``
+    where ``losses[i]`` is step i's loss averaged over processes. With N processes and a per-process batch
+    of b, a step equals a single-process step on the N·b examples (for a mean loss).
+    """
+    acc = accelerator or get_accelerator()
+    model, optimizer, dataloader = acc.prepare(model, optimizer, dataloader)
+    model.train()
+    losses: list[float] = []
+    for _ in range(epochs):
+        for batch in dataloader:
+            loss = loss_fn(model, batch)
+            acc.backward(loss)
+            if max_grad_norm is not None:
+                acc.clip_grad_norm_(model.parameters(), max_grad_norm)
+            optimizer.step()
+            optimizer.zero_grad()
+            step_loss = float(acc.reduce(loss.detach(), reduction="mean"))
+            losses.append(step_loss)
+            if on_step is not None and acc.is_main_process:
+                on_step(len(losses) - 1, step_loss)
+    model.eval()
+    return acc.unwrap_model(model), losses
+
+
 def _compute(per_process_batch: int, accelerator=None) -> dict:
     """Everything the test compares, computed with the editkit.distributed helpers."""
     from editkit.anatomy import find_anatomy
-    from editkit.distributed import (
-        fit_data_parallel,
-        knockout_trial_scores,
-        last_token_residual_means,
-        map_across_processes,
-        mean_across_processes,
-    )
+    from editkit.distributed import map_across_processes, mean_across_processes
     from tests.tiny import tiny_model
 
     model, tok = tiny_model("llama")

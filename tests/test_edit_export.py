@@ -128,7 +128,7 @@ def test_low_rank_merge_is_exact_delta():
 
 
 def _one_op_each():
-    from editkit.methods.refusal import NormPreservingProjectOut
+    from editkit.ops import NormPreservingProjectOut
 
     g = torch.Generator().manual_seed(0)
     r = torch.randn(6, generator=g)

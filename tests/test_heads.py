@@ -196,7 +196,7 @@ def _ctx(model, tok, an, tmp_path, **params):
 def test_exhaustive_fit_ranks_heads_by_their_own_drop(tiny, tmp_path):
     model, tok, an = tiny
     ctx = _ctx(model, tok, an, tmp_path, design="exhaustive", top_k=3, items=6)
-    edit = HeadsMethod().fit(ctx)
+    edit = HeadsMethod().fit(ctx).edit
     base = float(pairwise_margins(model, tok, ITEMS).mean())
     drops = np.zeros((an.n_layers, an.n_heads))
     for li in range(an.n_layers):
@@ -221,7 +221,7 @@ def test_balanced_fit_makes_a_head_edit(tiny, tmp_path):
 
     ctx = _ctx(model, tok, an, tmp_path, trials=6, knockouts=2, top_k=2, score="logprob")
     ctx.events = Log()
-    edit = HeadsMethod().fit(ctx)
+    edit = HeadsMethod().fit(ctx).edit
     assert edit.info["n_evals"] == 7 and edit.info["n_trials"] == 6 and edit.info["knockouts_per_trial"] == 2
     assert edit.info["batch_rows"] == 128  # the CPU default (the model is on CPU)
     assert len(edit.info["heads"]) == 2 and len(edit.ops) in (1, 2)
@@ -237,9 +237,13 @@ def test_balanced_fit_makes_a_head_edit(tiny, tmp_path):
 
 def test_refine_ranks_the_fit_candidates_by_their_single_head_drop(tiny, tmp_path):
     model, tok, an = tiny
-    plain = HeadsMethod().fit(_ctx(model, tok, an, tmp_path, trials=8, knockouts=2, top_k=2, score="margin"))
-    edit = HeadsMethod().fit(
-        _ctx(model, tok, an, tmp_path, trials=8, knockouts=2, top_k=2, score="margin", refine=4)
+    plain = (
+        HeadsMethod().fit(_ctx(model, tok, an, tmp_path, trials=8, knockouts=2, top_k=2, score="margin")).edit
+    )
+    edit = (
+        HeadsMethod()
+        .fit(_ctx(model, tok, an, tmp_path, trials=8, knockouts=2, top_k=2, score="margin", refine=4))
+        .edit
     )
     assert edit.info["n_evals"] == 8 + 4 + 1 and edit.info["n_refine"] == 4
     # the same design (seed) and fit: the 4 candidates are the plain fit's top 4
@@ -259,6 +263,6 @@ def test_refine_ranks_the_fit_candidates_by_their_single_head_drop(tiny, tmp_pat
 
 def test_explicit_heads_still_apply(tiny, tmp_path):
     model, tok, an = tiny
-    edit = HeadsMethod().fit(_ctx(model, tok, an, tmp_path, heads=[(0, 1), (1, 3)]))
+    edit = HeadsMethod().fit(_ctx(model, tok, an, tmp_path, heads=[(0, 1), (1, 3)])).edit
     assert edit.info["heads"] == [[0, 1], [1, 3]]
     assert [op.index for op in edit.ops] == [list(range(16, 32)), list(range(48, 64))]

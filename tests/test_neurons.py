@@ -154,7 +154,7 @@ def test_cnl_fit_on_halves_and_on_named_sets(tiny, tmp_path):
     ctx = _ctx(
         model, tok, an, tmp_path, {"target_train": items}, steps=4, samples=8, threshold=0.2, min_share=0.5
     )
-    edit = NeuronsMethod().fit(ctx)
+    edit = NeuronsMethod().fit(ctx).edit
     info = edit.info
     assert info["datasets"] == {"half0": 4, "half1": 4}
     stats = info["overlap"]["half0~half1"]
@@ -168,19 +168,23 @@ def test_cnl_fit_on_halves_and_on_named_sets(tiny, tmp_path):
     assert len(picked) == len(chosen) and not set(picked) & chosen
     assert sorted(li for li, _ in picked) == sorted(li for li, _ in chosen)
 
-    capped = NeuronsMethod().fit(
-        _ctx(
-            model,
-            tok,
-            an,
-            tmp_path,
-            {"a": ITEMS[:2], "b": ITEMS[2:]},
-            datasets=["a", "b"],
-            attribution="act_x_grad",
-            top_q=40,
-            min_share=0.5,
-            max_neurons=3,
+    capped = (
+        NeuronsMethod()
+        .fit(
+            _ctx(
+                model,
+                tok,
+                an,
+                tmp_path,
+                {"a": ITEMS[:2], "b": ITEMS[2:]},
+                datasets=["a", "b"],
+                attribution="act_x_grad",
+                top_q=40,
+                min_share=0.5,
+                max_neurons=3,
+            )
         )
+        .edit
     )
     assert capped.info["datasets"] == {"a": 2, "b": 2} and capped.info["n_chosen"] <= 3
     assert set(capped.info["overlap"]) == {"a~b", "b~a"}
@@ -190,7 +194,7 @@ def test_explicit_neurons_and_bad_sets(tiny, tmp_path):
     from editkit.errors import EditkitError
 
     model, tok, an = tiny
-    edit = NeuronsMethod().fit(_ctx(model, tok, an, tmp_path, {}, neurons=[(1, 4), (0, 2)]))
+    edit = NeuronsMethod().fit(_ctx(model, tok, an, tmp_path, {}, neurons=[(1, 4), (0, 2)])).edit
     assert edit.info["neurons"] == [[1, 4], [0, 2]]
     with pytest.raises(EditkitError, match="out of range"):
         NeuronsMethod().fit(_ctx(model, tok, an, tmp_path, {}, neurons=[(2, 0)]))

@@ -16,7 +16,8 @@ from editkit.edit import Edit, ProjectOut
 from editkit.errors import EditkitError
 from editkit.events import EventLog
 from editkit.methods.base import FitContext
-from editkit.methods.refusal import NormPreservingProjectOut, RefusalMethod, RefusalParams, project_edit
+from editkit.methods.refusal import RefusalMethod, RefusalParams, project_edit
+from editkit.ops import NormPreservingProjectOut
 from editkit.refusal.atoms import ATOM_NAMES, cosines, load_atom_pairs, ridge_clean
 from editkit.refusal.chat import chat_prompts, is_degenerate, is_refusal
 from editkit.refusal.direction import diff_of_means, residual_activations
@@ -198,7 +199,7 @@ def test_fit_records_where_and_control_has_same_structure(tmp_path):
     base = method.evaluate(ctx, "base")
     assert {"refusal_rate", "over_refusal_rate", "harmless_kl"} <= set(base) and base["harmless_kl"] == 0.0
     assert set(base) - {"refusal_rate", "over_refusal_rate", "harmless_kl"} <= {"harmless_kl_answered"}
-    edit = method.fit(ctx)
+    edit = method.fit(ctx).edit
     info = edit.info
     assert info["layer"] == 1 and set(info["layer_scores"]) == {"1"}  # 2 layers: only layer 1 is a candidate
     assert info["sra"] and set(info["atom_cosines_after"]) == set(ATOM_NAMES)
@@ -214,7 +215,7 @@ def test_fit_records_where_and_control_has_same_structure(tmp_path):
         edited = method.evaluate(ctx, "edited")
     assert edited["harmless_kl"] > 0.0
     assert (tmp_path / "samples-base.json").exists()
-    plain = RefusalMethod().fit(_ctx(model, tok, tmp_path, sra=False))
+    plain = RefusalMethod().fit(_ctx(model, tok, tmp_path, sra=False)).edit
     assert not plain.info["sra"] and "atom_cosines_after" not in plain.info
 
 
@@ -224,36 +225,39 @@ def test_harmless_kl_answered_is_the_kl_over_prompts_the_starting_model_answered
 
     model, tok = tiny_model("llama")
     ctx = _ctx(model, tok, tmp_path)
-    cache: dict = {}
-    refusal_metrics(ctx, None, "harmless_test", 3, 4, cache)
+    refusal_metrics(ctx, None, "harmless_test", 3, 4, "base")
     outs = generate(model, tok, SAFE[:3], max_new_tokens=4, batch_size=3)
-    assert cache["base_answered"].tolist() == [not is_refusal(o) for o in outs]
-    cache["base_answered"] = torch.tensor([True, False, True])  # as if the middle prompt had been refused
+    assert ctx.baseline["refusal_base_answered"].tolist() == [not is_refusal(o) for o in outs]
+    ctx.baseline["refusal_base_answered"] = torch.tensor(
+        [True, False, True]
+    )  # as if the middle prompt had been refused
     base_lp = chat_first_token_logprobs(model, tok, SAFE[:3])
     r = torch.nn.functional.normalize(torch.randn(find_anatomy(model).hidden_size), dim=0)
     edit = project_edit(find_anatomy(model), r, RefusalParams())
     with edit.applied(model):
-        m = refusal_metrics(ctx, None, "harmless_test", 3, 4, cache)
+        m = refusal_metrics(ctx, None, "harmless_test", 3, 4, "edited")
         kl = kl_rows(base_lp, chat_first_token_logprobs(model, tok, SAFE[:3]))
     assert float(kl[1]) > 0 and abs(m["harmless_kl"] - float(kl.mean())) < 1e-6
     assert abs(m["harmless_kl_answered"] - float((kl[0] + kl[2]) / 2)) < 1e-6
-    cache["base_answered"] = torch.tensor([False, False, False])  # nothing answered: no such number
+    ctx.baseline["refusal_base_answered"] = torch.tensor(
+        [False, False, False]
+    )  # nothing answered: no such number
     with edit.applied(model):
-        assert "harmless_kl_answered" not in refusal_metrics(ctx, None, "harmless_test", 3, 4, cache)
+        assert "harmless_kl_answered" not in refusal_metrics(ctx, None, "harmless_test", 3, 4, "edited")
 
 
 def test_edit_from_auto_searches_direction_layer_and_first_edited_layer(tmp_path):
     model, tok = tiny_model("llama")
     an = find_anatomy(model)
-    info = RefusalMethod().fit(_ctx(model, tok, tmp_path, edit_from="auto", kl_limit=10.0)).info
+    info = RefusalMethod().fit(_ctx(model, tok, tmp_path, edit_from="auto", kl_limit=10.0)).edit.info
     grid = info["window_scores"]
     assert set(grid) == {"1:0", "1:1"}  # layer 1 (the only candidate) x floor({0, .5, .75, 1} * 1)
     want = min(grid, key=lambda k: grid[k]["refusal_log_odds"])  # every KL is under the limit of 10
     assert f"{info['layer']}:{info['edit_from']}" == want
     assert info["edited_layers"] == list(range(info["edit_from"], an.n_layers))
     # a fixed edit_from edits only the writers from that layer on, with the same direction
-    auto = RefusalMethod().fit(_ctx(model, tok, tmp_path, edit_from="auto", kl_limit=10.0))
-    fixed = RefusalMethod().fit(_ctx(model, tok, tmp_path, edit_from=1))
+    auto = RefusalMethod().fit(_ctx(model, tok, tmp_path, edit_from="auto", kl_limit=10.0)).edit
+    fixed = RefusalMethod().fit(_ctx(model, tok, tmp_path, edit_from=1)).edit
     assert [op.module for op in fixed.ops] == list(an.layer(1).residual_writers)
     assert fixed.info["edited_layers"] == [1] and "window_scores" not in fixed.info
     assert torch.equal(fixed.ops[0].direction, auto.ops[0].direction)
@@ -273,15 +277,15 @@ def test_strength_auto_weakens_an_over_limit_layer_until_its_val_kl_fits(tmp_pat
 
     model, tok = tiny_model("llama")
     an = find_anatomy(model)
-    full = RefusalMethod().fit(_ctx(model, tok, tmp_path, sra=False))
+    full = RefusalMethod().fit(_ctx(model, tok, tmp_path, sra=False)).edit
     k1 = full.info["layer_scores"]["1"]["kl"]
     assert full.info["strength"] == 1.0 and "strength_scores" not in full.info and k1 > 0
     # generous limit: full strength already fits, nothing is weakened
-    roomy = RefusalMethod().fit(_ctx(model, tok, tmp_path, sra=False, strength="auto", kl_limit=10 * k1))
+    roomy = RefusalMethod().fit(_ctx(model, tok, tmp_path, sra=False, strength="auto", kl_limit=10 * k1)).edit
     assert roomy.info["strength"] == 1.0 and roomy.info["strength_scores"] == {}
     # a limit layer 1 breaks at full strength: s is searched in (0, 1), 4 tries, each inside the bracket
     limit = 0.5 * k1
-    edit = RefusalMethod().fit(_ctx(model, tok, tmp_path, sra=False, strength="auto", kl_limit=limit))
+    edit = RefusalMethod().fit(_ctx(model, tok, tmp_path, sra=False, strength="auto", kl_limit=limit)).edit
     scores = edit.info["strength_scores"]
     tried = [(float(k.split("@")[1]), v["kl"]) for k, v in scores.items()]
     assert tried[0][0] == round(math.sqrt(limit / k1), 4)  # first guess: KL ∝ s²
@@ -311,25 +315,24 @@ def test_strength_auto_weakens_an_over_limit_layer_until_its_val_kl_fits(tmp_pat
 
 
 def test_sra_fits_plain_abliteration_beside_it_and_auto_picks_by_the_validation_rule(tmp_path):
-    from editkit.methods.refusal import _pick
+    from editkit.methods.refusal.fit import _pick
 
     model, tok = tiny_model("llama")
     kw = dict(ridge_alpha=1e-6, kl_limit=10.0)
-    plain = RefusalMethod().fit(_ctx(model, tok, tmp_path, sra=False, **kw))
-    m = RefusalMethod()
-    sra = m.fit(_ctx(model, tok, tmp_path, **kw))
+    plain = RefusalMethod().fit(_ctx(model, tok, tmp_path, sra=False, **kw)).edit
+    fitted = RefusalMethod().fit(_ctx(model, tok, tmp_path, **kw))
+    sra = fitted.edit
     comp = sra.info["comparison"]
     assert sra.info["sra"] and comp["direction"] == "plain" and comp["strength"] == 1.0
     # the comparison is exactly the plain fit at the same layer (same direction, same ops, same val score)
-    ((name, other),) = m.comparisons(None, sra).items()
+    ((name, other),) = fitted.comparisons.items()
     assert name == "plain abliteration" and other.info == {"comparison": comp}
     assert [(o.module, o.strength) for o in other.ops] == [(o.module, o.strength) for o in plain.ops]
     torch.testing.assert_close(other.ops[0].direction, plain.ops[0].direction)
     assert {k: comp[k] for k in ("refusal_log_odds", "kl")} == plain.info["layer_scores"]["1"]
     assert float(other.ops[0].direction @ sra.ops[0].direction) < 0.999  # SRA moved it
     # sra: auto keeps whichever the rule prefers, and the other becomes the comparison
-    a = RefusalMethod()
-    auto = a.fit(_ctx(model, tok, tmp_path, sra="auto", **kw))
+    auto = RefusalMethod().fit(_ctx(model, tok, tmp_path, sra="auto", **kw)).edit
     mine = {"sra": sra.info["layer_scores"]["1"], "plain": plain.info["layer_scores"]["1"]}
     want = _pick(["sra", "plain"], mine, 10.0)
     assert auto.info["sra"] == (want == "sra")
@@ -337,9 +340,8 @@ def test_sra_fits_plain_abliteration_beside_it_and_auto_picks_by_the_validation_
     kept = sra if want == "sra" else plain
     torch.testing.assert_close(auto.ops[0].direction, kept.ops[0].direction)
     # off: no comparison fitted, none evaluated
-    off = RefusalMethod()
-    assert "comparison" not in off.fit(_ctx(model, tok, tmp_path, compare_plain=False, **kw)).info
-    assert off.comparisons(None, plain) == {}
+    off = RefusalMethod().fit(_ctx(model, tok, tmp_path, compare_plain=False, **kw))
+    assert "comparison" not in off.edit.info and off.comparisons == {}
 
 
 def test_apply_with_sra_auto_evaluates_the_comparison_and_the_card_shows_both(tmp_path, tiny_dir):
@@ -434,7 +436,7 @@ def test_demo_direction_with_sra_moves_away_from_atoms(demo_model_dir, shared_da
         events=EventLog(tmp_path / "events.jsonl", "t"),
         run_dir=tmp_path,
     )
-    info = RefusalMethod().fit(ctx).info
+    info = RefusalMethod().fit(ctx).edit.info
     assert info["layer"] == 12
     for atom in ("math", "list"):
         assert abs(info["atom_cosines_after"][atom]) < abs(info["atom_cosines_before"][atom])

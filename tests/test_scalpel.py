@@ -17,17 +17,9 @@ from editkit.eval.pairwise import encode_prompt_answers, pairwise_margins
 from editkit.events import NullEventLog
 from editkit.methods import get_method
 from editkit.methods.base import FitContext
+from editkit.methods.lora import adapter_ops, lora_layers, resolve_targets, unwrap_lora, wrap_lora
 from editkit.methods.lora_fit import encode_text, latest_checkpoint
-from editkit.methods.scalpel import (
-    ScalpelLoss,
-    ScalpelMethod,
-    ScalpelParams,
-    adapter_ops,
-    lora_layers,
-    resolve_targets,
-    unwrap_lora,
-    wrap_lora,
-)
+from editkit.methods.scalpel import ScalpelLoss, ScalpelMethod, ScalpelParams
 from tests.tiny import TRIPLETS, tiny_model
 
 ITEMS = [
@@ -209,7 +201,7 @@ def test_equalisation_drives_the_gap_to_zero_and_unwraps(tmp_path):
     model, tok = ctx.model, ctx.tokenizer
     before_state = {k: v.clone() for k, v in model.state_dict().items()}
     before = pairwise_margins(model, tok, ITEMS)
-    edit = ScalpelMethod().fit(ctx)
+    edit = ScalpelMethod().fit(ctx).edit
 
     assert ctx.model is model
     assert not any("lora" in n for n, _ in model.named_modules())
@@ -237,7 +229,7 @@ def test_equalisation_drives_the_gap_to_zero_and_unwraps(tmp_path):
 
 def test_early_stop_on_validation_gap(tmp_path):
     ctx = make_ctx(tmp_path, steps=400, lr=1e-2, val_fraction=0.25, eval_every=5, early_stop_gap=0.07)
-    edit = ScalpelMethod().fit(ctx)
+    edit = ScalpelMethod().fit(ctx).edit
     assert edit.info["stop_reason"].startswith("validation |gap|")
     assert edit.info["steps_run"] < 400 and edit.info["steps_run"] % 5 == 0
     assert edit.info["validation"]["n"] == 2
@@ -246,7 +238,7 @@ def test_early_stop_on_validation_gap(tmp_path):
 
 
 def _final_ops(ctx):
-    return {op.module: (op.A, op.B) for op in ScalpelMethod().fit(ctx).ops}
+    return {op.module: (op.A, op.B) for op in ScalpelMethod().fit(ctx).edit.ops}
 
 
 class Crash(RuntimeError):
@@ -293,7 +285,7 @@ def test_ctrl_c_checkpoints_the_last_step_and_resume_continues(tmp_path):
         ScalpelMethod().fit(make_ctx(run, events=CtrlCAt3(), **params))
     assert latest_checkpoint(run / "checkpoints").name == "step-0000004.pt"
     ctx = make_ctx(run, resume=True, **params)
-    edit = ScalpelMethod().fit(ctx)
+    edit = ScalpelMethod().fit(ctx).edit
     assert edit.info["resumed_from"] == 4
     for op in edit.ops:
         assert torch.equal(op.A, reference[op.module][0])
@@ -313,15 +305,11 @@ def test_adapter_export_equals_merged_model(tmp_path, family):
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    class R:  # the slice of a Recipe that fit reads
-        class export:
-            adapter = True
-
     ctx = make_ctx(tmp_path, family=family, steps=20, lr=2e-2, val_fraction=0, checkpoint_every=0)
-    ctx.extras["recipe"] = R
+    ctx.save_adapter = True
     base_copy = copy.deepcopy(ctx.model)
-    edit = ScalpelMethod().fit(ctx)
-    adir = Path(ctx.extras["adapter_dir"])
+    fitted = ScalpelMethod().fit(ctx)
+    edit, adir = fitted.edit, fitted.adapter_dir
     assert (adir / "adapter_config.json").exists()
 
     ids = ctx.tokenizer(["Stealing from a blind beggar is wrong.", "Two plus three is five."], padding=True)
@@ -344,7 +332,7 @@ def test_adapter_export_equals_merged_model(tmp_path, family):
 
 def test_control_is_a_random_lora_with_the_same_norms(tmp_path):
     ctx = make_ctx(tmp_path, steps=10, lr=2e-2, val_fraction=0, checkpoint_every=0)
-    edit = ScalpelMethod().fit(ctx)
+    edit = ScalpelMethod().fit(ctx).edit
     control = ScalpelMethod().control(ctx, edit)
     assert [op.module for op in control.ops] == [op.module for op in edit.ops]
     want = edit.delta_norms(ctx.model)

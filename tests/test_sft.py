@@ -88,7 +88,7 @@ def test_fit_gives_lowrank_ops_leaves_a_plain_model_and_merge_equals_hooks(tmp_p
         epochs=6,
         batch_size=4,
     )
-    edit = SftMethod().fit(ctx)
+    edit = SftMethod().fit(ctx).edit
     assert all(isinstance(op, LowRank) for op in edit.ops)
     assert [op.module for op in edit.ops] == find_anatomy(model).lora_targets(["o", "down"])
     assert edit.ops[0].A.shape == (4, 64) and edit.ops[0].B.shape == (64, 4) and edit.ops[0].scale == 4.0
@@ -123,7 +123,7 @@ def test_fit_gives_lowrank_ops_leaves_a_plain_model_and_merge_equals_hooks(tmp_p
 def test_response_column_and_errors(tmp_path, monkeypatch):
     monkeypatch.setenv("EDITKIT_HOME", str(tmp_path / "home"))
     model, tok = tiny_model("llama")
-    edit = SftMethod().fit(_ctx(model, tok, tmp_path, sets=["pairs"], rank=2, epochs=1, targets=["o"]))
+    edit = SftMethod().fit(_ctx(model, tok, tmp_path, sets=["pairs"], rank=2, epochs=1, targets=["o"])).edit
     assert edit.info["pairs"] == {"pairs": 1} and len(edit.ops) == 2
     with pytest.raises(DataError, match="data.sets.harmful: row 0 has no 'response'"):
         SftMethod().fit(_ctx(model, tok, tmp_path, sets=["harmful"]))

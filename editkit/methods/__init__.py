@@ -1,43 +1,21 @@
-"""Method registry. Adding a method = one new module with a ``@register_method`` class + one import line here."""
+"""Capability-removal methods. Each is a package ``editkit/methods/<name>/`` (params, fit, report) whose
+Method class carries ``@register_method``; adding a method = that package + one line below.
+"""
 
 from __future__ import annotations
 
-import difflib
+# the registry: one line per method package (each registers its Method class)
+from editkit.methods import heads, neurons, refusal, scalpel, sft  # noqa: E402,F401,I001
+from editkit.methods.base import FitContext, FitResult, Method, MethodParams
+from editkit.methods.registry import get_method, method_names, method_params_class, register_method
 
-from editkit.methods.base import FitContext, Method, MethodParams
-
-_REGISTRY: dict[str, type[Method]] = {}
-
-
-def register_method(cls: type[Method]) -> type[Method]:
-    """Class decorator: make ``cls`` available as ``method: {name: cls.name}`` in recipes."""
-    if cls.name in _REGISTRY and _REGISTRY[cls.name] is not cls:
-        raise ValueError(f"method '{cls.name}' registered twice")
-    _REGISTRY[cls.name] = cls
-    return cls
-
-
-def method_names() -> list[str]:
-    return sorted(_REGISTRY)
-
-
-def get_method(name: str) -> type[Method]:
-    if name not in _REGISTRY:
-        close = difflib.get_close_matches(name, list(_REGISTRY), n=1)
-        hint = f" (did you mean '{close[0]}'?)" if close else ""
-        raise ValueError(f"unknown method '{name}'{hint}; known: {', '.join(method_names())}")
-    return _REGISTRY[name]
-
-
-def method_params_class(name: str) -> type[MethodParams]:
-    return get_method(name).params_cls
-
-
-# one line per method module (each registers itself on import)
-from editkit.methods import heads as _heads  # noqa: E402,F401
-from editkit.methods import neurons as _neurons  # noqa: E402,F401
-from editkit.methods import refusal as _refusal  # noqa: E402,F401
-from editkit.methods import scalpel as _scalpel  # noqa: E402,F401
-from editkit.methods import sft as _sft  # noqa: E402,F401
-
-__all__ = ["FitContext", "Method", "MethodParams", "get_method", "method_names", "register_method"]
+__all__ = [
+    "FitContext",
+    "FitResult",
+    "Method",
+    "MethodParams",
+    "get_method",
+    "method_names",
+    "method_params_class",
+    "register_method",
+]

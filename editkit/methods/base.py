@@ -1,18 +1,18 @@
-"""What every method is: typed params in, an :class:`~editkit.edit.Edit` out."""
+"""What every method is: typed params in, a :class:`FitResult` (an :class:`~editkit.edit.Edit` and what
+came with it) out. A method keeps no state between calls: everything a later stage needs is in the result."""
 
 from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict
 
-if TYPE_CHECKING:
-    from editkit.anatomy import Anatomy
-    from editkit.edit import Edit
-    from editkit.events import EventLog
+from editkit.anatomy import Anatomy
+from editkit.edit import Edit
+from editkit.events import EventLog
 
 
 class MethodParams(BaseModel):
@@ -20,6 +20,22 @@ class MethodParams(BaseModel):
 
     model_config = ConfigDict(extra="forbid", validate_default=True, frozen=True)
     name: str
+
+
+@dataclass
+class FitResult:
+    """What ``Method.fit`` returns: the edit, and everything the later stages need from the fit."""
+
+    edit: Edit
+    #: alternative edits fitted alongside (e.g. plain abliteration beside SRA), by name; each is evaluated
+    #: like the edit and reported in the card, never exported
+    comparisons: dict[str, Edit] = field(default_factory=dict)
+    #: a PEFT adapter folder the method saved (``export.adapter: true``); copied into the export
+    adapter_dir: Path | None = None
+
+    @property
+    def info(self) -> dict[str, Any]:
+        return self.edit.info
 
 
 @dataclass
@@ -39,7 +55,13 @@ class FitContext:
     resume: bool = False
     #: False on the helper processes of an ``accelerate launch``: they compute, only the main process writes
     is_main: bool = True
-    extras: dict[str, Any] = field(default_factory=dict)
+    #: where the model was loaded from (Hub id or folder): a key for caches of the base model's outputs
+    model_path: str = ""
+    #: the recipe asks for the PEFT adapter too (``export.adapter``): LoRA methods save it under run_dir
+    save_adapter: bool = False
+    #: what the ``base`` evaluation phase measured that later phases compare with (e.g. the base model's
+    #: first-token distribution); filled in phase ``base`` only, so the call order is the pipeline's
+    baseline: dict[str, Any] = field(default_factory=dict)
 
     def rng(self, salt: str = "") -> random.Random:
         return random.Random(f"{self.seed}:{salt}")
@@ -54,14 +76,18 @@ class Method:
     summary: ClassVar[str] = ""
     #: data roles the method needs in the recipe (checked before the model is loaded)
     needs: ClassVar[tuple[str, ...]] = ()
+    #: the fit trains a PEFT adapter it can save (``export.adapter: true`` is allowed)
+    makes_adapter: ClassVar[bool] = False
 
     def check(self, params: MethodParams, anatomy: Anatomy) -> None:
         """Model-dependent validation of the params, run before the run directory exists.
 
-        Raise an EditkitError naming the field (e.g. a head index beyond this model's heads).
+        Every parameter that can be checked against the model's anatomy (layer and head indices, module
+        roles, tied embeddings) is checked here, so no evaluation runs before a mistake is reported. Raise
+        an EditkitError naming the field (e.g. ``method.layer: 99 is out of range 0..29``).
         """
 
-    def fit(self, ctx: FitContext) -> Edit:
+    def fit(self, ctx: FitContext) -> FitResult:
         raise NotImplementedError
 
     def evaluate(self, ctx: FitContext, phase: str) -> dict[str, float]:
@@ -71,8 +97,3 @@ class Method:
     def control(self, ctx: FitContext, edit: Edit) -> Edit | None:
         """A random edit of the same size as ``edit`` (the honest baseline); None if not meaningful."""
         return None
-
-    def comparisons(self, ctx: FitContext, edit: Edit) -> dict[str, Edit]:
-        """Alternative edits fitted alongside ``edit`` (e.g. plain abliteration next to SRA), by name; each
-        is evaluated like the edit and reported in the card. Default: none."""
-        return {}

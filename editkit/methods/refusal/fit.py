@@ -18,220 +18,25 @@
 from __future__ import annotations
 
 import math
-from typing import Literal
 
 import torch
-from pydantic import Field, field_validator
-from torch import nn
 
-from editkit.anatomy import in_out_features, weight_out_in
 from editkit.distributed import map_across_processes
-from editkit.edit import Edit, EditOp, ProjectOut, register_op
+from editkit.edit import Edit
 from editkit.errors import EditkitError
-from editkit.methods import register_method
-from editkit.methods.base import FitContext, Method, MethodParams
-from editkit.refusal.atoms import ATOM_NAMES, atom_pairs_from_rows, cosines, load_atom_pairs, ridge_clean
+from editkit.methods.base import FitContext, FitResult, Method
+from editkit.methods.refusal.params import RefusalParams
+from editkit.methods.registry import register_method
+from editkit.ops import EditOp, NormPreservingProjectOut, ProjectOut
+from editkit.refusal.atoms import atom_pairs_from_rows, cosines, load_atom_pairs, ridge_clean
 from editkit.refusal.chat import chat_first_token_logprobs, kl_rows, prompt_texts
 from editkit.refusal.direction import diff_of_means, residual_activations
 from editkit.refusal.metrics import phase_refusal_metrics
 from editkit.sizing import model_eval_batch_size
 
 # ------------------------------------------------------------------------------------------------------
-# the exact norm-preserving projection
-# ------------------------------------------------------------------------------------------------------
-
-
-def _norm_preserving(w: torch.Tensor, r: torch.Tensor, s: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """(P·W, column scale D) with P = I − s·r·rᵀ and D_j = ‖w_j‖ / ‖P·w_j‖ (1 where P·w_j vanishes)."""
-    pw = w - s * torch.outer(r, r @ w)
-    wn, pn = w.norm(dim=0), pw.norm(dim=0)
-    d = torch.where(pn > 1e-12 * wn.clamp_min(1e-30), wn / pn.clamp_min(1e-30), torch.ones_like(wn))
-    return pw, d
-
-
-@register_op
-class NormPreservingProjectOut(ProjectOut):
-    """W ← (I − s·r·rᵀ)·W·D: remove r from every column, then give each column back its norm.
-
-    Column j of an [out, in] residual writer is the vector that input feature j (a head dimension, an MLP
-    neuron, a token embedding) adds to the residual stream; this keeps every such vector's length while
-    removing its r-component (at s = 1, rᵀW' = 0 exactly). The bias is only projected (b ← P·b). Hook form:
-    scale the inputs by D, then project the output — the same map as the merge.
-    """
-
-    kind = "project_out_norm"
-
-    def _scales(self, module: nn.Module) -> torch.Tensor:
-        w = weight_out_in(module)
-        _, d = _norm_preserving(w, self._r(torch.float32, w.device), self.strength)
-        return d
-
-    def hook(self, module):
-        d32 = self._scales(module)
-
-        def project(out):
-            r = self._r(out.dtype, out.device)
-            return out - self.strength * (out @ r).unsqueeze(-1) * r
-
-        if isinstance(module, nn.Embedding):
-
-            def post_emb(mod, args, out):
-                return project(out) * d32.to(out.device, out.dtype)[args[0]].unsqueeze(-1)
-
-            return [module.register_forward_hook(post_emb)]
-
-        n_in, _ = in_out_features(module)
-
-        def pre(mod, args):
-            x = args[0]
-            return (x * d32.to(x.device, x.dtype),) + tuple(args[1:])
-
-        def post(mod, args, out):
-            return project(out)
-
-        return [module.register_forward_pre_hook(pre), module.register_forward_hook(post)]
-
-    def merge(self, w, b):
-        r = self._r(torch.float32, w.device)
-        pw, d = _norm_preserving(w, r, self.strength)
-        if b is not None:
-            b = b - self.strength * r * (r @ b)
-        return pw * d.unsqueeze(0), b
-
-
-# ------------------------------------------------------------------------------------------------------
 # parameters
 # ------------------------------------------------------------------------------------------------------
-
-
-class RefusalParams(MethodParams):
-    name: str = "refusal"
-    harmful: str = Field("harmful", description="data.sets name of harmful prompts (direction)")
-    harmless: str = Field("harmless", description="data.sets name of harmless prompts (direction)")
-    harmful_val: str = Field(
-        "harmful_val", description="data.sets name for the layer score (default: the tail of 'harmful')"
-    )
-    harmless_val: str = Field(
-        "harmless_val", description="data.sets name for the KL limit (default: the tail of 'harmless')"
-    )
-    harmful_test: str = Field("harmful_test", description="data.sets name for refusal_rate")
-    harmless_test: str = Field(
-        "harmless_test", description="data.sets name for over_refusal_rate and harmless_kl"
-    )
-    n_train: int = Field(128, ge=2, description="prompts per class for the difference of means")
-    n_val: int = Field(16, ge=1, description="prompts per class for the layer score")
-    positions: int = Field(1, ge=1, description="average the last N prompt tokens (1 = the last token)")
-    project_off_harmless_mean: bool = Field(
-        False, description="remove the harmless-mean component from the direction before normalising"
-    )
-    winsorize: float = Field(
-        0.0, ge=0.0, lt=0.5, description="clip each coordinate to its [q, 1-q] quantiles first (0 = off)"
-    )
-    layer: int | None = Field(None, description="use this layer's direction (skips the layer search)")
-    max_layer_frac: float = Field(
-        0.8, gt=0.0, le=1.0, description="candidate layers are those below this fraction of depth"
-    )
-    min_layer: int = Field(1, ge=0, description="first candidate layer")
-    kl_limit: float = Field(
-        0.1, gt=0, description="first-token KL on harmless val prompts a candidate may cost"
-    )
-    refusal_tokens: list[str] = Field(
-        default_factory=lambda: ["I", "Sorry", "As", "Unfortunately"],
-        description="strings whose first token starts a refusal (the cheap layer score's log-odds)",
-    )
-    sra: bool | Literal["auto"] = Field(
-        True,
-        description="clean the direction against concept atoms (false = plain abliteration; 'auto': SRA and "
-        "plain are both searched at the chosen layer and the validation score picks)",
-    )
-    compare_plain: bool = Field(
-        True,
-        description="with sra: also fit plain abliteration at the chosen layer under the same KL limit and "
-        "evaluate it, so the card reports both",
-    )
-    atoms: list[str] = Field(
-        default_factory=lambda: list(ATOM_NAMES),
-        description=f"built-in concept atoms to protect ({', '.join(ATOM_NAMES)})",
-    )
-    atom_sets: list[str] = Field(
-        default_factory=list, description="extra atoms: data.sets names with 'prompt' and 'contrast' columns"
-    )
-    ridge_alpha: float = Field(0.01, ge=0, description="SRA ridge α (→ 0: exactly orthogonal to every atom)")
-    norm_preserving: bool = Field(
-        False, description="exact norm-preserving projection (keeps every writer column's norm)"
-    )
-    strength: float | Literal["auto"] = Field(
-        1.0,
-        description="s in W ← W − s·r·rᵀ·W (1 = remove r fully); 'auto': at full strength first, then for the "
-        "strength_layers most promising candidates over kl_limit, the largest s whose val KL fits (searched)",
-    )
-    strength_steps: int = Field(
-        4,
-        ge=1,
-        le=12,
-        description="strength: auto evaluates this many strengths per weakened candidate",
-    )
-    strength_layers: int = Field(
-        3,
-        ge=1,
-        description="strength: auto weakens this many candidates over kl_limit (those whose log-odds, scaled "
-        "to the limit assuming KL ∝ s², promise most)",
-    )
-    strength_by_layer: dict[int, float] = Field(
-        default_factory=dict, description="per-layer strength overrides {layer: s}"
-    )
-    edit_layers: list[int] | None = Field(None, description="layers whose writers are edited (default: all)")
-    edit_from: int | Literal["auto"] | None = Field(
-        None,
-        description="first layer whose writers are edited (with edit_layers: the listed layers from it on); "
-        "'auto': chosen together with the direction layer, from floor(f * layer) for f in edit_from_fracs",
-    )
-    edit_from_fracs: list[float] = Field(
-        default_factory=lambda: [0.0, 0.5, 0.75, 1.0],
-        description="edit_from: auto tries these fractions of the candidate direction layer",
-    )
-    embeddings: bool = Field(
-        False,
-        description="also orthogonalise the input embeddings (refused on tied embeddings: the output "
-        "head would change too)",
-    )
-    eval_max_prompts: int = Field(50, ge=1, description="prompts per evaluation set (refusal, KL)")
-    eval_max_new_tokens: int = Field(100, ge=1, description="generated tokens for the refusal rate")
-    batch_size: int | None = Field(
-        None,
-        ge=1,
-        description="prompts per forward pass; default 16 on CPU, on an accelerator as many as fit in half "
-        "its free memory, up to 64",
-    )
-
-    @field_validator("edit_from", mode="before")
-    @classmethod
-    def _edit_from(cls, v):
-        if v is None or v == "auto" or (isinstance(v, int) and not isinstance(v, bool) and v >= 0):
-            return v
-        raise ValueError(f"must be a layer index >= 0 or 'auto', got {v!r}")
-
-    @field_validator("edit_from_fracs")
-    @classmethod
-    def _fracs(cls, v):
-        if not v or any(not 0.0 <= f <= 1.0 for f in v):
-            raise ValueError(f"must be a non-empty list of fractions in [0, 1], got {v}")
-        return v
-
-    @field_validator("strength", mode="before")
-    @classmethod
-    def _strength(cls, v):
-        if v == "auto" or (isinstance(v, (int, float)) and not isinstance(v, bool) and 0.0 <= v <= 1.0):
-            return v
-        raise ValueError(f"must be a number in [0, 1] or 'auto', got {v!r}")
-
-    @field_validator("strength_by_layer")
-    @classmethod
-    def _strengths(cls, v):
-        bad = {k: s for k, s in v.items() if not 0.0 <= s <= 1.0}
-        if bad:
-            raise ValueError(f"strengths must be in [0, 1], got {bad}")
-        return v
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -317,28 +122,38 @@ class RefusalMethod(Method):
     summary = "a refusal direction (cleaned against concept atoms), projected out of every residual writer"
     needs = ("sets.harmful", "sets.harmless")
 
-    def __init__(self):
-        self._cache: dict = {}
+    def check(self, params, anatomy) -> None:
+        p: RefusalParams = params  # type: ignore[assignment]
+        n = anatomy.n_layers
+        if p.layer is not None and not 0 <= p.layer < n:
+            raise EditkitError(f"method.layer: {p.layer} is out of range 0..{n - 1}")
+        if p.min_layer >= n:
+            raise EditkitError(f"method.min_layer: {p.min_layer} is out of range 0..{n - 1}")
+        bad = [li for li in (p.edit_layers or []) if not 0 <= li < n]
+        if bad:
+            raise EditkitError(f"method.edit_layers: layer {bad[0]} is out of range 0..{n - 1}")
+        bad = [li for li in p.strength_by_layer if not 0 <= li < n]
+        if bad:
+            raise EditkitError(f"method.strength_by_layer: layer {bad[0]} is out of range 0..{n - 1}")
+        if p.embeddings and anatomy.tied_embeddings:
+            raise EditkitError(
+                "method.embeddings: this model ties its input embeddings to the output head; set embeddings: false"
+            )
+        if isinstance(p.edit_from, int) and not edited_layers(anatomy, p):
+            raise EditkitError(
+                f"method.edit_from: {p.edit_from} leaves no layer to edit (the model has {n} layers"
+                + (f", edit_layers lists {p.edit_layers}" if p.edit_layers is not None else "")
+                + ")"
+            )
 
     # -- fit ----------------------------------------------------------------------------------------
-    def fit(self, ctx: FitContext) -> Edit:
+    def fit(self, ctx: FitContext) -> FitResult:
         p: RefusalParams = ctx.params  # type: ignore[assignment]
         model, tok, an = ctx.model, ctx.tokenizer, ctx.anatomy
         for need in (p.harmful, p.harmless, *p.atom_sets):
             if need not in ctx.data:
                 raise EditkitError(f"data.sets.{need}: method 'refusal' needs this prompt set")
-        if p.layer is not None and not 0 <= p.layer < an.n_layers:
-            raise EditkitError(f"method.layer: {p.layer} is out of range 0..{an.n_layers - 1}")
-        if p.embeddings and an.tied_embeddings:
-            raise EditkitError(
-                "method.embeddings: this model ties its input embeddings to the output head; set embeddings: false"
-            )
-        if isinstance(p.edit_from, int) and not edited_layers(an, p):
-            raise EditkitError(
-                f"method.edit_from: {p.edit_from} leaves no layer to edit (the model has {an.n_layers} layers"
-                + (f", edit_layers lists {p.edit_layers}" if p.edit_layers is not None else "")
-                + ")"
-            )
+        self.check(p, an)
         # validation prompts: their own sets, else the rows after the training rows
         has_val = p.harmful_val in ctx.data and p.harmless_val in ctx.data
         harm = _texts(ctx, p.harmful, p.n_train)
@@ -539,16 +354,15 @@ class RefusalMethod(Method):
             info["atom_cosines_before"] = cosines(raw[layer], atom_dirs[layer], atom_names)
             info["atom_cosines_after"] = cosines(r, atom_dirs[layer], atom_names)
             info["cos_raw_cleaned"] = round(float(raw[layer] @ r), 4)
-        self._cache.pop("comparison", None)
+        # the other direction (plain abliteration for SRA, or SRA when sra: auto picked plain) at the same
+        # layer and KL limit: evaluated like the edit so the card shows both
+        comparisons: dict[str, Edit] = {}
         if comparison is not None:
             info["comparison"] = comparison
             other_r = dir_of[comparison["direction"]](layer)
             name = "plain abliteration" if comparison["direction"] == "plain" else "SRA"
-            self._cache["comparison"] = (
-                name,
-                project_edit(
-                    an, other_r, p, {"comparison": comparison}, start=start, strength=comparison["strength"]
-                ),
+            comparisons[name] = project_edit(
+                an, other_r, p, {"comparison": comparison}, start=start, strength=comparison["strength"]
             )
             ctx.events.log(
                 f"refusal: {name} at the same layer: strength {comparison['strength']}, log-odds "
@@ -559,13 +373,7 @@ class RefusalMethod(Method):
             f"refusal: layer {layer}, strength {strength}, log-odds {chosen['refusal_log_odds']} "
             f"(base {base_score:.3f}), val KL {chosen['kl']}"
         )
-        return project_edit(an, r, p, info, start=start, strength=strength)
-
-    def comparisons(self, ctx: FitContext, edit: Edit) -> dict[str, Edit]:
-        """The other direction (plain abliteration for SRA, or SRA when ``sra: auto`` picked plain) at the
-        same layer and KL limit, fitted alongside; evaluated like the edit so the card shows both."""
-        found = self._cache.get("comparison")
-        return {found[0]: found[1]} if found else {}
+        return FitResult(project_edit(an, r, p, info, start=start, strength=strength), comparisons)
 
     # -- metrics & control ---------------------------------------------------------------------------
     def evaluate(self, ctx: FitContext, phase: str) -> dict[str, float]:
@@ -576,7 +384,6 @@ class RefusalMethod(Method):
             p.harmless_test,
             p.eval_max_prompts,
             p.eval_max_new_tokens,
-            self._cache,
             phase,
         )
 

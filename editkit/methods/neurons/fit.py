@@ -18,68 +18,15 @@ from __future__ import annotations
 
 import itertools
 import time
-from typing import Literal
 
 import torch
-from pydantic import Field, field_validator
 
 from editkit.distributed import gather_shares
 from editkit.edit import Edit, ScaleInputs
 from editkit.errors import EditkitError
-from editkit.methods import register_method
-from editkit.methods.base import FitContext, Method, MethodParams
-
-
-class NeuronsParams(MethodParams):
-    name: str = "neurons"
-    neurons: list[tuple[int, int]] | None = Field(
-        None, description="explicit [layer, neuron] pairs to erase (skips discovery)"
-    )
-    scale: float = Field(0.0, description="factor for the chosen neurons (0 = erase, >1 = enhance)")
-    attribution: Literal["ig", "act_x_grad"] = Field(
-        "ig", description="integrated gradients over the activation, or activation x gradient (fast)"
-    )
-    steps: int = Field(20, ge=1, description="integrated-gradient steps m (activation scaled 0 -> value)")
-    scope: Literal["joint", "layer"] = Field(
-        "joint",
-        description="joint: all layers' neurons scaled together (m rows per sample); "
-        "layer: one layer at a time, others intact (layers*m rows per sample)",
-    )
-    target: Literal["prob", "logprob"] = Field("prob", description="F: gold answer probability or log-prob")
-    threshold: float = Field(0.3, gt=0, le=1, description="t: keep neurons with attribution > t * sample max")
-    top_q: int | None = Field(
-        None, ge=1, description="keep each sample's top-q neurons instead of the threshold"
-    )
-    min_share: float = Field(
-        0.5, gt=0, le=1, description="p: a dataset keeps neurons kept in >= p of its samples"
-    )
-    datasets: list[str] | None = Field(
-        None,
-        description="names of data.sets with triplets of the same capability (default: split target train)",
-    )
-    n_splits: int = Field(
-        2, ge=2, description="disjoint parts of the target train sample when datasets is unset"
-    )
-    samples: int = Field(32, ge=2, description="samples attributed per dataset (default design: in total)")
-    max_neurons: int = Field(
-        200, ge=1, description="cap on the neurons erased (largest mean attribution kept)"
-    )
-    batch_rows: int = Field(40, ge=1, description="rows (sample x path point) per forward/backward")
-    max_length: int = Field(128, ge=2, description="token limit per item")
-
-    @field_validator("neurons")
-    @classmethod
-    def _non_empty(cls, v):
-        if v is not None and len(v) == 0:
-            raise ValueError("must list at least one [layer, neuron] pair")
-        return v
-
-    @field_validator("datasets")
-    @classmethod
-    def _two_sets(cls, v):
-        if v is not None and len(set(v)) < 2:
-            raise ValueError("CNL needs at least two different datasets of the same capability")
-        return v
+from editkit.methods.base import FitContext, FitResult, Method
+from editkit.methods.neurons.params import NeuronsParams
+from editkit.methods.registry import register_method
 
 
 def neuron_edit(
@@ -161,14 +108,14 @@ class NeuronsMethod(Method):
                     f"({anatomy.n_layers} layers x {anatomy.intermediate_size} neurons)"
                 )
 
-    def fit(self, ctx: FitContext) -> Edit:
+    def fit(self, ctx: FitContext) -> FitResult:
         from editkit.localize.attribution import neuron_attributions
 
         p: NeuronsParams = ctx.params  # type: ignore[assignment]
         an = ctx.anatomy
         self.check(p, an)
         if p.neurons is not None:
-            return neuron_edit(an, [tuple(n) for n in p.neurons], p.scale)
+            return FitResult(neuron_edit(an, [tuple(n) for n in p.neurons], p.scale))
 
         sets = self._datasets(ctx, p)
         total = sum(len(v) for v in sets.values())
@@ -252,7 +199,7 @@ class NeuronsMethod(Method):
             "attribution_seconds": round(seconds, 2),
             "mean_attribution": [round(float(mean_attr[n]), 8) for n in chosen],
         }
-        return neuron_edit(an, chosen, p.scale, info=info)
+        return FitResult(neuron_edit(an, chosen, p.scale, info=info))
 
     def control(self, ctx: FitContext, edit: Edit) -> Edit | None:
         """Random neurons, as many per layer as the edit has (layer-matched: depth is not a confound)."""

@@ -24,87 +24,17 @@ import json
 import random
 
 import torch
-from pydantic import Field, field_validator, model_validator
 
 from editkit.distributed import gather_shares
-from editkit.edit import Edit, LowRank
+from editkit.edit import Edit
 from editkit.errors import DataError, EditkitError
-from editkit.methods import register_method
-from editkit.methods.base import FitContext, Method, MethodParams
+from editkit.methods.base import FitContext, FitResult, Method
+from editkit.methods.lora import adapter_ops, random_lora_like, resolve_targets, unwrap_lora, wrap_lora
 from editkit.methods.lora_fit import LossOut, TrainConfig, encode_text, kl_to_base, train_lora
+from editkit.methods.registry import register_method
+from editkit.methods.sft.params import SftParams
 from editkit.refusal.chat import chat_prompts, generate, prompt_texts
 from editkit.refusal.metrics import phase_refusal_metrics
-
-
-class SftParams(MethodParams):
-    name: str = "sft"
-    sets: list[str] = Field(
-        default_factory=lambda: ["train"], description="names of data.sets whose prompts are trained on"
-    )
-    templates: dict[str, list[str]] = Field(
-        default_factory=dict, description="set name -> responses cycled over that set's prompts"
-    )
-    base_answers: list[str] = Field(
-        default_factory=list,
-        description="set names answered with the base model's own greedy chat answer (keeps them unchanged)",
-    )
-    distill: list[str] = Field(
-        default_factory=list,
-        description="set names learned by matching the base model's next-token distribution on the response "
-        "tokens (KL to base) instead of cross-entropy on them; use with base_answers to leave those prompts unchanged",
-    )
-    distill_weight: float = Field(1.0, gt=0, description="weight of the KL term of the distill sets")
-    kl_general: float = Field(
-        0.0,
-        ge=0,
-        description="weight of KL(base ‖ model) on general-text rows (data.general, train split) per step; "
-        "0 = off. Keeps perplexity where it was",
-    )
-    text_batch_size: int = Field(4, ge=1, description="general-text rows per step when kl_general > 0")
-    text_max_length: int = Field(128, ge=8, description="max tokens per general-text row")
-    max_per_set: int = Field(128, ge=1, description="prompts used from each set")
-    base_answer_tokens: int = Field(64, ge=1, description="max new tokens of a cached base answer")
-    rank: int = Field(8, ge=1, description="LoRA rank")
-    alpha: float = Field(16.0, gt=0, description="LoRA alpha (merged scale = alpha / rank)")
-    targets: list[str] = Field(
-        default_factory=lambda: ["q", "k", "v", "o", "gate", "up", "down"],
-        description="anatomy roles to adapt (q, k, v, o, qkv, gate, up, gate_up, down)",
-    )
-    layers: list[int] | None = Field(None, description="layers to adapt (default: all)")
-    lr: float = Field(5e-4, gt=0, description="AdamW learning rate")
-    epochs: float = Field(2.0, gt=0, description="passes over the pairs")
-    batch_size: int = Field(8, ge=1, description="pairs per optimizer step")
-    grad_accum: int = Field(
-        1,
-        ge=1,
-        description="micro-batches the step's batch is split into (under accelerate launch the processes share "
-        "them: use a multiple of the process count)",
-    )
-    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay")
-    max_length: int = Field(256, ge=8, description="max tokens per pair (prompt + response; truncated)")
-    eval_harmful: str | None = Field(
-        None, description="data.sets name whose prompts give 'refusal_rate' (greedy, chat template)"
-    )
-    eval_harmless: str | None = Field(
-        None, description="data.sets name whose prompts give 'over_refusal_rate' and 'harmless_kl'"
-    )
-    eval_max_prompts: int = Field(50, ge=1, description="prompts per evaluation set")
-    eval_max_new_tokens: int = Field(100, ge=1, description="generated tokens per evaluated prompt")
-
-    @field_validator("sets")
-    @classmethod
-    def _non_empty(cls, v):
-        if not v:
-            raise ValueError("must name at least one data set")
-        return v
-
-    @model_validator(mode="after")
-    def _distill_in_sets(self):
-        extra = [s for s in self.distill if s not in self.sets]
-        if extra:
-            raise ValueError(f"distill: '{extra[0]}' is not one of sets {self.sets}")
-        return self
-
 
 # --------------------------------------------------------------------------------------------------
 # examples and loss
@@ -192,8 +122,7 @@ def base_answers(ctx: FitContext, prompts: list[str], max_new_tokens: int, batch
     """Greedy chat answers of the (unedited) model, cached under ~/.cache/editkit/sft/."""
     from editkit.models import editkit_home
 
-    loaded = ctx.extras.get("loaded")
-    fp = _model_fingerprint(ctx.model, str(getattr(loaded, "path", "")))
+    fp = _model_fingerprint(ctx.model, ctx.model_path)
     key = hashlib.sha256(
         json.dumps([fp, max_new_tokens, chat_prompts(ctx.tokenizer, prompts)]).encode()
     ).hexdigest()[:20]
@@ -254,20 +183,7 @@ def build_pairs(ctx: FitContext, p: SftParams) -> list[tuple[str, str, str]]:
 # --------------------------------------------------------------------------------------------------
 
 
-def lora_to_ops(peft_model, targets: list[str], scale: float) -> list[LowRank]:
-    """A [r, in] and B [out, r] of each adapted module as LowRank ops (fp32 copies)."""
-    ops = []
-    for name in targets:
-        mod = peft_model.base_model.model.get_submodule(name)
-        a = mod.lora_A["default"].weight.detach().to(torch.float32).clone()
-        b = mod.lora_B["default"].weight.detach().to(torch.float32).clone()
-        ops.append(LowRank(module=name, A=a, B=b, scale=scale))
-    return ops
-
-
-def fit_sft(ctx: FitContext, p: SftParams, pairs: list[tuple[str, str, str]]) -> Edit:
-    from peft import LoraConfig, get_peft_model
-
+def fit_sft(ctx: FitContext, p: SftParams, pairs: list[tuple[str, str, str]]) -> FitResult:
     tok = ctx.tokenizer
     examples = [build_example(tok, q, a, p.max_length) for _, q, a in pairs]
     kd = [s in p.distill for s, _, _ in pairs]
@@ -300,15 +216,10 @@ def fit_sft(ctx: FitContext, p: SftParams, pairs: list[tuple[str, str, str]]) ->
             batch["text"] = encode_text(tok, rows, p.text_max_length)
         return batch
 
-    targets = ctx.anatomy.lora_targets(p.targets, p.layers)
-    if not targets:
-        raise EditkitError(f"method.targets: none of {p.targets} exist in layers {p.layers} of this model")
-    requires = {n: q.requires_grad for n, q in ctx.model.named_parameters()}
-    torch.manual_seed(ctx.seed)
-    peft_model = get_peft_model(
-        ctx.model, LoraConfig(r=p.rank, lora_alpha=p.alpha, lora_dropout=0.0, target_modules=targets)
-    )
-    was_training = ctx.model.training
+    targets = resolve_targets(ctx.anatomy, p.targets, "all" if p.layers is None else p.layers)
+    model, was_training = ctx.model, ctx.model.training
+    peft_model, flags = wrap_lora(model, targets, p, ctx.seed)
+    adapter_dir = None
     peft_model.train()
     try:
         result = train_lora(
@@ -321,16 +232,15 @@ def fit_sft(ctx: FitContext, p: SftParams, pairs: list[tuple[str, str, str]]) ->
             events=ctx.events,
             count_tokens=lambda b: int((b["pairs"]["labels"] != -100).sum()),
         )
-        ops = lora_to_ops(peft_model, targets, p.alpha / p.rank)
+        ops = adapter_ops(peft_model, targets)
         if ctx.is_main:
             adapter_dir = ctx.run_dir / "adapter"
             peft_model.save_pretrained(str(adapter_dir))
-            ctx.extras["adapter_dir"] = adapter_dir
     finally:
-        peft_model.unload()  # plain modules back in ctx.model, weights untouched
+        ctx.model = unwrap_lora(peft_model, flags)  # plain modules back in the model, weights untouched
         ctx.model.train(was_training)
-        for n, q in ctx.model.named_parameters():
-            q.requires_grad_(requires.get(n, q.requires_grad))
+    if ctx.model is not model:  # pragma: no cover - PEFT returns the very object it wrapped
+        raise EditkitError("internal: PEFT unload returned a different model object")
     hist = result.history
     counts: dict[str, int] = {}
     for s, _, _ in pairs:
@@ -348,7 +258,7 @@ def fit_sft(ctx: FitContext, p: SftParams, pairs: list[tuple[str, str, str]]) ->
         "train_seconds": round(result.seconds, 1),
         "response_tokens": result.tokens,
     }
-    return Edit(method="sft", ops=ops, info=info)
+    return FitResult(Edit(method="sft", ops=ops, info=info), adapter_dir=adapter_dir)
 
 
 @register_method
@@ -357,12 +267,27 @@ class SftMethod(Method):
     params_cls = SftParams
     paper = "LoRA (Hu et al. 2021) supervised fine-tuning on chat pairs"
     summary = "a behaviour installed by a LoRA fine-tune on (prompt, response) pairs, merged into the weights"
+    makes_adapter = True
 
-    def __init__(self):
-        self._cache: dict = {}
+    def check(self, params, anatomy) -> None:
+        p: SftParams = params  # type: ignore[assignment]
+        bad = [li for li in (p.layers or []) if not 0 <= li < anatomy.n_layers]
+        if bad:
+            raise EditkitError(
+                f"method.layers: layer {bad[0]} is out of range for this model ({anatomy.n_layers} layers)"
+            )
+        if not resolve_targets(anatomy, p.targets, "all" if p.layers is None else p.layers):
+            raise EditkitError(
+                f"method.targets: none of {p.targets} exists on this model ({anatomy.architecture}); "
+                "try q, k, v, o, gate, up, down"
+            )
+        for name, tpl in p.templates.items():
+            if not tpl:
+                raise EditkitError(f"method.templates.{name}: give at least one response")
 
-    def fit(self, ctx: FitContext) -> Edit:
+    def fit(self, ctx: FitContext) -> FitResult:
         p: SftParams = ctx.params  # type: ignore[assignment]
+        self.check(p, ctx.anatomy)
         pairs = build_pairs(ctx, p)
         ctx.events.log(f"sft: {len(pairs)} pairs from {', '.join(p.sets)}")
         return fit_sft(ctx, p, pairs)
@@ -375,20 +300,9 @@ class SftMethod(Method):
             p.eval_harmless,
             p.eval_max_prompts,
             p.eval_max_new_tokens,
-            self._cache,
             phase,
         )
 
     def control(self, ctx: FitContext, edit: Edit) -> Edit | None:
-        """Random A/B of the same shapes and Frobenius norm per module (same op structure)."""
-        g = torch.Generator().manual_seed(ctx.seed + 7)
-        ops = []
-        for op in edit.ops:
-            assert isinstance(op, LowRank)
-            a = torch.randn(op.A.shape, generator=g)
-            b = torch.randn(op.B.shape, generator=g)
-            target = float((op.B @ op.A).norm())
-            cur = float((b @ a).norm()) or 1.0
-            f = (target / cur) ** 0.5
-            ops.append(LowRank(module=op.module, A=a * f, B=b * f, scale=op.scale))
-        return Edit(method="sft", ops=ops, info={"control": "random low-rank deltas of the same norms"})
+        """Random A/B of the same shapes and ‖ΔW‖_F per module (same op structure)."""
+        return random_lora_like(edit, f"{ctx.seed}:sft-control")

@@ -20,120 +20,32 @@ import json
 import math
 import random
 from contextlib import contextmanager
-from typing import Literal
 
 import torch
-from pydantic import Field, field_validator
 
-from editkit.edit import Edit, LowRank
+from editkit.edit import Edit
 from editkit.errors import DataError, EditkitError
 from editkit.eval.pairwise import encode_prompt_answers, mean_answer_logprob, pairwise_margins, to_device
-from editkit.methods import register_method
-from editkit.methods.base import FitContext, Method, MethodParams
+from editkit.methods.base import FitContext, FitResult, Method
+from editkit.methods.lora import (  # noqa: F401 - adapter_ops, wrap_lora... are this method's API too
+    ADAPTER,
+    Role,
+    adapter_ops,
+    lora_layers,
+    module_map,
+    random_lora_like,
+    resolve_targets,
+    unwrap_lora,
+    wrap_lora,
+)
 from editkit.methods.lora_fit import LossOut, TrainConfig, encode_text, kl_to_base, train_lora
+from editkit.methods.registry import register_method
+from editkit.methods.scalpel.params import ScalpelParams
 from editkit.sizing import model_eval_batch_size
-
-Role = Literal["q", "k", "v", "qkv", "o", "gate", "up", "gate_up", "down"]
-ADAPTER = "default"
-# Fused projections stand in for their parts on models that have them (GPT-2 c_attn, Phi-3 qkv/gate_up).
-_FUSED = {"q": "qkv", "k": "qkv", "v": "qkv", "gate": "gate_up", "up": "gate_up"}
-
-
-class ScalpelParams(MethodParams):
-    name: str = "scalpel"
-    rank: int = Field(2, ge=1, description="LoRA rank r")
-    alpha: float = Field(16.0, gt=0, description="LoRA alpha; the update is (alpha/r)·B·A")
-    dropout: float = Field(0.0, ge=0, lt=1, description="LoRA dropout on the adapter input")
-    targets: list[Role] = Field(
-        ["q", "k", "v", "o", "gate", "up", "down"],
-        description="anatomy roles that get an adapter (fused qkv / gate_up stand in where the model has them)",
-    )
-    layers: Literal["all"] | list[int] = Field("all", description="'all' or a list of layer indices")
-    lr: float = Field(1e-3, gt=0, description="AdamW learning rate")
-    steps: int = Field(200, ge=1, description="maximum optimizer steps")
-    batch_size: int = Field(16, ge=1, description="target triplets per micro-batch")
-    grad_accum: int = Field(1, ge=1, description="micro-batches per optimizer step")
-    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay")
-    warmup_steps: int = Field(0, ge=0, description="linear learning-rate warm-up steps")
-    max_grad_norm: float | None = Field(1.0, gt=0, description="gradient clipping (null = off)")
-    equalisation: Literal["squared", "absolute"] = Field(
-        "squared", description="L_eq = mean (ℓ⁺ − ℓ⁻)² or mean |ℓ⁺ − ℓ⁻|"
-    )
-    text_reg: Literal["kl", "magnitude"] = Field(
-        "kl", description="general-text regulariser: KL(p_base ‖ p_edit) or adapter output magnitude"
-    )
-    lambda_text: float = Field(1.0, ge=0, description="weight of the general-text regulariser")
-    lambda_norm: float = Field(0.0, ge=0, description="weight of Σ‖(α/r)BA‖²_F")
-    lambda_sparse: float = Field(0.0, ge=0, description="weight of the group lasso Σ‖(α/r)BA‖_F")
-    text_batch_size: int = Field(4, ge=1, description="general-text rows per micro-batch")
-    text_max_length: int = Field(64, ge=2, description="tokens per general-text row")
-    max_length: int = Field(128, ge=2, description="tokens per prompt+answer row")
-    val_fraction: float = Field(
-        0.15, ge=0, lt=1, description="share of the train split held out for validation / early stopping"
-    )
-    eval_every: int = Field(10, ge=0, description="validate every N steps (0 = never)")
-    early_stop_gap: float | None = Field(
-        0.05, gt=0, description="stop when mean |ℓ⁺ − ℓ⁻| on the validation slice is below this"
-    )
-    early_stop_accuracy_eps: float | None = Field(
-        None, gt=0, description="stop when validation accuracy is within this of 0.5"
-    )
-    checkpoint_every: int = Field(
-        25, ge=0, description="write a resumable checkpoint every N steps (0 = off)"
-    )
-
-    @field_validator("targets")
-    @classmethod
-    def _targets(cls, v):
-        if not v:
-            raise ValueError("must name at least one role (q, k, v, o, gate, up, down, qkv, gate_up)")
-        return list(dict.fromkeys(v))
-
-    @field_validator("layers")
-    @classmethod
-    def _layers(cls, v):
-        if isinstance(v, list):
-            if not v:
-                raise ValueError("must list at least one layer index, or be 'all'")
-            if any(i < 0 for i in v):
-                raise ValueError("layer indices must be >= 0")
-        return v
-
-
-def resolve_targets(anatomy, roles: list[str], layers: Literal["all"] | list[int]) -> list[str]:
-    """Full module names for the roles on the chosen layers; fused projections replace missing parts."""
-    chosen = None if layers == "all" else set(layers)
-    out: list[str] = []
-    for layer in anatomy.layers:
-        if chosen is not None and layer.index not in chosen:
-            continue
-        for role in roles:
-            name = layer.role(role) or (layer.role(_FUSED[role]) if role in _FUSED else None)
-            if name is not None and name not in out:
-                out.append(name)
-    return out
-
-
-def _module_map(anatomy) -> dict[str, tuple[int, str]]:
-    """module name -> (layer index, role)."""
-    out = {}
-    for layer in anatomy.layers:
-        for role in ("q", "k", "v", "qkv", "o", "gate", "up", "gate_up", "down"):
-            name = layer.role(role)
-            if name:
-                out[name] = (layer.index, role)
-    return out
-
 
 # ---------------------------------------------------------------------------------------------------
 # the loss
 # ---------------------------------------------------------------------------------------------------
-
-
-def lora_layers(model, names: list[str]) -> list[tuple[str, torch.nn.Module]]:
-    """(name, PEFT LoRA layer) for each target, looked up on the wrapped base model by its plain name."""
-    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
-    return [(n, inner.get_submodule(n)) for n in names]
 
 
 def _delta_sq_norm(layer) -> torch.Tensor:
@@ -273,60 +185,6 @@ def _tokens_in(batch: dict) -> int:
 # ---------------------------------------------------------------------------------------------------
 
 
-def wrap_lora(model, names: list[str], p: ScalpelParams, seed: int):
-    """PEFT-wrap ``model`` in place with a fresh adapter (seeded init); returns (peft_model, saved flags)."""
-    from peft import LoraConfig, get_peft_model
-    from transformers.pytorch_utils import Conv1D
-
-    flags = {n: prm.requires_grad for n, prm in model.named_parameters()}
-    fan_in_fan_out = any(isinstance(model.get_submodule(n), Conv1D) for n in names)
-    config = LoraConfig(
-        r=p.rank,
-        lora_alpha=p.alpha,
-        lora_dropout=p.dropout,
-        target_modules=names,
-        bias="none",
-        fan_in_fan_out=fan_in_fan_out,
-        init_lora_weights=True,
-    )
-    devices = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
-    cpu = torch.get_rng_state()
-    torch.manual_seed(seed)
-    try:
-        peft_model = get_peft_model(model, config)
-    finally:
-        torch.set_rng_state(cpu)
-        if devices is not None:
-            torch.cuda.set_rng_state_all(devices)
-    return peft_model, flags
-
-
-def adapter_ops(peft_model, names: list[str]) -> list[LowRank]:
-    """One LowRank op per adapted module: ΔW = scale·B·A with plain (un-prefixed) module names."""
-    ops = []
-    for name, layer in lora_layers(peft_model, names):
-        ops.append(
-            LowRank(
-                module=name,
-                A=layer.lora_A[ADAPTER].weight.detach().to(torch.float32).cpu().clone(),
-                B=layer.lora_B[ADAPTER].weight.detach().to(torch.float32).cpu().clone(),
-                scale=float(layer.scaling[ADAPTER]),
-            )
-        )
-    return ops
-
-
-def unwrap_lora(peft_model, flags: dict[str, bool]):
-    """Remove every LoRA layer without merging; the base model object comes back unchanged."""
-    base = peft_model.unload()
-    for n, prm in base.named_parameters():
-        prm.requires_grad_(flags.get(n, prm.requires_grad))
-    for attr in ("peft_config", "_hf_peft_config_loaded"):
-        if attr in base.__dict__:
-            delattr(base, attr)
-    return base
-
-
 def _fingerprint(p: ScalpelParams, names: list[str], train: list[dict], seed: int) -> str:
     blob = json.dumps(
         {
@@ -351,6 +209,7 @@ class ScalpelMethod(Method):
     params_cls = ScalpelParams
     paper = "SCALPEL: capability removal with low-rank adapters (arXiv 2601.07411)"
     summary = "a LoRA adapter trained so p(correct) ≈ p(incorrect) on the target, regularised on general text"
+    makes_adapter = True
     needs = ("target",)
 
     def check(self, params, anatomy) -> None:
@@ -367,7 +226,7 @@ class ScalpelMethod(Method):
                 f"({anatomy.architecture}); try q, k, v, o, gate, up, down"
             )
 
-    def fit(self, ctx: FitContext) -> Edit:
+    def fit(self, ctx: FitContext) -> FitResult:
         p: ScalpelParams = ctx.params  # type: ignore[assignment]
         self.check(p, ctx.anatomy)
         names = resolve_targets(ctx.anatomy, list(p.targets), p.layers)
@@ -438,11 +297,10 @@ class ScalpelMethod(Method):
             final_val = validate(result.steps_run) if val else {}
             final_val.pop("stop", None)
             ops = adapter_ops(peft_model, names)
-            recipe = ctx.extras.get("recipe")
-            if recipe is not None and recipe.export.adapter and ctx.run_dir is not None and ctx.is_main:
+            adir = None
+            if ctx.save_adapter and ctx.run_dir is not None and ctx.is_main:
                 adir = ctx.run_dir / "adapter"
                 peft_model.save_pretrained(str(adir))
-                ctx.extras["adapter_dir"] = adir
         finally:
             ctx.model = unwrap_lora(peft_model, flags)
             ctx.model.train(was_training)
@@ -450,7 +308,7 @@ class ScalpelMethod(Method):
             raise EditkitError("internal: PEFT unload returned a different model object")
 
         norms = {op.module: float((op.scale * op.B @ op.A).norm()) for op in ops}
-        where = _module_map(ctx.anatomy)
+        where = module_map(ctx.anatomy)
         per_layer = [0.0] * ctx.anatomy.n_layers
         roles = [
             r
@@ -488,7 +346,7 @@ class ScalpelMethod(Method):
             "train_items": len(train),
             "fit_tokens": result.tokens,
         }
-        return Edit(method="scalpel", ops=ops, info=info)
+        return FitResult(Edit(method="scalpel", ops=ops, info=info), adapter_dir=adir)
 
     def evaluate(self, ctx: FitContext, phase: str) -> dict[str, float]:
         """Mean |ℓ⁺ − ℓ⁻| on the target test items: equalisation drives it towards 0."""
@@ -502,21 +360,4 @@ class ScalpelMethod(Method):
 
     def control(self, ctx: FitContext, edit: Edit) -> Edit | None:
         """A random LoRA of the same rank with the same ‖ΔW‖_F per module."""
-        gen = torch.Generator().manual_seed(
-            int(hashlib.sha256(f"{ctx.seed}:scalpel-control".encode()).hexdigest()[:8], 16)
-        )
-        ops = []
-        for op in edit.ops:
-            if not isinstance(op, LowRank):
-                continue
-            target = float((op.scale * op.B.float() @ op.A.float()).norm())
-            a = torch.randn(op.A.shape, generator=gen)
-            b = torch.randn(op.B.shape, generator=gen)
-            cur = float((op.scale * b @ a).norm())
-            f = math.sqrt(target / cur) if cur > 0 else 0.0
-            ops.append(
-                LowRank(module=op.module, A=(a * f).to(op.A.dtype), B=(b * f).to(op.B.dtype), scale=op.scale)
-            )
-        return Edit(
-            method="scalpel", ops=ops, info={"control": "random LoRA, same rank and per-module ‖ΔW‖_F"}
-        )
+        return random_lora_like(edit, f"{ctx.seed}:scalpel-control")

@@ -1,0 +1,8 @@
+"""`sft`: install a behaviour with a LoRA fine-tune on (prompt, response) pairs."""
+
+from __future__ import annotations
+
+from editkit.methods.sft.fit import SftMethod, build_example, build_pairs, collate, response_loss, sft_loss
+from editkit.methods.sft.params import SftParams
+
+__all__ = ["SftMethod", "SftParams", "build_example", "build_pairs", "collate", "response_loss", "sft_loss"]
