@@ -237,7 +237,7 @@ class _StepStats:
     """One step's losses, terms, metrics and gradient norm, brought to the host in a single copy.
 
     Reading each value with ``.item()`` as it is made waits for the GPU about ten times per step; here
-    they are stacked on the device and copied without blocking, and read back (``values``) once the next
+    they are stacked on the device and copied without blocking, and read back (``read``) once the next
     step's forward and backward are queued, so the GPU never runs dry while the host bookkeeps. The
     numbers are exactly those ``.item()`` gives (bf16/fp32 values are exact in fp64).
     """
