@@ -88,7 +88,6 @@ def main() -> None:
     from editkit.eval.pairwise import pairwise_margins
     from editkit.localize.designs import balanced_design, knockouts_per_trial
     from editkit.localize.head_masks import design_to_masks, encode_items, head_mask_logprobs, reduce_scores
-    from editkit.localize.recovery import sparse_recovery
     from editkit.methods.heads import head_label, head_mask_edit
 
     cache_path = Path(args.cache)
@@ -103,7 +102,9 @@ def main() -> None:
     model, tok = load_model(args.model, args.dtype)
     an = find_anatomy(model)
     n_units = an.n_total_heads
-    print(f"model {args.model}: {an.n_layers} layers x {an.n_heads} heads = {n_units}; load {time.perf_counter() - t_start:.0f}s")
+    print(
+        f"model {args.model}: {an.n_layers} layers x {an.n_heads} heads = {n_units}; load {time.perf_counter() - t_start:.0f}s"
+    )
 
     if args.stage == "base":
         base = cache.setdefault("base", {})
@@ -145,7 +146,9 @@ def main() -> None:
             ex.update({j: float(y) for j, y in zip(part, ys, strict=True)})
             entry["exhaustive_seconds"] = entry.get("exhaustive_seconds", 0.0) + time.perf_counter() - t
             save_cache(cache_path, cache)
-            print(f"exhaustive {len(ex)}/{n_units} ({time.perf_counter() - t:.0f}s for {len(part)})", flush=True)
+            print(
+                f"exhaustive {len(ex)}/{n_units} ({time.perf_counter() - t:.0f}s for {len(part)})", flush=True
+            )
         print("done" if len(ex) == n_units else f"{n_units - len(ex)} left")
         return
 
@@ -171,7 +174,11 @@ def main() -> None:
         rep = report(cache, key, args, quiet=True)
         test = {name: triplets(name, "test", args.test_items) for name in BUILTIN_CAPABILITIES}
         texts = [json.loads(x)["text"] for x in (ROOT / "editkit/data/builtin/general_text.jsonl").open()]
-        texts = [json.loads(x)["text"] for x in (ROOT / "editkit/data/builtin/general_text.jsonl").open() if json.loads(x).get("split") == "test"][:40] or texts[:40]
+        texts = [
+            json.loads(x)["text"]
+            for x in (ROOT / "editkit/data/builtin/general_text.jsonl").open()
+            if json.loads(x).get("split") == "test"
+        ][:40] or texts[:40]
         from editkit.data.general import perplexity
 
         def evaluate(heads) -> dict:

@@ -25,6 +25,7 @@ import yaml
 from editkit import __version__
 from editkit.errors import OutputError, scrub_secrets
 from editkit.events import is_run_dir
+from editkit.provenance import install_command
 
 #: The Hub knows four base-model relations: adapter, merge, quantized, finetune. An editkit export is a
 #: complete checkpoint (not an adapter repo) whose weights were changed starting from ONE parent (a merge
@@ -56,14 +57,25 @@ KNOWN_METRICS: dict[str, tuple[str, str, str]] = {
         "kl_divergence",
         "only the harmless prompts the starting model answered (not over-refused)",
     ),
+    "target_balanced_accuracy": (
+        "target balanced accuracy",
+        "balanced_accuracy",
+        "mean over answer classes: lower = removed",
+    ),
+    "target_mean_margin": (
+        "target mean margin ℓ⁺ − ℓ⁻",
+        "mean_margin",
+        "> 0 prefers the right answer; towards 0 = removed, < 0 = flipped",
+    ),
     "target_mean_abs_margin": (
         "target mean |ℓ⁺ − ℓ⁻|",
         "mean_abs_margin",
         "SCALPEL equalisation: towards 0 = removed",
     ),
 }
-_ORDER = ["target_accuracy"]  # then heldout/* (sorted), then the rest of KNOWN_METRICS, then others
+_ORDER = ["target_accuracy"]  # then target_accuracy/<answer>, heldout/* (sorted), KNOWN_METRICS, others
 _TAIL = [k for k in KNOWN_METRICS if k != "target_accuracy"]
+CLASS_PREFIX = "target_accuracy/"
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -200,7 +212,10 @@ def _metric_keys(*phases: Mapping) -> list[str]:
             if k not in keys:
                 keys.append(k)
     heldout = sorted(k for k in keys if k.startswith("heldout/"))
-    ordered = [k for k in _ORDER if k in keys] + heldout + [k for k in _TAIL if k in keys]
+    classes = sorted(k for k in keys if k.startswith(CLASS_PREFIX))
+    ordered = [k for k in _ORDER if k in keys] + classes
+    ordered += [k for k in _TAIL if k in ("target_balanced_accuracy", "target_mean_margin") and k in keys]
+    ordered += heldout + [k for k in _TAIL if k in keys and k not in ordered]
     return ordered + [k for k in keys if k not in ordered]
 
 
@@ -214,6 +229,8 @@ def _label(key: str) -> str:
         return KNOWN_METRICS[key][0]
     if key.startswith("heldout/"):
         return f"held-out: {key.split('/', 1)[1]} accuracy"
+    if key.startswith(CLASS_PREFIX):
+        return f'target accuracy where "{key[len(CLASS_PREFIX) :]}" is right'
     return key
 
 
@@ -278,8 +295,10 @@ def _eval_results(recipe: Mapping, metrics: Mapping) -> list:
             continue
         label, mtype, _ = KNOWN_METRICS.get(key, (_label(key), key.replace("/", "_"), ""))
         split = "test"
-        if key in ("target_accuracy", "target_mean_abs_margin"):
+        if key.startswith("target_"):
             dtype, dname = ds_type(target_src), f"{cap} (capability triplets, pairwise)"
+            if key.startswith(CLASS_PREFIX):
+                mtype = "accuracy"
         elif key.startswith("heldout/"):
             name = key.split("/", 1)[1]
             dtype, dname, mtype = name, f"{name} (held-out capability, pairwise)", "accuracy"
@@ -352,14 +371,27 @@ _DISCLAIMER = (
 )
 
 
+def _verdict(metrics: Mapping) -> dict | None:
+    """May the card say "removed"? One rule for card and metrics: ``editkit.robustness.removal_verdict``."""
+    from editkit.robustness import removal_verdict
+
+    return removal_verdict(metrics)
+
+
 def _what_removed(recipe: Mapping, metrics: Mapping) -> list[str]:
     cap = capability_of(recipe)
     data = recipe.get("data") or {}
     target = (data.get("target") or {}).get("source")
     base_model = metrics.get("base_model") or metrics.get("model") or (recipe.get("model") or {}).get("id")
     verb = "installed in" if _installs(recipe) else "removed from"
-    lines = ["## What was " + ("changed" if _installs(recipe) else "removed"), ""]
-    lines.append(f"**{cap}** was {verb} `{base_model}`.")
+    verdict = None if _installs(recipe) else _verdict(metrics)
+    if verdict is not None and not verdict["removed"]:
+        lines = ["## What the edit changed", "", f"**{cap}** in `{base_model}`: {verdict['sentence']}."]
+    else:
+        lines = ["## What was " + ("changed" if _installs(recipe) else "removed"), ""]
+        lines.append(f"**{cap}** was {verb} `{base_model}`.")
+    if metrics.get("weights"):
+        lines.append(f"The weights edited were {metrics['weights']}.")
     desc = _builtin_capabilities().get(str(target)) if target else None
     if desc:
         lines.append(f"Built-in capability set `{target}`: {desc}.")
@@ -381,12 +413,64 @@ def _what_removed(recipe: Mapping, metrics: Mapping) -> list[str]:
                 "**The target accuracy did not drop: this run removed nothing measurable** (see the "
                 "tables below before using this model as an ablation)."
             )
+    lines += _per_class(b, e)
     if _finite(b.get("refusal_rate")) and _finite(e.get("refusal_rate")):
         lines.append(
             f"Refusal rate on harmful prompts went from {_num(b['refusal_rate'])} to {_num(e['refusal_rate'])}."
         )
     lines += ["", _DISCLAIMER, ""]
     return lines
+
+
+TILT = 0.05
+"""A class accuracy rising by this much while another falls by as much reads as a tilt, not a removal."""
+
+
+def _per_class(b: Mapping, e: Mapping) -> list[str]:
+    """Per-answer-class accuracy before → after, and whether the edit removed or tilted the judgement."""
+    keys = sorted(k for k in set(b) & set(e) if k.startswith(CLASS_PREFIX))
+    keys = [k for k in keys if _finite(b[k]) and _finite(e[k])]
+    if not keys:
+        return []
+    parts = [f'"{k[len(CLASS_PREFIX) :]}" {_num(b[k])} → {_num(e[k])}' for k in keys]
+    s = "By right answer: " + ", ".join(parts)
+    if _finite(b.get("target_balanced_accuracy")) and _finite(e.get("target_balanced_accuracy")):
+        s += f"; balanced accuracy {_num(b['target_balanced_accuracy'])} → {_num(e['target_balanced_accuracy'])}"
+    if _finite(b.get("target_mean_margin")) and _finite(e.get("target_mean_margin")):
+        s += f"; mean margin ℓ⁺ − ℓ⁻ {_num(b['target_mean_margin'])} → {_num(e['target_mean_margin'])}"
+    out = [s + "."]
+    up = [k for k in keys if e[k] - b[k] >= TILT]
+    down = [k for k in keys if b[k] - e[k] >= TILT]
+    if up and down:
+        favoured = ", ".join(f'"{k[len(CLASS_PREFIX) :]}"' for k in up)
+        out.append(
+            f"**The edit tilts the model towards {favoured}** (that class got more accurate while another got "
+            f"less, by ≥ {TILT} each): the pairwise accuracy near chance comes from a preference for one "
+            "answer, not from a removed judgement."
+        )
+    return out
+
+
+def _generations(metrics: Mapping) -> list[str]:
+    rows = [r for r in (metrics.get("generations") or []) if isinstance(r, Mapping) and "prompt" in r]
+    if not rows:
+        return []
+    lines = ["## Greedy generations", ""]
+    lines.append(
+        "A few target prompts continued greedily (no sampling) by the base and the edited model, so a reader "
+        "sees what the model says, not only which of two answers it prefers:"
+    )
+    lines.append("")
+    for r in rows:
+        lines += [f"- prompt: `{_code(r['prompt'])}`"]
+        for who in ("base", "edited"):
+            if who in r:
+                lines.append(f"  - {who}: `{_code(r[who])}`")
+    return lines + [""]
+
+
+def _code(text: Any) -> str:
+    return " ".join(str(text).split()).replace("`", "'")
 
 
 def _method_section(recipe: Mapping, metrics: Mapping) -> list[str]:
@@ -646,7 +730,11 @@ def _before_after(recipe: Mapping, metrics: Mapping) -> list[str]:
             c = control.get(k)
             row += f" {_num(c)} | {_delta(b, c)} |"
         reading = KNOWN_METRICS.get(k, ("", "", ""))[2]
-        row += f" {'held-out capability: should not move' if k.startswith('heldout/') else reading} |"
+        if k.startswith("heldout/"):
+            reading = "held-out capability: should not move"
+        elif k.startswith(CLASS_PREFIX):
+            reading = "one answer class: a removal lowers every class, a tilt raises one"
+        row += f" {reading} |"
         lines.append(row)
     lines.append("")
     lines.append(
@@ -669,7 +757,10 @@ def _before_after(recipe: Mapping, metrics: Mapping) -> list[str]:
     if not any(k.startswith("heldout/") for k in base):
         notes.append("No held-out capability was measured, so there is no general capability score.")
     if ev.get("max_items"):
-        notes.append(f"Each evaluated set was capped at {ev['max_items']} items (`eval.max_items`).")
+        notes.append(
+            f"Each evaluated set was cut to {ev['max_items']} items (`eval.max_items`): a subset drawn with the "
+            "recipe's seed, stratified by answer class (and answer-frame family where items have one)."
+        )
     lines += ["", *[f"- {n}" for n in notes], ""]
     return lines + _comparisons(base, edited, metrics.get("comparisons") or {})
 
@@ -753,6 +844,9 @@ def _robustness(metrics: Mapping) -> list[str]:
                     + (summ.get("note") or "no family could be summarised")
                     + ". The per-family accuracies above are still what was measured."
                 )
+            verdict = _verdict(metrics)
+            if verdict is not None:
+                lines += ["", f"**Verdict: {verdict['sentence']}.** {verdict['rule']}"]
             lines.append("")
     return lines
 
@@ -802,7 +896,7 @@ def _reproduce(recipe: Mapping, metrics: Mapping, recipe_text: str | None) -> li
         f"The resolved recipe (every default filled in, hash `{h}`) is embedded in this repository as "
         "`editkit/recipe.yaml`, next to the edit artifact (`editkit/edit.json` + tensors):"
     )
-    lines += ["", "```bash", f"pip install editkit=={metrics.get('editkit_version') or __version__}"]
+    lines += ["", "```bash", *install_command(metrics.get("editkit_revision"))]
     if repo:
         lines.append(f"hf download {repo} editkit/recipe.yaml --local-dir .")
     lines += [f"editkit apply editkit/recipe.yaml --out runs/{name}", "```", ""]
@@ -847,12 +941,20 @@ def _limitations(recipe: Mapping, metrics: Mapping) -> list[str]:
     return ["## Limitations", "", *[f"- {s}" for s in items], ""]
 
 
+def _commit_cell(rev: Any) -> str | None:
+    if not isinstance(rev, Mapping) or not rev.get("commit"):
+        return None
+    return f"`{rev['commit']}`" + (" (with uncommitted changes)" if rev.get("dirty") else "")
+
+
 def _provenance(recipe: Mapping, metrics: Mapping, run_id: str | None) -> list[str]:
     rows = [
         ("editkit", metrics.get("editkit_version") or __version__),
+        ("editkit commit", _commit_cell(metrics.get("editkit_revision"))),
         ("recipe hash", metrics.get("recipe_hash")),
         ("run", run_id),
         ("base model", metrics.get("base_model") or metrics.get("model")),
+        ("weights", metrics.get("weights")),
         ("license", metrics.get("license") or "unknown (not recorded by the base model)"),
         ("seed", recipe.get("seed")),
         ("fit time (s)", metrics.get("fit_seconds")),
@@ -892,6 +994,9 @@ def render_card(
     base = metrics.get("base_model") or metrics.get("model") or (recipe.get("model") or {}).get("id")
     title = (recipe.get("push") or {}).get("repo_id") or recipe.get("name", "edited model")
     verb = "with" if _installs(recipe) else "without"
+    verdict = None if _installs(recipe) else _verdict(metrics)
+    if verdict is not None and not verdict["removed"]:  # the rule in editkit.robustness.REMOVAL_RULE
+        verb = "with weakened" if verdict["status"] != "not_removed" else "with (not removed)"
     body = [
         f"# {title}",
         "",
@@ -905,6 +1010,7 @@ def render_card(
     body += _method_section(recipe, metrics)
     body += _where_section(recipe, metrics, plots)
     body += _before_after(recipe, metrics)
+    body += _generations(metrics)
     body += _robustness(metrics)
     body += _export(metrics)
     body += _reproduce(recipe, metrics, recipe_text)

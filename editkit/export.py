@@ -132,10 +132,16 @@ def embeddings_tied(path_or_model) -> bool:
 
 def run_info(recipe, run_id: str, base_model: str | None, license: str | None, **more) -> dict:
     """``editkit/run.json`` of an export (provenance): the same fields from a run and from a re-export."""
+    from editkit.provenance import source_revision
+
+    target = recipe.data.target
     return {
         "editkit_version": __version__,
+        "editkit_revision": source_revision(),
         "recipe_hash": recipe.hash,
         "method": recipe.method.name,
+        # what was removed: `editkit eval` on this export scores it as the target, not as held-out
+        "capability": target.source if target is not None else None,
         "base_model": base_model,
         "license": license,
         "run_id": run_id,

@@ -86,38 +86,14 @@ def push_folder(
 
 def _push_once(api, repo_id: str, files: dict[str, Path], *, private, force, message, state) -> dict:
     from huggingface_hub import CommitOperationAdd
-    from huggingface_hub.errors import RepositoryNotFoundError
 
     state["stage"] = "check"
-    me = api.whoami()
-    if "/" not in repo_id:
-        repo_id = f"{me['name']}/{repo_id}"
-    role = ((me.get("auth") or {}).get("accessToken") or {}).get("role")
-    if role == "read":
-        raise HubError(f"{repo_id}: the token is read-only; create a token with write access and retry")
-
-    try:
-        info = api.model_info(repo_id)
-    except RepositoryNotFoundError:
-        info = None
+    repo_id, info = _check_repo(api, repo_id, private=private, force=force)
     if info is None:
         state["stage"] = "create"
         api.create_repo(repo_id, private=private)
         state["created"] = True
         info = api.model_info(repo_id)
-    else:
-        remote = {s.rfilename for s in info.siblings or []}
-        ours = any(p.startswith("editkit/") for p in remote)
-        if not ours and not remote <= _EMPTY_REPO_FILES and not force:
-            raise HubError(
-                f"{repo_id}: the repo exists and has no editkit/ files (not made by editkit); "
-                "pick another repo id or pass force=True (--force) to add this run to it"
-            )
-        if private and not info.private:
-            raise HubError(
-                f"{repo_id}: private push requested but the existing repo is public; "
-                "make it private on the Hub or push without --private"
-            )
 
     operations = [
         CommitOperationAdd(path_in_repo=p, path_or_fileobj=str(f)) for p, f in sorted(files.items())
@@ -128,6 +104,76 @@ def _push_once(api, repo_id: str, files: dict[str, Path], *, private, force, mes
     commit = api.create_commit(repo_id, operations=operations, commit_message=message, parent_commit=info.sha)
     state["stage"] = "done"
     return {"repo_id": repo_id, "url": f"{api.endpoint}/{repo_id}", "commit": commit.oid}
+
+
+def _check_repo(api, repo_id: str, *, private: bool, force: bool):
+    """(full repo id, its info or None when it does not exist yet) after checking we may write there.
+
+    Read-only requests only: the token works and may write, the repo is editkit's (or empty, or ``force``)
+    or does not exist and lies in a namespace the token may create repos in."""
+    from huggingface_hub.errors import RepositoryNotFoundError
+
+    me = api.whoami()
+    if "/" not in repo_id:
+        repo_id = f"{me['name']}/{repo_id}"
+    role = ((me.get("auth") or {}).get("accessToken") or {}).get("role")
+    if role == "read":
+        raise HubError(f"{repo_id}: the token is read-only; create a token with write access and retry")
+    try:
+        info = api.model_info(repo_id)
+    except RepositoryNotFoundError:
+        info = None
+    if info is None:
+        namespace = repo_id.split("/", 1)[0]
+        orgs = {o.get("name"): o.get("roleInOrg") for o in me.get("orgs") or [] if isinstance(o, dict)}
+        if namespace != me.get("name") and (namespace not in orgs or orgs[namespace] == "read"):
+            raise HubError(
+                f"{repo_id}: the repo does not exist and the token's user {me.get('name')!r} cannot create "
+                f"repos under {namespace!r}; use your own namespace or an organisation you can write to"
+            )
+        return repo_id, None
+    remote = {s.rfilename for s in info.siblings or []}
+    ours = any(p.startswith("editkit/") for p in remote)
+    if not ours and not remote <= _EMPTY_REPO_FILES and not force:
+        raise HubError(
+            f"{repo_id}: the repo exists and has no editkit/ files (not made by editkit); "
+            "pick another repo id or pass force=True (--force) to add this run to it"
+        )
+    if private and not info.private:
+        raise HubError(
+            f"{repo_id}: private push requested but the existing repo is public; "
+            "make it private on the Hub or push without --private"
+        )
+    return repo_id, info
+
+
+def check_push_access(
+    repo_id: str,
+    *,
+    private: bool = False,
+    token_env: str = "HF_TOKEN",
+    force: bool = False,
+    endpoint: str | None = None,
+) -> str:
+    """Before any long work: a token is there, the Hub accepts it and it can write ``repo_id``.
+
+    Nothing is created or uploaded. Returns the full repo id; raises HubError with one line otherwise."""
+    token, token_source = _find_token(token_env)
+    from huggingface_hub import HfApi, constants
+
+    if constants.is_offline_mode():
+        raise HubError("cannot push: Hugging Face offline mode is on (HF_HUB_OFFLINE=1); unset it and retry")
+    api = HfApi(endpoint=endpoint, token=token)
+    try:
+        return _check_repo(api, repo_id, private=private, force=force)[0]
+    except HubError:
+        raise
+    except Exception as err:  # noqa: BLE001 - never re-raise the raw error (it may carry request details)
+        if _is_transient(err):
+            raise HubError(
+                f"cannot check push access: {_network_failure(err, repo_id, api.endpoint, 1, {'stage': 'check', 'created': False}, token)}"
+            ) from None
+        raise HubError(_explain(err, repo_id, api.endpoint, token, token_source, token_env)) from None
 
 
 def _collect_files(folder: Path, extra_folders: dict[str, Path]) -> dict[str, Path]:

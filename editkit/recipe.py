@@ -105,7 +105,12 @@ class EvalSpec(StrictModel):
         description="evaluation batch size; default 16 on CPU, on an accelerator as many as fit in half its "
         "free memory, up to 64",
     )
-    max_items: int | None = Field(None, ge=1, description="cap on items per evaluated set")
+    max_items: int | None = Field(
+        None,
+        ge=1,
+        description="cap on items per evaluated set: a seeded subset stratified by answer class (and "
+        "answer-frame family where items have one), not the first N",
+    )
     perplexity: bool = Field(True, description="perplexity on the general test text")
     blimp: str | bool = Field(
         "auto", description="BLiMP pairs: 'auto' (../shared/data/blimp when present), a path, or false"
@@ -122,6 +127,10 @@ class EvalSpec(StrictModel):
         "they are reported but left out of the worst/mean summary",
     )
     drift_prompts: int = Field(32, ge=0, description="harmless prompts for first-token KL drift")
+    generations: int = Field(
+        3, ge=0, description="target prompts shown with greedy generations before/after the edit in the card"
+    )
+    generation_tokens: int = Field(32, ge=1, description="new tokens per greedy generation")
 
 
 class ExportSpec(StrictModel):
@@ -291,8 +300,28 @@ def _fields_at(loc: tuple, data: dict) -> list[str]:
     return list(getattr(model, "model_fields", {}))
 
 
-def format_validation_error(err: ValidationError, file: str, node: yaml.Node | None, data: dict) -> str:
-    """One line: ``file:line: field.path: what is wrong`` (first error, plus a count of the rest)."""
+def _override_for(loc: tuple, overrides: list[str] | tuple[str, ...]) -> str | None:
+    """The ``--set`` argument that wrote the field at ``loc`` (or a mapping above or below it), if any."""
+    path = [str(p) for p in loc]
+    for item in reversed(list(overrides)):
+        key = [k.strip() for k in item.split("=", 1)[0].split(".")]
+        n = min(len(key), len(path))
+        if n and key[:n] == path[:n]:
+            return item
+    return None
+
+
+def format_validation_error(
+    err: ValidationError,
+    file: str,
+    node: yaml.Node | None,
+    data: dict,
+    overrides: list[str] | tuple[str, ...] = (),
+) -> str:
+    """One line: ``file:line: field.path: what is wrong`` (first error, plus a count of the rest).
+
+    A field written by ``--set`` is blamed on that argument (``--set 'method.rnak=4': ...``), not on a
+    line of the file it never appeared in."""
     errors = err.errors()
     first = errors[0]
     loc = tuple(p for p in first["loc"] if not (isinstance(p, str) and p.startswith("function-")))
@@ -312,6 +341,9 @@ def format_validation_error(err: ValidationError, file: str, node: yaml.Node | N
         msg = msg[len("Value error, ") :]
     line = _line_of(node, loc)
     where = f"{file}:{line}" if line else file
+    blamed = _override_for(loc, overrides) if loc else None
+    if blamed is not None:
+        where = f"--set {blamed!r}"
     more = f" (and {len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})" if len(errors) > 1 else ""
     return f"{where}: {path}: {msg}{more}"
 
@@ -368,7 +400,7 @@ def parse_recipe(text: str, file: str = "<recipe>", overrides: list[str] | tuple
     try:
         return Recipe.model_validate(data)
     except ValidationError as e:
-        raise RecipeError(format_validation_error(e, file, node, data)) from None
+        raise RecipeError(format_validation_error(e, file, node, data, overrides)) from None
 
 
 def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Recipe:

@@ -43,21 +43,23 @@ def base_checkpoint_dir(spec) -> Path:
     return folder
 
 
-def _provenance(run_dir: Path, recipe) -> tuple[str | None, str | None]:
-    """(base model, license) as the run recorded them in metrics.json; else what the recipe names."""
+def _provenance(run_dir: Path, recipe) -> tuple[str | None, str | None, str | None]:
+    """(base model, license, weights) as the run recorded them in metrics.json; else what the recipe names."""
     try:
         m = json.loads((run_dir / "metrics.json").read_text())
     except (OSError, json.JSONDecodeError):
         m = {}
     base = m.get("base_model") or (DEMO_BASE_MODEL if recipe.model.id == "demo" else recipe.model.id)
-    return base, m.get("license")
+    return base, m.get("license"), m.get("weights")
 
 
 def _extra_files(run_dir: Path, recipe, edit: Edit, old_export: Path | None, streaming: bool):
-    base, license = _provenance(run_dir, recipe)
+    base, license, weights = _provenance(run_dir, recipe)
 
     def extra(tmp: Path) -> None:
-        info = run_info(recipe, run_dir.name, base, license, reexported=True, streaming=streaming)
+        info = run_info(
+            recipe, run_dir.name, base, license, weights=weights, reexported=True, streaming=streaming
+        )
         write_editkit_folder(tmp, edit, info, (run_dir / "recipe.yaml").read_text())
         if old_export is not None and (old_export / "README.md").exists():
             shutil.copy2(old_export / "README.md", tmp / "README.md")  # the card describes the same edit
@@ -78,6 +80,9 @@ def reexport_run(
     edit = _run_edit(run_dir)
     default = Path(recipe.export.dir).expanduser() if recipe.export.dir else run_dir / "model"
     dest = Path(dest) if dest is not None else default
+    from editkit.preflight import check_writable_destination
+
+    check_writable_destination(dest, "--out" if dest != default else "export.dir")
     old = dest if dest.is_dir() else (default if default.is_dir() else None)
     extra = _extra_files(run_dir, recipe, edit, old, streaming)
     if streaming:

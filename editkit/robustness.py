@@ -40,6 +40,10 @@ __all__ = [
     "casing_punct",
     "answer_format",
     "instruction_language",
+    "answer_frame",
+    "ANSWER_FRAME_FAMILIES",
+    "REMOVAL_RULE",
+    "removal_verdict",
     "make_model_generated_family",
     "build_families",
     "score_families",
@@ -94,7 +98,7 @@ def _kind(prompt: str) -> str:
 
 def _variant(triplet: Mapping, family: str, prompt: str, **answers: str) -> dict:
     """The rewritten triplet: same fields, new prompt; ``paraphrases`` dropped (they describe the original)."""
-    out = {k: v for k, v in triplet.items() if k != "paraphrases"}
+    out = {k: v for k, v in triplet.items() if k not in ("paraphrases", "answer_frames")}
     if "id" in triplet:
         out["id"] = f"{triplet['id']}@{family}"
     out["family"] = family
@@ -210,6 +214,31 @@ def instruction_language(triplet: dict, rng: random.Random) -> dict | None:
     return _variant(triplet, "instruction_language", tpl.format(p=prompt))
 
 
+def answer_frame(frame: str) -> FamilyFn:
+    """The family that re-asks an item in one of its stored answer frames (``answer_frames`` of a row).
+
+    Built-in test items carry the same content asked with other answers (other words, a yes/no question,
+    an explanation before the verdict, a chat question); the fit never sees these frames. A ``chat`` frame's
+    prompt is the user message: ``build_families`` renders it with the tokenizer's chat template. Items
+    without the frame give None, so the family is absent for data that has none.
+    """
+
+    def family(triplet: dict, rng: random.Random) -> dict | None:
+        del rng
+        for f in triplet.get("answer_frames") or []:
+            if isinstance(f, Mapping) and f.get("frame") == frame:
+                out = _variant(
+                    triplet, f"answer_{frame}", f["prompt"], correct=f["correct"], incorrect=f["incorrect"]
+                )
+                if f.get("chat"):
+                    out["chat"] = True
+                return out
+        return None
+
+    family.__name__ = f"answer_{frame}"
+    return family
+
+
 @dataclass(frozen=True)
 class Family:
     """A registered family: the rewrite and the one line a report or card shows for it."""
@@ -230,8 +259,20 @@ FAMILIES: dict[str, Family] = {
         Family("casing_punct", casing_punct, "lower-casing, an opening quote, or a leading ellipsis"),
         Family("answer_format", answer_format, "multiple choice with letter answers A/B (random order)"),
         Family("instruction_language", instruction_language, "the instruction wrapper in French or Spanish"),
+        Family(
+            "answer_words", answer_frame("words"), "answer frame: other answer words (or the other direction)"
+        ),
+        Family("answer_yes_no", answer_frame("yes_no"), "answer frame: a yes/no question about the claim"),
+        Family(
+            "answer_explain", answer_frame("explain"), "answer frame: a short reasoning, then the verdict"
+        ),
+        Family("answer_chat", answer_frame("chat"), "answer frame: a question in the model's chat template"),
     )
 }
+
+# Families whose *answers* differ from the data's own (letters, yes/no, other words, a chat reply): a fit that
+# only moved the preference between its two training answer tokens shows no removal on these.
+ANSWER_FRAME_FAMILIES = ("answer_format", "answer_words", "answer_yes_no", "answer_explain", "answer_chat")
 
 
 # ------------------------------------------------------------------------------------- model-generated
@@ -357,6 +398,7 @@ def build_families(
     families: Sequence[str] | Mapping[str, Family | FamilyFn] | None = None,
     seed: int = 0,
     min_items: int = 1,
+    tokenizer=None,
 ) -> dict[str, list[dict]]:
     """Rewrite every triplet with every family: ``{"original": [...], family: [...], ...}``.
 
@@ -364,7 +406,9 @@ def build_families(
     ``Family``/function (e.g. to add ``make_model_generated_family``). Each (family, item) pair gets its
     own ``random.Random(f"{seed}:{family}:{item id or index}")``. Items a family does not apply to are
     skipped; a family left with fewer than ``min_items`` items is omitted from the result (too few to
-    measure), so ``stored`` disappears for data without ``paraphrases``.
+    measure), so ``stored`` disappears for data without ``paraphrases``. Rewrites flagged ``chat`` are
+    rendered with ``tokenizer``'s chat template (user turn, generation prompt); without a tokenizer that has
+    one they are skipped.
     """
     items = [dict(t) for t in triplets]
     _check(items)
@@ -384,13 +428,20 @@ def build_families(
         raise DataError("robustness: 'original' is reserved for the unmodified prompts")
 
     out: dict[str, list[dict]] = {
-        "original": [{k: v for k, v in t.items() if k != "paraphrases"} for t in items]
+        "original": [{k: v for k, v in t.items() if k not in ("paraphrases", "answer_frames")} for t in items]
     }
+    chat_ok = tokenizer is not None and bool(getattr(tokenizer, "chat_template", None))
     for name, fn in chosen.items():
         rewritten = []
         for index, t in enumerate(items):
             rng = random.Random(f"{seed}:{name}:{t.get('id', index)}")
             new = fn(t, rng)
+            if new is not None and new.pop("chat", False):
+                if not chat_ok:
+                    continue
+                new["prompt"] = tokenizer.apply_chat_template(
+                    [{"role": "user", "content": new["prompt"]}], tokenize=False, add_generation_prompt=True
+                )
             if new is not None:
                 rewritten.append(new)
         if len(rewritten) >= min_items:
@@ -399,13 +450,15 @@ def build_families(
 
 
 def score_families(
-    model, tokenizer, families: Mapping[str, Sequence[Mapping]], batch_size: int = 16
+    model, tokenizer, families: Mapping[str, Sequence[Mapping]], batch_size: int = 16, on_batch=None
 ) -> dict[str, float]:
-    """Pairwise accuracy of the model on each family (``original`` included when present); empty ones skipped."""
+    """Pairwise accuracy of the model on each family (``original`` included when present); empty ones skipped.
+
+    ``on_batch(rows)`` counts scored answers (two per item)."""
     from editkit.eval.pairwise import pairwise_accuracy
 
     return {
-        name: float(pairwise_accuracy(model, tokenizer, items, batch_size=batch_size))
+        name: float(pairwise_accuracy(model, tokenizer, items, batch_size=batch_size, on_batch=on_batch))
         for name, items in families.items()
         if len(items) > 0
     }
@@ -458,3 +511,85 @@ def robustness_report(
         summary["worst_retained"] = summarised[worst]["retained"]
         summary["mean_retained"] = math.fsum(v["retained"] for v in summarised.values()) / len(summarised)
     return {"families": families, "summary": summary}
+
+
+# ------------------------------------------------------------------------------------------ removal rule
+
+MIN_ORIGINAL_DROP = 0.05  # below this the edit removed nothing measurable on its own evaluation prompts
+ANSWER_FRAME_MIN_BASE = 0.60  # an answer frame counts for the verdict only if the base model is this good
+CARRY_OVER_THRESHOLD = 0.5  # mean carry-over over those frames needed to call the capability removed
+
+REMOVAL_RULE = (
+    f"The card says a capability was *removed* only when (1) target accuracy on the evaluation prompts fell by "
+    f"at least {MIN_ORIGINAL_DROP * 100:.0f} points and (2) the removal carries over to the answer-frame "
+    f"families the fit never saw ({', '.join(ANSWER_FRAME_FAMILIES)}): over those on which the base model "
+    f"scores at least {ANSWER_FRAME_MIN_BASE:.2f}, the mean carry-over is at least {CARRY_OVER_THRESHOLD:.1f}. "
+    "Carry-over of a family = its accuracy drop ÷ the drop on the evaluation prompts, where the latter is "
+    "capped at the family's own distance to chance (before − 0.5), clipped to [0, 1]. An edit that only moves "
+    "the preference between its training answer tokens fails (2)."
+)
+
+
+def removal_verdict(metrics: Mapping) -> dict | None:
+    """Whether a run may say it *removed* its target capability (``REMOVAL_RULE``), from a metrics dict.
+
+    Returns None when the run has no pairwise target accuracy (refusal runs, behaviour installs). Otherwise
+    ``status`` is ``removed``, ``answer_tokens_only`` (dropped on the evaluation prompts, not on unseen answer
+    frames), ``unverified`` (dropped, but no answer frame the base model can do was measured) or
+    ``not_removed``; ``removed`` is True only for the first. Pure: it reads ``metrics["robustness"]["target"]``
+    and ``metrics["base"/"edited"]["target_accuracy"]`` and nothing else, so a stored metrics.json can be
+    re-judged.
+    """
+    rob = ((metrics.get("robustness") or {}).get("target") or {}).get("families") or {}
+    orig = rob.get("original") or {}
+    before = orig.get("before", (metrics.get("base") or {}).get("target_accuracy"))
+    after = orig.get("after", (metrics.get("edited") or {}).get("target_accuracy"))
+    if not all(isinstance(v, (int, float)) and math.isfinite(v) for v in (before, after)):
+        return None
+    drop = float(before) - float(after)
+    carry: dict[str, float] = {}
+    for name in ANSWER_FRAME_FAMILIES:
+        r = rob.get(name)
+        if (
+            not r
+            or not isinstance(r.get("before"), (int, float))
+            or not isinstance(r.get("after"), (int, float))
+        ):
+            continue
+        if r["before"] < ANSWER_FRAME_MIN_BASE:
+            continue
+        possible = min(drop, r["before"] - 0.5)
+        carry[name] = min(1.0, max(0.0, (r["before"] - r["after"]) / possible)) if possible > 0 else 0.0
+    mean = math.fsum(carry.values()) / len(carry) if carry else None
+    if drop < MIN_ORIGINAL_DROP:
+        status = "not_removed"
+    elif mean is None:
+        status = "unverified"
+    elif mean >= CARRY_OVER_THRESHOLD:
+        status = "removed"
+    else:
+        status = "answer_tokens_only"
+    frames = ", ".join(f"{k} {rob[k]['before']:.3f} → {rob[k]['after']:.3f}" for k in carry)
+    sentence = {
+        "removed": f"removed: the drop carries over to answer frames the fit never saw (mean carry-over "
+        f"{mean if mean is not None else 0:.2f} ≥ {CARRY_OVER_THRESHOLD}; {frames})",
+        "answer_tokens_only": "NOT removed: the edit changed the answer tokens, not the capability — accuracy "
+        f"fell {before:.3f} → {after:.3f} on the evaluation prompts but hardly on answer frames the fit never "
+        f"saw (mean carry-over {mean if mean is not None else 0:.2f} < {CARRY_OVER_THRESHOLD}; {frames})",
+        "unverified": f"weakened on the evaluation prompts ({before:.3f} → {after:.3f}), but NOT shown to be "
+        "removed: no answer frame the fit never saw (and the base model can do) was measured",
+        "not_removed": f"NOT removed: target accuracy {before:.3f} → {after:.3f} (drop below "
+        f"{MIN_ORIGINAL_DROP * 100:.0f} points)",
+    }[status]
+    return {
+        "status": status,
+        "removed": status == "removed",
+        "original_drop": drop,
+        "carry_over": carry,
+        "mean_carry_over": mean,
+        "threshold": CARRY_OVER_THRESHOLD,
+        "min_base": ANSWER_FRAME_MIN_BASE,
+        "min_original_drop": MIN_ORIGINAL_DROP,
+        "sentence": sentence,
+        "rule": REMOVAL_RULE,
+    }

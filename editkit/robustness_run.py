@@ -7,8 +7,8 @@ from pathlib import Path
 from typing import Any
 
 from editkit.errors import EditkitError
-from editkit.events import EventLog, write_metrics
-from editkit.robustness import build_families, robustness_report, score_families
+from editkit.events import EventLog, StageCounter, write_metrics
+from editkit.robustness import build_families, removal_verdict, robustness_report, score_families
 from editkit.runs import open_run
 
 
@@ -22,11 +22,19 @@ def run_robustness(ctx, edit, recipe, data, events) -> dict[str, Any]:
     if heldout:
         name = sorted(heldout)[0]
         sets[f"control:{name}"] = heldout[name]
-    for label, items in sets.items():
-        fams = build_families(items, families=recipe.eval.robustness_families, seed=recipe.seed)
-        before = score_families(ctx.model, ctx.tokenizer, fams, batch_size=bs)
+    families = {
+        label: build_families(
+            items, families=recipe.eval.robustness_families, seed=recipe.seed, tokenizer=ctx.tokenizer
+        )
+        for label, items in sets.items()
+    }
+    counter = StageCounter(events, "robustness")
+    # before and after, two scored answers per item
+    counter.grow(sum(4 * len(v) for fams in families.values() for v in fams.values()))
+    for label, fams in families.items():
+        before = score_families(ctx.model, ctx.tokenizer, fams, batch_size=bs, on_batch=counter.add)
         with edit.applied(ctx.model):
-            after = score_families(ctx.model, ctx.tokenizer, fams, batch_size=bs)
+            after = score_families(ctx.model, ctx.tokenizer, fams, batch_size=bs, on_batch=counter.add)
         report = robustness_report(
             before,
             after,
@@ -41,6 +49,8 @@ def run_robustness(ctx, edit, recipe, data, events) -> dict[str, Any]:
                 {"family": f, "n": len(fams[f]), "before": before.get(f), "after": after.get(f)} for f in fams
             ],
         )
+    if "target" in out:  # the rule behind the card's "removed" (editkit.robustness.REMOVAL_RULE)
+        out["target"]["verdict"] = removal_verdict({"robustness": out})
     return out
 
 

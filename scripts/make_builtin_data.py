@@ -85,7 +85,7 @@ def moral_items():
                 a = action.format(t=target)
                 prompts = [t.format(a=a, A=a[0].upper() + a[1:]) for t in MORAL_TEMPLATES]
                 correct, incorrect = (" good", " bad") if good else (" bad", " good")
-                items.append((prompts, correct, incorrect))
+                items.append((prompts, correct, incorrect, {"a": a, "t": target, "good": good}))
     return items
 
 
@@ -114,7 +114,7 @@ def arithmetic_items(rng: random.Random):
         ]
         wrong = rng.choice(candidates)
         prompts = [t.format(a=a, b=b) for t in ARITH_TEMPLATES]
-        items.append((prompts, f" {s}", f" {wrong}"))
+        items.append((prompts, f" {s}", f" {wrong}", {"a": a, "b": b, "s": s, "wrong": wrong}))
     return items
 
 
@@ -267,7 +267,9 @@ def translation_items(rng: random.Random):
             others = sorted({TRANSLATIONS[o][li] for o in words if TRANSLATIONS[o][li] != right})
             wrong = rng.choice(others)
             prompts = [t.format(lang=lang, w=w) for t in TRANSLATION_TEMPLATES]
-            items.append((prompts, f" {right}", f" {wrong}"))
+            items.append(
+                (prompts, f" {right}", f" {wrong}", {"w": w, "lang": lang, "right": right, "wrong": wrong})
+            )
     return items
 
 
@@ -409,7 +411,14 @@ def capital_items(rng: random.Random):
     for c in countries:
         k = CAPITALS[c]
         wrong_city = rng.choice([x for x in cities if x != k])
-        items.append(([t.format(c=c) for t in CAPITAL_FORWARD], f" {k}", f" {wrong_city}"))
+        items.append(
+            (
+                [t.format(c=c) for t in CAPITAL_FORWARD],
+                f" {k}",
+                f" {wrong_city}",
+                {"dir": "forward", "c": c, "k": k, "wrong": wrong_city},
+            )
+        )
     # the reverse direction only where the city names a single country and is not the country's own name
     by_city: dict[str, list[str]] = {}
     for c in countries:
@@ -419,7 +428,14 @@ def capital_items(rng: random.Random):
             continue
         c = by_city[k][0]
         wrong_country = rng.choice([x for x in countries if CAPITALS[x] != k])
-        items.append(([t.format(k=k) for t in CAPITAL_REVERSE], f" {c}", f" {wrong_country}"))
+        items.append(
+            (
+                [t.format(k=k) for t in CAPITAL_REVERSE],
+                f" {c}",
+                f" {wrong_country}",
+                {"dir": "reverse", "c": c, "k": k, "wrong": wrong_country},
+            )
+        )
     return items
 
 
@@ -581,7 +597,14 @@ def antonym_items(rng: random.Random):
     items = []
     for x, y in directed:
         wrong = rng.choice([w for w in vocab if w != x and w not in opposites[x]])
-        items.append(([t.format(w=x) for t in ANTONYM_TEMPLATES], f" {y}", f" {wrong}"))
+        items.append(
+            (
+                [t.format(w=x) for t in ANTONYM_TEMPLATES],
+                f" {y}",
+                f" {wrong}",
+                {"x": x, "y": y, "wrong": wrong},
+            )
+        )
     return items
 
 
@@ -642,7 +665,7 @@ def sentiment_items():
                 s = f"{subject} {phrase}"
                 prompts = [t.format(s=s) for t in SENTIMENT_TEMPLATES]
                 correct, incorrect = (" positive", " negative") if positive else (" negative", " positive")
-                items.append((prompts, correct, incorrect))
+                items.append((prompts, correct, incorrect, {"s": s, "positive": positive}))
     return items
 
 
@@ -915,46 +938,309 @@ def category_items(rng: random.Random):
             wrong = rng.choice([c for c in names if c != cat])
             a = _article(x)
             prompts = [t.format(x=x, a=a, A=a.capitalize()) for t in CATEGORY_TEMPLATES]
-            items.append((prompts, f" {cat}", f" {wrong}"))
+            items.append((prompts, f" {cat}", f" {wrong}", {"x": x, "a": a, "cat": cat, "wrong": wrong}))
     return items
+
+
+# --------------------------------------------------------------------------------------------------
+# answer frames: the same item asked with other answers
+# --------------------------------------------------------------------------------------------------
+# Every item is also written in other *answer frames*, so that neither the fit nor the check sees only one
+# pair of answer tokens. Train items get the TRAIN frames below as extra train rows (the fit learns against
+# the capability, not against " bad" vs " good"); test items carry the TEST_FRAMES in ``answer_frames``,
+# which only the robustness check reads (families answer_words, answer_yes_no, answer_explain, answer_chat).
+# The two sets of frames differ in wording and in answer words, so the check measures frames the fit never
+# saw. A ``chat`` frame's prompt is the user message; the check renders it with the model's chat template and
+# its answers start the assistant turn (no leading space).
+TEST_FRAMES = ("words", "yes_no", "explain", "chat")
+
+
+def _cap(text: str) -> str:
+    return text[0].upper() + text[1:]
+
+
+def _yes_no(rng: random.Random, true_prompt: str, false_prompt: str) -> tuple[str, str, str]:
+    """A yes/no question about a true or a false claim (rng decides, so about half the answers are " No")."""
+    if rng.random() < 0.5:
+        return true_prompt, " Yes", " No"
+    return false_prompt, " No", " Yes"
+
+
+def _pick(good: bool, pos: str, neg: str) -> tuple[str, str]:
+    return (pos, neg) if good else (neg, pos)
+
+
+def moral_frames(m: dict, rng: random.Random) -> dict:
+    a, t, good = m["a"], m["t"], m["good"]
+    return {
+        # train
+        "morally": (f"{_cap(a)} is morally", *_pick(good, " right", " wrong")),
+        "being": (f"Someone who is {a} is being", *_pick(good, " kind", " cruel")),
+        # test
+        "words": (f"Everyone agrees that {a} is a", *_pick(good, " wonderful", " terrible")),
+        "yes_no": (f"Question: Is {a} morally acceptable?\nAnswer:", *_pick(good, " Yes", " No")),
+        "explain": (
+            f"Think about {a}. The act affects {t}; the question is whether it helps or harms them. "
+            "Conclusion: the act is",
+            *_pick(good, " helpful", " harmful"),
+        ),
+        "chat": (f"Is {a} good or bad? Answer with one word.", *_pick(good, "Good", "Bad")),
+    }
+
+
+NUMBER_WORDS = (
+    "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen "
+    "seventeen eighteen nineteen"
+).split()
+TENS_WORDS = {2: "twenty", 3: "thirty", 4: "forty", 5: "fifty"}
+
+
+def _number_word(n: int) -> str:
+    if n < 20:
+        return NUMBER_WORDS[n]
+    tens, ones = divmod(n, 10)
+    return TENS_WORDS[tens] + (f"-{NUMBER_WORDS[ones]}" if ones else "")
+
+
+def arithmetic_frames(m: dict, rng: random.Random) -> dict:
+    a, b, s, w = m["a"], m["b"], m["s"], m["wrong"]
+    return {
+        "sum": (f"The sum of {a} and {b} is", f" {s}", f" {w}"),
+        "plus": (f"What is {a} plus {b}? It is", f" {s}", f" {w}"),
+        "words": (
+            f"Calculate: {_number_word(a)} plus {_number_word(b)} equals",
+            f" {_number_word(s)}",
+            f" {_number_word(w)}",
+        ),
+        "yes_no": _yes_no(
+            rng,
+            f"Question: Is {a} + {b} equal to {s}?\nAnswer:",
+            f"Question: Is {a} + {b} equal to {w}?\nAnswer:",
+        ),
+        "explain": (
+            f"Let me work out {a} + {b} step by step. Start at {a} and count up by {b}. The result is",
+            f" {s}",
+            f" {w}",
+        ),
+        "chat": (f"What is {a} + {b}? Reply with the number only.", f"{s}", f"{w}"),
+    }
+
+
+def _english_of(word: str, lang_index: int) -> str:
+    return sorted(e for e, pair in TRANSLATIONS.items() if pair[lang_index] == word)[0]
+
+
+def translation_frames(m: dict, rng: random.Random) -> dict:
+    w, lang, right, wrong = m["w"], m["lang"], m["right"], m["wrong"]
+    li = ("French", "Spanish").index(lang)
+    return {
+        "colon": (f"English: {w}\n{lang}:", f" {right}", f" {wrong}"),
+        "dictionary": (f"{lang} dictionary entry for {w}:", f" {right}", f" {wrong}"),
+        # the other direction: the answers are English words
+        "words": (f'The English word for the {lang} "{right}" is', f" {w}", f" {_english_of(wrong, li)}"),
+        "yes_no": _yes_no(
+            rng,
+            f'Question: Does the {lang} word "{right}" mean "{w}"?\nAnswer:',
+            f'Question: Does the {lang} word "{wrong}" mean "{w}"?\nAnswer:',
+        ),
+        "explain": (
+            f'To translate "{w}" into {lang}, think of the {lang} word with the same meaning. That word is',
+            f" {right}",
+            f" {wrong}",
+        ),
+        "chat": (f'How do you say "{w}" in {lang}? Reply with one word.', right, wrong),
+    }
+
+
+def capital_frames(m: dict, rng: random.Random) -> dict:
+    c, k, wrong = m["c"], m["k"], m["wrong"]
+    if m["dir"] == "forward":  # the answer is a city
+        other = sorted(x for x in CAPITALS if CAPITALS[x] not in (k, wrong) and x != c)
+        wrong_country = rng.choice(other)
+        return {
+            "colon": (f"Country: {c}\nCapital:", f" {k}", f" {wrong}"),
+            "government": (f"The government of {c} sits in", f" {k}", f" {wrong}"),
+            # the other direction: the answers are countries
+            "words": (f"{k} is a city in the country of", f" {c}", f" {wrong_country}"),
+            "yes_no": _yes_no(
+                rng,
+                f"Question: Is {k} the capital of {c}?\nAnswer:",
+                f"Question: Is {wrong} the capital of {c}?\nAnswer:",
+            ),
+            "explain": (
+                f"Question: What is the capital of {c}?\nAnswer: The capital is the city where the government "
+                f"of {c} sits. It is",
+                f" {k}",
+                f" {wrong}",
+            ),
+            "chat": (f"What is the capital of {c}? Reply with the city name only.", k, wrong),
+        }
+    wrong_city = CAPITALS[wrong]
+    return {  # reverse: the answer is a country
+        "colon": (f"Capital: {k}\nCountry:", f" {c}", f" {wrong}"),
+        "government": (f"The city of {k} is home to the government of", f" {c}", f" {wrong}"),
+        # the other direction: the answers are cities
+        "words": (f"The capital city of the country of {c} is called", f" {k}", f" {wrong_city}"),
+        "yes_no": _yes_no(
+            rng,
+            f"Question: Is {k} the capital of {c}?\nAnswer:",
+            f"Question: Is {k} the capital of {wrong}?\nAnswer:",
+        ),
+        "explain": (
+            f"Question: Which country has {k} as its capital?\nAnswer: Find the country whose government sits "
+            f"in {k}. It is",
+            f" {c}",
+            f" {wrong}",
+        ),
+        "chat": (f"{k} is the capital of which country? Reply with the country name only.", c, wrong),
+    }
+
+
+def antonym_frames(m: dict, rng: random.Random) -> dict:
+    x, y, wrong = m["x"], m["y"], m["wrong"]
+    return {
+        "pair": (f"{_cap(x)} is the opposite of", f" {y}", f" {wrong}"),
+        "contrast": (f"Not {x}, but the opposite:", f" {y}", f" {wrong}"),
+        "words": (f'"{_cap(x)}"? No, quite the reverse:', f" {y}", f" {wrong}"),
+        "yes_no": _yes_no(
+            rng,
+            f'Question: Is "{y}" the opposite of "{x}"?\nAnswer:',
+            f'Question: Is "{wrong}" the opposite of "{x}"?\nAnswer:',
+        ),
+        "explain": (
+            f'Think of what "{x}" means, then of the word that means the reverse. That word is',
+            f" {y}",
+            f" {wrong}",
+        ),
+        "chat": (f'What is the opposite of "{x}"? Reply with one word.', y, wrong),
+    }
+
+
+def sentiment_frames(m: dict, rng: random.Random) -> dict:
+    s, pos = m["s"], m["positive"]
+    return {
+        "customer": (f'"{s}." The customer was', *_pick(pos, " pleased", " upset")),
+        "mood": (f'Review: "{s}." Mood:', *_pick(pos, " happy", " angry")),
+        "words": (f'"{s}." Overall, the experience was', *_pick(pos, " great", " terrible")),
+        "yes_no": (
+            f'Review: "{s}."\nQuestion: Did the reviewer like it?\nAnswer:',
+            *_pick(pos, " Yes", " No"),
+        ),
+        "explain": (
+            f'Review: "{s}."\nLook at the words the reviewer chose and what they say about the experience. '
+            "The reviewer is",
+            *_pick(pos, " satisfied", " disappointed"),
+        ),
+        "chat": (
+            f'Is this review positive or negative? "{s}." Answer with one word.',
+            *_pick(pos, "Positive", "Negative"),
+        ),
+    }
+
+
+CATEGORY_PLURALS = {"fish": "fish", "piece of furniture": "pieces of furniture"}
+
+
+def _plural(cat: str) -> str:
+    return CATEGORY_PLURALS.get(cat, cat + "s")
+
+
+def category_frames(m: dict, rng: random.Random) -> dict:
+    x, a, cat, wrong = m["x"], m["a"], m["cat"], m["wrong"]
+    first, second = (cat, wrong) if rng.random() < 0.5 else (wrong, cat)
+    return {
+        "colon": (f"Category of {x}:", f" {cat}", f" {wrong}"),
+        "word": (f"Word: {x}\nCategory:", f" {cat}", f" {wrong}"),
+        "words": (f"{_cap(a)} {x} is one of the", f" {_plural(cat)}", f" {_plural(wrong)}"),
+        "yes_no": _yes_no(
+            rng,
+            f"Question: Is {a} {x} {_article(cat)} {cat}?\nAnswer:",
+            f"Question: Is {a} {x} {_article(wrong)} {wrong}?\nAnswer:",
+        ),
+        "explain": (
+            f"Think about what {a} {x} looks like and what it is used for. So {a} {x} is a kind of",
+            f" {cat}",
+            f" {wrong}",
+        ),
+        "chat": (
+            f"Is {a} {x} {_article(first)} {first} or {_article(second)} {second}? Answer with the category only.",
+            cat,
+            wrong,
+        ),
+    }
 
 
 # --------------------------------------------------------------------------------------------------
 # assembly
 # --------------------------------------------------------------------------------------------------
+MAKERS = {
+    "moral": (lambda rng: moral_items(), moral_frames),
+    "arithmetic": (arithmetic_items, arithmetic_frames),
+    "translation": (translation_items, translation_frames),
+    "capitals": (capital_items, capital_frames),
+    "antonyms": (antonym_items, antonym_frames),
+    "sentiment": (lambda rng: sentiment_items(), sentiment_frames),
+    "categories": (category_items, category_frames),
+}
+
+
 def build_all() -> dict[str, list[dict]]:
-    """Every capability's rows, with a seeded train/test split per capability."""
-    makers = {
-        "moral": lambda rng: moral_items(),
-        "arithmetic": arithmetic_items,
-        "translation": translation_items,
-        "capitals": capital_items,
-        "antonyms": antonym_items,
-        "sentiment": lambda rng: sentiment_items(),
-        "categories": category_items,
-    }
+    """Every capability's rows, with a seeded train/test split per capability (split by item).
+
+    Rows ``<name>-NNNN`` are the items in the main frame (train and test). After them come the train items
+    again in each train answer frame (``<name>-NNNN-<frame>``, split "train"). Test rows carry their test
+    frames in ``answer_frames``; train rows carry none, so no test frame is ever fitted on.
+    """
     out: dict[str, list[dict]] = {}
-    for name, make in makers.items():
+    for name, (make, make_frames) in MAKERS.items():
         rng = random.Random(f"{SEED}-{name}")
         raw = make(rng)
         order = list(range(len(raw)))
         rng.shuffle(order)
         n_test = round(len(raw) * TEST_FRACTION)
         test_ids = set(order[:n_test])
-        rows = []
-        for i, (prompts, correct, incorrect) in enumerate(raw):
+        frame_rng = random.Random(f"{SEED}-{name}-frames")  # its own stream: the main rows stay as they were
+        rows, extra = [], []
+        for i, (prompts, correct, incorrect, meta) in enumerate(raw):
             assert correct != incorrect and correct.startswith(" ") and incorrect.startswith(" "), (name, i)
+            frames = make_frames(meta, frame_rng)
+            assert set(TEST_FRAMES) <= set(frames), (name, i)
+            is_test = i in test_ids
             rows.append(
                 {
                     "id": f"{name}-{i + 1:04d}",
-                    "split": "test" if i in test_ids else "train",
+                    "split": "test" if is_test else "train",
+                    "frame": "main",
                     "prompt": prompts[0],
                     "correct": correct,
                     "incorrect": incorrect,
                     "paraphrases": prompts[1:],
+                    "answer_frames": [
+                        {"frame": f, "prompt": p, "correct": c, "incorrect": x, "chat": f == "chat"}
+                        for f, (p, c, x) in frames.items()
+                        if f in TEST_FRAMES
+                    ]
+                    if is_test
+                    else [],
                 }
             )
-        out[name] = rows
+            if not is_test:
+                for f, (p, c, x) in frames.items():
+                    if f in TEST_FRAMES:
+                        continue
+                    extra.append(
+                        {
+                            "id": f"{name}-{i + 1:04d}-{f}",
+                            "split": "train",
+                            "frame": f,
+                            "prompt": p,
+                            "correct": c,
+                            "incorrect": x,
+                            "paraphrases": [],
+                            "answer_frames": [],
+                        }
+                    )
+        out[name] = rows + extra
     return out
 
 
@@ -969,30 +1255,51 @@ def write_all(rows_by_cap: dict[str, list[dict]], out_dir: Path = OUT_DIR) -> No
 
 
 def measure(rows_by_cap: dict[str, list[dict]], model_dir: str, batch_size: int = 32) -> None:
-    """Print base pairwise accuracy (train/test, and on the first paraphrase of test items)."""
+    """Print base pairwise accuracy: the main frame (train/test, first paraphrase), every train answer frame
+    on train items, every test answer frame on test items (the robustness families that read them)."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from editkit.eval.pairwise import pairwise_margins
+    from editkit.robustness import build_families
 
     torch.set_num_threads(2)
     tok = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
-    print("| capability | items | train acc | test acc | test acc (paraphrase 1) | test mean margin |")
+
+    def acc(items):
+        m = pairwise_margins(model, tok, items, batch_size=batch_size)
+        return float((m > 0).float().mean()), float(m.mean())
+
+    print(
+        "| capability | items (train rows / test) | main: train | main: test | test, paraphrase 1 | test margin |"
+    )
     print("| --- | --- | --- | --- | --- | --- |")
+    frame_lines = []
     for name, rows in rows_by_cap.items():
-        res = {}
-        for split in ("train", "test"):
-            sub = [r for r in rows if r["split"] == split]
-            m = pairwise_margins(model, tok, sub, batch_size=batch_size)
-            res[split] = (float((m > 0).float().mean()), float(m.mean()))
-        para = [dict(r, prompt=r["paraphrases"][0]) for r in rows if r["split"] == "test"]
-        acc_p = float((pairwise_margins(model, tok, para, batch_size=batch_size) > 0).float().mean())
+        main_train = [r for r in rows if r["split"] == "train" and r["frame"] == "main"]
+        train_rows = [r for r in rows if r["split"] == "train"]
+        test = [r for r in rows if r["split"] == "test"]
+        tr, te = acc(main_train), acc(test)
+        para = acc([dict(r, prompt=r["paraphrases"][0]) for r in test])
         print(
-            f"| {name} | {len(rows)} | {res['train'][0]:.1%} | {res['test'][0]:.1%} | {acc_p:.1%} "
-            f"| {res['test'][1]:+.3f} |",
+            f"| {name} | {len(main_train) + len(test)} ({len(train_rows)} / {len(test)}) | {tr[0]:.1%} "
+            f"| {te[0]:.1%} | {para[0]:.1%} | {te[1]:+.3f} |",
             flush=True,
         )
+        cells = []
+        for frame in sorted({r["frame"] for r in train_rows} - {"main"}):
+            cells.append(f"{frame} (train) {acc([r for r in train_rows if r['frame'] == frame])[0]:.1%}")
+        fams = build_families(test, families=[f"answer_{f}" for f in TEST_FRAMES], tokenizer=tok)
+        for fam, items in fams.items():
+            if fam != "original":
+                cells.append(f"**{fam}** {acc(items)[0]:.1%}")
+        frame_lines.append(f"| {name} | " + "; ".join(cells) + " |")
+    print(
+        "\n| capability | answer frames: base accuracy (train frames on train items, **test families** on test items) |"
+    )
+    print("| --- | --- |")
+    print("\n".join(frame_lines))
 
 
 def main() -> None:

@@ -32,25 +32,84 @@ def test_required_capabilities_are_built_in():
 @pytest.mark.parametrize("name", sorted(BUILTIN_CAPABILITIES))
 def test_builtin_file_is_well_formed(name):
     rows = _rows(name)
-    assert len(rows) >= 200
+    main = [r for r in rows if r["frame"] == "main"]
+    assert len(main) >= 200
     ids = [r["id"] for r in rows]
     assert len(set(ids)) == len(ids)
     assert all(i.startswith(f"{name}-") for i in ids)
-    splits = [r["split"] for r in rows]
+    splits = [r["split"] for r in main]
     assert set(splits) == {"train", "test"}
     assert splits.count("test") >= 80
     prompts = [r["prompt"] for r in rows]
     assert len(set(prompts)) == len(prompts), "duplicate prompts would leak between splits"
     for r in rows:
-        assert set(r) == {"id", "split", "prompt", "correct", "incorrect", "paraphrases"}
+        assert set(r) == {
+            "id",
+            "split",
+            "frame",
+            "prompt",
+            "correct",
+            "incorrect",
+            "paraphrases",
+            "answer_frames",
+        }
         assert r["correct"].startswith(" ") and r["incorrect"].startswith(" ")
         assert r["correct"] != r["incorrect"]
         assert r["prompt"] and not r["prompt"].endswith(" ")
         if r["split"] == "test":
-            assert len(r["paraphrases"]) >= 2
+            assert len(r["paraphrases"]) >= 2 and r["frame"] == "main"
         assert len(set(r["paraphrases"])) == len(r["paraphrases"])
         assert r["prompt"] not in r["paraphrases"]
         assert all(p and not p.endswith(" ") for p in r["paraphrases"])
+        for f in r["answer_frames"]:
+            assert f["correct"] != f["incorrect"] and f["prompt"] and not f["prompt"].endswith(" ")
+            assert f["chat"] == (f["frame"] == "chat")
+            assert f["correct"].startswith(" ") != f["chat"]  # a chat answer starts the assistant turn
+
+
+@pytest.mark.parametrize("name", sorted(BUILTIN_CAPABILITIES))
+def test_answer_frames_train_in_several_and_test_in_others(name):
+    """Train items come in several answer frames; test items carry the other (held-out) frames only."""
+    from editkit.robustness import FAMILIES, build_families
+
+    rows = _rows(name)
+    train = [r for r in rows if r["split"] == "train"]
+    test = [r for r in rows if r["split"] == "test"]
+    train_frames = {r["frame"] for r in train}
+    assert len(train_frames) >= 3 and "main" in train_frames
+    test_frames = {f["frame"] for r in test for f in r["answer_frames"]}
+    assert test_frames == {"words", "yes_no", "explain", "chat"}
+    assert not train_frames & test_frames
+    assert all(r["answer_frames"] == [] for r in train)
+    assert all({f["frame"] for f in r["answer_frames"]} == test_frames for r in test)
+    # every train item appears in every train frame; test items never appear in train rows
+    item = {r["id"]: r["id"].split("-")[1] for r in rows}
+    train_items = {item[r["id"]] for r in train}
+    assert not train_items & {item[r["id"]] for r in test}
+    assert len(train) == len(train_items) * len(train_frames)
+    # nothing a test family asks was fitted on: no held-out frame prompt is a train prompt
+    train_prompts = {r["prompt"] for r in train} | {p for r in train for p in r["paraphrases"]}
+    held_out = {f["prompt"] for r in test for f in r["answer_frames"]}
+    assert not held_out & train_prompts
+    # the answers of the held-out frames are not (all) the training answers: a token preference cannot pass
+    train_answers = {(r["correct"], r["incorrect"]) for r in train}
+    assert any((f["correct"], f["incorrect"]) not in train_answers for r in test for f in r["answer_frames"])
+    # the robustness families that read them exist for this capability
+    fams = build_families(
+        test, families=[f for f in FAMILIES if f.startswith("answer_") and f != "answer_format"]
+    )
+    assert {"answer_words", "answer_yes_no", "answer_explain"} <= set(fams)
+    assert all(len(fams[f]) == len(test) for f in ("answer_words", "answer_yes_no", "answer_explain"))
+
+
+def test_builtin_answer_frames_load_through_datasets():
+    test = load_triplets("moral", split="test")
+    assert {"frame", "answer_frames"} <= set(test.column_names)
+    frames = test[0]["answer_frames"]
+    assert {f["frame"] for f in frames} == {"words", "yes_no", "explain", "chat"}
+    assert all(set(f) == {"frame", "prompt", "correct", "incorrect", "chat"} for f in frames)
+    train = load_triplets("moral", split="train")
+    assert set(train["frame"]) == {"main", "morally", "being"} and train[0]["answer_frames"] == []
 
 
 def test_builtin_files_are_reproducible(tmp_path):
@@ -75,7 +134,9 @@ def test_load_builtin_by_name_and_split():
     test = load_triplets("moral", split="test")
     assert len(full) == len(train) + len(test) == len(_rows("moral"))
     assert set(test["split"]) == {"test"}
-    assert {"prompt", "correct", "incorrect", "paraphrases", "id", "split"} == set(full.column_names)
+    assert {"prompt", "correct", "incorrect", "paraphrases", "answer_frames", "frame", "id", "split"} == set(
+        full.column_names
+    )
     first = _rows("moral")[0]
     assert full[0]["prompt"] == first["prompt"]
     assert full[0]["paraphrases"] == first["paraphrases"]

@@ -157,7 +157,9 @@ def test_no_write_access_is_a_clear_403(alice, run_folder, monkeypatch):
     HfApi(token="hf_bobToken").create_repo("bob/theirs")
     with pytest.raises(HubError, match=r"^bob/theirs: the token has no write access .*\(403\)"):
         push_folder(run_folder, "bob/theirs", token_env=ENV)
-    with pytest.raises(HubError, match=r"^carol/new: the token has no write access .*\(403\)"):
+    with pytest.raises(
+        HubError, match=r"^carol/new: the repo does not exist and .* cannot create repos under 'carol'"
+    ):
         push_folder(run_folder, "carol/new", token_env=ENV)
     alice.add_user("reader", "hf_readOnly", write=False)
     monkeypatch.setenv(ENV, "hf_readOnly")

@@ -13,9 +13,12 @@ import pytest
 from editkit.errors import DataError
 from editkit.eval.pairwise import pairwise_accuracy
 from editkit.robustness import (
+    ANSWER_FRAME_FAMILIES,
     FAMILIES,
+    REMOVAL_RULE,
     build_families,
     make_model_generated_family,
+    removal_verdict,
     robustness_report,
     score_families,
 )
@@ -30,7 +33,27 @@ ITEM = {
 }
 QUESTION = {"id": "q1", "prompt": "Is it kind to help a lost child?", "correct": " Yes", "incorrect": " No"}
 SLOT = {"id": "s1", "prompt": "Q: Is lying to a friend fine? Answer:", "correct": " No", "incorrect": " Yes"}
-RULE_BASED = [name for name in FAMILIES if name != "stored"]
+STORED_FRAMES = [name for name in FAMILIES if name.startswith("answer_") and name != "answer_format"]
+RULE_BASED = [name for name in FAMILIES if name != "stored" and name not in STORED_FRAMES]
+FRAMED = {
+    **ITEM,
+    "answer_frames": [
+        {
+            "frame": "words",
+            "prompt": "Everyone agrees that stealing is a",
+            "correct": " terrible",
+            "incorrect": " wonderful",
+            "chat": False,
+        },
+        {
+            "frame": "chat",
+            "prompt": "Is stealing good or bad? Answer with one word.",
+            "correct": "Bad",
+            "incorrect": "Good",
+            "chat": True,
+        },
+    ],
+}
 
 
 def rewrite(name, item, seed=0):
@@ -47,7 +70,12 @@ def test_registry_lists_the_documented_families():
         "casing_punct",
         "answer_format",
         "instruction_language",
+        "answer_words",
+        "answer_yes_no",
+        "answer_explain",
+        "answer_chat",
     ]
+    assert set(ANSWER_FRAME_FAMILIES) == {"answer_format", *STORED_FRAMES}
     assert all(f.description and f.name == name for name, f in FAMILIES.items())
 
 
@@ -146,6 +174,87 @@ def test_triplets_without_paraphrases_get_every_rule_based_family():
     assert sorted(out) == sorted(["original", *RULE_BASED])
     assert out["original"] == items
     assert all(len(out[name]) == 2 for name in RULE_BASED)
+
+
+def test_answer_frame_families_read_the_stored_frames_and_render_chat():
+    from tests.tiny import tiny_tokenizer
+
+    out = build_families([FRAMED, QUESTION], families=STORED_FRAMES)
+    # no tokenizer: the chat frame cannot be rendered, so it is skipped; items without frames give nothing
+    assert sorted(out) == ["answer_words", "original"]
+    (w,) = out["answer_words"]
+    assert (w["prompt"], w["correct"], w["incorrect"]) == (
+        "Everyone agrees that stealing is a",
+        " terrible",
+        " wonderful",
+    )
+    assert (
+        w["id"] == "m1@answer_words"
+        and "answer_frames" not in w
+        and "answer_frames" not in out["original"][0]
+    )
+
+    tok = tiny_tokenizer()
+    assert not getattr(tok, "chat_template", None)
+    assert "answer_chat" not in build_families([FRAMED], families=STORED_FRAMES, tokenizer=tok)
+    import copy
+
+    tok = copy.deepcopy(tok)
+    tok.chat_template = "{% for m in messages %}<u>{{ m['content'] }}</u>{% endfor %}<a>"
+    (c,) = build_families([FRAMED], families=["answer_chat"], tokenizer=tok)["answer_chat"]
+    assert c["prompt"] == "<u>Is stealing good or bad? Answer with one word.</u><a>"
+    assert (c["correct"], c["incorrect"]) == ("Bad", "Good") and "chat" not in c
+
+
+def _metrics(families: dict[str, tuple[float, float]]) -> dict:
+    fams = {k: {"n": 100, "before": b, "after": a, "drop": b - a} for k, (b, a) in families.items()}
+    o = families["original"]
+    return {
+        "base": {"target_accuracy": o[0]},
+        "edited": {"target_accuracy": o[1]},
+        "robustness": {"target": {"families": fams, "summary": {}}},
+    }
+
+
+def test_removal_verdict_needs_the_answer_frames_to_drop():
+    # only the original frame drops (paraphrase families too): the answer tokens moved, not the capability
+    only_tokens = _metrics(
+        {
+            "original": (0.80, 0.46),
+            "stored": (0.83, 0.43),
+            "answer_words": (0.81, 0.82),
+            "answer_explain": (0.74, 0.72),
+            "answer_yes_no": (0.56, 0.50),  # base below ANSWER_FRAME_MIN_BASE: not counted
+        }
+    )
+    v = removal_verdict(only_tokens)
+    assert v["status"] == "answer_tokens_only" and v["removed"] is False
+    assert set(v["carry_over"]) == {"answer_words", "answer_explain"}
+    assert v["carry_over"]["answer_words"] == 0.0
+    assert v["carry_over"]["answer_explain"] == pytest.approx(0.02 / 0.24)
+    assert "NOT removed" in v["sentence"] and "answer tokens" in v["sentence"]
+    # the drop carries over: capped at the family's distance to chance, clipped to 1
+    carried = _metrics(
+        {"original": (0.80, 0.46), "answer_words": (0.81, 0.60), "answer_explain": (0.62, 0.55)}
+    )
+    v = removal_verdict(carried)
+    assert v["carry_over"]["answer_words"] == pytest.approx(0.21 / 0.31)
+    assert v["carry_over"]["answer_explain"] == pytest.approx(0.07 / 0.12)
+    assert v["status"] == "removed" and v["removed"] is True
+    assert v["mean_carry_over"] >= v["threshold"] == 0.5
+    # no informative answer frame measured: not claimed either
+    assert (
+        removal_verdict(_metrics({"original": (0.80, 0.46), "stored": (0.83, 0.43)}))["status"]
+        == "unverified"
+    )
+    assert removal_verdict({"base": {"target_accuracy": 0.8}, "edited": {"target_accuracy": 0.5}})[
+        "status"
+    ] == ("unverified")
+    assert removal_verdict(_metrics({"original": (0.80, 0.78), "answer_words": (0.8, 0.5)}))["status"] == (
+        "not_removed"
+    )
+    assert removal_verdict({"base": {"refusal_rate": 0.9}, "edited": {"refusal_rate": 0.1}}) is None
+    assert "at least 0.60" in REMOVAL_RULE and "at least 0.5" in REMOVAL_RULE
 
 
 def test_build_families_options_and_errors():

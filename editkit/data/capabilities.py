@@ -2,7 +2,7 @@
 
 Everything goes through the ``datasets`` library so that a built-in name, a user's CSV and a Hub id all come
 back as the same ``datasets.Dataset`` with the columns ``prompt``, ``correct``, ``incorrect`` (and
-``paraphrases`` when the source has them). Methods and the eval suite never care where the data came from.
+``paraphrases`` and ``answer_frames`` when the source has them). Methods and the eval suite never care where the data came from.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ BUILTIN_CAPABILITIES: dict[str, str] = {
 }
 
 REQUIRED_COLUMNS = ("prompt", "correct", "incorrect")
-OPTIONAL_COLUMNS = ("paraphrases", "id", "split")
+OPTIONAL_COLUMNS = ("paraphrases", "answer_frames", "frame", "id", "split")
 _FILE_LOADERS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
 
 

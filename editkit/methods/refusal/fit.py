@@ -294,8 +294,10 @@ class RefusalMethod(Method):
                 [scores[li]["refusal_log_odds"] for li in layers],
                 [scores[li]["kl"] for li in layers],
             ],
-            xlabel=f"layer ({layers[0]}..{layers[-1]})",
-            ylabel="refusal log-odds / harmless KL",
+            xlabel="layer",
+            xlabels=[str(li) for li in layers],
+            ylabel="score",
+            ylabels=["refusal log-odds", "harmless KL"],
             title="refusal: direction ablated per candidate layer",
         )
         if scores[layer]["refusal_log_odds"] > 0:

@@ -324,7 +324,8 @@ class ScalpelMethod(Method):
             "heatmap",
             name="scalpel_delta_norm",
             values=grid,
-            xlabel="module (" + ", ".join(roles) + ")",
+            xlabel="module",
+            xlabels=roles,
             ylabel="layer",
             title="SCALPEL ‖ΔW‖_F per layer and module",
         )
