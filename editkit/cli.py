@@ -167,7 +167,9 @@ class _StageProgress:
 
 @app.command()
 def apply(
-    recipe: Path = typer.Argument(..., help="recipe YAML file", show_default=False),
+    recipe: Path = typer.Argument(
+        ..., help="recipe YAML file, or a packaged recipe's name (`editkit recipes`)", show_default=False
+    ),
     set_: list[str] = typer.Option(
         [],
         "--set",
@@ -271,7 +273,9 @@ def _fmt(v) -> str:
 
 @app.command()
 def validate(
-    recipes: list[Path] = typer.Argument(..., help="recipe files", show_default=False),
+    recipes: list[Path] = typer.Argument(
+        ..., help="recipe files or packaged recipe names", show_default=False
+    ),
     set_: list[str] = typer.Option(
         [], "--set", metavar="KEY=VALUE", help="override a field before validating"
     ),
@@ -306,6 +310,55 @@ def validate(
     out.print(f"[dim]{NEEDS_THE_MODEL}[/]", soft_wrap=True)
     if bad:
         raise typer.Exit(2)
+
+
+@app.command("recipes")
+def recipes_() -> None:
+    """List the recipes that ship with editkit (run one by name: editkit apply NAME).
+
+    Example:
+
+        editkit recipes
+    """
+    from editkit.catalog import describe, packaged_recipes, recipes_dir
+
+    known = packaged_recipes()
+    if not known:
+        fail(EditkitError("no packaged recipes found (is editkit installed completely?)"))
+    width = max(map(len, known))
+    for name, path in known.items():
+        out.print(f"{name:<{width}}  {describe(path)}", markup=False)
+    out.print(f"\n({recipes_dir()}; `editkit init METHOD` writes a new one)", markup=False)
+
+
+@app.command()
+def init(
+    method: str = typer.Argument(..., help="scalpel, refusal, heads, neurons or sft", show_default=False),
+    model: str = typer.Option(None, "--model", help="model id, folder or 'demo' (default: demo)"),
+    dest: Path = typer.Option(None, "--out", help="file to write (default: METHOD.yaml here)"),
+    force: bool = typer.Option(False, "--force", help="replace an existing file"),
+) -> None:
+    """Write a starting recipe for METHOD: every field with its default, each explained in a comment.
+
+    Example:
+
+        editkit init scalpel --model HuggingFaceTB/SmolLM2-135M-Instruct
+    """
+    from editkit.catalog import init_recipe_text
+
+    dest = dest or Path(f"{method}.yaml")
+    try:
+        if dest.exists() and not force:
+            raise EditkitError(f"{dest}: exists; pass --force to replace it or --out another file")
+        text = init_recipe_text(method, model)
+        tmp = dest.with_name(f".{dest.name}.tmp")
+        tmp.write_text(text, encoding="utf-8")
+        tmp.replace(dest)
+    except EditkitError as e:
+        fail(e)
+    except OSError as e:
+        fail(EditkitError(f"{dest}: cannot write: {e.strerror}"))
+    out.print(f"wrote {dest} (check: editkit validate {dest}; run: editkit apply {dest})", markup=False)
 
 
 @app.command("eval")
@@ -512,6 +565,9 @@ def export(
     streaming: bool = typer.Option(
         False, "--streaming", help="merge shard by shard without loading the model"
     ),
+    gguf: str = typer.Option(
+        None, "--gguf", help="also write model.gguf of this type: f16, bf16 or q8_0 (llama.cpp, Ollama)"
+    ),
 ) -> None:
     """Re-export a run's edit onto its base model (in memory, or shard-streamed with --streaming).
 
@@ -522,10 +578,13 @@ def export(
     from editkit.reexport import reexport_run
 
     try:
-        info = reexport_run(run_dir, dest=dest, streaming=streaming)
+        info = reexport_run(run_dir, dest=dest, streaming=streaming, gguf=gguf)
     except EditkitError as e:
         fail(e)
     out.print(f"exported {info['path']}")
+    if info.get("gguf"):
+        g = info["gguf"]
+        out.print(f"  + {g['file']} ({g['type']}, {g['bytes'] / 2**20:.1f} MiB)", markup=False)
 
 
 def main() -> None:

@@ -6,8 +6,14 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
+from editkit.data.capabilities import BUILTIN_CAPABILITIES, load_triplets
+from editkit.data.general import load_general_text, perplexity
 from editkit.errors import EditkitError
+from editkit.eval.blimp import default_blimp_dir, load_blimp
+from editkit.eval.subsets import stratified_subset
+from editkit.eval.suite import EvalData, evaluate, evaluation_units
 from editkit.events import is_run_dir
+from editkit.models import load_model
 
 
 def resolve_model_target(target: str) -> str:
@@ -28,8 +34,6 @@ def removed_capability(model_dir: str | Path) -> tuple[str, str] | None:
     Read from ``editkit/run.json`` (``capability``), else the embedded ``editkit/recipe.yaml``
     (``data.target``); None for other models or a run without target data (e.g. refusal)."""
     import yaml
-
-    from editkit.data.capabilities import BUILTIN_CAPABILITIES
 
     folder = Path(model_dir) / "editkit"
     try:
@@ -62,12 +66,6 @@ def evaluate_target(
     """The suite on ``target``. ``max_items`` cuts every set to a seeded, answer-class-stratified subset.
 
     ``on_rows(done, total)`` reports scored rows (a progress bar with a total)."""
-    from editkit.data.capabilities import BUILTIN_CAPABILITIES, load_triplets
-    from editkit.data.general import load_general_text, perplexity
-    from editkit.eval.blimp import default_blimp_dir, load_blimp
-    from editkit.eval.subsets import stratified_subset
-    from editkit.eval.suite import EvalData, evaluate, evaluation_units
-    from editkit.models import load_model
 
     path = resolve_model_target(target)
     if capability is None and Path(path).is_dir():

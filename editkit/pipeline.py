@@ -39,6 +39,7 @@ from editkit.hub import push_run
 from editkit.methods import get_method
 from editkit.methods.base import FitContext, FitResult, Method
 from editkit.models import LoadedModel, load_model
+from editkit.preflight import preflight
 from editkit.provenance import source_revision
 from editkit.recipe import Recipe, load_recipe
 from editkit.recipe_data import LoadedData, load_data
@@ -98,7 +99,9 @@ def prepare(recipe: Recipe, push: bool = False) -> tuple[type[Method], LoadedDat
     """Validation that needs no model: method, options, data. Raises EditkitError subclasses."""
     method_cls = get_method(recipe.method.name)
     _check_conflicts(recipe, push)
-    return method_cls, load_data(recipe, method_cls.needs)
+    data = load_data(recipe, method_cls.needs)
+    method_cls().check_data(recipe.method, set(recipe.data.sets))
+    return method_cls, data
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -167,7 +170,7 @@ def stage_eval_edited(run: Run) -> None:
             for row, g in zip(run.metrics["generations"], generations(run, counter), strict=True):
                 row["edited"] = g
     run.events.emit("eval", phase="edited", metrics=run.metrics["edited"])
-    for name, other in run.fit.comparisons.items():  # e.g. plain abliteration beside SRA
+    for name, other in run.fit.comparisons.items():  # variants fitted beside the edit
         write_metrics_of(run)
         with other.applied(run.loaded.model):
             m = evaluate_phase(run, name.replace(" ", "-"), counter)
@@ -345,8 +348,6 @@ def apply_recipe(
     )
     run_dir = dist.broadcast_from_main(run_dir)  # the main process's (time-stamped) choice, for everyone
     if main:  # before the model loads: a run must not fail at its end for a reason known at its start
-        from editkit.preflight import preflight
-
         preflight(recipe, run_dir, push)
     method_cls, data = prepare(recipe, push)
     torch.manual_seed(recipe.seed)
@@ -356,6 +357,10 @@ def apply_recipe(
     anatomy = find_anatomy(loaded.model)
     method = method_cls()
     method.check(recipe.method, anatomy)
+    if recipe.export.gguf:  # an unsupported architecture or tokenizer fails now, not after the fit
+        from editkit.gguf_export import check_gguf_supported
+
+        check_gguf_supported(loaded.model.config, loaded.tokenizer)
     load_seconds = time.time() - t_load
 
     # ---- from here on the run directory exists ----
@@ -420,6 +425,7 @@ def export_run(run: Run) -> dict:
     inputs, reference = reference_logits(model, tok, edit)
     dest = Path(recipe.export.dir).expanduser() if recipe.export.dir else run.run_dir / "model"
     adapter_dir = run.fit.adapter_dir if recipe.export.adapter else None
+    gguf_info: dict[str, Any] = {}
 
     def extra(tmp: Path) -> None:
         info = run_info(
@@ -428,6 +434,10 @@ def export_run(run: Run) -> dict:
         write_editkit_folder(tmp, edit, info, (run.run_dir / "recipe.yaml").read_text())
         if adapter_dir is not None:
             shutil.copytree(adapter_dir, tmp / "adapter")
+        if recipe.export.gguf:
+            from editkit.gguf_export import write_gguf
+
+            gguf_info.update(write_gguf(tmp, kind=recipe.export.gguf))
 
     stream, why = decide_streaming(recipe.export.streaming, run.loaded)
     run.events.log(f"export: {'shard-streamed' if stream else 'in-memory'} merge ({why})")
@@ -447,6 +457,20 @@ def export_run(run: Run) -> dict:
     }
     if recipe.export.verify:
         info.update(
-            check_export(dest, reference, inputs, model, recipe.export.dtype, run.anatomy.tied_embeddings)
+            check_export(
+                dest,
+                reference,
+                inputs,
+                model,
+                recipe.export.dtype,
+                run.anatomy.tied_embeddings,
+                edit=edit if stream else None,  # a streamed export left the in-memory model unmerged
+            )
         )
+    if gguf_info:
+        info["gguf"] = gguf_info
+        if recipe.export.verify:
+            from editkit.gguf_export import check_gguf
+
+            gguf_info.update(check_gguf(dest, gguf_info["file"], recipe.export.gguf))
     return info

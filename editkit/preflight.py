@@ -11,7 +11,11 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from editkit.data.capabilities import BUILTIN_CAPABILITIES, _looks_like_path, builtin_path
+from editkit.data.general import _looks_like_path as general_looks_like_path
 from editkit.errors import EditkitError, OutputError
+from editkit.hub import check_push_access
+from editkit.models import check_model_source
 from editkit.recipe import DataSource, Recipe
 
 NEEDS_THE_MODEL = (
@@ -34,8 +38,6 @@ def _local_file(src: DataSource, field: str, suffixes: set[str]) -> str | None:
 
 
 def _triplet_source(src: DataSource, field: str) -> str | None:
-    from editkit.data.capabilities import BUILTIN_CAPABILITIES, _looks_like_path, builtin_path
-
     if src.source in BUILTIN_CAPABILITIES:
         return None
     if _looks_like_path(src.source):
@@ -50,9 +52,6 @@ def _triplet_source(src: DataSource, field: str) -> str | None:
 
 def local_problems(recipe: Recipe) -> list[str]:
     """One line per local path (or built-in name) in the recipe that cannot work."""
-    from editkit.data.general import _looks_like_path as general_looks_like_path
-    from editkit.models import check_model_source
-
     out: list[str] = []
     try:
         check_model_source(recipe.model)
@@ -103,8 +102,6 @@ def preflight(recipe, run_dir: Path, push: bool) -> None:
     """Everything checkable before the model loads (recipe conflicts are checked by ``prepare``)."""
     check_writable_destination(export_destination(recipe, run_dir))
     if push and recipe.push.repo_id:
-        from editkit.hub import check_push_access
-
         check_push_access(
             recipe.push.repo_id,
             private=recipe.push.private,

@@ -17,6 +17,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, ValidationError, field_validator
 
 from editkit.errors import RecipeError
+from editkit.methods import method_names, method_params_class
 
 
 class StrictModel(BaseModel):
@@ -144,6 +145,11 @@ class ExportSpec(StrictModel):
     streaming: bool | Literal["auto"] = Field(
         "auto", description="merge shard by shard without loading the model (weight-space edits)"
     )
+    gguf: Literal["f16", "bf16", "q8_0"] | None = Field(
+        None,
+        description="also write model.gguf (llama.cpp, Ollama, LM Studio) of this type beside the safetensors "
+        "(llama, mistral, qwen2 with a byte-level BPE tokenizer)",
+    )
 
     @field_validator("max_shard_size")
     @classmethod
@@ -193,8 +199,6 @@ class Recipe(StrictModel):
     @field_validator("method", mode="before")
     @classmethod
     def _method(cls, v: Any) -> Any:
-        from editkit.methods import method_params_class
-
         if isinstance(v, BaseModel):
             return v
         if isinstance(v, str):
@@ -202,7 +206,7 @@ class Recipe(StrictModel):
         if not isinstance(v, dict):
             raise ValueError("must be a mapping with 'name' and the method's parameters")
         if "name" not in v:
-            raise ValueError("needs a 'name' (one of: " + ", ".join(_method_names()) + ")")
+            raise ValueError("needs a 'name' (one of: " + ", ".join(method_names()) + ")")
         params_cls = method_params_class(str(v["name"]))  # raises ValueError with suggestions
         return params_cls.model_validate(v)
 
@@ -218,12 +222,6 @@ class Recipe(StrictModel):
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.resolved(), sort_keys=False, allow_unicode=True)
-
-
-def _method_names() -> list[str]:
-    from editkit.methods import method_names
-
-    return method_names()
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -282,8 +280,6 @@ def _fields_at(loc: tuple, data: dict) -> list[str]:
         if field is None:
             return []
         if part == "method":
-            from editkit.methods import method_params_class
-
             name = (data.get("method") or {}).get("name") if isinstance(data.get("method"), dict) else None
             try:
                 model = method_params_class(str(name))
@@ -404,10 +400,10 @@ def parse_recipe(text: str, file: str = "<recipe>", overrides: list[str] | tuple
 
 
 def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Recipe:
-    """Read and validate a recipe file (no model is loaded)."""
-    p = Path(path)
-    if not p.exists():
-        raise RecipeError(f"{p}: recipe file does not exist")
+    """Read and validate a recipe file or packaged recipe name (no model is loaded)."""
+    from editkit.catalog import resolve_recipe
+
+    p = resolve_recipe(path)  # a path on disk, else a packaged recipe by name
     if p.is_dir():
         raise RecipeError(f"{p}: is a directory, expected a recipe .yaml file")
     try:

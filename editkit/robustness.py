@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from editkit.errors import DataError
+from editkit.eval.pairwise import pairwise_accuracy
 
 __all__ = [
     "Family",
@@ -455,7 +456,6 @@ def score_families(
     """Pairwise accuracy of the model on each family (``original`` included when present); empty ones skipped.
 
     ``on_batch(rows)`` counts scored answers (two per item)."""
-    from editkit.eval.pairwise import pairwise_accuracy
 
     return {
         name: float(pairwise_accuracy(model, tokenizer, items, batch_size=batch_size, on_batch=on_batch))

@@ -58,19 +58,11 @@ def workspace(tmp_path_factory):
     (pickle_dir / "config.json").write_text((ws / "tiny" / "config.json").read_text())
     (pickle_dir / "pytorch_model.bin").write_bytes(b"not really")
     opt = ws / "opt"
-    from transformers import AutoModelForCausalLM, OPTConfig
+    from transformers import AutoModelForCausalLM
 
-    AutoModelForCausalLM.from_config(
-        OPTConfig(
-            vocab_size=320,
-            hidden_size=32,
-            num_hidden_layers=2,
-            ffn_dim=64,
-            num_attention_heads=2,
-            word_embed_proj_dim=32,
-            max_position_embeddings=64,
-        )
-    ).save_pretrained(opt)
+    from tests.tiny import tiny_config
+
+    AutoModelForCausalLM.from_config(tiny_config("opt", 320)).save_pretrained(opt)
     notrun = ws / "notrun"
     notrun.mkdir()
     (notrun / "precious.txt").write_text("do not touch")
@@ -178,7 +170,7 @@ def _cases(ws: Path):
             [],
             "method.heads: [7, 0] is out of range",
         ),
-        ("recipe-missing", None, [], "recipe file does not exist"),
+        ("recipe-missing", None, [], "no such recipe file, and no packaged recipe of that name"),
     ]
 
 

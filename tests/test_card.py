@@ -607,7 +607,10 @@ def test_pipeline_writes_this_card(tmp_path, tiny_dir):
 
 
 def test_refined_heads_show_their_own_drop():
-    from editkit.card import _where_heads
+    from editkit.methods.heads import HeadsReport
+
+    def _where_heads(info):
+        return HeadsReport(info).where()
 
     coef = [[0.0, -0.2], [-0.1, 0.0]]
     info = {"heads": [[1, 0], [0, 1]], "coefficients": coef, "refined_drops": {"L1H0": -1.25, "L0H1": -0.5}}
@@ -620,7 +623,10 @@ def test_refined_heads_show_their_own_drop():
 
 
 def test_refusal_window_search_is_described():
-    from editkit.card import _where_refusal
+    from editkit.methods.refusal import RefusalReport
+
+    def _where_refusal(info):
+        return RefusalReport(info).where()
 
     info = {
         "layer": 20,

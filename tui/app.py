@@ -34,7 +34,7 @@ from tui.state import (
     display_status,
     find_runs,
     format_duration,
-    is_run_dir,
+    has_events_file,
 )
 
 PANELS = ["timeline", "loss", "metrics", "heatmap", "robustness", "log"]
@@ -451,7 +451,7 @@ def resolve_target(path: Path) -> tuple[str, Path]:
     path = Path(path)
     if path.name == EVENTS_FILE and not path.is_dir():
         return "run", path.parent
-    if is_run_dir(path):
+    if has_events_file(path):
         return "run", path
     if path.is_dir():
         if find_runs(path) or path.name == "runs" or any(p.is_dir() for p in path.iterdir()):

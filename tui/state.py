@@ -545,14 +545,16 @@ def display_status(
     return "running"
 
 
-def is_run_dir(path: Path) -> bool:
+def has_events_file(path: Path) -> bool:
+    """The TUI's notion of a run: a folder with an events.jsonl to read (``editkit.events.is_run_dir`` is
+    the stricter one: a folder ``editkit apply`` created)."""
     return (Path(path) / EVENTS_FILE).is_file()
 
 
 def find_runs(path: Path) -> list[Path]:
     """Run directories directly under `path` (those holding events.jsonl), sorted by name."""
     try:
-        return sorted(p for p in Path(path).iterdir() if p.is_dir() and is_run_dir(p))
+        return sorted(p for p in Path(path).iterdir() if p.is_dir() and has_events_file(p))
     except OSError:
         return []
 

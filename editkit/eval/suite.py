@@ -24,6 +24,7 @@ import torch
 from editkit.eval.blimp import blimp_accuracy
 from editkit.eval.pairwise import pairwise_accuracy, pairwise_margins
 from editkit.eval.subsets import answer_class, answer_classes
+from editkit.refusal.chat import generate
 from editkit.sizing import model_eval_batch_size
 
 
@@ -178,8 +179,6 @@ def evaluate(
 
 def greedy_generations(model, tokenizer, prompts: list[str], max_new_tokens: int) -> list[str]:
     """Greedy continuations of ``prompts`` (no chat template: the target prompts are completions)."""
-    from editkit.refusal.chat import generate
-
     if not prompts:
         return []
     return generate(

@@ -21,6 +21,7 @@ Determinism on resume rests on two rules:
 
 from __future__ import annotations
 
+import contextlib
 import math
 import random
 import time
@@ -297,6 +298,66 @@ class _StepStats:
         return total, terms, metrics, get(self.grad_norm) if self.grad_norm is not None else None
 
 
+def _accumulate(step: int, cfg: TrainConfig, batch_fn, loss_fn, count_tokens):
+    """Backward over this process's micro-batches of ``step``: ([(loss, terms, metrics)], tokens), the
+    values still on the device (nothing here waits for the GPU)."""
+    rank, world = rank_and_world()
+    parts = []
+    step_tokens = 0
+    for micro in range(cfg.grad_accum):
+        if micro % world != rank:
+            continue  # another process's micro-batch (data parallel under accelerate launch)
+        batch = batch_fn(step, micro)
+        if batch is None:  # an empty micro-batch (a short last batch split into grad_accum parts)
+            continue
+        out = loss_fn(batch)
+        (out.loss / cfg.grad_accum).backward()
+        parts.append((out.loss, dict(out.terms), dict(out.metrics)))
+        if count_tokens is not None:
+            step_tokens += int(count_tokens(batch))
+    return parts, step_tokens
+
+
+def _validate(step: int, cfg: TrainConfig, validate, metrics: dict, result: TrainResult):
+    """Run ``validate`` when it is due after ``step``; its numbers go into ``metrics``; returns a stop reason."""
+    if validate is None or cfg.eval_every <= 0 or not (step % cfg.eval_every == 0 or step == cfg.steps):
+        return None
+    v = dict(validate(step))
+    stop = v.pop("stop", None)
+    metrics.update({f"val_{k}": _f(x) for k, x in v.items() if isinstance(x, (int, float))})
+    result.validations.append({"step": step, **v, **({"stop": stop} if stop else {})})
+    return stop
+
+
+def _read_now(step: int, cfg: TrainConfig, validate, world: int) -> bool:
+    """Whether ``step``'s numbers are read at once: it validates, checkpoints or ends the run, or several
+    processes must add them up together; any other step is read while the next one runs."""
+    validating = (
+        validate is not None and cfg.eval_every > 0 and (step % cfg.eval_every == 0 or step == cfg.steps)
+    )
+    checkpointing = cfg.checkpoint_every > 0 and step % cfg.checkpoint_every == 0
+    return world > 1 or validating or checkpointing or step == cfg.steps
+
+
+def _record(stats: _StepStats, cfg: TrainConfig, validate, result: TrainResult, events, model, optimizer):
+    """A finished step into the history and the event log (validated and checkpointed when due)."""
+    total, terms, metrics, gn = stats.read(cfg.grad_accum)
+    step_tokens = stats.tokens
+    if rank_and_world()[1] > 1:
+        total, terms, metrics, step_tokens = _sum_stats(total, terms, metrics, step_tokens)
+    result.tokens += step_tokens
+    if gn is not None:
+        metrics["grad_norm"] = gn
+    stop = _validate(stats.step, cfg, validate, metrics, result)  # due only on steps read at once
+    record = {"step": stats.step, "loss": total, "terms": terms, "metrics": metrics, "lr": stats.lr}
+    result.history.append(record)
+    if events is not None:
+        events.emit("step", stage=cfg.stage, total=cfg.steps, **record)
+    if cfg.checkpoint_every > 0 and (stats.step % cfg.checkpoint_every == 0 or stop):
+        _save_checkpoint(cfg, model, optimizer, stats.step, result)
+    return stop
+
+
 def train_lora(
     model: torch.nn.Module,
     loss_fn: Callable[[Any], LossOut],
@@ -342,33 +403,11 @@ def train_lora(
     t0 = time.time()
     step = start
     done = start
-    # A step's numbers are read back while the next step's forward/backward runs (_StepStats). Steps that
-    # validate, checkpoint or end the run, and every step under several processes, are read at once.
-    pending: list[_StepStats] = []
+    pending: list[_StepStats] = []  # the last step, read back while the next one's forward/backward runs
 
-    def finish(stats: _StepStats, validating: bool) -> str | None:
-        """Record (and emit) a finished step; validate and checkpoint it if due. Returns a stop reason."""
+    def record(stats: _StepStats):
         pending.clear()
-        total, terms, metrics, gn = stats.read(cfg.grad_accum)
-        step_tokens = stats.tokens
-        if world > 1:
-            total, terms, metrics, step_tokens = _sum_stats(total, terms, metrics, step_tokens)
-        result.tokens += step_tokens
-        if gn is not None:
-            metrics["grad_norm"] = gn
-        stop = None
-        if validating:
-            v = dict(validate(stats.step))
-            stop = v.pop("stop", None)
-            metrics.update({f"val_{k}": _f(x) for k, x in v.items() if isinstance(x, (int, float))})
-            result.validations.append({"step": stats.step, **v, **({"stop": stop} if stop else {})})
-        record = {"step": stats.step, "loss": total, "terms": terms, "metrics": metrics, "lr": stats.lr}
-        result.history.append(record)
-        if events is not None:
-            events.emit("step", stage=cfg.stage, total=cfg.steps, **record)
-        if cfg.checkpoint_every > 0 and (stats.step % cfg.checkpoint_every == 0 or stop):
-            _save_checkpoint(cfg, model, optimizer, stats.step, result)
-        return stop
+        return _record(stats, cfg, validate, result, events, model, optimizer)
 
     try:
         while step < cfg.steps:
@@ -376,54 +415,31 @@ def train_lora(
             for group in optimizer.param_groups:
                 group["lr"] = lr
             optimizer.zero_grad(set_to_none=True)
-            parts = []
-            step_tokens = 0
-            for micro in range(cfg.grad_accum):
-                if micro % world != rank:
-                    continue  # another process's micro-batch (data parallel under accelerate launch)
-                batch = batch_fn(step, micro)
-                if batch is None:  # an empty micro-batch (a short last batch split into grad_accum parts)
-                    continue
-                out = loss_fn(batch)
-                (out.loss / cfg.grad_accum).backward()
-                parts.append((out.loss, dict(out.terms), dict(out.metrics)))
-                if count_tokens is not None:
-                    step_tokens += int(count_tokens(batch))
-            if pending:  # the previous step, read while this one's kernels run; before the update below,
-                finish(pending[0], validating=False)  # so a Ctrl-C in its event checkpoints that step
+            parts, step_tokens = _accumulate(step, cfg, batch_fn, loss_fn, count_tokens)
+            if pending:  # read before the update below, so a Ctrl-C in its event checkpoints that step
+                record(pending[0])
             if world > 1:
                 sum_gradients(params)
-            gn = None
-            if cfg.max_grad_norm is not None:
-                gn = torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+            gn = (
+                None
+                if cfg.max_grad_norm is None
+                else torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+            )
             optimizer.step()
             step += 1
             done = step
             stats = _StepStats(step, lr, parts, gn, step_tokens)
-            validating = (
-                validate is not None
-                and cfg.eval_every > 0
-                and (step % cfg.eval_every == 0 or step == cfg.steps)
-            )
-            now = (
-                world > 1
-                or validating
-                or step == cfg.steps
-                or (cfg.checkpoint_every > 0 and step % cfg.checkpoint_every == 0)
-            )
-            if not now:
+            if not _read_now(step, cfg, validate, world):
                 pending.append(stats)
                 continue
-            stop = finish(stats, validating)
+            stop = record(stats)
             if stop:
                 result.stop_reason = str(stop)
                 break
     except KeyboardInterrupt:
         if pending:
-            try:
-                finish(pending[0], validating=False)
-            except KeyboardInterrupt:
-                pass
+            with contextlib.suppress(KeyboardInterrupt):
+                record(pending[0])
         if done > start:
             _save_checkpoint(cfg, model, optimizer, done, result)
         raise
