@@ -358,6 +358,19 @@ def _record(stats: _StepStats, cfg: TrainConfig, validate, result: TrainResult, 
     return stop
 
 
+def _resume(cfg: TrainConfig, model, optimizer, result: TrainResult, events) -> int:
+    """Load the latest checkpoint (if any): its step; a run it shows stopped early is marked finished."""
+    start = _load_checkpoint(cfg, model, optimizer, result)
+    if start:
+        result.resumed_from = start
+        if events is not None:
+            events.log(f"resumed from checkpoint at step {start}")
+        last_val = result.validations[-1] if result.validations else {}
+        if last_val.get("stop"):
+            result.steps_run, result.stop_reason = start, str(last_val["stop"])
+    return start
+
+
 def train_lora(
     model: torch.nn.Module,
     loss_fn: Callable[[Any], LossOut],
@@ -382,17 +395,9 @@ def train_lora(
         raise EditkitError("nothing to train: the model has no trainable (adapter) parameters")
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
     result = TrainResult(steps_run=0, stop_reason="steps")
-    start = 0
-    if cfg.resume:
-        start = _load_checkpoint(cfg, model, optimizer, result)
-        if start:
-            result.resumed_from = start
-            if events is not None:
-                events.log(f"resumed from checkpoint at step {start}")
-            last_val = result.validations[-1] if result.validations else {}
-            if last_val.get("stop"):
-                result.steps_run, result.stop_reason = start, str(last_val["stop"])
-                return result
+    start = _resume(cfg, model, optimizer, result, events) if cfg.resume else 0
+    if result.stop_reason != "steps":  # the checkpoint's run had already stopped early
+        return result
     rank, world = rank_and_world()
     if world > cfg.grad_accum and events is not None:
         events.log(
