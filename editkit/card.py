@@ -711,7 +711,7 @@ def _comparisons(base: Mapping, edited: Mapping, comps: Mapping) -> list[str]:
 
 def _robustness(metrics: Mapping) -> list[str]:
     rob = metrics.get("robustness")
-    lines = ["## Robustness on paraphrases", ""]
+    lines = ["## Robustness on paraphrases and answer frames", ""]
     if not rob:
         return lines + [
             "Robustness was not measured for this run (`eval.robustness` off or no target data). The removal "
