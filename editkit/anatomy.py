@@ -188,77 +188,58 @@ def _text_config(config):
     return getter() if callable(getter) else config
 
 
-def find_anatomy(model: nn.Module) -> Anatomy:
-    """Discover the anatomy of ``model`` or raise :class:`AnatomyError` listing what was not found."""
-    names = _names()
-    config = _text_config(model.config)
-    arch = (getattr(model.config, "architectures", None) or [type(model).__name__])[0]
-    mtype = getattr(model.config, "model_type", "?")
-    missing: list[str] = []
-
-    n_layers = _cfg(config, names["n_layers"])
-    layers_name = None
+def _layer_list(model: nn.Module, names: dict, n_layers: int | None, what: str) -> tuple[str, nn.ModuleList]:
+    """(name, ModuleList) of the decoder layers."""
     for cand in names["layers"]:
         try:
             mod = model.get_submodule(cand)
         except AttributeError:
             continue
         if isinstance(mod, nn.ModuleList) and len(mod) > 0 and (n_layers is None or len(mod) == n_layers):
-            layers_name = cand
-            break
-    if layers_name is None:
-        raise AnatomyError(
-            f"unsupported architecture {arch} (model_type '{mtype}'): could not find the decoder layers "
-            f"(looked for a ModuleList at {', '.join(names['layers'])})"
-        )
-    layer_list = model.get_submodule(layers_name)
-    n_layers = len(layer_list)
+            return cand, mod
+    raise AnatomyError(
+        f"unsupported architecture {what}: could not find the decoder layers "
+        f"(looked for a ModuleList at {', '.join(names['layers'])})"
+    )
 
-    n_heads = _cfg(config, names["n_heads"])
-    if n_heads is None:
-        missing.append("number of attention heads in config (" + "/".join(names["n_heads"]) + ")")
-    n_kv = _cfg(config, names["n_kv_heads"]) or n_heads
-    hidden = _cfg(config, names["hidden"])
-    if hidden is None:
-        missing.append("hidden size in config")
 
-    layers: list[LayerAnatomy] = []
-    for i, block in enumerate(layer_list):
-        prefix = f"{layers_name}.{i}"
-        attn = _child(block, names["attn"])
-        mlp = _child(block, names["mlp"])
-        if attn is None:
-            missing.append(f"attention module in layer {i} (looked for {', '.join(names['attn'])})")
-        if mlp is None:
-            missing.append(f"MLP module in layer {i} (looked for {', '.join(names['mlp'])})")
-        if attn is None or mlp is None:
-            break
-        attn_mod, mlp_mod = block.get_submodule(attn), block.get_submodule(mlp)
-        roles: dict[str, str | None] = {}
-        for role in ("q", "k", "v", "qkv", "o"):
-            c = _child(attn_mod, names[role])
-            roles[role] = f"{prefix}.{attn}.{c}" if c else None
-        for role in ("gate", "up", "gate_up", "down"):
-            c = _child(mlp_mod, names[role])
-            roles[role] = f"{prefix}.{mlp}.{c}" if c else None
-        if roles["o"] is None:
-            missing.append(f"attention output projection in layer {i} (looked for {', '.join(names['o'])})")
-        if roles["down"] is None:
-            missing.append(f"MLP output projection in layer {i} (looked for {', '.join(names['down'])})")
-        if roles["q"] is None and roles["qkv"] is None:
-            missing.append(f"query projection in layer {i}")
-        if roles["o"] is None or roles["down"] is None:
-            break
-        norms = tuple(f"{prefix}.{n}" for n in names["norms"] if n in dict(block.named_children()))
-        layers.append(LayerAnatomy(index=i, prefix=prefix, norms=norms, **roles))  # type: ignore[arg-type]
+def _layer_anatomy(
+    block: nn.Module, i: int, prefix: str, names: dict, missing: list[str]
+) -> LayerAnatomy | None:
+    """One decoder layer's roles; what cannot be found is appended to ``missing`` (then None)."""
+    attn = _child(block, names["attn"])
+    mlp = _child(block, names["mlp"])
+    if attn is None:
+        missing.append(f"attention module in layer {i} (looked for {', '.join(names['attn'])})")
+    if mlp is None:
+        missing.append(f"MLP module in layer {i} (looked for {', '.join(names['mlp'])})")
+    if attn is None or mlp is None:
+        return None
+    attn_mod, mlp_mod = block.get_submodule(attn), block.get_submodule(mlp)
+    roles: dict[str, str | None] = {}
+    for role in ("q", "k", "v", "qkv", "o"):
+        c = _child(attn_mod, names[role])
+        roles[role] = f"{prefix}.{attn}.{c}" if c else None
+    for role in ("gate", "up", "gate_up", "down"):
+        c = _child(mlp_mod, names[role])
+        roles[role] = f"{prefix}.{mlp}.{c}" if c else None
+    if roles["o"] is None:
+        missing.append(f"attention output projection in layer {i} (looked for {', '.join(names['o'])})")
+    if roles["down"] is None:
+        missing.append(f"MLP output projection in layer {i} (looked for {', '.join(names['down'])})")
+    if roles["q"] is None and roles["qkv"] is None:
+        missing.append(f"query projection in layer {i}")
+    if roles["o"] is None or roles["down"] is None:
+        return None
+    norms = tuple(f"{prefix}.{n}" for n in names["norms"] if n in dict(block.named_children()))
+    return LayerAnatomy(index=i, prefix=prefix, norms=norms, **roles)  # type: ignore[arg-type]
 
-    if missing:
-        raise AnatomyError(
-            f"unsupported architecture {arch} (model_type '{mtype}'): could not find " + "; ".join(missing)
-        )
 
-    o_in, o_out = in_out_features(model.get_submodule(layers[0].o))
-    head_dim = getattr(config, "head_dim", None) or hidden // n_heads
+def _check_shapes(
+    model, layer0: LayerAnatomy, arch: str, n_heads: int, n_kv: int, head_dim: int, hidden: int
+) -> int:
+    """The head layout and residual width the projections imply; returns the MLP width."""
+    o_in, o_out = in_out_features(model.get_submodule(layer0.o))
     if o_in != n_heads * head_dim:
         raise AnatomyError(
             f"unsupported architecture {arch}: attention output projection takes {o_in} inputs, "
@@ -268,12 +249,16 @@ def find_anatomy(model: nn.Module) -> Anatomy:
         raise AnatomyError(
             f"unsupported architecture {arch}: {n_heads} query heads not divisible by {n_kv} KV heads"
         )
-    d_in, d_out = in_out_features(model.get_submodule(layers[0].down))
+    d_in, d_out = in_out_features(model.get_submodule(layer0.down))
     if o_out != hidden or d_out != hidden:
         raise AnatomyError(
             f"unsupported architecture {arch}: residual writers do not output hidden size {hidden}"
         )
+    return d_in
 
+
+def _ends(model: nn.Module, names: dict, arch: str) -> tuple[str, str | None, bool, str | None]:
+    """(input embeddings, output head or None, tied?, final norm or None) by module name."""
     by_id = {id(m): n for n, m in model.named_modules()}
     emb = model.get_input_embeddings()
     head = model.get_output_embeddings()
@@ -290,11 +275,44 @@ def find_anatomy(model: nn.Module) -> Anatomy:
             break
         except AttributeError:
             continue
+    return embed_name, head_name, bool(tied), final_norm
 
+
+def find_anatomy(model: nn.Module) -> Anatomy:
+    """Discover the anatomy of ``model`` or raise :class:`AnatomyError` listing what was not found."""
+    names = _names()
+    config = _text_config(model.config)
+    arch = (getattr(model.config, "architectures", None) or [type(model).__name__])[0]
+    mtype = getattr(model.config, "model_type", "?")
+    missing: list[str] = []
+    layers_name, layer_list = _layer_list(
+        model, names, _cfg(config, names["n_layers"]), f"{arch} (model_type '{mtype}')"
+    )
+
+    n_heads = _cfg(config, names["n_heads"])
+    if n_heads is None:
+        missing.append("number of attention heads in config (" + "/".join(names["n_heads"]) + ")")
+    n_kv = _cfg(config, names["n_kv_heads"]) or n_heads
+    hidden = _cfg(config, names["hidden"])
+    if hidden is None:
+        missing.append("hidden size in config")
+    layers: list[LayerAnatomy] = []
+    for i, block in enumerate(layer_list):
+        layer = _layer_anatomy(block, i, f"{layers_name}.{i}", names, missing)
+        if layer is None:
+            break
+        layers.append(layer)
+    if missing:
+        raise AnatomyError(
+            f"unsupported architecture {arch} (model_type '{mtype}'): could not find " + "; ".join(missing)
+        )
+    head_dim = getattr(config, "head_dim", None) or hidden // n_heads
+    d_in = _check_shapes(model, layers[0], arch, n_heads, n_kv, head_dim, hidden)
+    embed_name, head_name, tied, final_norm = _ends(model, names, arch)
     return Anatomy(
         model_type=mtype,
         architecture=arch,
-        n_layers=n_layers,
+        n_layers=len(layer_list),
         n_heads=int(n_heads),
         n_kv_heads=int(n_kv),
         head_dim=int(head_dim),
@@ -304,6 +322,6 @@ def find_anatomy(model: nn.Module) -> Anatomy:
         embed=embed_name,
         lm_head=head_name,
         final_norm=final_norm,
-        tied_embeddings=bool(tied),
+        tied_embeddings=tied,
         _model=model,
     )

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.progress import TimeElapsedColumn
+from rich.text import Text
 
 from editkit.errors import EditkitError, scrub_secrets
 
@@ -24,6 +26,24 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     rich_markup_mode="rich",
 )
+
+
+def _flags_without_type() -> None:
+    """typer 0.29 prints ``<bool>`` after on/off flags (--push, --help) in --help; a flag takes no value."""
+    from typer.core import TyperOption
+
+    show = TyperOption.display_type_rich
+    if getattr(show, "_editkit", False):
+        return
+
+    def display_type_rich(self, ctx):
+        return None if getattr(self, "is_flag", False) else show(self, ctx)
+
+    display_type_rich._editkit = True  # type: ignore[attr-defined]
+    TyperOption.display_type_rich = display_type_rich  # type: ignore[method-assign]
+
+
+_flags_without_type()
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 out = Console(highlight=False, soft_wrap=True)
 
@@ -46,6 +66,9 @@ def _quiet_libraries() -> None:
 
         tlog.set_verbosity_error()
         tlog.disable_progress_bar()
+        from huggingface_hub.utils import logging as hlog
+
+        hlog.set_verbosity_error()  # its HTTP retries log one warning line per attempt
     except ImportError:  # pragma: no cover
         pass
 
@@ -55,8 +78,25 @@ def fail(e: BaseException) -> None:
     raise typer.Exit(2)
 
 
+class _StageTime(TimeElapsedColumn):
+    """Elapsed time of a stage; for a stage recorded after the fact (``load`` is timed before the run
+    directory exists) the ``seconds`` of its stage_end event, not the instant between its two events."""
+
+    def render(self, task):
+        secs = task.fields.get("seconds")
+        if secs is None:
+            return super().render(task)
+        m, sec = divmod(int(round(secs)), 60)
+        h, m = divmod(m, 60)
+        return Text(f"{h}:{m:02d}:{sec:02d}", style="progress.elapsed")
+
+
 class _StageProgress:
-    """Rich progress for a run, fed by its events (the same stream the TUI reads)."""
+    """Rich progress for a run, fed by its events (the same stream the TUI reads).
+
+    Every stage with a total (evaluation rows, fit steps) shows a bar, the count and an ETA. The display
+    starts at the first event, so an error found before the run starts prints no empty progress line.
+    """
 
     def __init__(self, console: Console):
         from rich.progress import (
@@ -65,7 +105,7 @@ class _StageProgress:
             Progress,
             SpinnerColumn,
             TextColumn,
-            TimeElapsedColumn,
+            TimeRemainingColumn,
         )
 
         self.progress = Progress(
@@ -74,23 +114,34 @@ class _StageProgress:
             BarColumn(),
             MofNCompleteColumn(),
             TextColumn("{task.fields[info]}"),
-            TimeElapsedColumn(),
+            _StageTime(),
+            TextColumn("ETA", style="dim"),
+            TimeRemainingColumn(),
             console=console,
             transient=False,
         )
         self.tasks: dict[str, int] = {}
+        self.started = False
 
     def __enter__(self):
-        self.progress.start()
         return self
 
     def __exit__(self, *exc):
-        self.progress.stop()
+        if self.started:
+            self.progress.stop()
+
+    def say(self, message: str) -> None:
+        """Library messages (what is being downloaded, from where, how big) before the stages start."""
+        if not self.started:
+            self.progress.console.print(message, markup=False, highlight=False)
 
     def on_event(self, ev: dict) -> None:
+        if not self.started:
+            self.progress.start()
+            self.started = True
         t, stage = ev.get("type"), ev.get("stage")
         if t == "stage_start":
-            self.tasks[stage] = self.progress.add_task(stage, total=ev.get("total"), info="")
+            self.tasks[stage] = self.progress.add_task(stage, total=ev.get("total"), info="", seconds=None)
         elif t == "progress" and stage in self.tasks:
             self.progress.update(self.tasks[stage], completed=ev["done"], total=ev.get("total"))
         elif t == "step" and stage in self.tasks:
@@ -98,16 +149,32 @@ class _StageProgress:
             self.progress.update(self.tasks[stage], completed=ev["step"], total=ev.get("total"), info=info)
         elif t == "stage_end" and stage in self.tasks:
             task = self.progress.tasks[self.tasks[stage]]
-            self.progress.update(self.tasks[stage], total=task.total or 1, completed=task.total or 1)
+            done, total = int(task.completed), task.total
+            info = task.fields.get("info", "")
+            if total and 0 < done < total:  # e.g. fit stopped early: say so, and show the steps it ran
+                info = (info + "  " if info else "") + f"stopped early at {done}/{int(total)}"
+                total = done
+            self.progress.update(
+                self.tasks[stage],
+                total=total or 1,
+                completed=total or 1,
+                info=info,
+                seconds=ev.get("seconds") if stage == "load" else None,
+            )
         elif t == "log" and ev.get("level") in ("warning", "error"):
             self.progress.console.print(f"[yellow]{ev['message']}[/]")
 
 
 @app.command()
 def apply(
-    recipe: Path = typer.Argument(..., help="recipe YAML file", show_default=False),
+    recipe: Path = typer.Argument(
+        ..., help="recipe YAML file, or a packaged recipe's name (`editkit recipes`)", show_default=False
+    ),
     set_: list[str] = typer.Option(
-        [], "--set", help="override a recipe field, e.g. --set method.rank=4 (repeatable)"
+        [],
+        "--set",
+        metavar="KEY=VALUE",
+        help="override a recipe field, e.g. --set method.rank=4 (repeatable)",
     ),
     out_dir: Path = typer.Option(None, "--out", help="run directory (default runs/<name>-<timestamp>)"),
     push: bool = typer.Option(False, "--push", help="push the exported model to push.repo_id on the Hub"),
@@ -138,12 +205,15 @@ def apply(
             apply_recipe(recipe, **kw)
             return
         with _StageProgress(out) as prog:
-            result = apply_recipe(recipe, listener=prog.on_event, **kw)
+            result = apply_recipe(recipe, listener=prog.on_event, notice=prog.say, **kw)
     except EditkitError as e:
         fail(e)
-    except KeyboardInterrupt:
-        err.print("interrupted")
-        raise typer.Exit(130) from None
+    except KeyboardInterrupt as e:
+        from editkit.pipeline import RunTerminated
+
+        terminated = isinstance(e, RunTerminated)
+        err.print("terminated (SIGTERM); recorded as interrupted" if terminated else "interrupted")
+        raise typer.Exit(143 if terminated else 130) from None
     _print_summary(result.metrics, result.run_dir)
 
 
@@ -203,16 +273,22 @@ def _fmt(v) -> str:
 
 @app.command()
 def validate(
-    recipes: list[Path] = typer.Argument(..., help="recipe files", show_default=False),
-    set_: list[str] = typer.Option([], "--set", help="override a field before validating"),
+    recipes: list[Path] = typer.Argument(
+        ..., help="recipe files or packaged recipe names", show_default=False
+    ),
+    set_: list[str] = typer.Option(
+        [], "--set", metavar="KEY=VALUE", help="override a field before validating"
+    ),
 ) -> None:
-    """Check recipes against the schema without loading any model.
+    """Check recipes without loading any model: the schema, the method, and every local path they name
+    (model folder or .gguf file, data files, BLiMP folder). What needs the model itself is listed at the end.
 
     Example:
 
         editkit validate recipes/*.yaml
     """
     from editkit.methods import get_method
+    from editkit.preflight import NEEDS_THE_MODEL, local_problems
     from editkit.recipe import load_recipe
 
     bad = 0
@@ -224,9 +300,65 @@ def validate(
             err.print(f"[red]✗[/] {scrub_secrets(str(e))}", soft_wrap=True)
             bad += 1
             continue
+        problems = local_problems(r)
+        if problems:
+            for p in problems:
+                err.print(f"[red]✗[/] {path}: {scrub_secrets(p)}", soft_wrap=True)
+            bad += 1
+            continue
         out.print(f"[green]✓[/] {path}: {r.name} ({r.method.name} on {r.model.id}), hash {r.hash}")
+    out.print(f"[dim]{NEEDS_THE_MODEL}[/]", soft_wrap=True)
     if bad:
         raise typer.Exit(2)
+
+
+@app.command("recipes")
+def recipes_() -> None:
+    """List the recipes that ship with editkit (run one by name: editkit apply NAME).
+
+    Example:
+
+        editkit recipes
+    """
+    from editkit.catalog import describe, packaged_recipes, recipes_dir
+
+    known = packaged_recipes()
+    if not known:
+        fail(EditkitError("no packaged recipes found (is editkit installed completely?)"))
+    width = max(map(len, known))
+    for name, path in known.items():
+        out.print(f"{name:<{width}}  {describe(path)}", markup=False)
+    out.print(f"\n({recipes_dir()}; `editkit init METHOD` writes a new one)", markup=False)
+
+
+@app.command()
+def init(
+    method: str = typer.Argument(..., help="scalpel, refusal, heads, neurons or sft", show_default=False),
+    model: str = typer.Option(None, "--model", help="model id, folder or 'demo' (default: demo)"),
+    dest: Path = typer.Option(None, "--out", help="file to write (default: METHOD.yaml here)"),
+    force: bool = typer.Option(False, "--force", help="replace an existing file"),
+) -> None:
+    """Write a starting recipe for METHOD: every field with its default, each explained in a comment.
+
+    Example:
+
+        editkit init scalpel --model HuggingFaceTB/SmolLM2-135M-Instruct
+    """
+    from editkit.catalog import init_recipe_text
+
+    dest = dest or Path(f"{method}.yaml")
+    try:
+        if dest.exists() and not force:
+            raise EditkitError(f"{dest}: exists; pass --force to replace it or --out another file")
+        text = init_recipe_text(method, model)
+        tmp = dest.with_name(f".{dest.name}.tmp")
+        tmp.write_text(text, encoding="utf-8")
+        tmp.replace(dest)
+    except EditkitError as e:
+        fail(e)
+    except OSError as e:
+        fail(EditkitError(f"{dest}: cannot write: {e.strerror}"))
+    out.print(f"wrote {dest} (check: editkit validate {dest}; run: editkit apply {dest})", markup=False)
 
 
 @app.command("eval")
@@ -235,22 +367,63 @@ def eval_(
     capability: str = typer.Option(
         None, "--capability", "-c", help="built-in capability or triplet file to score as target"
     ),
-    max_items: int = typer.Option(None, "--max-items", help="cap items per set"),
+    max_items: int = typer.Option(
+        None,
+        "--max-items",
+        help="cut every set to this many items: a seeded subset stratified by answer class, not the first N",
+    ),
+    seed: int = typer.Option(0, "--seed", help="seed of the --max-items subsets"),
     blimp: bool = typer.Option(True, help="include BLiMP when ../shared/data/blimp is present"),
     json_out: Path = typer.Option(None, "--json", help="also write the metrics to this JSON file"),
 ) -> None:
     """Evaluate a model (or a run's exported model) with the editkit suite.
 
+    An editkit export scores the capability its run removed as the target (read from its editkit/run.json
+    or embedded recipe) and leaves it out of the held-out sets and the general capability score; -c
+    overrides that.
+
     Example:
 
         editkit eval runs/remove-moral-20261124-101500 -c moral
     """
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
     from editkit.evaluate_cli import evaluate_target
 
+    bar = Progress(
+        TextColumn("[bold]eval"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("scored rows  ETA", style="dim"),
+        TimeRemainingColumn(),
+        console=err,
+        transient=True,
+    )
+    task = None
+
+    def on_rows(done: int, total: int) -> None:
+        nonlocal task
+        if task is None:
+            bar.start()
+            task = bar.add_task("eval", total=total)
+        bar.update(task, completed=done, total=total)
+
     try:
-        m = evaluate_target(target, capability=capability, max_items=max_items, blimp=blimp)
+        m = evaluate_target(
+            target,
+            capability=capability,
+            max_items=max_items,
+            blimp=blimp,
+            seed=seed,
+            say=lambda msg: err.print(msg, markup=False),
+            on_rows=on_rows,
+        )
     except EditkitError as e:
+        if task is not None:
+            bar.stop()
         fail(e)
+    if task is not None:
+        bar.stop()
     from rich.table import Table
 
     t = Table(title=f"editkit eval: {target}")
@@ -392,6 +565,9 @@ def export(
     streaming: bool = typer.Option(
         False, "--streaming", help="merge shard by shard without loading the model"
     ),
+    gguf: str = typer.Option(
+        None, "--gguf", help="also write model.gguf of this type: f16, bf16 or q8_0 (llama.cpp, Ollama)"
+    ),
 ) -> None:
     """Re-export a run's edit onto its base model (in memory, or shard-streamed with --streaming).
 
@@ -402,10 +578,13 @@ def export(
     from editkit.reexport import reexport_run
 
     try:
-        info = reexport_run(run_dir, dest=dest, streaming=streaming)
+        info = reexport_run(run_dir, dest=dest, streaming=streaming, gguf=gguf)
     except EditkitError as e:
         fail(e)
     out.print(f"exported {info['path']}")
+    if info.get("gguf"):
+        g = info["gguf"]
+        out.print(f"  + {g['file']} ({g['type']}, {g['bytes'] / 2**20:.1f} MiB)", markup=False)
 
 
 def main() -> None:

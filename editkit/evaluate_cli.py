@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable
 from pathlib import Path
 
+from editkit.data.capabilities import BUILTIN_CAPABILITIES, load_triplets
+from editkit.data.general import load_general_text, perplexity
 from editkit.errors import EditkitError
+from editkit.eval.blimp import default_blimp_dir, load_blimp
+from editkit.eval.subsets import stratified_subset
+from editkit.eval.suite import EvalData, evaluate, evaluation_units
 from editkit.events import is_run_dir
+from editkit.models import load_model
 
 
 def resolve_model_target(target: str) -> str:
@@ -19,18 +27,55 @@ def resolve_model_target(target: str) -> str:
     return target
 
 
+def removed_capability(model_dir: str | Path) -> tuple[str, str] | None:
+    """(capability, where it was read) of an editkit export: what its run removed, so ``editkit eval``
+    scores it as the target and keeps it out of the held-out sets and the general capability score.
+
+    Read from ``editkit/run.json`` (``capability``), else the embedded ``editkit/recipe.yaml``
+    (``data.target``); None for other models or a run without target data (e.g. refusal)."""
+    import yaml
+
+    folder = Path(model_dir) / "editkit"
+    try:
+        info = json.loads((folder / "run.json").read_text())
+        cap = info.get("capability") if isinstance(info, dict) else None
+        if cap:
+            return str(cap), str(folder / "run.json")
+    except (OSError, ValueError):
+        pass
+    try:
+        recipe = yaml.safe_load((folder / "recipe.yaml").read_text())
+        target = ((recipe or {}).get("data") or {}).get("target")
+        src = target.get("source") if isinstance(target, dict) else target
+    except (OSError, yaml.YAMLError, AttributeError):
+        return None
+    if isinstance(src, str) and (src in BUILTIN_CAPABILITIES or Path(src).expanduser().is_file()):
+        return src, str(folder / "recipe.yaml")
+    return None
+
+
 def evaluate_target(
-    target: str, capability: str | None = None, max_items: int | None = None, blimp: bool = True
+    target: str,
+    capability: str | None = None,
+    max_items: int | None = None,
+    blimp: bool = True,
+    seed: int = 0,
+    say: Callable[[str], None] = lambda _m: None,
+    on_rows: Callable[[int, int], None] | None = None,
 ) -> dict:
-    from editkit.data.capabilities import BUILTIN_CAPABILITIES, load_triplets
-    from editkit.data.general import load_general_text, perplexity
-    from editkit.eval.blimp import default_blimp_dir, load_blimp
-    from editkit.eval.suite import EvalData, evaluate
-    from editkit.models import load_model
+    """The suite on ``target``. ``max_items`` cuts every set to a seeded, answer-class-stratified subset.
+
+    ``on_rows(done, total)`` reports scored rows (a progress bar with a total)."""
+
+    path = resolve_model_target(target)
+    if capability is None and Path(path).is_dir():
+        found = removed_capability(path)
+        if found:
+            capability = found[0]
+            say(f"scoring '{capability}' as the target: the run that made this model removed it ({found[1]})")
 
     def cut(rows):
-        rows = [dict(r) for r in rows]
-        return rows[:max_items] if max_items else rows
+        return stratified_subset([dict(r) for r in rows], max_items, seed)
 
     target_test = cut(load_triplets(capability, split="test")) if capability else None
     heldout = {n: cut(load_triplets(n, split="test")) for n in BUILTIN_CAPABILITIES if n != capability}
@@ -43,5 +88,13 @@ def evaluate_target(
         blimp=load_blimp(bdir) if bdir else None,
         drift_prompts=[],
     )
-    loaded = load_model(resolve_model_target(target))
-    return evaluate(loaded.model, loaded.tokenizer, data, perplexity_fn=perplexity)
+    loaded = load_model(path, progress=say)
+    total, done = evaluation_units(data), 0
+
+    def count(k: int) -> None:
+        nonlocal done
+        done += k
+        if on_rows is not None:
+            on_rows(done, total)
+
+    return evaluate(loaded.model, loaded.tokenizer, data, perplexity_fn=perplexity, on_rows=count)

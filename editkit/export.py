@@ -18,17 +18,68 @@ import torch
 from editkit import __version__
 from editkit.errors import EditkitError
 from editkit.models import DTYPES
+from editkit.provenance import source_revision
 
-#: max |Δlogit| allowed between the edited model and its fp32 export reloaded from disk
+#: max |Δlogit| allowed between the fp32 edited model (edit applied as hooks) and its merged weights
 EXPORT_TOLERANCE = 1e-4
+#: relative max |Δlogit| allowed when the edited model is spread over devices and its reload runs on one
+#: (different kernels); on one device the reload must reproduce the merged model exactly (tolerance 0)
+CROSS_DEVICE_TOLERANCE = {"float32": 1e-5, "float16": 2e-3, "bfloat16": 1.6e-2}
+
+
+_TMP_MARK = ".tmp-"
+
+
+def _pid_alive(pid: int) -> bool:
+    import os
+
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, someone else's
+        return True
+    return True
+
+
+def clean_stale(dest: Path) -> list[Path]:
+    """Remove what an interrupted ``atomic_dir(dest)`` left beside ``dest``, and only that: temporary folders
+    named ``.<dest>.tmp-<pid>-*`` whose process is gone, and ``.<dest>.old`` (put back in place when a
+    crash fell between the two renames, so the last complete export is not lost). Returns what was removed."""
+    import os
+    import re
+
+    dest = Path(dest)
+    removed = []
+    old = dest.with_name(f".{dest.name}.old")
+    if old.is_dir():
+        if dest.exists():
+            shutil.rmtree(old, ignore_errors=True)
+            removed.append(old)
+        else:
+            old.replace(dest)
+    if dest.parent.is_dir():
+        own = re.compile(re.escape(f".{dest.name}{_TMP_MARK}") + r"(\d+)-[^/]+")
+        for p in dest.parent.iterdir():
+            m = own.fullmatch(p.name)
+            if m and p.is_dir() and int(m.group(1)) != os.getpid() and not _pid_alive(int(m.group(1))):
+                shutil.rmtree(p, ignore_errors=True)
+                removed.append(p)
+    return removed
 
 
 @contextmanager
 def atomic_dir(dest: Path) -> Iterator[Path]:
-    """Yield a temporary directory that becomes ``dest`` on success (replacing an existing one)."""
+    """Yield a temporary directory that becomes ``dest`` on success (replacing an existing one).
+
+    The temporary folder's name carries this process's id, so a later run can tell a folder left by a
+    killed export (its process is gone: removed) from one still being written (left alone)."""
+    import os
+
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.tmp-", dir=dest.parent))
+    clean_stale(dest)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}{_TMP_MARK}{os.getpid()}-", dir=dest.parent))
     try:
         yield tmp
         if dest.exists():
@@ -79,13 +130,21 @@ def export_model(
     target_dtype = DTYPES.get(dtype)
     with atomic_dir(dest) as tmp:
         orig = next(model.parameters()).dtype
+        kwargs: dict = {}
         if target_dtype is not None and target_dtype != orig:
-            model.to(target_dtype)
-        try:
-            model.save_pretrained(tmp, safe_serialization=True, max_shard_size=max_shard_size)
-        finally:
-            if target_dtype is not None and target_dtype != orig:
-                model.to(orig)
+            # a cast copy of the weights, not model.to(): a round trip through a narrower dtype would leave
+            # the in-memory model rounded (and the export check would compare against a changed model)
+            state = model.state_dict()
+            cast: dict[int, torch.Tensor] = {}  # tied tensors stay one tensor
+            kwargs["state_dict"] = {
+                k: cast.setdefault(id(v), v.to(target_dtype)) if v.is_floating_point() else v
+                for k, v in state.items()
+            }
+        model.save_pretrained(tmp, safe_serialization=True, max_shard_size=max_shard_size, **kwargs)
+        if kwargs:  # save_pretrained records the model's own dtype
+            from editkit.streaming import _EXPORT_DTYPES, _update_config_dtype
+
+            _update_config_dtype(tmp / "config.json", _EXPORT_DTYPES[dtype])
         tokenizer.save_pretrained(tmp)
         if extra is not None:
             extra(tmp)
@@ -132,10 +191,14 @@ def embeddings_tied(path_or_model) -> bool:
 
 def run_info(recipe, run_id: str, base_model: str | None, license: str | None, **more) -> dict:
     """``editkit/run.json`` of an export (provenance): the same fields from a run and from a re-export."""
+    target = recipe.data.target
     return {
         "editkit_version": __version__,
+        "editkit_revision": source_revision(),
         "recipe_hash": recipe.hash,
         "method": recipe.method.name,
+        # what was removed: `editkit eval` on this export scores it as the target, not as held-out
+        "capability": target.source if target is not None else None,
         "base_model": base_model,
         "license": license,
         "run_id": run_id,
@@ -157,17 +220,118 @@ def reference_logits(model, tokenizer, edit) -> tuple[dict, torch.Tensor]:
         return inputs, logits_of(model, inputs)
 
 
-def check_export(dest: Path, reference, inputs, model, dtype: str, tied_before: bool | None = None) -> dict:
-    """Reload ``dest`` and compare with the edited model's ``reference`` logits; raise if an exact export
-    (fp32 model, dtype same/float32) differs by more than EXPORT_TOLERANCE, or if tied embeddings came
-    untied. Returns the numbers the run records."""
-    diff = verify_export(dest, reference, inputs, like=model)
-    info = {"max_abs_logit_diff": diff, "tied_embeddings": embeddings_tied(dest)}
-    exact = dtype in ("same", "float32") and next(model.parameters()).dtype == torch.float32
-    info["tolerance"] = EXPORT_TOLERANCE if exact else None
-    if exact and diff > EXPORT_TOLERANCE:
+def _export_dtype(model, dtype: str) -> torch.dtype:
+    target = DTYPES.get(dtype)
+    return target if target is not None else next(model.parameters()).dtype
+
+
+def compare_tensors(dest: Path, model, dtype: torch.dtype) -> int:
+    """Every tensor in ``dest``'s safetensors equals the in-memory (merged) model's, cast to ``dtype``,
+    bit for bit; both sides merge in fp32 and cast back once, so anything else is an export error.
+    Returns how many tensors were compared (parameters offloaded to disk/meta are skipped)."""
+    from safetensors import safe_open
+
+    state = {k: v for k, v in model.state_dict().items() if v.device.type != "meta"}
+    prefix = getattr(model, "base_model_prefix", "") or ""
+    files = sorted(Path(dest).glob("*.safetensors"))
+    if not files:
+        raise EditkitError(f"export check failed: {dest} holds no .safetensors file")
+    n = 0
+    for f in files:
+        with safe_open(str(f), "pt") as st:
+            for key in st.keys():  # noqa: SIM118 - safe_open is not a mapping
+                mine = state.get(key, state.get(f"{prefix}.{key}"))
+                if mine is None:
+                    continue
+                got = st.get_tensor(key)
+                want = mine.detach().to("cpu", dtype if mine.is_floating_point() else mine.dtype)
+                if got.shape != want.shape or got.dtype != want.dtype or not torch.equal(got, want):
+                    worst = (
+                        (got.float() - want.float()).abs().max().item()
+                        if got.shape == want.shape
+                        else "shape"
+                    )
+                    raise EditkitError(
+                        f"export check failed: {f.name}: tensor {key} differs from the edited model's "
+                        f"({got.dtype} vs {want.dtype}, max |Δ| {worst})"
+                    )
+                n += 1
+    if n == 0:
         raise EditkitError(
-            f"export check failed: reloaded model differs from the edited model by {diff:.3g} > {EXPORT_TOLERANCE}"
+            f"export check failed: no tensor of {dest} matches a parameter of the edited model"
+        )
+    return n
+
+
+def check_export(
+    dest: Path,
+    reference,
+    inputs,
+    model,
+    dtype: str,
+    tied_before: bool | None = None,
+    *,
+    edit=None,
+) -> dict:
+    """Prove ``dest`` is the edited model, in every dtype.
+
+    1. tensor by tensor: the exported tensors are bit-identical to the in-memory merged model's (cast to the
+       export dtype). ``edit`` given means the model is not merged yet (streamed export): merge it now.
+    2. logits: ``dest`` reloaded with plain transformers in the export dtype on the model's own device gives
+       the merged model's logits within the tolerance for that dtype — 0 when both run the same kernels
+       (same device, same dtype, same attention implementation), ``CROSS_DEVICE_TOLERANCE`` (relative to the
+       largest logit) when the model is spread over several devices and the reload runs on one.
+    3. ``reference`` (the evaluated model: edit applied as hooks/adapter) vs the merged model: recorded as
+       ``edit_vs_merged_logit_diff``, enforced (EXPORT_TOLERANCE) for fp32 where the merge is exact math.
+    Raises EditkitError on any failure; returns the numbers the run records."""
+    from transformers import AutoModelForCausalLM
+
+    if any(p.device.type == "meta" for p in model.parameters()):
+        return {"skipped": "parts of the model are offloaded (meta tensors); the export was not checked"}
+    if edit is not None:
+        edit.merge_into(model)
+    target = _export_dtype(model, dtype)
+    own = next(model.parameters()).dtype
+    merged = logits_of(model, inputs)
+    info: dict = {"tensors_identical": compare_tensors(dest, model, target)}
+    info["edit_vs_merged_logit_diff"] = float((merged - reference).abs().max())
+    if own == torch.float32 and info["edit_vs_merged_logit_diff"] > EXPORT_TOLERANCE:
+        raise EditkitError(
+            "export check failed: the merged weights differ from the edited model by "
+            f"{info['edit_vs_merged_logit_diff']:.3g} > {EXPORT_TOLERANCE} (fp32)"
+        )
+    device = single_device(model)
+    if target != own:  # compare like with like: the edited model built in the export dtype, as a reload is
+        # (model.to() would also cast buffers such as rotary frequencies, which from_pretrained keeps fp32)
+        twin = AutoModelForCausalLM.from_config(model.config, dtype=target)
+        twin.load_state_dict(
+            {k: v.to(target) if v.is_floating_point() else v for k, v in model.state_dict().items()}
+        )
+        merged = logits_of(twin.to(device).eval(), inputs)
+        del twin
+    spread = len({p.device for p in model.parameters()}) > 1
+    attn = getattr(model.config, "_attn_implementation", None)
+    kwargs = {"attn_implementation": attn} if attn else {}
+    reloaded = AutoModelForCausalLM.from_pretrained(dest, dtype=target, use_safetensors=True, **kwargs)
+    reloaded.to(device).eval()
+    diff = float((logits_of(reloaded, inputs) - merged).abs().max())
+    tied = embeddings_tied(reloaded)
+    del reloaded
+    name = {torch.float32: "float32", torch.bfloat16: "bfloat16", torch.float16: "float16"}.get(
+        target, str(target)
+    )
+    tol = CROSS_DEVICE_TOLERANCE.get(name, 1e-2) * float(merged.abs().max()) if spread else 0.0
+    info.update(
+        max_abs_logit_diff=diff,
+        tolerance=tol,
+        checked_dtype=name,
+        checked_device=str(device),
+        tied_embeddings=tied,
+    )
+    if diff > tol:
+        raise EditkitError(
+            f"export check failed: {dest} reloaded in {name} on {device} differs from the edited model by "
+            f"{diff:.3g} > {tol:.3g}"
         )
     if tied_before and not info["tied_embeddings"]:
         raise EditkitError("export check failed: the input/output embeddings were tied and are not any more")

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 from editkit.errors import HubError
+from editkit.events import is_run_dir
 
 RUN_MARKER = "editkit/run.json"  # present in every editkit push; how a later push recognises the repo
 RETRY_BASE_WAIT_S = 1.0  # first backoff wait; doubles on each retry
@@ -302,8 +303,6 @@ def push_run(
     import json
 
     import yaml
-
-    from editkit.events import is_run_dir
 
     run_dir = Path(run_dir)
     if not is_run_dir(run_dir):

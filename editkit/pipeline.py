@@ -25,13 +25,22 @@ from editkit.card import write_card
 from editkit.data.general import perplexity
 from editkit.edit import Edit
 from editkit.errors import RecipeError, scrub_secrets
-from editkit.eval.suite import evaluate
-from editkit.events import EventLog, NullEventLog, create_run_dir, prepare_run_dir, write_metrics
+from editkit.eval.suite import evaluate, evaluation_units, greedy_generations
+from editkit.events import (
+    EventLog,
+    NullEventLog,
+    StageCounter,
+    create_run_dir,
+    prepare_run_dir,
+    write_metrics,
+)
 from editkit.export import check_export, export_model, reference_logits, run_info, write_editkit_folder
 from editkit.hub import push_run
 from editkit.methods import get_method
 from editkit.methods.base import FitContext, FitResult, Method
 from editkit.models import LoadedModel, load_model
+from editkit.preflight import preflight
+from editkit.provenance import source_revision
 from editkit.recipe import Recipe, load_recipe
 from editkit.recipe_data import LoadedData, load_data
 from editkit.robustness_run import run_robustness
@@ -90,7 +99,9 @@ def prepare(recipe: Recipe, push: bool = False) -> tuple[type[Method], LoadedDat
     """Validation that needs no model: method, options, data. Raises EditkitError subclasses."""
     method_cls = get_method(recipe.method.name)
     _check_conflicts(recipe, push)
-    return method_cls, load_data(recipe, method_cls.needs)
+    data = load_data(recipe, method_cls.needs)
+    method_cls().check_data(recipe.method, set(recipe.data.sets))
+    return method_cls, data
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -98,9 +109,13 @@ def prepare(recipe: Recipe, push: bool = False) -> tuple[type[Method], LoadedDat
 # ------------------------------------------------------------------------------------------------------
 
 
-def evaluate_phase(run: Run, phase: str) -> dict:
-    """The general suite and the method's own metrics, on the model as it is now (edit applied or not)."""
+def evaluate_phase(run: Run, phase: str, counter: StageCounter | None = None) -> dict:
+    """The general suite and the method's own metrics, on the model as it is now (edit applied or not).
+
+    ``counter`` (the stage's progress) grows by the rows this evaluation scores and counts them."""
     recipe, ctx = run.recipe, run.ctx
+    if counter is not None:
+        counter.grow(evaluation_units(run.data.eval, recipe.eval.perplexity))
     m = evaluate(
         ctx.model,
         ctx.tokenizer,
@@ -108,13 +123,30 @@ def evaluate_phase(run: Run, phase: str) -> dict:
         batch_size=recipe.eval.batch_size,
         perplexity_fn=perplexity if recipe.eval.perplexity else None,
         progress=lambda s: run.say(f"{phase}: {s}"),
+        on_rows=counter.add if counter is not None else None,
     )
     m.update(run.method.evaluate(ctx, phase))
     return m
 
 
+def generations(run: Run, counter: StageCounter | None = None) -> list[str]:
+    """Greedy continuations of a few target prompts by the model as it is now (the card shows them)."""
+    prompts = run.data.eval.generation_prompts
+    if counter is not None:
+        counter.grow(len(prompts))
+    out = greedy_generations(run.ctx.model, run.ctx.tokenizer, prompts, run.recipe.eval.generation_tokens)
+    if counter is not None:
+        counter.add(len(prompts))
+    return out
+
+
 def stage_eval_base(run: Run) -> None:
-    run.metrics["base"] = evaluate_phase(run, "base")
+    counter = StageCounter(run.events, "eval_base")
+    run.metrics["base"] = evaluate_phase(run, "base", counter)
+    prompts = run.data.eval.generation_prompts
+    if prompts:
+        gens = generations(run, counter)
+        run.metrics["generations"] = [{"prompt": p, "base": g} for p, g in zip(prompts, gens, strict=True)]
     run.events.emit("eval", phase="base", metrics=run.metrics["base"])
 
 
@@ -131,13 +163,17 @@ def stage_fit(run: Run) -> None:
 
 
 def stage_eval_edited(run: Run) -> None:
+    counter = StageCounter(run.events, "eval_edited")
     with run.edit.applied(run.loaded.model):
-        run.metrics["edited"] = evaluate_phase(run, "edited")
+        run.metrics["edited"] = evaluate_phase(run, "edited", counter)
+        if run.metrics.get("generations"):
+            for row, g in zip(run.metrics["generations"], generations(run, counter), strict=True):
+                row["edited"] = g
     run.events.emit("eval", phase="edited", metrics=run.metrics["edited"])
-    for name, other in run.fit.comparisons.items():  # e.g. plain abliteration beside SRA
+    for name, other in run.fit.comparisons.items():  # variants fitted beside the edit
         write_metrics_of(run)
         with other.applied(run.loaded.model):
-            m = evaluate_phase(run, name.replace(" ", "-"))
+            m = evaluate_phase(run, name.replace(" ", "-"), counter)
         run.metrics.setdefault("comparisons", {})[name] = {"metrics": m, "info": other.info}
 
 
@@ -147,7 +183,7 @@ def stage_control(run: Run) -> None:
         run.events.log("this method has no random control", level="warning")
         return
     with control.applied(run.loaded.model):
-        run.metrics["control"] = evaluate_phase(run, "control")
+        run.metrics["control"] = evaluate_phase(run, "control", StageCounter(run.events, "control"))
     run.metrics["control_edit"] = control.info
     run.events.emit("eval", phase="control", metrics=run.metrics["control"])
 
@@ -245,6 +281,7 @@ def _start(run: Run, stages: list[Stage], load_seconds: float, resume: bool) -> 
         recipe_hash=recipe.hash,
         recipe=recipe.resolved(),
         editkit_version=__version__,
+        editkit_commit=source_revision().get("commit"),
         pid=os.getpid(),
         stages=["load"] + [s.name for s in stages],
         resume=resume,
@@ -262,6 +299,8 @@ def _start(run: Run, stages: list[Stage], load_seconds: float, resume: bool) -> 
             "model": recipe.model.id,
             "method": recipe.method.name,
             "base_model": run.loaded.base_model,
+            "weights": run.loaded.weights,
+            "editkit_revision": source_revision(),
             "license": run.loaded.license,
             "method_paper": type(run.method).paper,
             "anatomy": an.to_dict(),
@@ -291,30 +330,37 @@ def apply_recipe(
     overwrite: bool = False,
     listener: Callable[[dict], None] | None = None,
     say: Callable[[str], None] = lambda _m: None,
+    notice: Callable[[str], None] | None = None,
 ) -> RunResult:
-    """Run a recipe end to end. ``from editkit import apply_recipe; apply_recipe("recipes/x.yaml")``."""
+    """Run a recipe end to end. ``from editkit import apply_recipe; apply_recipe("recipes/x.yaml")``.
+
+    ``say`` gets every step's message; ``notice`` (default ``say``) only what a user must see before the
+    run's events start: what the model loader downloads, how big, and where it is cached."""
     recipe = _resolve(recipe, overrides)
     main = (
         dist.is_main_process()
     )  # under `accelerate launch` every process runs this; only the main one writes
     if not main:
-        listener, say = None, (lambda _m: None)
+        listener, say, notice = None, (lambda _m: None), (lambda _m: None)
+    notice = notice or say
     run_dir = prepare_run_dir(
         Path(runs_root), recipe.name, Path(out) if out else None, resume=resume, overwrite=overwrite
     )
     run_dir = dist.broadcast_from_main(run_dir)  # the main process's (time-stamped) choice, for everyone
     if main:  # before the model loads: a run must not fail at its end for a reason known at its start
-        from editkit.preflight import preflight
-
         preflight(recipe, run_dir, push)
     method_cls, data = prepare(recipe, push)
     torch.manual_seed(recipe.seed)
     say(f"loading model {recipe.model.id}")
     t_load = time.time()
-    loaded = load_model(recipe.model, progress=say)
+    loaded = load_model(recipe.model, progress=notice)
     anatomy = find_anatomy(loaded.model)
     method = method_cls()
     method.check(recipe.method, anatomy)
+    if recipe.export.gguf:  # an unsupported architecture or tokenizer fails now, not after the fit
+        from editkit.gguf_export import check_gguf_supported
+
+        check_gguf_supported(loaded.model.config, loaded.tokenizer)
     load_seconds = time.time() - t_load
 
     # ---- from here on the run directory exists ----
@@ -325,15 +371,18 @@ def apply_recipe(
     stages = [s for s in STAGES if s.when(run)]
     t0 = time.time()
     _start(run, stages, load_seconds, resume)
+    restore_sigterm = None
     try:
+        restore_sigterm = _record_sigterm()
         _run_stages(run, stages)
         if main:
             run.metrics["total_seconds"] = round(time.time() - t0, 2)
             write_metrics_of(run)
             events.emit("run_end", status="ok", seconds=round(time.time() - t0, 3))
         dist.wait_for_everyone()
-    except KeyboardInterrupt:
-        events.emit("run_end", status="interrupted", seconds=round(time.time() - t0, 3))
+    except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM (kill, a scheduler) through _record_sigterm
+        extra = {"signal": "SIGTERM"} if isinstance(e, RunTerminated) else {}
+        events.emit("run_end", status="interrupted", seconds=round(time.time() - t0, 3), **extra)
         raise
     except BaseException as e:
         message = scrub_secrets(str(e).splitlines()[0] if str(e) else type(e).__name__)
@@ -341,11 +390,33 @@ def apply_recipe(
         events.emit("run_end", status="error", seconds=round(time.time() - t0, 3))
         raise
     finally:
+        if restore_sigterm is not None:
+            restore_sigterm()
         events.close()
     model_dir = Path(run.metrics["export"]["path"]) if main else None
     return RunResult(
         run_dir=run_dir, metrics=run.metrics, edit=run.edit, model_dir=model_dir, push=run.push_info
     )
+
+
+class RunTerminated(KeyboardInterrupt):
+    """SIGTERM during a run: handled like Ctrl-C, so the event log ends with run_end "interrupted"."""
+
+
+def _record_sigterm() -> Callable[[], None] | None:
+    """Turn SIGTERM into RunTerminated for the run's duration; returns the function that puts the previous
+    handler back (None when signals cannot be handled here: not the main thread)."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def on_sigterm(signum, frame):
+        raise RunTerminated("terminated by SIGTERM")
+
+    previous = signal.signal(signal.SIGTERM, on_sigterm)
+    return lambda: signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
 
 
 def export_run(run: Run) -> dict:
@@ -354,12 +425,19 @@ def export_run(run: Run) -> dict:
     inputs, reference = reference_logits(model, tok, edit)
     dest = Path(recipe.export.dir).expanduser() if recipe.export.dir else run.run_dir / "model"
     adapter_dir = run.fit.adapter_dir if recipe.export.adapter else None
+    gguf_info: dict[str, Any] = {}
 
     def extra(tmp: Path) -> None:
-        info = run_info(recipe, run.run_dir.name, run.loaded.base_model, run.loaded.license)
+        info = run_info(
+            recipe, run.run_dir.name, run.loaded.base_model, run.loaded.license, weights=run.loaded.weights
+        )
         write_editkit_folder(tmp, edit, info, (run.run_dir / "recipe.yaml").read_text())
         if adapter_dir is not None:
             shutil.copytree(adapter_dir, tmp / "adapter")
+        if recipe.export.gguf:
+            from editkit.gguf_export import write_gguf
+
+            gguf_info.update(write_gguf(tmp, kind=recipe.export.gguf))
 
     stream, why = decide_streaming(recipe.export.streaming, run.loaded)
     run.events.log(f"export: {'shard-streamed' if stream else 'in-memory'} merge ({why})")
@@ -379,6 +457,20 @@ def export_run(run: Run) -> dict:
     }
     if recipe.export.verify:
         info.update(
-            check_export(dest, reference, inputs, model, recipe.export.dtype, run.anatomy.tied_embeddings)
+            check_export(
+                dest,
+                reference,
+                inputs,
+                model,
+                recipe.export.dtype,
+                run.anatomy.tied_embeddings,
+                edit=edit if stream else None,  # a streamed export left the in-memory model unmerged
+            )
         )
+    if gguf_info:
+        info["gguf"] = gguf_info
+        if recipe.export.verify:
+            from editkit.gguf_export import check_gguf
+
+            gguf_info.update(check_gguf(dest, gguf_info["file"], recipe.export.gguf))
     return info

@@ -17,6 +17,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, ValidationError, field_validator
 
 from editkit.errors import RecipeError
+from editkit.methods import method_names, method_params_class
 
 
 class StrictModel(BaseModel):
@@ -100,7 +101,12 @@ class DataSpec(StrictModel):
 
 class EvalSpec(StrictModel):
     batch_size: int = Field(16, ge=1, description="evaluation batch size")
-    max_items: int | None = Field(None, ge=1, description="cap on items per evaluated set")
+    max_items: int | None = Field(
+        None,
+        ge=1,
+        description="cap on items per evaluated set: a seeded subset stratified by answer class (and "
+        "answer-frame family where items have one), not the first N",
+    )
     perplexity: bool = Field(True, description="perplexity on the general test text")
     blimp: str | bool = Field(
         "auto", description="BLiMP pairs: 'auto' (../shared/data/blimp when present), a path, or false"
@@ -117,6 +123,10 @@ class EvalSpec(StrictModel):
         "they are reported but left out of the worst/mean summary",
     )
     drift_prompts: int = Field(32, ge=0, description="harmless prompts for first-token KL drift")
+    generations: int = Field(
+        3, ge=0, description="target prompts shown with greedy generations before/after the edit in the card"
+    )
+    generation_tokens: int = Field(32, ge=1, description="new tokens per greedy generation")
 
 
 class ExportSpec(StrictModel):
@@ -129,6 +139,11 @@ class ExportSpec(StrictModel):
     verify: bool = Field(True, description="reload the export with plain transformers and compare logits")
     streaming: bool | Literal["auto"] = Field(
         "auto", description="merge shard by shard without loading the model (weight-space edits)"
+    )
+    gguf: Literal["f16", "bf16", "q8_0"] | None = Field(
+        None,
+        description="also write model.gguf (llama.cpp, Ollama, LM Studio) of this type beside the safetensors "
+        "(llama, mistral, qwen2 with a byte-level BPE tokenizer)",
     )
 
     @field_validator("max_shard_size")
@@ -179,8 +194,6 @@ class Recipe(StrictModel):
     @field_validator("method", mode="before")
     @classmethod
     def _method(cls, v: Any) -> Any:
-        from editkit.methods import method_params_class
-
         if isinstance(v, BaseModel):
             return v
         if isinstance(v, str):
@@ -188,7 +201,7 @@ class Recipe(StrictModel):
         if not isinstance(v, dict):
             raise ValueError("must be a mapping with 'name' and the method's parameters")
         if "name" not in v:
-            raise ValueError("needs a 'name' (one of: " + ", ".join(_method_names()) + ")")
+            raise ValueError("needs a 'name' (one of: " + ", ".join(method_names()) + ")")
         params_cls = method_params_class(str(v["name"]))  # raises ValueError with suggestions
         return params_cls.model_validate(v)
 
@@ -204,12 +217,6 @@ class Recipe(StrictModel):
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.resolved(), sort_keys=False, allow_unicode=True)
-
-
-def _method_names() -> list[str]:
-    from editkit.methods import method_names
-
-    return method_names()
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -268,8 +275,6 @@ def _fields_at(loc: tuple, data: dict) -> list[str]:
         if field is None:
             return []
         if part == "method":
-            from editkit.methods import method_params_class
-
             name = (data.get("method") or {}).get("name") if isinstance(data.get("method"), dict) else None
             try:
                 model = method_params_class(str(name))
@@ -286,8 +291,28 @@ def _fields_at(loc: tuple, data: dict) -> list[str]:
     return list(getattr(model, "model_fields", {}))
 
 
-def format_validation_error(err: ValidationError, file: str, node: yaml.Node | None, data: dict) -> str:
-    """One line: ``file:line: field.path: what is wrong`` (first error, plus a count of the rest)."""
+def _override_for(loc: tuple, overrides: list[str] | tuple[str, ...]) -> str | None:
+    """The ``--set`` argument that wrote the field at ``loc`` (or a mapping above or below it), if any."""
+    path = [str(p) for p in loc]
+    for item in reversed(list(overrides)):
+        key = [k.strip() for k in item.split("=", 1)[0].split(".")]
+        n = min(len(key), len(path))
+        if n and key[:n] == path[:n]:
+            return item
+    return None
+
+
+def format_validation_error(
+    err: ValidationError,
+    file: str,
+    node: yaml.Node | None,
+    data: dict,
+    overrides: list[str] | tuple[str, ...] = (),
+) -> str:
+    """One line: ``file:line: field.path: what is wrong`` (first error, plus a count of the rest).
+
+    A field written by ``--set`` is blamed on that argument (``--set 'method.rnak=4': ...``), not on a
+    line of the file it never appeared in."""
     errors = err.errors()
     first = errors[0]
     loc = tuple(p for p in first["loc"] if not (isinstance(p, str) and p.startswith("function-")))
@@ -307,6 +332,9 @@ def format_validation_error(err: ValidationError, file: str, node: yaml.Node | N
         msg = msg[len("Value error, ") :]
     line = _line_of(node, loc)
     where = f"{file}:{line}" if line else file
+    blamed = _override_for(loc, overrides) if loc else None
+    if blamed is not None:
+        where = f"--set {blamed!r}"
     more = f" (and {len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})" if len(errors) > 1 else ""
     return f"{where}: {path}: {msg}{more}"
 
@@ -363,14 +391,14 @@ def parse_recipe(text: str, file: str = "<recipe>", overrides: list[str] | tuple
     try:
         return Recipe.model_validate(data)
     except ValidationError as e:
-        raise RecipeError(format_validation_error(e, file, node, data)) from None
+        raise RecipeError(format_validation_error(e, file, node, data, overrides)) from None
 
 
 def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Recipe:
-    """Read and validate a recipe file (no model is loaded)."""
-    p = Path(path)
-    if not p.exists():
-        raise RecipeError(f"{p}: recipe file does not exist")
+    """Read and validate a recipe file or packaged recipe name (no model is loaded)."""
+    from editkit.catalog import resolve_recipe
+
+    p = resolve_recipe(path)  # a path on disk, else a packaged recipe by name
     if p.is_dir():
         raise RecipeError(f"{p}: is a directory, expected a recipe .yaml file")
     try:

@@ -17,6 +17,7 @@ from editkit.data.capabilities import BUILTIN_CAPABILITIES, load_triplets
 from editkit.data.general import load_general_text
 from editkit.errors import DataError, RecipeError
 from editkit.eval.blimp import default_blimp_dir, load_blimp
+from editkit.eval.subsets import stratified_subset
 from editkit.eval.suite import EvalData
 from editkit.recipe import DataSource, Recipe
 
@@ -48,16 +49,14 @@ def load_data(recipe: Recipe, method_needs: tuple[str, ...]) -> LoadedData:
     if d.target is not None:
         out.roles["target_train"] = _triplets(d.target, "train", "data.target")
         target_test = _triplets(d.target, "test", "data.target")
-        if ev.max_items:
-            target_test = target_test[: ev.max_items]
+        target_test = stratified_subset(target_test, ev.max_items, recipe.seed)
         out.roles["target_test"] = target_test
     if d.heldout == "auto":
         names = [n for n in BUILTIN_CAPABILITIES if d.target is None or n != d.target.source]
         heldout = {n: _triplets(DataSource(source=n), "test", "data.heldout") for n in names}
     else:
         heldout = {Path(s.source).stem: _triplets(s, s.split or "test", "data.heldout") for s in d.heldout}
-    if ev.max_items:
-        heldout = {k: v[: ev.max_items] for k, v in heldout.items()}
+    heldout = {k: stratified_subset(v, ev.max_items, recipe.seed) for k, v in heldout.items()}
     out.roles["heldout"] = heldout
     try:
         g = d.general
@@ -84,8 +83,14 @@ def load_data(recipe: Recipe, method_needs: tuple[str, ...]) -> LoadedData:
                 raise DataError(f"eval.blimp: {src} does not exist")
             blimp = load_blimp(src, ev.blimp_per_phenomenon)
     drift = [" ".join(t.split()[:12]) for t in general_test[: ev.drift_prompts]]
+    gen = [t["prompt"] for t in stratified_subset(target_test or [], ev.generations, recipe.seed)]
     out.eval = EvalData(
-        target_test=target_test, heldout=heldout, general_test=general_test, blimp=blimp, drift_prompts=drift
+        target_test=target_test,
+        heldout=heldout,
+        general_test=general_test,
+        blimp=blimp,
+        drift_prompts=drift,
+        generation_prompts=gen[: ev.generations],
     )
     for role in method_needs:
         if role == "target" and d.target is None:

@@ -16,6 +16,7 @@ from editkit.edit import Edit
 from editkit.errors import EditkitError
 from editkit.export import check_export, export_model, reference_logits, run_info, write_editkit_folder
 from editkit.models import DEMO_BASE_MODEL, ensure_demo_model, load_model
+from editkit.preflight import check_writable_destination
 from editkit.recipe import load_recipe
 from editkit.streaming import checkpoint_folder, stream_merge
 
@@ -43,21 +44,23 @@ def base_checkpoint_dir(spec) -> Path:
     return folder
 
 
-def _provenance(run_dir: Path, recipe) -> tuple[str | None, str | None]:
-    """(base model, license) as the run recorded them in metrics.json; else what the recipe names."""
+def _provenance(run_dir: Path, recipe) -> tuple[str | None, str | None, str | None]:
+    """(base model, license, weights) as the run recorded them in metrics.json; else what the recipe names."""
     try:
         m = json.loads((run_dir / "metrics.json").read_text())
     except (OSError, json.JSONDecodeError):
         m = {}
     base = m.get("base_model") or (DEMO_BASE_MODEL if recipe.model.id == "demo" else recipe.model.id)
-    return base, m.get("license")
+    return base, m.get("license"), m.get("weights")
 
 
 def _extra_files(run_dir: Path, recipe, edit: Edit, old_export: Path | None, streaming: bool):
-    base, license = _provenance(run_dir, recipe)
+    base, license, weights = _provenance(run_dir, recipe)
 
     def extra(tmp: Path) -> None:
-        info = run_info(recipe, run_dir.name, base, license, reexported=True, streaming=streaming)
+        info = run_info(
+            recipe, run_dir.name, base, license, weights=weights, reexported=True, streaming=streaming
+        )
         write_editkit_folder(tmp, edit, info, (run_dir / "recipe.yaml").read_text())
         if old_export is not None and (old_export / "README.md").exists():
             shutil.copy2(old_export / "README.md", tmp / "README.md")  # the card describes the same edit
@@ -68,7 +71,7 @@ def _extra_files(run_dir: Path, recipe, edit: Edit, old_export: Path | None, str
 
 
 def reexport_run(
-    run_dir: str | Path, dest: str | Path | None = None, streaming: bool = False
+    run_dir: str | Path, dest: str | Path | None = None, streaming: bool = False, gguf: str | None = None
 ) -> dict[str, Any]:
     """Apply ``run_dir/edit`` to the base model of ``run_dir/recipe.yaml`` and export to ``dest``."""
     run_dir = Path(run_dir)
@@ -78,13 +81,25 @@ def reexport_run(
     edit = _run_edit(run_dir)
     default = Path(recipe.export.dir).expanduser() if recipe.export.dir else run_dir / "model"
     dest = Path(dest) if dest is not None else default
-    from editkit.preflight import check_writable_destination
-
     check_writable_destination(dest, "--out" if dest != default else "export.dir")
     old = dest if dest.is_dir() else (default if default.is_dir() else None)
-    extra = _extra_files(run_dir, recipe, edit, old, streaming)
+    kind = gguf or recipe.export.gguf
+    if kind is not None:
+        from editkit.gguf_export import GGUF_TYPES
+
+        if kind not in GGUF_TYPES:
+            raise EditkitError(f"--gguf: unknown type {kind!r} (one of {', '.join(GGUF_TYPES)})")
+    extra = _with_gguf(_extra_files(run_dir, recipe, edit, old, streaming), kind)
     if streaming:
         src = base_checkpoint_dir(recipe.model)
+        if kind is not None:  # before the merge: an unsupported architecture fails in one line
+            from transformers import AutoConfig, AutoTokenizer
+
+            from editkit.gguf_export import check_gguf_supported
+
+            check_gguf_supported(
+                AutoConfig.from_pretrained(src), AutoTokenizer.from_pretrained(src), "--gguf"
+            )
         # 'same' means what it means in the pipeline: the dtype the recipe loads (and edits) the model in
         dtype = recipe.export.dtype
         if dtype == "same" and recipe.model.dtype != "auto":
@@ -97,15 +112,42 @@ def reexport_run(
             max_shard_size=recipe.export.max_shard_size,
             extra=extra,
             trust_remote_code=recipe.model.trust_remote_code,
+            load_dtype=recipe.model.dtype,
         )
         info["source"] = str(src)
-        return info
-    return _in_memory(recipe, edit, dest, extra)
+    else:
+        info = _in_memory(recipe, edit, dest, extra, kind)
+    if kind is not None:
+        info["gguf"] = dict(extra.gguf_info)
+        if recipe.export.verify:
+            from editkit.gguf_export import check_gguf
+
+            info["gguf"].update(check_gguf(dest, info["gguf"]["file"], kind))
+    return info
 
 
-def _in_memory(recipe, edit: Edit, dest: Path, extra) -> dict[str, Any]:
+def _with_gguf(extra, kind: str | None):
+    """``extra`` plus, when ``kind`` is set, model.gguf written from the folder's safetensors (before the
+    folder is renamed into place, so a GGUF is never half there)."""
+
+    def both(tmp: Path) -> None:
+        extra(tmp)
+        if kind is not None:
+            from editkit.gguf_export import write_gguf
+
+            both.gguf_info.update(write_gguf(tmp, kind=kind))
+
+    both.gguf_info = {}
+    return both
+
+
+def _in_memory(recipe, edit: Edit, dest: Path, extra, gguf: str | None = None) -> dict[str, Any]:
     loaded = load_model(recipe.model, progress=lambda m: None)
     model, tok = loaded.model, loaded.tokenizer
+    if gguf is not None:
+        from editkit.gguf_export import check_gguf_supported
+
+        check_gguf_supported(model.config, tok, "--gguf")
     inputs, reference = reference_logits(model, tok, edit)
     norms = edit.merge_into(model)
     files = export_model(

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from editkit.errors import DataError
+from editkit.eval.pairwise import pairwise_accuracy
 
 __all__ = [
     "Family",
@@ -450,13 +451,14 @@ def build_families(
 
 
 def score_families(
-    model, tokenizer, families: Mapping[str, Sequence[Mapping]], batch_size: int = 16
+    model, tokenizer, families: Mapping[str, Sequence[Mapping]], batch_size: int = 16, on_batch=None
 ) -> dict[str, float]:
-    """Pairwise accuracy of the model on each family (``original`` included when present); empty ones skipped."""
-    from editkit.eval.pairwise import pairwise_accuracy
+    """Pairwise accuracy of the model on each family (``original`` included when present); empty ones skipped.
+
+    ``on_batch(rows)`` counts scored answers (two per item)."""
 
     return {
-        name: float(pairwise_accuracy(model, tokenizer, items, batch_size=batch_size))
+        name: float(pairwise_accuracy(model, tokenizer, items, batch_size=batch_size, on_batch=on_batch))
         for name, items in families.items()
         if len(items) > 0
     }

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from editkit.errors import EditkitError
-from editkit.events import EventLog, write_metrics
+from editkit.events import EventLog, StageCounter, write_metrics
 from editkit.robustness import build_families, removal_verdict, robustness_report, score_families
 from editkit.runs import open_run
 
@@ -20,13 +20,19 @@ def run_robustness(ctx, edit, recipe, data, events) -> dict[str, Any]:
     if heldout:
         name = sorted(heldout)[0]
         sets[f"control:{name}"] = heldout[name]
-    for label, items in sets.items():
-        fams = build_families(
+    families = {
+        label: build_families(
             items, families=recipe.eval.robustness_families, seed=recipe.seed, tokenizer=ctx.tokenizer
         )
-        before = score_families(ctx.model, ctx.tokenizer, fams, batch_size=bs)
+        for label, items in sets.items()
+    }
+    counter = StageCounter(events, "robustness")
+    # before and after, two scored answers per item
+    counter.grow(sum(4 * len(v) for fams in families.values() for v in fams.values()))
+    for label, fams in families.items():
+        before = score_families(ctx.model, ctx.tokenizer, fams, batch_size=bs, on_batch=counter.add)
         with edit.applied(ctx.model):
-            after = score_families(ctx.model, ctx.tokenizer, fams, batch_size=bs)
+            after = score_families(ctx.model, ctx.tokenizer, fams, batch_size=bs, on_batch=counter.add)
         report = robustness_report(
             before,
             after,

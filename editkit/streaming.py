@@ -28,6 +28,7 @@ import torch
 
 from editkit.edit import Edit
 from editkit.errors import EditkitError
+from editkit.export import atomic_dir
 
 INDEX_NAME = "model.safetensors.index.json"
 SINGLE_NAME = "model.safetensors"
@@ -344,6 +345,94 @@ def _update_config_dtype(path: Path, target: str | None) -> None:
     path.write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
 
 
+class _Merger:
+    """``produce(planned)`` for :func:`_write_shard`: the merged tensor of an edited weight or bias, a cast
+    copy of a tensor whose dtype changes, else None (copied byte for byte). Keeps the per-module norms."""
+
+    def __init__(
+        self, edit: Edit, ckpt: Checkpoint, layouts: dict[str, ModuleLayout], total: int, progress, via
+    ):
+        self.edit, self.ckpt, self.layouts, self.total, self.progress = edit, ckpt, layouts, total, progress
+        self.via = via  # the dtype the in-memory model holds floating tensors in (None: as stored)
+        self.by_weight = {lay.weight_key: (name, lay) for name, lay in layouts.items()}
+        self.bias_of = {lay.bias_key: name for name, lay in layouts.items() if lay.bias_key}
+        self.merged_bias: dict[str, torch.Tensor] = {}
+        self.bias_done: set[str] = set()
+        self.norms: dict[str, float] = {}
+        self.done = 0
+
+    def __call__(self, p: _Planned) -> torch.Tensor | None:
+        self.done += 1
+        if self.progress is not None:
+            self.progress(self.done, self.total)
+        e, out_dt = p.entry, _ST_DTYPES[p.dtype]
+        if e.name in self.by_weight:
+            return self._weight(e).to(out_dt)
+        if e.name in self.bias_of:
+            return self._bias(e).to(out_dt)
+        if p.dtype != e.dtype or (
+            self.via is not None and e.dtype in _FLOAT_NAMES and _ST_DTYPES[e.dtype] != self.via
+        ):
+            return self.read(e).to(out_dt)
+        return None
+
+    def read(self, entry: TensorEntry) -> torch.Tensor:
+        t = read_tensor(entry)
+        return t.to(self.via) if self.via is not None and entry.dtype in _FLOAT_NAMES else t
+
+    def _weight(self, e: TensorEntry) -> torch.Tensor:
+        name, lay = self.by_weight[e.name]
+        stored = self.read(e)  # fresh memory, ours to reuse
+        # anatomy.weight_out_in's layout (a transposed view for Conv1D), so the fp32 math is identical;
+        # for fp32 checkpoints w0 *is* the read buffer (no extra copy: peak ≈ 5× the largest tensor)
+        w0 = (stored.t() if lay.transposed else stored).to(torch.float32)
+        b = self.read(self.ckpt.entries[lay.bias_key]).to(torch.float32).clone() if lay.bias_key else None
+        w, b = self.edit.merge_tensors(name, w0.clone(), b)
+        self.norms[name] = float((w - w0).norm())
+        if b is not None and lay.bias_key not in self.bias_done:
+            self.merged_bias[lay.bias_key] = b.to(
+                self.via or _ST_DTYPES[self.ckpt.entries[lay.bias_key].dtype]
+            )
+        w = (w.t() if lay.transposed else w).to(stored.dtype)
+        del w0, stored
+        return w
+
+    def _bias(self, e: TensorEntry) -> torch.Tensor:
+        if e.name not in self.merged_bias:  # bias stored before its weight: merge the module now
+            name = self.bias_of[e.name]
+            lay = self.layouts[name]
+            stored = self.read(self.ckpt.entries[lay.weight_key])
+            w0 = (stored.t() if lay.transposed else stored).to(torch.float32).clone()
+            b = self.read(e).to(torch.float32).clone()
+            _, b = self.edit.merge_tensors(name, w0, b)
+            self.merged_bias[e.name] = b.to(self.via or _ST_DTYPES[e.dtype])
+        self.bias_done.add(e.name)
+        return self.merged_bias.pop(e.name)
+
+
+def _write_checkpoint(tmp: Path, src: Path, ckpt: Checkpoint, shards, produce, target: str | None) -> int:
+    """The shards (and index), and the source folder's other files; returns the bytes of tensor data."""
+    written = 0
+    weight_map: dict[str, str] = {}
+    for fname, group in shards:
+        meta = dict(ckpt.file_metadata.get(ckpt.files[0], {}) or {"format": "pt"})
+        meta.setdefault("format", "pt")
+        written += _write_shard(tmp / fname, group, meta, produce)
+        weight_map.update({p.entry.name: fname for p in group})
+    if len(shards) > 1:
+        idx_meta = dict(ckpt.index_metadata)
+        idx_meta["total_size"] = written
+        (tmp / INDEX_NAME).write_text(
+            json.dumps({"metadata": idx_meta, "weight_map": dict(sorted(weight_map.items()))}, indent=2)
+            + "\n"
+        )
+    for f in sorted(src.iterdir()):
+        if f.is_file() and not _SKIP_FILES.fullmatch(f.name):
+            shutil.copy2(f, tmp / f.name)
+    _update_config_dtype(tmp / "config.json", target)
+    return written
+
+
 @torch.no_grad()
 def stream_merge(
     edit: Edit,
@@ -355,16 +444,20 @@ def stream_merge(
     extra: Callable[[Path], None] | None = None,
     trust_remote_code: bool = False,
     progress: Callable[[int, int], None] | None = None,
+    load_dtype: str | None = None,
 ) -> dict[str, Any]:
     """Merge ``edit`` into the checkpoint folder ``src`` and write the result to ``dest`` (atomically).
+
+    ``load_dtype`` (float32/bfloat16/float16) is the dtype the in-memory model holds the weights in: each
+    floating tensor is first cast to it, as ``from_pretrained(dtype=...)`` does, so the streamed export is
+    bit-identical to merging the loaded model in memory (an fp32 checkpoint edited in bf16 rounds to bf16
+    before the merge, not only after it).
 
     ``dtype`` 'same' keeps every tensor's stored dtype; otherwise floating tensors are cast (after the
     fp32 merge, exactly like the in-memory export). ``max_shard_size`` None keeps the input's shards and
     their names. Config, tokenizer and generation files are copied; ``extra(tmpdir)`` may add more before
     the rename. Returns path, files, per-module Δ‖W‖_F ("norms"), bytes written and seconds.
     """
-    from editkit.export import atomic_dir
-
     t0 = time.time()
     src, dest = Path(src), Path(dest)
     if src.resolve() == dest.resolve():
@@ -372,79 +465,22 @@ def stream_merge(
     if dtype != "same" and dtype not in _EXPORT_DTYPES:
         raise EditkitError(f"export.dtype: unknown dtype {dtype!r}")
     target = _EXPORT_DTYPES.get(dtype)
+    if load_dtype not in (None, "same", "auto") and load_dtype not in _EXPORT_DTYPES:
+        raise EditkitError(f"model.dtype: unknown dtype {load_dtype!r}")
+    via = _ST_DTYPES[_EXPORT_DTYPES[load_dtype]] if load_dtype in _EXPORT_DTYPES else None
     ckpt = open_checkpoint(src)
     layouts = module_layouts(edit, ckpt, _meta_model(src, trust_remote_code))
-    by_weight = {lay.weight_key: (name, lay) for name, lay in layouts.items()}
-    bias_of = {lay.bias_key: name for name, lay in layouts.items() if lay.bias_key}
-    merged_bias: dict[str, torch.Tensor] = {}
-    bias_done: set[str] = set()
-    norms: dict[str, float] = {}
     shards = _plan_shards(ckpt, target, max_shard_size)
-    total = sum(len(g) for _, g in shards)
-    done = 0
-
-    def produce(p: _Planned) -> torch.Tensor | None:
-        nonlocal done
-        done += 1
-        if progress is not None:
-            progress(done, total)
-        e, out_dt = p.entry, _ST_DTYPES[p.dtype]
-        if e.name in by_weight:
-            name, lay = by_weight[e.name]
-            stored = read_tensor(e)  # fresh memory, ours to reuse
-            # anatomy.weight_out_in's layout (a transposed view for Conv1D), so the fp32 math is identical;
-            # for fp32 checkpoints w0 *is* the read buffer (no extra copy: peak ≈ 5× the largest tensor)
-            w0 = (stored.t() if lay.transposed else stored).to(torch.float32)
-            b = read_tensor(ckpt.entries[lay.bias_key]).to(torch.float32).clone() if lay.bias_key else None
-            w, b = edit.merge_tensors(name, w0.clone(), b)
-            norms[name] = float((w - w0).norm())
-            if b is not None and lay.bias_key not in bias_done:
-                merged_bias[lay.bias_key] = b.to(_ST_DTYPES[ckpt.entries[lay.bias_key].dtype])
-            w = (w.t() if lay.transposed else w).to(stored.dtype)
-            del w0, stored
-            return w.to(out_dt)
-        if e.name in bias_of:
-            if e.name not in merged_bias:  # bias stored before its weight: merge the module now
-                name = bias_of[e.name]
-                lay = layouts[name]
-                stored = read_tensor(ckpt.entries[lay.weight_key])
-                w0 = (stored.t() if lay.transposed else stored).to(torch.float32).clone()
-                b = read_tensor(e).to(torch.float32).clone()
-                _, b = edit.merge_tensors(name, w0, b)
-                merged_bias[e.name] = b.to(_ST_DTYPES[e.dtype])
-            bias_done.add(e.name)
-            return merged_bias.pop(e.name).to(out_dt)
-        if p.dtype != e.dtype:
-            return read_tensor(e).to(out_dt)
-        return None
-
-    files: list[str] = []
-    written = 0
+    merger = _Merger(edit, ckpt, layouts, sum(len(g) for _, g in shards), progress, via)
     with atomic_dir(dest) as tmp:
-        weight_map: dict[str, str] = {}
-        for fname, group in shards:
-            meta = dict(ckpt.file_metadata.get(ckpt.files[0], {}) or {"format": "pt"})
-            meta.setdefault("format", "pt")
-            written += _write_shard(tmp / fname, group, meta, produce)
-            weight_map.update({p.entry.name: fname for p in group})
-        if len(shards) > 1:
-            idx_meta = dict(ckpt.index_metadata)
-            idx_meta["total_size"] = written
-            (tmp / INDEX_NAME).write_text(
-                json.dumps({"metadata": idx_meta, "weight_map": dict(sorted(weight_map.items()))}, indent=2)
-                + "\n"
-            )
-        for f in sorted(src.iterdir()):
-            if f.is_file() and not _SKIP_FILES.fullmatch(f.name):
-                shutil.copy2(f, tmp / f.name)
-        _update_config_dtype(tmp / "config.json", target)
+        written = _write_checkpoint(tmp, src, ckpt, shards, merger, target)
         if extra is not None:
             extra(tmp)
         files = sorted(p.relative_to(tmp).as_posix() for p in tmp.rglob("*") if p.is_file())
     return {
         "path": str(dest),
         "files": files,
-        "norms": norms,
+        "norms": merger.norms,
         "bytes_written": written,
         "seconds": round(time.time() - t0, 3),
         "streaming": True,
@@ -535,11 +571,10 @@ def stream_export_run(
     src = checkpoint_dir(loaded)
     if src is None:
         raise EditkitError(f"model.id: {loaded.source} is not a local safetensors checkpoint; cannot stream")
-    dtype = export_spec.dtype
-    if dtype == "same":
-        dtype = {torch.float32: "float32", torch.bfloat16: "bfloat16", torch.float16: "float16"}.get(
-            next(loaded.model.parameters()).dtype, "same"
-        )
+    own = {torch.float32: "float32", torch.bfloat16: "bfloat16", torch.float16: "float16"}.get(
+        next(loaded.model.parameters()).dtype, "same"
+    )
+    dtype = own if export_spec.dtype == "same" else export_spec.dtype
     return stream_merge(
         edit,
         src,
@@ -548,4 +583,5 @@ def stream_export_run(
         max_shard_size=export_spec.max_shard_size,
         extra=extra,
         trust_remote_code=trust_remote_code,
+        load_dtype=own,
     )

@@ -58,19 +58,11 @@ def workspace(tmp_path_factory):
     (pickle_dir / "config.json").write_text((ws / "tiny" / "config.json").read_text())
     (pickle_dir / "pytorch_model.bin").write_bytes(b"not really")
     opt = ws / "opt"
-    from transformers import AutoModelForCausalLM, OPTConfig
+    from transformers import AutoModelForCausalLM
 
-    AutoModelForCausalLM.from_config(
-        OPTConfig(
-            vocab_size=320,
-            hidden_size=32,
-            num_hidden_layers=2,
-            ffn_dim=64,
-            num_attention_heads=2,
-            word_embed_proj_dim=32,
-            max_position_embeddings=64,
-        )
-    ).save_pretrained(opt)
+    from tests.tiny import tiny_config
+
+    AutoModelForCausalLM.from_config(tiny_config("opt", 320)).save_pretrained(opt)
     notrun = ws / "notrun"
     notrun.mkdir()
     (notrun / "precious.txt").write_text("do not touch")
@@ -135,18 +127,23 @@ def _cases(ws: Path):
         ),
         ("heads-shape", g.replace("heads: [[0, 1]]", "heads: [[0]]"), [], "method.heads.0"),
         ("set-no-equals", g, ["--set", "method.scale"], "expected KEY=VALUE"),
-        ("set-bad-type", g, ["--set", "method.scale=abc"], "method.scale: Input should be a valid number"),
+        (
+            "set-bad-type",
+            g,
+            ["--set", "method.scale=abc"],
+            "error: --set 'method.scale=abc': method.scale: Input should be a valid number",
+        ),
         (
             "bad-refine",
             g,
             ["--set", "method.refine=-1"],
-            "method.refine: Input should be greater than or equal to 0",
+            "--set 'method.refine=-1': method.refine: Input should be greater than or equal to 0",
         ),
         (
             "set-unknown",
             g,
             ["--set", "method.sacle=1"],
-            "method.sacle: unknown field (did you mean 'scale'?)",
+            "error: --set 'method.sacle=1': method.sacle: unknown field (did you mean 'scale'?)",
         ),
         ("missing-data", good(ws, target=ws / "nope.jsonl"), [], "data.target"),
         ("empty-data", good(ws, target=ws / "empty.jsonl"), [], "empty"),
@@ -173,7 +170,7 @@ def _cases(ws: Path):
             [],
             "method.heads: [7, 0] is out of range",
         ),
-        ("recipe-missing", None, [], "recipe file does not exist"),
+        ("recipe-missing", None, [], "no such recipe file, and no packaged recipe of that name"),
     ]
 
 
@@ -195,6 +192,7 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(case, workspace, tmp_pa
     result = CliRunner().invoke(app, ["apply", str(recipe), "--runs", str(tmp_path / "runs"), *args])
     msg = result.output.strip()
     assert result.exit_code == 2, (result.exit_code, msg, result.exception)
+    assert result.output.startswith("error: "), repr(result.output[:40])  # no blank line before it
     assert len(msg.splitlines()) == 1, msg
     assert msg.startswith("error: "), msg
     assert expected in msg, msg
@@ -220,6 +218,58 @@ def test_validate_accepts_good_and_reports_hash(workspace, tmp_path):
     result = CliRunner().invoke(app, ["validate", str(recipe)])
     assert result.exit_code == 0, result.output
     assert "✓" in result.output and "heads on" in result.output
+
+
+def test_validate_checks_local_paths_without_a_model(tmp_path):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(
+        f"name: t\nmodel: {tmp_path / 'no-model'}\nmethod: {{name: heads, heads: [[0, 1]]}}\n"
+        f"data:\n  target: {tmp_path / 'no.jsonl'}\n  heldout: [morall, capitals]\n"
+        "  sets: {extra: ./missing.csv}\neval: {blimp: ./no-blimp}\n"
+    )
+    result = CliRunner().invoke(app, ["validate", str(recipe)], terminal_width=300)
+    assert result.exit_code == 2, result.output
+    out = result.output
+    assert f"model.id: {tmp_path / 'no-model'} does not exist" in out
+    assert f"data.target: file {tmp_path / 'no.jsonl'} does not exist" in out
+    assert "data.heldout[0]: unknown built-in capability 'morall'" in out
+    assert "data.sets.extra: file ./missing.csv does not exist" in out
+    assert "eval.blimp: ./no-blimp does not exist" in out
+    assert "✓" not in out
+    assert "not checked without loading the model: that its architecture is supported" in out
+
+
+def test_set_typo_is_blamed_on_the_argument_not_a_recipe_line(workspace, tmp_path):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(good(workspace))
+    result = CliRunner().invoke(app, ["validate", str(recipe), "--set", "method.haeds=[[0, 1]]"])
+    assert result.exit_code == 2
+    assert (
+        "✗ --set 'method.haeds=[[0, 1]]': method.haeds: unknown field (did you mean 'heads'?)"
+        in result.output
+    )
+    assert f"{recipe}:" not in result.output
+
+
+def test_help_shows_no_type_after_flags():
+    result = CliRunner().invoke(app, ["apply", "--help"], terminal_width=200)
+    assert result.exit_code == 0
+    assert "<bool>" not in result.output and "--push" in result.output and "KEY=VALUE" in result.output
+
+
+def test_hub_model_without_network_is_one_line(tmp_path):
+    """No network: one line naming the model and the endpoint, not transformers' retry log (23 lines)."""
+    exe = Path(sys.executable).with_name("editkit")
+    env = {k: v for k, v in os.environ.items() if k != "HF_HUB_OFFLINE"}
+    env.update(HF_ENDPOINT="http://127.0.0.1:9", HF_HOME=str(tmp_path / "hf"), COLUMNS="300")
+    res = subprocess.run(
+        [str(exe), "eval", "someone/some-model", "--no-blimp"], capture_output=True, text=True, env=env
+    )
+    assert res.returncode == 2
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1, res.stderr
+    assert lines[0].startswith("error: model.id: cannot download someone/some-model: the Hub")
+    assert "http://127.0.0.1:9" in lines[0] and res.stdout == ""
 
 
 def test_real_console_script_exit_code(workspace, tmp_path):

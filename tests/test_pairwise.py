@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 from tokenizers import Tokenizer, models, pre_tokenizers
-from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+from transformers import LlamaForCausalLM, PreTrainedTokenizerFast
 
 from editkit.errors import DataError
 from editkit.eval.pairwise import (
@@ -16,6 +16,7 @@ from editkit.eval.pairwise import (
     pairwise_margins,
     score_answers,
 )
+from tests.tiny import tiny_config
 
 WORDS = (
     "<pad> <bos> <eos> it is wrong good to steal from a blind beggar help the cat dog 1 2 3 4 5 6 7 8 = +"
@@ -36,16 +37,7 @@ def word_tokenizer():
 @pytest.fixture(scope="module")
 def tiny_llama():
     torch.manual_seed(0)
-    cfg = LlamaConfig(
-        hidden_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        intermediate_size=128,
-        vocab_size=len(WORDS),
-        max_position_embeddings=128,
-        pad_token_id=0,
-    )
+    cfg = tiny_config("llama", len(WORDS), max_position_embeddings=128, pad_token_id=0)
     model = LlamaForCausalLM(cfg).eval()
     return model
 

@@ -102,6 +102,11 @@ def test_apply_tiny_end_to_end(family, tmp_path, tiny_dir):
     stages = [e["stage"] for e in ev if e["type"] == "stage_start"]
     assert stages == ["load", "eval_base", "fit", "eval_edited", "control", "export", "card"]
     assert [e["phase"] for e in ev if e["type"] == "eval"] == ["base", "edited", "control"]
+    for stage in ("eval_base", "eval_edited", "control"):  # every evaluation stage has a total
+        prog = [e for e in ev if e["type"] == "progress" and e["stage"] == stage]
+        assert prog and all(isinstance(e["total"], int) and e["total"] > 0 for e in prog), stage
+        assert prog[-1]["done"] == prog[-1]["total"], stage
+        assert [e["done"] for e in prog] == sorted(e["done"] for e in prog), stage
 
     # the export loads with plain transformers and equals base + re-applied artifact, bit for bit
     exported = load_file(str(run / "model" / "model.safetensors"))
@@ -164,3 +169,31 @@ def test_streaming_export_in_the_pipeline_equals_in_memory(tmp_path, tiny_dir):
     ta = load_file(str(tmp_path / "mem" / "model" / "model.safetensors"))
     tb = load_file(str(tmp_path / "stream" / "model" / "model.safetensors"))
     assert ta.keys() == tb.keys() and all(torch.equal(ta[k], tb[k]) for k in ta)
+
+
+def test_sigterm_is_recorded_as_interrupted(tmp_path, tiny_dir):
+    """kill (SIGTERM) mid-run ends the event log with run_end "interrupted", as Ctrl-C does, not a stale log."""
+    import os
+    import signal
+
+    class Outside(Exception):
+        pass
+
+    def outside_handler(signum, frame):  # what the run must not reach (the default would kill pytest)
+        raise Outside
+
+    def kill_in_fit(ev):
+        if ev["type"] == "stage_start" and ev["stage"] == "fit":
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    previous = signal.signal(signal.SIGTERM, outside_handler)
+    try:
+        recipe = _write(tmp_path, tiny_dir, "llama")
+        with pytest.raises(KeyboardInterrupt):
+            apply_recipe(recipe, out=tmp_path / "run", listener=kill_in_fit)
+        assert signal.getsignal(signal.SIGTERM) is outside_handler  # put back after the run
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    ev = read_events(tmp_path / "run")
+    assert ev[-1]["type"] == "run_end" and ev[-1]["status"] == "interrupted" and ev[-1]["signal"] == "SIGTERM"
+    assert not any(e["type"] == "error" for e in ev)

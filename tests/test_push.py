@@ -9,12 +9,13 @@ import socket
 import pytest
 import torch
 from huggingface_hub import HfApi, constants
-from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
+from transformers import AutoModelForCausalLM, LlamaForCausalLM
 
 from editkit import hub
 from editkit.errors import HubError
 from editkit.hub import push_folder
 from tests.hub_server import hub_server  # noqa: F401  (pytest fixture)
+from tests.tiny import tiny_config
 
 TOKEN = "hf_editkitTestSecret0123456789abcdef"  # must never show up anywhere
 ENV = "EDITKIT_TEST_HF_TOKEN"
@@ -25,15 +26,7 @@ CARD = "---\nlicense: apache-2.0\ntags:\n- editkit\n---\n# tiny, with a capabili
 def run_folder(tmp_path):
     """What an editkit run exports: a tiny model, a card and the editkit/run.json marker."""
     torch.manual_seed(0)
-    cfg = LlamaConfig(
-        hidden_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        intermediate_size=128,
-        vocab_size=97,
-        max_position_embeddings=64,
-    )
+    cfg = tiny_config("llama", 97, max_position_embeddings=64)
     folder = tmp_path / "run" / "model"
     LlamaForCausalLM(cfg).save_pretrained(folder)
     (folder / "README.md").write_text(CARD)

@@ -315,7 +315,7 @@ def test_strength_auto_weakens_an_over_limit_layer_until_its_val_kl_fits(tmp_pat
 
 
 def test_sra_fits_plain_abliteration_beside_it_and_auto_picks_by_the_validation_rule(tmp_path):
-    from editkit.methods.refusal.fit import _pick
+    from editkit.methods.refusal.search import pick as _pick
 
     model, tok = tiny_model("llama")
     kw = dict(ridge_alpha=1e-6, kl_limit=10.0)

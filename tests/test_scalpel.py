@@ -460,3 +460,18 @@ def test_pipeline_resume_after_ctrl_c_matches_an_uninterrupted_run(tmp_path, tin
         assert torch.equal(a.A, b.A) and torch.equal(a.B, b.B)
     steps = [e["step"] for e in read_events(tmp_path / "cut") if e["type"] == "step"]
     assert steps == [1, 2, 3, 4, 5, 6, 7, 8]
+
+
+def test_lora_wrap_prints_no_transformers_future_warning():
+    """PEFT reads transformers' deprecated `is_gradient_checkpointing` on every wrap; editkit hides that."""
+    import warnings
+
+    from editkit.methods.lora import wrap_lora
+    from tests.tiny import tiny_model
+
+    model, _ = tiny_model("llama")
+    p = ScalpelParams(rank=2)
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")  # nothing hidden by earlier runs or by pytest's own filters
+        wrap_lora(model, ["model.layers.0.self_attn.q_proj"], p, seed=0)
+    assert [str(w.message) for w in seen if "is_gradient_checkpointing" in str(w.message)] == []

@@ -50,7 +50,15 @@ def tiny_tokenizer():
     return tok
 
 
-def tiny_config(family: str, vocab_size: int):
+def tiny_config(family: str, vocab_size: int, **overrides):
+    """The one tiny config per family every test builds its models from (``overrides`` win)."""
+    config = _tiny_config(family, vocab_size)
+    for k, v in overrides.items():
+        setattr(config, k, v)
+    return config
+
+
+def _tiny_config(family: str, vocab_size: int):
     import transformers as T
 
     common = dict(
@@ -76,6 +84,16 @@ def tiny_config(family: str, vocab_size: int):
         )
     if family == "phi3":
         return T.Phi3Config(**common, pad_token_id=1, bos_token_id=0, eos_token_id=0)
+    if family == "opt":  # an architecture editkit does not support (the bad-input corpus)
+        return T.OPTConfig(
+            vocab_size=vocab_size,
+            hidden_size=32,
+            num_hidden_layers=2,
+            ffn_dim=64,
+            num_attention_heads=2,
+            word_embed_proj_dim=32,
+            max_position_embeddings=64,
+        )
     if family == "gpt2":
         return T.GPT2Config(
             vocab_size=vocab_size,

@@ -34,7 +34,7 @@ from tui.state import (
     display_status,
     find_runs,
     format_duration,
-    is_run_dir,
+    has_events_file,
 )
 
 PANELS = ["timeline", "loss", "metrics", "heatmap", "robustness", "log"]
@@ -192,8 +192,9 @@ class RunScreen(Screen):
         self.query_one("#summary", Static).update(render.summary_text(state, self.following))
         self._draw_message(status)
         self._draw_error(status)
-        if self._changed("stages"):
-            self.query_one("#timeline-body", Static).update(render.timeline_table(state))
+        running = any(st.status == "running" for st in state.stages.values()) and status == "running"
+        if self._changed("stages") or running:  # a running stage's time ticks with the clock
+            self.query_one("#timeline-body", Static).update(render.timeline_table(state, now))
         if self._changed("loss"):
             self.query_one("#loss-plot", LossPlot).draw(state)
             last = Text()
@@ -316,7 +317,7 @@ class RunListScreen(Screen):
         Binding("f", "toggle_follow", "Follow"),
         Binding("q", "app.quit", "Quit"),
     ]
-    COLUMNS = ("name", "method", "model", "stage", "progress", "status", "elapsed")
+    COLUMNS = ("run", "name", "method", "model", "stage", "progress", "status", "elapsed")
 
     def __init__(self, runs_dir: Path):
         super().__init__()
@@ -360,7 +361,8 @@ class RunListScreen(Screen):
         if stage is not None and stage.status == "running" and stage.total:
             progress += f" · {stage.done or 0}/{stage.total}"
         return [
-            s.name or s.run_id,
+            watcher.run_dir.name,  # the run id: several runs of one recipe share a name
+            s.name or "—",
             s.method or "—",
             s.model or "—",
             s.current_stage or "—",
@@ -449,7 +451,7 @@ def resolve_target(path: Path) -> tuple[str, Path]:
     path = Path(path)
     if path.name == EVENTS_FILE and not path.is_dir():
         return "run", path.parent
-    if is_run_dir(path):
+    if has_events_file(path):
         return "run", path
     if path.is_dir():
         if find_runs(path) or path.name == "runs" or any(p.is_dir() for p in path.iterdir()):

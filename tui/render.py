@@ -94,8 +94,11 @@ def _stage_progress(stage: StageState) -> ProgressBar | Text:
     return ProgressBar(total=1000, completed=int(round(frac * 1000)), width=24)
 
 
-def timeline_table(state: RunState) -> Group:
-    """Stages in plan order with status, progress bar, counts, duration and ETA; exports and pushes below."""
+def timeline_table(state: RunState, now: float | None = None) -> Group:
+    """Stages in plan order with status, progress bar, counts, duration and ETA; exports and pushes below.
+
+    A running stage's time counts to ``now`` (the monitor's clock), so a long stage without progress
+    events does not read 0s; a finished one shows the seconds of its stage_end event."""
     table = Table(expand=False, show_edge=False, pad_edge=False, header_style="bold")
     table.add_column("")
     table.add_column("stage")
@@ -107,15 +110,11 @@ def timeline_table(state: RunState) -> Group:
         style = STAGE_STYLE.get(st.status, "")
         count = ""
         if st.total:
-            count = f"{st.done or 0}/{st.total}"
+            count = f"{st.done or 0}/{st.total}" + (" early stop" if st.stopped_early else "")
         elif st.done:
             count = str(st.done)
-        if st.seconds is not None:
-            secs = format_duration(st.seconds)
-        elif st.start_ts is not None and st.last_ts is not None:
-            secs = format_duration(st.last_ts - st.start_ts)
-        else:
-            secs = ""
+        d = st.duration(now if not state.ended else None)
+        secs = format_duration(d) if d is not None else ""
         eta = st.eta_seconds()
         table.add_row(
             Text(STAGE_ICON.get(st.status, "?"), style=style),
@@ -238,8 +237,14 @@ def heatmap_text(hm: Heatmap, max_width: int = 110) -> Text:
     lo, hi = min(finite), max(finite)
     n_rows = len(hm.values)
     n_cols = max((len(r) for r in hm.values), default=0)
-    label_w = max(len(str(n_rows - 1)), len(hm.ylabel), 2)
+    row_names = hm.ylabels or [str(i) for i in range(n_rows)]
+    col_names = hm.xlabels or [str(j) for j in range(n_cols)]
+    label_w = max(max((len(r) for r in row_names), default=1), len(hm.ylabel), 2)
     cell_w = 3 if n_cols * 3 + label_w + 1 <= max_width else 2 if n_cols * 2 + label_w + 1 <= max_width else 1
+    if hm.xlabels:  # named columns: wide enough for the names when they fit
+        wide = max(len(c) for c in col_names) + 1
+        if n_cols * wide + label_w + 1 <= max_width:
+            cell_w = max(cell_w, wide)
     single = n_cols == 1
     # column header
     t.append(f"{hm.ylabel:>{label_w}} ", style="dim")
@@ -248,13 +253,13 @@ def heatmap_text(hm: Heatmap, max_width: int = 110) -> Text:
     else:
         step = 1 if cell_w >= 3 or n_cols <= 10 else 5
         for j in range(n_cols):
-            lab = str(j) if j % step == 0 else ""
+            lab = col_names[j] if j % step == 0 else ""
             t.append(f"{lab:>{cell_w}}"[-cell_w:] if lab else " " * cell_w, style="dim")
         if hm.xlabel:
             t.append(f"  ← {hm.xlabel}", style="dim")
     t.append("\n")
     for i, row in enumerate(hm.values):
-        t.append(f"{i:>{label_w}} ", style="dim")
+        t.append(f"{row_names[i]:>{label_w}} ", style="dim")
         for v in row + [None] * (n_cols - len(row)):
             color = cell_color(v, lo, hi)
             if color is None:
@@ -277,9 +282,10 @@ def heatmap_text(hm: Heatmap, max_width: int = 110) -> Text:
         for j, v in enumerate(row):
             if v is not None and math.isfinite(v) and (best_v is None or abs(v) > abs(best_v)):
                 best_i, best_j, best_v = i, j, v
-    t.append(f"\n max |value| {format_value(best_v)} at {hm.ylabel or 'row'} {best_i}")
+    where = row_names[best_i] if hm.ylabels else f"{hm.ylabel or 'row'} {best_i}"
+    t.append(f"\n max |value| {format_value(best_v)} at {where}")
     if not single:
-        t.append(f", {hm.xlabel or 'col'} {best_j}")
+        t.append(f", {col_names[best_j] if hm.xlabels else (hm.xlabel or 'col') + ' ' + str(best_j)}")
     t.append("\n")
     return t
 

@@ -108,6 +108,22 @@ class StageState:
     start_ts: float | None = None
     last_ts: float | None = None
     seconds: float | None = None
+    counts_steps: bool = False
+    """The count comes from step events (a fit): a stage that ends early keeps the steps it ran."""
+
+    @property
+    def stopped_early(self) -> bool:
+        return self.status == "done" and bool(self.total) and self.done is not None and self.done < self.total
+
+    def duration(self, now: float | None = None) -> float | None:
+        """Seconds the stage took (its stage_end), or has been running: to ``now`` when given, else to its
+        latest event. None before it starts."""
+        if self.seconds is not None:
+            return self.seconds
+        if self.start_ts is None:
+            return None
+        end = now if (now is not None and self.status == "running") else self.last_ts
+        return max(0.0, (end if end is not None else self.start_ts) - self.start_ts)
 
     @property
     def fraction(self) -> float | None:
@@ -134,6 +150,8 @@ class Heatmap:
     xlabel: str = ""
     ylabel: str = ""
     title: str = ""
+    xlabels: list[str] | None = None  # one name per column (e.g. q, k, v, o, gate, up, down)
+    ylabels: list[str] | None = None  # one name per row
 
 
 @dataclass
@@ -344,8 +362,8 @@ def _on_progress(s: RunState, e: dict, ts: float | None) -> None:
 def _on_stage_end(s: RunState, e: dict, ts: float | None) -> None:
     st = s._stage(e.get("stage"))
     st.status, st.seconds, st.last_ts = "done", _num(e.get("seconds")), ts
-    if st.total is not None:
-        st.done = st.total
+    if st.total is not None and not (st.counts_steps and st.done):
+        st.done = st.total  # a fit that stopped early keeps its step count (30/80, not 80/80)
     s._touch("stages", "header")
 
 
@@ -373,6 +391,7 @@ def _on_step(s: RunState, e: dict, ts: float | None) -> None:
         st.status, st.start_ts = "running", ts
     if step is not None:
         st.done = step
+        st.counts_steps = True
     if total is not None:
         st.total = total
     st.last_ts = ts
@@ -399,12 +418,19 @@ def _on_heatmap(s: RunState, e: dict, ts: float | None) -> None:
         values = [values]  # tolerate a 1-D list: one row
     grid = [[_num(v) for v in row] if isinstance(row, list) else [_num(row)] for row in values]
     name = str(e.get("name") or "heatmap")
+
+    def labels(key: str, n: int) -> list[str] | None:
+        got = e.get(key)
+        return [str(x) for x in got] if isinstance(got, list) and len(got) == n else None
+
     s.heatmaps[name] = Heatmap(
         name=name,
         values=grid,
         xlabel=str(e.get("xlabel") or ""),
         ylabel=str(e.get("ylabel") or ""),
         title=str(e.get("title") or name),
+        xlabels=labels("xlabels", max((len(r) for r in grid), default=0)),
+        ylabels=labels("ylabels", len(grid)),
     )
     s._touch("heatmap")
 
@@ -519,14 +545,16 @@ def display_status(
     return "running"
 
 
-def is_run_dir(path: Path) -> bool:
+def has_events_file(path: Path) -> bool:
+    """The TUI's notion of a run: a folder with an events.jsonl to read (``editkit.events.is_run_dir`` is
+    the stricter one: a folder ``editkit apply`` created)."""
     return (Path(path) / EVENTS_FILE).is_file()
 
 
 def find_runs(path: Path) -> list[Path]:
     """Run directories directly under `path` (those holding events.jsonl), sorted by name."""
     try:
-        return sorted(p for p in Path(path).iterdir() if p.is_dir() and is_run_dir(p))
+        return sorted(p for p in Path(path).iterdir() if p.is_dir() and has_events_file(p))
     except OSError:
         return []
 

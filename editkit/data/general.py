@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
@@ -114,7 +114,12 @@ def _model_device(model) -> torch.device:
 
 
 def nll_sum_and_count(
-    model, tokenizer, texts: Sequence[str], batch_size: int = 8, max_length: int = 256
+    model,
+    tokenizer,
+    texts: Sequence[str],
+    batch_size: int = 8,
+    max_length: int = 256,
+    on_batch: Callable[[int], None] | None = None,
 ) -> tuple[float, int]:
     """Summed next-token NLL (nats, fp32 log-softmax) over all predicted tokens, and how many there were.
 
@@ -154,15 +159,26 @@ def nll_sum_and_count(
                 nll = -logprobs.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
                 total += nll.double().sum().cpu()
                 count += int(scored.sum().item())
+                if on_batch is not None:
+                    on_batch(len(rows))
     finally:
         model.train(was_training)
     return float(total.item()), count
 
 
-def perplexity(model, tokenizer, texts: Sequence[str], batch_size: int = 8, max_length: int = 256) -> float:
+def perplexity(
+    model,
+    tokenizer,
+    texts: Sequence[str],
+    batch_size: int = 8,
+    max_length: int = 256,
+    on_batch: Callable[[int], None] | None = None,
+) -> float:
     """exp(token-weighted mean NLL) over all texts: long texts weigh more, as in a corpus perplexity."""
     texts = list(texts)
-    total, count = nll_sum_and_count(model, tokenizer, texts, batch_size=batch_size, max_length=max_length)
+    total, count = nll_sum_and_count(
+        model, tokenizer, texts, batch_size=batch_size, max_length=max_length, on_batch=on_batch
+    )
     if count == 0:
         raise DataError(f"perplexity: none of the {len(texts)} texts has two or more tokens to score")
     return math.exp(total / count)

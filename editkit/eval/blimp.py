@@ -41,18 +41,24 @@ def load_blimp(source: str | Path, per_phenomenon: int = 20) -> dict[str, list[d
     return out
 
 
-def _sentence_logprob(model, tokenizer, sentences: list[str], batch_size: int):
+def _sentence_logprob(model, tokenizer, sentences: list[str], batch_size: int, on_batch=None):
     ctx = tokenizer.bos_token or tokenizer.eos_token or ""
-    means = score_answers(model, tokenizer, [ctx] * len(sentences), sentences, batch_size=batch_size)
+    means = score_answers(
+        model, tokenizer, [ctx] * len(sentences), sentences, batch_size=batch_size, on_batch=on_batch
+    )
     lengths = [len(tokenizer(s, add_special_tokens=False)["input_ids"]) for s in sentences]
     return [float(m) * n for m, n in zip(means, lengths, strict=True)]
 
 
-def blimp_accuracy(model, tokenizer, pairs: dict[str, list[dict]], batch_size: int = 32) -> dict[str, float]:
-    """Per-phenomenon accuracy plus ``mean`` (the macro average over phenomena)."""
+def blimp_accuracy(
+    model, tokenizer, pairs: dict[str, list[dict]], batch_size: int = 32, on_batch=None
+) -> dict[str, float]:
+    """Per-phenomenon accuracy plus ``mean`` (the macro average over phenomena).
+
+    ``on_batch(rows)`` counts scored sentences (two per pair)."""
     flat = [(ph, r) for ph, rows in pairs.items() for r in rows]
-    good = _sentence_logprob(model, tokenizer, [r["sentence_good"] for _, r in flat], batch_size)
-    bad = _sentence_logprob(model, tokenizer, [r["sentence_bad"] for _, r in flat], batch_size)
+    good = _sentence_logprob(model, tokenizer, [r["sentence_good"] for _, r in flat], batch_size, on_batch)
+    bad = _sentence_logprob(model, tokenizer, [r["sentence_bad"] for _, r in flat], batch_size, on_batch)
     per: dict[str, list[bool]] = {}
     for (ph, _), g, b in zip(flat, good, bad, strict=True):
         per.setdefault(ph, []).append(g > b)

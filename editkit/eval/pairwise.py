@@ -8,7 +8,7 @@ place guarantees that "accuracy before" and "accuracy after" are measured identi
 from __future__ import annotations
 
 import inspect
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import torch
 
@@ -143,10 +143,12 @@ def score_answers(
     answers: Sequence[str],
     batch_size: int = 16,
     max_length: int = 256,
+    on_batch: Callable[[int], None] | None = None,
 ) -> torch.Tensor:
     """Length-normalised log p(answer | prompt) for many items, batched, without gradients (CPU fp32 out).
 
     Items are sorted by length before batching so padding stays small; the result is in input order.
+    ``on_batch(rows)`` is called after each batch (progress reporting).
     """
     if len(prompts) != len(answers):
         raise ValueError(f"got {len(prompts)} prompts but {len(answers)} answers")
@@ -165,6 +167,8 @@ def score_answers(
                     tokenizer, [prompts[i] for i in idx], [answers[i] for i in idx], max_length=max_length
                 )
                 out[torch.tensor(idx)] = mean_answer_logprob(model, batch).float().cpu()
+                if on_batch is not None:
+                    on_batch(len(idx))
     finally:
         model.train(was_training)
     return out
@@ -183,12 +187,25 @@ def _triplet_fields(triplets: Iterable[Mapping]) -> tuple[list[str], list[str], 
 
 
 def pairwise_margins(
-    model, tokenizer, triplets: Iterable[Mapping], batch_size: int = 16, max_length: int = 256
+    model,
+    tokenizer,
+    triplets: Iterable[Mapping],
+    batch_size: int = 16,
+    max_length: int = 256,
+    on_batch: Callable[[int], None] | None = None,
 ) -> torch.Tensor:
-    """ℓ(correct) − ℓ(incorrect) per triplet (length-normalised log-probs); positive means right."""
+    """ℓ(correct) − ℓ(incorrect) per triplet (length-normalised log-probs); positive means right.
+
+    ``on_batch`` counts scored answers (two per triplet)."""
     prompts, correct, incorrect = _triplet_fields(triplets)
     scores = score_answers(
-        model, tokenizer, prompts + prompts, correct + incorrect, batch_size=batch_size, max_length=max_length
+        model,
+        tokenizer,
+        prompts + prompts,
+        correct + incorrect,
+        batch_size=batch_size,
+        max_length=max_length,
+        on_batch=on_batch,
     )
     n = len(prompts)
     return scores[:n] - scores[n:]
@@ -202,8 +219,18 @@ def pairwise_correctness(
 
 
 def pairwise_accuracy(
-    model, tokenizer, triplets: Iterable[Mapping], batch_size: int = 16, max_length: int = 256
+    model,
+    tokenizer,
+    triplets: Iterable[Mapping],
+    batch_size: int = 16,
+    max_length: int = 256,
+    on_batch: Callable[[int], None] | None = None,
 ) -> float:
     """Share of triplets where the correct answer beats the incorrect one (0.0 for no triplets)."""
-    right = pairwise_correctness(model, tokenizer, triplets, batch_size=batch_size, max_length=max_length)
+    right = (
+        pairwise_margins(
+            model, tokenizer, triplets, batch_size=batch_size, max_length=max_length, on_batch=on_batch
+        )
+        > 0
+    )
     return float(right.float().mean().item()) if right.numel() else 0.0

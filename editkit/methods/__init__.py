@@ -4,8 +4,14 @@ Method class carries ``@register_method``; adding a method = that package + one 
 
 from __future__ import annotations
 
-# the registry: one line per method package (each registers its Method class)
-from editkit.methods import heads, neurons, refusal, scalpel, sft  # noqa: E402,F401,I001
+# the registry: one line per method package (importing it registers its Method class)
+from editkit.methods import (  # noqa: E402,F401
+    heads,
+    neurons,
+    refusal,
+    scalpel,
+    sft,
+)
 from editkit.methods.base import FitContext, FitResult, Method, MethodParams
 from editkit.methods.registry import get_method, method_names, method_params_class, register_method
 

@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict
 from editkit.anatomy import Anatomy
 from editkit.edit import Edit
 from editkit.events import EventLog
+from editkit.methods.report import Report
 
 
 class MethodParams(BaseModel):
@@ -76,6 +77,8 @@ class Method:
     summary: ClassVar[str] = ""
     #: data roles the method needs in the recipe (checked before the model is loaded)
     needs: ClassVar[tuple[str, ...]] = ()
+    #: how a run of this method reads in the card (its info model, sections, plots, metrics)
+    report: ClassVar[type[Report]] = Report
     #: the fit trains a PEFT adapter it can save (``export.adapter: true`` is allowed)
     makes_adapter: ClassVar[bool] = False
 
@@ -86,6 +89,10 @@ class Method:
         roles, tied embeddings) is checked here, so no evaluation runs before a mistake is reported. Raise
         an EditkitError naming the field (e.g. ``method.layer: 99 is out of range 0..29``).
         """
+
+    def check_data(self, params: MethodParams, sets: set[str]) -> None:
+        """Check the ``data.sets`` names the params refer to (``sets``: the recipe's set names), before any
+        model is loaded. Raise an EditkitError naming the field."""
 
     def fit(self, ctx: FitContext) -> FitResult:
         raise NotImplementedError

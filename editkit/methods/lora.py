@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import warnings
 from typing import Literal
 
 import torch
@@ -75,7 +76,11 @@ def wrap_lora(model, names: list[str], p, seed: int):
     cpu = torch.get_rng_state()
     torch.manual_seed(seed)
     try:
-        peft_model = get_peft_model(model, config)
+        with warnings.catch_warnings():
+            # PEFT reads transformers' deprecated `is_gradient_checkpointing` alias on every wrap: one
+            # FutureWarning per `editkit apply` that a user can do nothing about
+            warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated")
+            peft_model = get_peft_model(model, config)
     finally:
         torch.set_rng_state(cpu)
         if devices is not None:

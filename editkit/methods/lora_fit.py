@@ -229,6 +229,47 @@ def _f(x) -> float:
     return float(x.detach().item()) if isinstance(x, torch.Tensor) else float(x)
 
 
+def _accumulate(step: int, cfg: TrainConfig, batch_fn, loss_fn, count_tokens):
+    """Backward over this process's micro-batches of ``step``; (loss, terms, metrics, tokens) of the step."""
+    rank, world = rank_and_world()
+    total = 0.0
+    terms: dict[str, float] = {}
+    metrics: dict[str, float] = {}
+    step_tokens = 0
+    for micro in range(cfg.grad_accum):
+        if micro % world != rank:
+            continue  # another process's micro-batch (data parallel under accelerate launch)
+        batch = batch_fn(step, micro)
+        if batch is None:  # an empty micro-batch (a short last batch split into grad_accum parts)
+            continue
+        out = loss_fn(batch)
+        if not torch.isfinite(out.loss):
+            raise EditkitError(
+                f"training diverged at step {step + 1}: the loss is {_f(out.loss)} "
+                "(lower the learning rate or the regulariser weights)"
+            )
+        (out.loss / cfg.grad_accum).backward()
+        total += _f(out.loss) / cfg.grad_accum
+        for k, v in out.terms.items():
+            terms[k] = terms.get(k, 0.0) + _f(v) / cfg.grad_accum
+        for k, v in out.metrics.items():
+            metrics[k] = metrics.get(k, 0.0) + _f(v) / cfg.grad_accum
+        if count_tokens is not None:
+            step_tokens += int(count_tokens(batch))
+    return total, terms, metrics, step_tokens
+
+
+def _validate(step: int, cfg: TrainConfig, validate, metrics: dict, result: TrainResult):
+    """Run ``validate`` when it is due after ``step``; its numbers go into ``metrics``; returns a stop reason."""
+    if validate is None or cfg.eval_every <= 0 or not (step % cfg.eval_every == 0 or step == cfg.steps):
+        return None
+    v = dict(validate(step))
+    stop = v.pop("stop", None)
+    metrics.update({f"val_{k}": _f(x) for k, x in v.items() if isinstance(x, (int, float))})
+    result.validations.append({"step": step, **v, **({"stop": stop} if stop else {})})
+    return stop
+
+
 def train_lora(
     model: torch.nn.Module,
     loss_fn: Callable[[Any], LossOut],
@@ -280,30 +321,7 @@ def train_lora(
             for group in optimizer.param_groups:
                 group["lr"] = lr
             optimizer.zero_grad(set_to_none=True)
-            total = 0.0
-            terms: dict[str, float] = {}
-            metrics: dict[str, float] = {}
-            step_tokens = 0
-            for micro in range(cfg.grad_accum):
-                if micro % world != rank:
-                    continue  # another process's micro-batch (data parallel under accelerate launch)
-                batch = batch_fn(step, micro)
-                if batch is None:  # an empty micro-batch (a short last batch split into grad_accum parts)
-                    continue
-                out = loss_fn(batch)
-                if not torch.isfinite(out.loss):
-                    raise EditkitError(
-                        f"training diverged at step {step + 1}: the loss is {_f(out.loss)} "
-                        "(lower the learning rate or the regulariser weights)"
-                    )
-                (out.loss / cfg.grad_accum).backward()
-                total += _f(out.loss) / cfg.grad_accum
-                for k, v in out.terms.items():
-                    terms[k] = terms.get(k, 0.0) + _f(v) / cfg.grad_accum
-                for k, v in out.metrics.items():
-                    metrics[k] = metrics.get(k, 0.0) + _f(v) / cfg.grad_accum
-                if count_tokens is not None:
-                    step_tokens += int(count_tokens(batch))
+            total, terms, metrics, step_tokens = _accumulate(step, cfg, batch_fn, loss_fn, count_tokens)
             if world > 1:
                 sum_gradients(params)
                 total, terms, metrics, step_tokens = _sum_stats(total, terms, metrics, step_tokens)
@@ -314,16 +332,7 @@ def train_lora(
             optimizer.step()
             step += 1
             done = step
-            stop = None
-            if (
-                validate is not None
-                and cfg.eval_every > 0
-                and (step % cfg.eval_every == 0 or step == cfg.steps)
-            ):
-                v = dict(validate(step))
-                stop = v.pop("stop", None)
-                metrics.update({f"val_{k}": _f(x) for k, x in v.items() if isinstance(x, (int, float))})
-                result.validations.append({"step": step, **v, **({"stop": stop} if stop else {})})
+            stop = _validate(step, cfg, validate, metrics, result)
             record = {"step": step, "loss": total, "terms": terms, "metrics": metrics, "lr": lr}
             result.history.append(record)
             if events is not None:

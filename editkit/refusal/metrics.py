@@ -72,3 +72,21 @@ def phase_refusal_metrics(
         path = Path(ctx.run_dir) / f"samples-{phase}.json"
         path.write_text(json.dumps(samples, indent=1, ensure_ascii=False))
     return m
+
+
+#: how the card labels the metrics above: key -> (label, model-index metric type, how to read it)
+REFUSAL_METRICS: dict[str, tuple[str, str, str]] = {
+    "refusal_rate": ("refusal rate (harmful prompts)", "refusal_rate", "share of harmful prompts refused"),
+    "over_refusal_rate": (
+        "over-refusal rate (harmless prompts)",
+        "refusal_rate",
+        "share of harmless prompts refused",
+    ),
+    "harmless_kl": ("harmless KL (first token)", "kl_divergence", "chat template, harmless prompts"),
+    "harmless_kl_answered": (
+        "harmless KL, answered prompts",
+        "kl_divergence",
+        "only the harmless prompts the starting model answered (not over-refused)",
+    ),
+}
+REFUSAL_HEADLINE = {"refusal_rate": "Refusal rate on harmful prompts went from {base} to {edited}."}

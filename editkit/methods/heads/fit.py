@@ -19,14 +19,14 @@ import torch
 from editkit.distributed import gather_shares
 from editkit.edit import Edit, ScaleInputs
 from editkit.errors import EditkitError
+from editkit.localize.designs import balanced_design, exhaustive_design, knockouts_per_trial
+from editkit.localize.head_masks import design_to_masks, score_head_masks
+from editkit.localize.recovery import sparse_recovery
 from editkit.methods.base import FitContext, FitResult, Method
 from editkit.methods.heads.params import HeadsParams
+from editkit.methods.heads.report import HeadsReport, head_label
 from editkit.methods.registry import register_method
-
-
-def head_label(layer: int, head: int) -> str:
-    """``L{layer}H{head}``: how heads are named in logs and as keys of ``edit.info['refined_drops']``."""
-    return f"L{layer}H{head}"
+from editkit.plots import layer_head_heatmap
 
 
 def head_mask_edit(
@@ -44,32 +44,6 @@ def head_mask_edit(
     return Edit(method="heads", ops=ops, info={"heads": [list(h) for h in heads], **(info or {})})
 
 
-def save_heatmap_png(values: np.ndarray, path: Path, title: str, chosen: list[tuple[int, int]] = ()) -> Path:
-    """Layers × heads heatmap (red = negative = the capability needs the head), chosen heads boxed."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    lim = float(np.abs(values).max()) or 1.0
-    n_layers, n_heads = values.shape
-    fig, ax = plt.subplots(figsize=(max(4.0, 0.45 * n_heads + 2), max(3.0, 0.22 * n_layers + 1)))
-    im = ax.imshow(values, cmap="RdBu", vmin=-lim, vmax=lim, aspect="auto", origin="lower")
-    for layer, head in chosen:
-        ax.add_patch(plt.Rectangle((head - 0.5, layer - 0.5), 1, 1, fill=False, edgecolor="black", lw=1.5))
-    ax.set_xticks(range(n_heads))
-    ax.set_yticks(range(0, n_layers, max(1, n_layers // 10)))
-    ax.set_xlabel("query head")
-    ax.set_ylabel("layer")
-    ax.set_title(title, fontsize=9)
-    fig.colorbar(im, ax=ax, shrink=0.8)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
-
-
 def batch_rows_for(model, p: HeadsParams) -> int:
     """``p.batch_rows``, or the default for where the model lives (128 rows on CPU, 256 elsewhere)."""
     if p.batch_rows is not None:
@@ -79,9 +53,6 @@ def batch_rows_for(model, p: HeadsParams) -> int:
 
 def locate_heads(ctx: FitContext, p: HeadsParams, items: list[dict]) -> dict:
     """Run the knockout design and the recovery; returns coefficients [L, H], ranking, R², counts."""
-    from editkit.localize.designs import balanced_design, exhaustive_design, knockouts_per_trial
-    from editkit.localize.head_masks import design_to_masks, score_head_masks
-    from editkit.localize.recovery import sparse_recovery
 
     an = ctx.anatomy
     n_units = an.n_layers * an.n_heads
@@ -158,6 +129,7 @@ class HeadsMethod(Method):
     params_cls = HeadsParams
     paper = "Compressed sensing for capability localization in LLMs (arXiv 2603.03335)"
     summary = "a sparse set of attention heads, found by compressed sensing over knockouts, zeroed at o_proj"
+    report = HeadsReport
 
     def check(self, params: HeadsParams, anatomy) -> None:
         for layer, head in params.heads or []:
@@ -209,7 +181,7 @@ class HeadsMethod(Method):
         )
         png = Path(ctx.run_dir) / "heads_heatmap.png"
         if ctx.is_main:
-            save_heatmap_png(coef, png, title, chosen)
+            layer_head_heatmap(coef, png, title, chosen)
         ctx.events.log(
             "heads: chosen "
             + ", ".join(f"{head_label(li, h)} ({coef[li, h]:+.3f})" for li, h in chosen)

@@ -10,8 +10,10 @@ from editkit.methods.neurons.fit import (
     overlap_stats,
 )
 from editkit.methods.neurons.params import NeuronsParams
+from editkit.methods.neurons.report import NeuronsReport
 
 __all__ = [
+    "NeuronsReport",
     "NeuronsMethod",
     "NeuronsParams",
     "dataset_neurons",

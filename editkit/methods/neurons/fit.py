@@ -24,8 +24,10 @@ import torch
 from editkit.distributed import gather_shares
 from editkit.edit import Edit, ScaleInputs
 from editkit.errors import EditkitError
+from editkit.localize.attribution import neuron_attributions
 from editkit.methods.base import FitContext, FitResult, Method
 from editkit.methods.neurons.params import NeuronsParams
+from editkit.methods.neurons.report import NeuronsReport
 from editkit.methods.registry import register_method
 
 
@@ -71,12 +73,50 @@ def overlap_stats(a: set, b: set) -> dict:
     }
 
 
+def _attribute_sets(
+    ctx: FitContext, p: NeuronsParams, sets: dict[str, list[dict]], total: int
+) -> tuple[dict[str, set[tuple[int, int]]], torch.Tensor]:
+    """Per dataset: the neurons kept by at least ``min_share`` of its samples; and the summed attributions."""
+    an = ctx.anatomy
+    per_set: dict[str, set[tuple[int, int]]] = {}
+    attr_sum = torch.zeros(an.n_layers, an.intermediate_size)
+    done = 0
+    for name, items in sets.items():
+
+        def attr_of(share: list[dict], base: int = done) -> torch.Tensor:  # this process's samples
+            return neuron_attributions(
+                ctx.model,
+                ctx.tokenizer,
+                an,
+                share,
+                method=p.attribution,
+                steps=p.steps,
+                target=p.target,
+                scope=p.scope,
+                batch_rows=p.batch_rows,
+                max_length=p.max_length,
+                progress=lambda d, t: ctx.events.progress("fit", base + round(len(share) * d / t), total),
+            )
+
+        attr = torch.cat(gather_shares(attr_of, items))  # samples split over processes, rows in order
+        done += len(items)
+        keep = kept_per_sample(attr, p.threshold, p.top_q)
+        per_set[name] = dataset_neurons(keep, p.min_share)
+        attr_sum += attr.sum(dim=0)
+        ctx.events.log(
+            f"neurons: {name}: {len(per_set[name])} neurons kept in >= {p.min_share:.0%} of "
+            f"{len(items)} samples (mean {keep.flatten(1).sum(1).float().mean():.1f} kept per sample)"
+        )
+    return per_set, attr_sum
+
+
 @register_method
 class NeuronsMethod(Method):
     name = "neurons"
     params_cls = NeuronsParams
     paper = "Commonality Neuron Localisation (CNL, arXiv 2502.20992)"
     summary = "capability neurons common to several datasets, erased at the down_proj input"
+    report = NeuronsReport
 
     def _datasets(self, ctx: FitContext, p: NeuronsParams) -> dict[str, list[dict]]:
         if p.datasets is not None:
@@ -100,6 +140,11 @@ class NeuronsMethod(Method):
             f"half{i}" if p.n_splits == 2 else f"part{i}": sample[i :: p.n_splits] for i in range(p.n_splits)
         }
 
+    def check_data(self, params, sets: set[str]) -> None:
+        for name in params.datasets or []:
+            if name not in sets:
+                raise EditkitError(f"method.datasets: '{name}' is not a data.sets entry of this recipe")
+
     def check(self, params: NeuronsParams, anatomy) -> None:
         for layer, j in params.neurons or []:
             if not (0 <= layer < anatomy.n_layers and 0 <= j < anatomy.intermediate_size):
@@ -109,8 +154,6 @@ class NeuronsMethod(Method):
                 )
 
     def fit(self, ctx: FitContext) -> FitResult:
-        from editkit.localize.attribution import neuron_attributions
-
         p: NeuronsParams = ctx.params  # type: ignore[assignment]
         an = ctx.anatomy
         self.check(p, an)
@@ -124,35 +167,7 @@ class NeuronsMethod(Method):
             f"{len(sets)} datasets ({', '.join(f'{k}: {len(v)}' for k, v in sets.items())})"
         )
         t0 = time.time()
-        per_set: dict[str, set[tuple[int, int]]] = {}
-        attr_sum = torch.zeros(an.n_layers, an.intermediate_size)
-        done = 0
-        for name, items in sets.items():
-
-            def attr_of(share: list[dict], base: int = done) -> torch.Tensor:  # this process's samples
-                return neuron_attributions(
-                    ctx.model,
-                    ctx.tokenizer,
-                    an,
-                    share,
-                    method=p.attribution,
-                    steps=p.steps,
-                    target=p.target,
-                    scope=p.scope,
-                    batch_rows=p.batch_rows,
-                    max_length=p.max_length,
-                    progress=lambda d, t: ctx.events.progress("fit", base + round(len(share) * d / t), total),
-                )
-
-            attr = torch.cat(gather_shares(attr_of, items))  # samples split over processes, rows in order
-            done += len(items)
-            keep = kept_per_sample(attr, p.threshold, p.top_q)
-            per_set[name] = dataset_neurons(keep, p.min_share)
-            attr_sum += attr.sum(dim=0)
-            ctx.events.log(
-                f"neurons: {name}: {len(per_set[name])} neurons kept in >= {p.min_share:.0%} of "
-                f"{len(items)} samples (mean {keep.flatten(1).sum(1).float().mean():.1f} kept per sample)"
-            )
+        per_set, attr_sum = _attribute_sets(ctx, p, sets, total)
         seconds = time.time() - t0
         common = set.intersection(*per_set.values())
         pairs = {

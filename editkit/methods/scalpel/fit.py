@@ -41,6 +41,7 @@ from editkit.methods.lora import (  # noqa: F401 - adapter_ops, wrap_lora... are
 from editkit.methods.lora_fit import LossOut, TrainConfig, encode_text, kl_to_base, train_lora
 from editkit.methods.registry import register_method
 from editkit.methods.scalpel.params import ScalpelParams
+from editkit.methods.scalpel.report import ScalpelReport
 
 # ---------------------------------------------------------------------------------------------------
 # the loss
@@ -202,12 +203,63 @@ def _fingerprint(p: ScalpelParams, names: list[str], train: list[dict], seed: in
 # ---------------------------------------------------------------------------------------------------
 
 
+def _validator(peft_model, tokenizer, names: list[str], val: list[dict], p: ScalpelParams):
+    """validate(step) for train_lora: the gap on the validation slice, and whether it says stop."""
+
+    def validate(step: int) -> dict:
+        if not val:
+            return {}
+        m = pairwise_margins(peft_model, tokenizer, val, batch_size=32, max_length=p.max_length)
+        for _, layer in lora_layers(peft_model, names):  # pairwise_margins toggles modes
+            layer.lora_dropout[ADAPTER].train(p.dropout > 0)
+        out = {
+            "abs_gap": float(m.abs().mean()),
+            "gap": float(m.mean()),
+            "acc": float((m > 0).float().mean()),
+        }
+        if p.early_stop_gap is not None and out["abs_gap"] < p.early_stop_gap:
+            out["stop"] = f"validation |gap| {out['abs_gap']:.4f} < {p.early_stop_gap}"
+        elif p.early_stop_accuracy_eps is not None and abs(out["acc"] - 0.5) <= p.early_stop_accuracy_eps:
+            out["stop"] = f"validation accuracy {out['acc']:.3f} within {p.early_stop_accuracy_eps} of 0.5"
+        return out
+
+    return validate
+
+
+def _delta_norms(ctx: FitContext, ops) -> tuple[dict[str, float], list[float]]:
+    """‖ΔW‖_F per module and per layer (also emitted as a layer × module heatmap event)."""
+    norms = {op.module: float((op.scale * op.B @ op.A).norm()) for op in ops}
+    where = module_map(ctx.anatomy)
+    per_layer = [0.0] * ctx.anatomy.n_layers
+    roles = [
+        r
+        for r in ("q", "k", "v", "qkv", "o", "gate", "up", "gate_up", "down")
+        if any(where.get(n, (0, ""))[1] == r for n in norms)
+    ]
+    grid = [[0.0] * len(roles) for _ in range(ctx.anatomy.n_layers)]
+    for n, v in norms.items():
+        li, role = where[n]
+        per_layer[li] += v
+        grid[li][roles.index(role)] = v
+    ctx.events.emit(
+        "heatmap",
+        name="scalpel_delta_norm",
+        values=grid,
+        xlabel="module",
+        xlabels=roles,
+        ylabel="layer",
+        title="SCALPEL ‖ΔW‖_F per layer and module",
+    )
+    return norms, per_layer
+
+
 @register_method
 class ScalpelMethod(Method):
     name = "scalpel"
     params_cls = ScalpelParams
     paper = "SCALPEL: capability removal with low-rank adapters (arXiv 2601.07411)"
     summary = "a LoRA adapter trained so p(correct) ≈ p(incorrect) on the target, regularised on general text"
+    report = ScalpelReport
     makes_adapter = True
     needs = ("target",)
 
@@ -251,27 +303,7 @@ class ScalpelMethod(Method):
             loss = ScalpelLoss(peft_model, names, p)
             batches = ScalpelBatches(ctx.tokenizer, train, texts, p, ctx.seed)
 
-            def validate(step: int) -> dict:
-                if not val:
-                    return {}
-                m = pairwise_margins(peft_model, ctx.tokenizer, val, batch_size=32, max_length=p.max_length)
-                for _, layer in lora_layers(peft_model, names):  # pairwise_margins toggles modes
-                    layer.lora_dropout[ADAPTER].train(p.dropout > 0)
-                out = {
-                    "abs_gap": float(m.abs().mean()),
-                    "gap": float(m.mean()),
-                    "acc": float((m > 0).float().mean()),
-                }
-                if p.early_stop_gap is not None and out["abs_gap"] < p.early_stop_gap:
-                    out["stop"] = f"validation |gap| {out['abs_gap']:.4f} < {p.early_stop_gap}"
-                elif (
-                    p.early_stop_accuracy_eps is not None
-                    and abs(out["acc"] - 0.5) <= p.early_stop_accuracy_eps
-                ):
-                    out["stop"] = (
-                        f"validation accuracy {out['acc']:.3f} within {p.early_stop_accuracy_eps} of 0.5"
-                    )
-                return out
+            validate = _validator(peft_model, ctx.tokenizer, names, val, p)
 
             cfg = TrainConfig(
                 steps=p.steps,
@@ -302,27 +334,7 @@ class ScalpelMethod(Method):
         if ctx.model is not model:  # pragma: no cover - PEFT returns the very object it wrapped
             raise EditkitError("internal: PEFT unload returned a different model object")
 
-        norms = {op.module: float((op.scale * op.B @ op.A).norm()) for op in ops}
-        where = module_map(ctx.anatomy)
-        per_layer = [0.0] * ctx.anatomy.n_layers
-        roles = [
-            r
-            for r in ("q", "k", "v", "qkv", "o", "gate", "up", "gate_up", "down")
-            if any(where.get(n, (0, ""))[1] == r for n in norms)
-        ]
-        grid = [[0.0] * len(roles) for _ in range(ctx.anatomy.n_layers)]
-        for n, v in norms.items():
-            li, role = where[n]
-            per_layer[li] += v
-            grid[li][roles.index(role)] = v
-        ctx.events.emit(
-            "heatmap",
-            name="scalpel_delta_norm",
-            values=grid,
-            xlabel="module (" + ", ".join(roles) + ")",
-            ylabel="layer",
-            title="SCALPEL ‖ΔW‖_F per layer and module",
-        )
+        norms, per_layer = _delta_norms(ctx, ops)
         last = result.history[-1] if result.history else {}
         info = {
             "rank": p.rank,

@@ -4,5 +4,15 @@ from __future__ import annotations
 
 from editkit.methods.sft.fit import SftMethod, build_example, build_pairs, collate, response_loss, sft_loss
 from editkit.methods.sft.params import SftParams
+from editkit.methods.sft.report import SftReport
 
-__all__ = ["SftMethod", "SftParams", "build_example", "build_pairs", "collate", "response_loss", "sft_loss"]
+__all__ = [
+    "SftReport",
+    "SftMethod",
+    "SftParams",
+    "build_example",
+    "build_pairs",
+    "collate",
+    "response_loss",
+    "sft_loss",
+]

@@ -33,6 +33,8 @@ from editkit.methods.lora import adapter_ops, random_lora_like, resolve_targets,
 from editkit.methods.lora_fit import LossOut, TrainConfig, encode_text, kl_to_base, train_lora
 from editkit.methods.registry import register_method
 from editkit.methods.sft.params import SftParams
+from editkit.methods.sft.report import SftReport
+from editkit.models import editkit_home
 from editkit.refusal.chat import chat_prompts, generate, prompt_texts
 from editkit.refusal.metrics import phase_refusal_metrics
 
@@ -120,7 +122,6 @@ def _model_fingerprint(model, path: str) -> str:
 
 def base_answers(ctx: FitContext, prompts: list[str], max_new_tokens: int, batch_size: int = 16) -> list[str]:
     """Greedy chat answers of the (unedited) model, cached under ~/.cache/editkit/sft/."""
-    from editkit.models import editkit_home
 
     fp = _model_fingerprint(ctx.model, ctx.model_path)
     key = hashlib.sha256(
@@ -267,6 +268,7 @@ class SftMethod(Method):
     params_cls = SftParams
     paper = "LoRA (Hu et al. 2021) supervised fine-tuning on chat pairs"
     summary = "a behaviour installed by a LoRA fine-tune on (prompt, response) pairs, merged into the weights"
+    report = SftReport
     makes_adapter = True
 
     def check(self, params, anatomy) -> None:
@@ -284,6 +286,15 @@ class SftMethod(Method):
         for name, tpl in p.templates.items():
             if not tpl:
                 raise EditkitError(f"method.templates.{name}: give at least one response")
+
+    def check_data(self, params, sets: set[str]) -> None:
+        p: SftParams = params  # type: ignore[assignment]
+        for field, names in (("sets", p.sets), ("base_answers", p.base_answers)):
+            for name in names:
+                if name not in sets:
+                    raise EditkitError(
+                        f"method.{field}: '{name}' is not a data set of this recipe (add it under data.sets)"
+                    )
 
     def fit(self, ctx: FitContext) -> FitResult:
         p: SftParams = ctx.params  # type: ignore[assignment]

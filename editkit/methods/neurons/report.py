@@ -1,0 +1,67 @@
+"""The card's part of a `neurons` run: the neurons erased per layer, CNL overlaps, the per-layer plot."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from editkit.methods.report import Info, Report, cell, num
+from editkit.plots import bar_per_layer
+
+
+class NeuronsInfo(Info):
+    neurons: list[tuple[int, int]] = []
+    mean_attribution: list[float] = []
+    overlap: dict[str, Any] = {}
+    per_layer: list[float] | None = None
+
+
+class NeuronsReport(Report):
+    info_model = NeuronsInfo
+    plot_alt = {"neurons_per_layer": "capability neurons per layer"}
+    info: NeuronsInfo
+
+    def shown(self) -> set[str]:
+        return {"neurons", "mean_attribution", "overlap", "per_layer"}
+
+    def where(self) -> list[str]:
+        neurons, attr = self.info.neurons, self.info.mean_attribution
+        per_layer: dict[int, int] = {}
+        for li, _ in neurons:
+            per_layer[li] = per_layer.get(li, 0) + 1
+        lines = [f"{len(neurons)} MLP neuron(s), erased at the `down_proj` input. Neurons per layer:", ""]
+        lines += ["| layer | neurons |", "| --- | --- |"]
+        lines += [f"| {li} | {n} |" for li, n in sorted(per_layer.items())]
+        lines.append("")
+        shown = neurons[:20]
+        lines.append(
+            "First neurons (layer, index"
+            + (", mean attribution" if attr else "")
+            + "): "
+            + ", ".join(
+                f"({li}, {j}" + (f", {num(attr[i])})" if i < len(attr) else ")")
+                for i, (li, j) in enumerate(shown)
+            )
+            + (
+                f" … and {len(neurons) - len(shown)} more (all in `editkit/edit.json`)."
+                if len(neurons) > 20
+                else "."
+            )
+        )
+        if self.info.overlap:
+            lines += ["", "Overlap between the neuron sets of the datasets (CNL overlap rate):", ""]
+            lines += ["| pair | value |", "| --- | --- |"]
+            lines += [f"| {k} | {cell(v)} |" for k, v in self.info.overlap.items()]
+        return lines + [""]
+
+    def plots(self, out: Path, run_dir: Path) -> dict[str, str]:
+        if self.info.per_layer is None or not self.info.neurons:
+            return {}
+        bar_per_layer(
+            self.info.per_layer,
+            out / "neurons_per_layer.png",
+            "capability neurons per layer",
+            "neurons",
+            "#8a5a9e",
+        )
+        return {"neurons_per_layer": "neurons_per_layer.png"}

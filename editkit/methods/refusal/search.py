@@ -1,0 +1,290 @@
+"""The refusal fit, step by step: prompts → directions (raw and SRA-cleaned) → layer/strength search →
+comparison → info. One :class:`RefusalSearch` per fit holds what the steps share."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+
+from editkit.distributed import map_across_processes
+from editkit.errors import EditkitError
+from editkit.methods.base import FitContext
+from editkit.methods.refusal.edit import edited_layers, project_edit
+from editkit.methods.refusal.params import RefusalParams
+from editkit.refusal.atoms import atom_pairs_from_rows, cosines, load_atom_pairs, ridge_clean
+from editkit.refusal.chat import chat_first_token_logprobs, kl_rows, prompt_texts
+from editkit.refusal.direction import diff_of_means, residual_activations
+
+Cand = tuple[int, int | None, float]  # (direction layer, first edited layer or None, strength)
+
+
+def pick(cands: list, grid: dict, kl_limit: float):
+    """The selection rule: lowest refusal log-odds among ``cands`` within the KL limit, else the lowest KL."""
+    ok = [c for c in cands if grid[c]["kl"] <= kl_limit]
+    if ok:
+        return min(ok, key=lambda c: grid[c]["refusal_log_odds"])
+    return min(cands, key=lambda c: grid[c]["kl"])
+
+
+def _texts(ctx: FitContext, name: str, limit: int, skip: int = 0) -> list[str]:
+    rows = list(ctx.data[name])
+    return prompt_texts(rows[skip:], f"data.sets.{name}", limit)
+
+
+def refusal_token_ids(tokenizer, words: list[str]) -> list[int]:
+    ids = {tokenizer(w, add_special_tokens=False)["input_ids"][0] for w in words if w}
+    return sorted(ids)
+
+
+def refusal_log_odds(lp: torch.Tensor, token_ids: list[int]) -> torch.Tensor:
+    """Per prompt log(p_R / (1 − p_R)) with p_R the first-token mass on refusal tokens."""
+    lr = torch.logsumexp(lp[:, token_ids], dim=-1)
+    return lr - torch.log1p(-lr.exp().clamp_max(1 - 1e-7))
+
+
+@dataclass
+class RefusalSearch:
+    ctx: FitContext
+    p: RefusalParams
+    grid: dict[Cand, dict[str, float]] = field(default_factory=dict)
+    done: int = 0
+    total: int = 0
+
+    # -- prompts and directions ---------------------------------------------------------------------
+    def load_prompts(self) -> None:
+        """Training prompts, and validation prompts: their own sets, else the rows after the training rows."""
+        ctx, p = self.ctx, self.p
+        self.harm, self.safe = _texts(ctx, p.harmful, p.n_train), _texts(ctx, p.harmless, p.n_train)
+        if p.harmful_val in ctx.data and p.harmless_val in ctx.data:
+            self.harm_val, self.safe_val = (
+                _texts(ctx, p.harmful_val, p.n_val),
+                _texts(ctx, p.harmless_val, p.n_val),
+            )
+        else:
+            self.harm_val = _texts(ctx, p.harmful, p.n_val, skip=p.n_train)
+            self.safe_val = _texts(ctx, p.harmless, p.n_val, skip=p.n_train)
+        ctx.events.log(
+            f"refusal: direction from {len(self.harm)} harmful / {len(self.safe)} harmless prompts"
+        )
+
+    def _acts(self, prompts: list[str]) -> torch.Tensor:
+        return residual_activations(
+            self.ctx.model, self.ctx.tokenizer, prompts, self.p.positions, self.p.batch_size
+        )
+
+    def find_directions(self) -> None:
+        """Raw difference-of-means directions per layer, and the concept atoms' directions for SRA."""
+        p, an = self.p, self.ctx.anatomy
+        acts_h, acts_s = self._acts(self.harm), self._acts(self.safe)
+        self.raw = diff_of_means(acts_h, acts_s, p.project_off_harmless_mean, p.winsorize)  # [L, H]
+        self.gap = (acts_h.mean(0) - acts_s.mean(0)).norm(dim=-1)  # separation per layer
+        self.atom_names: list[str] = []
+        self.atom_dirs = torch.empty(an.n_layers, 0, an.hidden_size, dtype=torch.float64)
+        if p.sra:
+            pairs = [(n, *load_atom_pairs(n)) for n in p.atoms]
+            pairs += [
+                (n, *atom_pairs_from_rows(list(self.ctx.data[n]), f"data.sets.{n}")) for n in p.atom_sets
+            ]
+            dirs = []
+            for n, pos, neg in pairs:
+                dirs.append(diff_of_means(self._acts(pos), self._acts(neg)))
+                self.atom_names.append(n)
+            if dirs:
+                self.atom_dirs = torch.stack(dirs, dim=1)  # [L, k, H]
+        # the direction the layer search uses: SRA-cleaned, or raw for plain abliteration and for sra: auto
+        # (where the layer comes from the raw direction and both are then compared at that layer)
+        self.primary = "sra" if self.atom_names and p.sra is True else "plain"
+
+    def direction(self, kind: str, layer: int) -> torch.Tensor:
+        if kind == "plain" or not self.atom_names:
+            return self.raw[layer]
+        return ridge_clean(self.raw[layer], self.atom_dirs[layer], self.p.ridge_alpha)
+
+    # -- scoring --------------------------------------------------------------------------------------
+    def prepare_scores(self) -> None:
+        ctx, p = self.ctx, self.p
+        model, tok = ctx.model, ctx.tokenizer
+        self.ref_ids = refusal_token_ids(tok, p.refusal_tokens)
+        base_h = chat_first_token_logprobs(model, tok, self.harm_val, p.batch_size)
+        self.base_s = chat_first_token_logprobs(model, tok, self.safe_val, p.batch_size)
+        self.base_score = float(refusal_log_odds(base_h, self.ref_ids).mean())
+
+    def score(self, cand: Cand, r: torch.Tensor | None = None) -> dict[str, float]:
+        """Validation log-odds and KL with ``cand``'s edit (r: the direction; default the search's at li)."""
+        ctx, p = self.ctx, self.p
+        li, st, s = cand  # split over processes
+        e = project_edit(
+            ctx.anatomy, self.direction(self.primary, li) if r is None else r, p, start=st, strength=s
+        )
+        with e.applied(ctx.model):
+            lp_h = chat_first_token_logprobs(ctx.model, ctx.tokenizer, self.harm_val, p.batch_size)
+            lp_s = chat_first_token_logprobs(ctx.model, ctx.tokenizer, self.safe_val, p.batch_size)
+        self.done += 1
+        ctx.events.progress("fit", min(self.done, self.total), self.total)
+        return {
+            "refusal_log_odds": round(float(refusal_log_odds(lp_h, self.ref_ids).mean()), 4),
+            "kl": round(float(kl_rows(self.base_s, lp_s).mean()), 5),
+        }
+
+    def weaken(self, cand: Cand, kl_full: float, r: torch.Tensor | None = None) -> list:
+        """Search s in (0, full) for the largest strength whose validation KL fits (``kl_full``: the KL
+        at full strength): the first try assumes KL ∝ s², later ones interpolate log KL against log s
+        inside the bracket."""
+        p, found = self.p, []
+        lo, kl_lo, hi, kl_hi = 0.0, 0.0, self.full, kl_full
+        for _ in range(p.strength_steps):
+            if lo > 0 and kl_lo > 0:
+                k = math.log(kl_hi / kl_lo) / math.log(hi / lo)  # local exponent
+                s = lo * (p.kl_limit / kl_lo) ** (1 / k) if k > 0 else (lo + hi) / 2
+            else:
+                s = hi * math.sqrt(p.kl_limit / kl_hi)
+            s = round(min(max(s, lo + 0.1 * (hi - lo)), hi - 0.1 * (hi - lo)), 4)  # strictly inside
+            c = (cand[0], cand[1], s)
+            found.append((c, self.score(c, r)))
+            kl = found[-1][1]["kl"]
+            lo, kl_lo, hi, kl_hi = (s, kl, hi, kl_hi) if kl <= p.kl_limit else (lo, kl_lo, s, kl)
+        return found
+
+    # -- the search -----------------------------------------------------------------------------------
+    def candidates(self) -> list[Cand]:
+        p, an = self.p, self.ctx.anatomy
+        hi = max(p.min_layer + 1, math.floor(p.max_layer_frac * an.n_layers))
+        self.layers = [p.layer] if p.layer is not None else list(range(p.min_layer, hi))
+        if p.edit_from == "auto":  # (direction layer, first edited layer) pairs
+            # a start past every listed edit layer would edit nothing: not a candidate
+            pairs = [
+                (li, s)
+                for li in self.layers
+                for s in sorted({math.floor(f * li) for f in p.edit_from_fracs})
+                if edited_layers(an, p, s)
+            ]
+            if not pairs:
+                raise EditkitError(
+                    f"method.edit_from_fracs: no start floor(f * layer) for f in {p.edit_from_fracs} leaves a "
+                    f"layer of edit_layers {p.edit_layers} to edit; add 0.0 to edit_from_fracs"
+                )
+        else:
+            pairs = [(li, None) for li in self.layers]
+        self.auto = p.strength == "auto"
+        self.full = 1.0 if self.auto else float(p.strength)
+        return [(li, st, self.full) for li, st in pairs]
+
+    def search(self) -> Cand:
+        """Score every candidate; with strength: auto, weaken the promising ones over the KL limit."""
+        p = self.p
+        cands = self.candidates()
+        self.total = len(cands) + (p.strength_layers * p.strength_steps if self.auto else 0)
+        self.grid = dict(zip(cands, map_across_processes(self.score, cands), strict=True))
+        if self.auto:
+            # the best-scoring candidates that cost too much at full strength are weakened until their KL
+            # fits (a lower strength only raises the log-odds: candidates already within the limit stay,
+            # and only those that may beat the best of them are worth weakening)
+            grid, base = self.grid, self.base_score
+            bar = min(
+                (grid[c]["refusal_log_odds"] for c in cands if grid[c]["kl"] <= p.kl_limit), default=math.inf
+            )
+
+            def at_limit(c) -> float:  # predicted log-odds at the limit: the drop ∝ s, the KL ∝ s²
+                return base - (base - grid[c]["refusal_log_odds"]) * math.sqrt(p.kl_limit / grid[c]["kl"])
+
+            over = sorted(
+                (c for c in cands if grid[c]["kl"] > p.kl_limit and at_limit(c) < bar), key=at_limit
+            )
+            for found in map_across_processes(
+                lambda c: self.weaken(c, grid[c]["kl"]), over[: p.strength_layers]
+            ):
+                grid.update(found)
+            self.ctx.events.progress("fit", self.total, self.total)
+        chosen = pick(list(self.grid), self.grid, p.kl_limit)
+        if self.grid[chosen]["kl"] > p.kl_limit:
+            self.ctx.events.log(
+                f"refusal: no candidate keeps harmless KL <= {p.kl_limit}; using layer {chosen[0]} "
+                f"(lowest KL {self.grid[chosen]['kl']})",
+                level="warning",
+            )
+        return chosen
+
+    def layer_scores(self, layer: int) -> dict[int, dict[str, float]]:
+        """Per direction layer: its scores at its best first edited layer by the same rule (the card's table
+        and plot); for the chosen layer that is the chosen pair. Also emitted as a heatmap event."""
+        grid, layers = self.grid, self.layers
+        best = {li: pick([c for c in grid if c[0] == li], grid, self.p.kl_limit) for li in layers}
+        scores = {li: dict(grid[c], strength=c[2]) if self.auto else grid[c] for li, c in best.items()}
+        self.ctx.events.emit(
+            "heatmap",
+            name="refusal_layer_scores",
+            values=[[scores[li]["refusal_log_odds"] for li in layers], [scores[li]["kl"] for li in layers]],
+            xlabel="layer",
+            xlabels=[str(li) for li in layers],
+            ylabel="score",
+            ylabels=["refusal log-odds", "harmless KL"],
+            title="refusal: direction ablated per candidate layer",
+        )
+        if scores[layer]["refusal_log_odds"] > 0:
+            self.ctx.events.log(
+                f"refusal: the chosen layer {layer} leaves refusal tokens more likely than not on the "
+                f"validation prompts (log-odds {scores[layer]['refusal_log_odds']}); refusal will likely "
+                "remain — raise kl_limit, try sra: true, or set method.layer",
+                level="warning",
+            )
+        return scores
+
+    def compare(self, layer: int, start: int | None, strength: float) -> tuple[str, float, dict, dict | None]:
+        """The other direction at the same layer, its strength found the same way (the card's comparison);
+        with sra: auto the validation rule keeps whichever is better. Returns (kept direction, strength,
+        its validation scores, the comparison or None)."""
+        p, kept, chosen = self.p, self.primary, self.grid[(layer, start, strength)]
+        if not (self.atom_names and (p.compare_plain or p.sra == "auto")):
+            return kept, strength, chosen, None
+        other = "plain" if kept == "sra" else "sra"
+        r_other = self.direction(other, layer)
+        c0 = (layer, start, self.full)
+        ogrid = {c0: self.score(c0, r_other)}
+        if self.auto and ogrid[c0]["kl"] > p.kl_limit:
+            ogrid.update(self.weaken(c0, ogrid[c0]["kl"], r_other))
+        oc = pick(list(ogrid), ogrid, p.kl_limit)
+        theirs = {"direction": other, "strength": oc[2], **ogrid[oc]}
+        mine = {"direction": kept, "strength": strength, **chosen}
+        if p.sra == "auto" and pick([0, 1], {0: mine, 1: theirs}, p.kl_limit) == 1:
+            return other, oc[2], ogrid[oc], mine
+        return kept, strength, chosen, theirs
+
+    # -- what the edit records ------------------------------------------------------------------------
+    def info(self, layer: int, start: int | None, strength: float, kept: str, scores: dict) -> dict:
+        p, an, r = self.p, self.ctx.anatomy, self.direction(kept, layer)
+        info: dict = {
+            "layer": layer,
+            "direction_source": "hidden_states[layer] (residual stream entering the layer), last "
+            f"{p.positions} prompt token(s), chat template",
+            "sra": kept == "sra",
+            "layer_search_direction": "sra" if self.primary == "sra" else "raw",
+            "ridge_alpha": p.ridge_alpha if self.atom_names else None,
+            "norm_preserving": p.norm_preserving,
+            "n_train": [len(self.harm), len(self.safe)],
+            "n_val": [len(self.harm_val), len(self.safe_val)],
+            "base_refusal_log_odds": round(self.base_score, 4),
+            "layer_scores": {str(k): v for k, v in scores.items()},
+            "mean_gap_norm": [round(float(g), 4) for g in self.gap],
+            "edited_layers": edited_layers(an, p, start),
+            "strength": strength,
+            "embeddings": p.embeddings,
+        }
+        full = self.full
+        if p.edit_from == "auto":
+            info["edit_from"] = start
+            info["window_scores"] = {f"{li}:{st}": v for (li, st, s), v in self.grid.items() if s == full}
+        if self.auto:
+            info["strength_scores"] = {
+                (f"{li}:{st}" if st is not None else str(li)) + f"@{s}": v
+                for (li, st, s), v in self.grid.items()
+                if s != full
+            }
+        if self.atom_names:
+            names, dirs = self.atom_names, self.atom_dirs[layer]
+            info["atoms"] = names
+            info["atom_cosines_before"] = cosines(self.raw[layer], dirs, names)
+            info["atom_cosines_after"] = cosines(r, dirs, names)
+            info["cos_raw_cleaned"] = round(float(self.raw[layer] @ r), 4)
+        return info
