@@ -7,7 +7,8 @@ s = ℓ(first answer) − ℓ(second answer) (pair sorted), and ask whether item
 one still get a higher s than the others (ROC AUC, per answer pair, weighted by items). A tilt leaves the AUC
 where it was; a removed judgement brings it to 0.5. ``tilt`` = mean of s over items: how far the model leans.
 
-    flock /tmp/editkit-heavy.lock .venv/bin/python bench/bench_answer_frames.py RUN_DIR [RUN_DIR ...]
+    flock /tmp/editkit-heavy.lock .venv/bin/python bench/bench_answer_frames.py RUN_DIR [RUN_DIR ...] \\
+        [--families answer_words answer_explain ...]
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("runs", nargs="+", type=Path)
     ap.add_argument("--json", type=Path, help="write the table here too")
+    ap.add_argument("--families", nargs="*", help="only these families (default: every family)")
     args = ap.parse_args()
     torch.set_num_threads(2)
     out = {}
@@ -56,7 +58,7 @@ def main() -> None:
     for run in args.runs:
         recipe, data, loaded, anatomy, edit, ctx = open_run(run)
         model, tok = loaded.model, loaded.tokenizer
-        fams = build_families(data.eval.target_test, seed=recipe.seed, tokenizer=tok)
+        fams = build_families(data.eval.target_test, families=args.families, seed=recipe.seed, tokenizer=tok)
         key = json.dumps([str(loaded.path), [t["id"] for t in data.eval.target_test]])
         if key not in base_cache:
             base_cache[key] = {
