@@ -355,5 +355,39 @@ def generations(metrics: Mapping) -> list[str]:
     return lines + [""]
 
 
+def samples(metrics: Mapping) -> list[str]:
+    """Greedy generations of the refusal sets before/after (``metrics["samples"]``: phase -> the run's
+    samples-<phase>.json)."""
+    got = metrics.get("samples") or {}
+    base, edited = got.get("base") or {}, got.get("edited") or {}
+    lines: list[str] = []
+
+    def text(rows: list, i: int, limit: int) -> str:
+        t = " ".join(str(rows[i]).split()) if i < len(rows) else "–"
+        t = t if len(t) <= limit else t[: limit - 1] + "…"
+        return escape_cell(t.replace("<", "&lt;")) or "(empty)"
+
+    for kind in ("harmful", "harmless"):
+        prompts = edited.get(f"{kind}_prompts") or base.get(f"{kind}_prompts") or []
+        if not prompts or not (base.get(kind) or edited.get(kind)):
+            continue
+        if not lines:
+            lines = [
+                "## Sample generations",
+                "",
+                "Greedy, chat template, the first test prompts of each set.",
+                "",
+            ]
+        lines += [f"### {kind.capitalize()} prompts", "", "| prompt | base model | edited model |"]
+        lines.append("| --- | --- | --- |")
+        for i in range(len(prompts)):
+            lines.append(
+                f"| {text(prompts, i, 90)} | {text(base.get(kind) or [], i, 160)} | "
+                f"{text(edited.get(kind) or [], i, 160)} |"
+            )
+        lines.append("")
+    return lines
+
+
 def _code(text: Any) -> str:
     return " ".join(str(text).split()).replace("`", "'")

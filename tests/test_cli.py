@@ -107,3 +107,36 @@ def test_monitor_missing_path_is_exit_2(tmp_path):
 def test_models_lists_demo():
     res = CliRunner().invoke(app, ["models"], terminal_width=200)
     assert res.exit_code == 0 and "HuggingFaceTB/SmolLM2-135M-Instruct" in res.output
+
+
+def test_apply_progress_shows_load_time_early_stop_and_totals():
+    """The CLI's progress view, fed a run's events: load's real time, a fit that stopped early, eval totals."""
+    import io
+
+    from rich.console import Console
+
+    from editkit.cli import _StageProgress
+
+    console = Console(file=io.StringIO(), width=160, record=True, force_terminal=False)
+    prog = _StageProgress(console)
+    events = [
+        {"type": "run_start"},
+        {"type": "stage_start", "stage": "load", "total": None},
+        {"type": "stage_end", "stage": "load", "seconds": 33.2},
+        {"type": "stage_start", "stage": "eval_base", "total": None},
+        {"type": "progress", "stage": "eval_base", "done": 0, "total": 400},
+        {"type": "progress", "stage": "eval_base", "done": 400, "total": 400},
+        {"type": "stage_end", "stage": "eval_base", "seconds": 5.0},
+        {"type": "stage_start", "stage": "fit", "total": 80},
+        *[{"type": "step", "stage": "fit", "step": i, "total": 80, "loss": 0.5} for i in range(1, 31)],
+        {"type": "stage_end", "stage": "fit", "seconds": 9.0},
+    ]
+    with prog:
+        for ev in events:
+            prog.on_event(ev)
+    text = console.export_text()
+    load = next(line for line in text.splitlines() if line.strip().startswith("load"))
+    assert "0:00:33" in load
+    fit = next(line for line in text.splitlines() if line.strip().startswith("fit"))
+    assert "stopped early at 30/80" in fit and "80/80" not in fit
+    assert "400/400" in text and "ETA" in text
