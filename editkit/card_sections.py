@@ -110,7 +110,7 @@ def comparisons(base: Mapping, edited: Mapping, comps: Mapping, report: Report) 
 
 def robustness(metrics: Mapping) -> list[str]:
     rob = metrics.get("robustness")
-    lines = ["## Robustness on paraphrases", ""]
+    lines = ["## Robustness on paraphrases and answer frames", ""]
     if not rob:
         return lines + [
             "Robustness was not measured for this run (`eval.robustness` off or no target data). The removal "

@@ -100,7 +100,12 @@ class DataSpec(StrictModel):
 
 
 class EvalSpec(StrictModel):
-    batch_size: int = Field(16, ge=1, description="evaluation batch size")
+    batch_size: int | None = Field(
+        None,
+        ge=1,
+        description="evaluation batch size; default 16 on CPU, on an accelerator as many as fit in half its "
+        "free memory, up to 64",
+    )
     max_items: int | None = Field(
         None,
         ge=1,
