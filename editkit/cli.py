@@ -458,7 +458,7 @@ def models(
     d = demo_model_dir()
     cached = (d / "config.json").exists()
     out.print(
-        f"demo  {DEMO_BASE_MODEL} (from PyPI {DEMO_WHEEL})  {'cached at ' + str(d) if cached else 'not cached (editkit models --pull)'}"
+        f"demo  {DEMO_BASE_MODEL} (its Q4_1 GGUF from PyPI {DEMO_WHEEL}, dequantised to float32)  {'cached at ' + str(d) if cached else 'not cached (editkit models --pull)'}"
     )
 
 
