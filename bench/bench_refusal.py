@@ -21,6 +21,25 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 PLANTED = Path.home() / ".cache" / "editkit" / "models" / "smollm2-planted-refusal"
+SHARED = ROOT.parent / "shared" / "data" / "refusal"
+#: the recipes read the built-in prompt sets; the demo-model numbers in BENCHMARKS.md were measured on the
+#: larger shared splits (andyrdt/refusal_direction), so the benchmark passes those
+SHARED_SETS = {
+    "harmful": "harmful_train",
+    "harmless": "harmless_train",
+    "harmful_val": "harmful_val",
+    "harmless_val": "harmless_val",
+    "harmful_test": "harmful_test",
+    "harmless_test": "harmless_test",
+}
+
+
+def shared_overrides(recipe: str) -> list[str]:
+    from editkit.recipe import load_recipe
+
+    sets = load_recipe(ROOT / recipe).data.sets
+    return [f"data.sets.{k}.source={SHARED / (v + '.json')}" for k, v in SHARED_SETS.items() if k in sets]
+
 
 VARIANTS = {
     "sra": ("recipes/remove_refusal.yaml", ["eval.control=false"]),
@@ -100,6 +119,7 @@ def run_recipe(path: str, overrides: list[str], out: Path) -> dict:
     from editkit.pipeline import apply_recipe
 
     t0 = time.time()
+    overrides = [*shared_overrides(path), *overrides]
     res = apply_recipe(ROOT / path, overrides=overrides, out=out, overwrite=True, say=lambda m: None)
     m = res.metrics
     info = m.get("edit", {}).get("info", {})

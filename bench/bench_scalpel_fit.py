@@ -45,6 +45,13 @@ def load(tiny: bool):
     return model, AutoTokenizer.from_pretrained(path)
 
 
+def _sync(model) -> None:
+    """Wait for the device: a loop without host syncs returns before its last kernels have run."""
+    dev = next(model.parameters()).device
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+
+
 def rows(name: str, split: str) -> list[dict]:
     return [r for r in map(json.loads, (BUILTIN / f"{name}.jsonl").open()) if r.get("split") == split]
 
@@ -59,6 +66,7 @@ def run_editkit(model, names, p, batches, run_dir: Path) -> tuple[float, int]:
         checkpoint_every=p.checkpoint_every,
         checkpoint_dir=run_dir / "checkpoints",
     )
+    _sync(model)
     t0 = time.perf_counter()
     res = train_lora(
         peft_model,
@@ -68,6 +76,7 @@ def run_editkit(model, names, p, batches, run_dir: Path) -> tuple[float, int]:
         events=events,
         count_tokens=_tokens_in,
     )
+    _sync(model)
     dt = time.perf_counter() - t0
     events.close()
     unwrap_lora(peft_model, flags)
@@ -80,6 +89,7 @@ def run_bare(model, names, p, batches) -> tuple[float, int]:
     params = [q for q in peft_model.parameters() if q.requires_grad]
     opt = torch.optim.AdamW(params, lr=p.lr, weight_decay=p.weight_decay)
     tokens = 0
+    _sync(model)
     t0 = time.perf_counter()
     for b in batches:
         opt.zero_grad(set_to_none=True)
@@ -88,6 +98,7 @@ def run_bare(model, names, p, batches) -> tuple[float, int]:
             torch.nn.utils.clip_grad_norm_(params, p.max_grad_norm)
         opt.step()
         tokens += _tokens_in(b)
+    _sync(model)
     dt = time.perf_counter() - t0
     unwrap_lora(peft_model, flags)
     return dt, tokens

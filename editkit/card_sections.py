@@ -110,7 +110,7 @@ def comparisons(base: Mapping, edited: Mapping, comps: Mapping, report: Report) 
 
 def robustness(metrics: Mapping) -> list[str]:
     rob = metrics.get("robustness")
-    lines = ["## Robustness on paraphrases", ""]
+    lines = ["## Robustness on paraphrases and answer frames", ""]
     if not rob:
         return lines + [
             "Robustness was not measured for this run (`eval.robustness` off or no target data). The removal "
@@ -353,6 +353,40 @@ def generations(metrics: Mapping) -> list[str]:
             if who in r:
                 lines.append(f"  - {who}: `{_code(r[who])}`")
     return lines + [""]
+
+
+def samples(metrics: Mapping) -> list[str]:
+    """Greedy generations of the refusal sets before/after (``metrics["samples"]``: phase -> the run's
+    samples-<phase>.json)."""
+    got = metrics.get("samples") or {}
+    base, edited = got.get("base") or {}, got.get("edited") or {}
+    lines: list[str] = []
+
+    def text(rows: list, i: int, limit: int) -> str:
+        t = " ".join(str(rows[i]).split()) if i < len(rows) else "–"
+        t = t if len(t) <= limit else t[: limit - 1] + "…"
+        return escape_cell(t.replace("<", "&lt;")) or "(empty)"
+
+    for kind in ("harmful", "harmless"):
+        prompts = edited.get(f"{kind}_prompts") or base.get(f"{kind}_prompts") or []
+        if not prompts or not (base.get(kind) or edited.get(kind)):
+            continue
+        if not lines:
+            lines = [
+                "## Sample generations",
+                "",
+                "Greedy, chat template, the first test prompts of each set.",
+                "",
+            ]
+        lines += [f"### {kind.capitalize()} prompts", "", "| prompt | base model | edited model |"]
+        lines.append("| --- | --- | --- |")
+        for i in range(len(prompts)):
+            lines.append(
+                f"| {text(prompts, i, 90)} | {text(base.get(kind) or [], i, 160)} | "
+                f"{text(edited.get(kind) or [], i, 160)} |"
+            )
+        lines.append("")
+    return lines
 
 
 def _code(text: Any) -> str:

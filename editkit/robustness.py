@@ -574,7 +574,7 @@ def removal_verdict(metrics: Mapping) -> dict | None:
         "removed": f"removed: the drop carries over to answer frames the fit never saw (mean carry-over "
         f"{mean if mean is not None else 0:.2f} ≥ {CARRY_OVER_THRESHOLD}; {frames})",
         "answer_tokens_only": "NOT removed: the edit changed the answer tokens, not the capability — accuracy "
-        f"fell {before:.3f} → {after:.3f} on the evaluation prompts but hardly on answer frames the fit never "
+        f"fell {before:.3f} → {after:.3f} on the evaluation prompts but much less on answer frames the fit never "
         f"saw (mean carry-over {mean if mean is not None else 0:.2f} < {CARRY_OVER_THRESHOLD}; {frames})",
         "unverified": f"weakened on the evaluation prompts ({before:.3f} → {after:.3f}), but NOT shown to be "
         "removed: no answer frame the fit never saw (and the base model can do) was measured",

@@ -10,10 +10,11 @@ from editkit.errors import EditkitError
 from editkit.events import EventLog, StageCounter, write_metrics
 from editkit.robustness import build_families, removal_verdict, robustness_report, score_families
 from editkit.runs import open_run
+from editkit.sizing import model_eval_batch_size
 
 
 def run_robustness(ctx, edit, recipe, data, events) -> dict[str, Any]:
-    bs = recipe.eval.batch_size
+    bs = recipe.eval.batch_size or model_eval_batch_size(ctx.model)
     out: dict[str, Any] = {}
     sets = {"target": data.eval.target_test}
     heldout = data.eval.heldout

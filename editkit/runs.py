@@ -29,6 +29,8 @@ def fit_context(recipe: Recipe, loaded: LoadedModel, anatomy: Anatomy, data: Loa
         seed=recipe.seed,
         model_path=str(loaded.path),
         save_adapter=recipe.export.adapter,
+        refusal_judge=recipe.eval.refusal_judge,
+        model_spec=recipe.model,
         **{"events": NullEventLog(), **kw},
     )
 

@@ -29,6 +29,10 @@ LAZY_PAIRS = {
     ("editkit/catalog.py", "editkit.recipe"): "(the other side of the same)",
     ("editkit/catalog.py", "editkit.methods"): "(the other side of the same)",
     ("editkit/export.py", "editkit.streaming"): "streaming writes through export.atomic_dir",
+    (
+        "editkit/refusal/judge.py",
+        "editkit.recipe",
+    ): "recipe -> methods -> refusal metrics -> judge: ModelSpec only for a judge given by id",
     ("editkit/pipeline.py", "editkit.gguf_export"): "the gguf package only with export.gguf",
     ("editkit/reexport.py", "editkit.gguf_export"): "the gguf package only with --gguf",
 }

@@ -83,11 +83,22 @@ def accepts_logits_to_keep(model) -> bool:
         return False
 
 
-def _model_device(model) -> torch.device:
+def model_device(model) -> torch.device:
     emb = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
     if emb is not None and getattr(emb, "weight", None) is not None:
         return emb.weight.device
     return next(model.parameters()).device
+
+
+def to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """``t.to(device)`` without a host sync for host→CUDA copies.
+
+    A plain ``.to("cuda")`` waits for the copy (and so for every kernel queued before it); host→device
+    copies with ``non_blocking`` are safe from pageable memory (CUDA stages the data before returning),
+    so the host can keep queueing kernels. Device→host copies are never made non-blocking here.
+    """
+    device = torch.device(device)
+    return t.to(device, non_blocking=t.device.type == "cpu" and device.type == "cuda")
 
 
 def mean_answer_logprob(model, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
@@ -96,44 +107,52 @@ def mean_answer_logprob(model, batch: Mapping[str, torch.Tensor]) -> torch.Tenso
     Differentiable (SCALPEL trains on it). Logits are only materialised from the first position that
     predicts an answer token onward, and the fp32 log-softmax only runs on the rows that predict answer
     tokens, which keeps memory flat in the vocabulary size times the answer length rather than the prompt.
+
+    Everything that needs values (the first predicting position, which tokens are scored) is worked out
+    on the batch's own device (the host, for encoded batches) before the forward, so on a GPU this
+    function queues its kernels without waiting for any of them.
     """
-    device = _model_device(model)
-    input_ids = batch["input_ids"].to(device)
-    attention_mask = batch["attention_mask"].to(device)
-    answer_mask = batch["answer_mask"].to(device).bool()
-    n_rows, width = input_ids.shape
+    device = model_device(model)
+    answer_mask = batch["answer_mask"].bool()
+    n_rows, width = answer_mask.shape
 
     # Position t predicts token t+1, so the predictors of the answer tokens are answer_mask shifted left.
     predictor_mask = torch.zeros_like(answer_mask)
     predictor_mask[:, :-1] = answer_mask[:, 1:]
     if bool(answer_mask[:, 0].any()):
         raise DataError("an answer starts at position 0, so no prompt token predicts it")
-    first = int(predictor_mask.any(dim=0).nonzero()[0].item()) if bool(predictor_mask.any()) else width - 1
+    cols = predictor_mask.any(dim=0).nonzero()
+    first = int(cols[0].item()) if len(cols) else width - 1
 
-    kwargs = {"input_ids": input_ids, "attention_mask": attention_mask, "use_cache": False}
+    input_ids = batch["input_ids"]
+    kwargs = {
+        "input_ids": to_device(input_ids, device),
+        "attention_mask": to_device(batch["attention_mask"], device),
+        "use_cache": False,
+    }
     keep = width - first
     if keep < width and accepts_logits_to_keep(model):
         kwargs["logits_to_keep"] = keep
         offset = first
     else:
         offset = 0
+    # The last kept position never predicts an answer token (nothing follows it), so it is not gathered.
+    # (row, position) pairs in row-major order: the same tokens, in the same order, as a boolean mask.
+    sel = predictor_mask[:, offset:-1]
+    row_of_token, pos_of_token = sel.nonzero(as_tuple=True)
+    targets = input_ids[:, offset + 1 :][row_of_token, pos_of_token]
+    counts = answer_mask.sum(dim=1)
+    row_of_token, pos_of_token = to_device(row_of_token, device), to_device(pos_of_token, device)
+    targets, counts = to_device(targets, device), to_device(counts, device)
+
     logits = model(**kwargs).logits  # [rows, width - offset, vocab]
-
-    sel = predictor_mask[:, offset:]
-    targets = input_ids[:, offset + 1 :]
-    # The last kept position never predicts an answer token (nothing follows it), so drop it before gathering.
-    picked_logits = logits[:, :-1][sel[:, :-1]]  # [n_answer_tokens, vocab]
-    picked_targets = targets[sel[:, :-1]]
+    picked_logits = logits[row_of_token, pos_of_token]  # [n_answer_tokens, vocab]
     token_logprob = torch.log_softmax(picked_logits.float(), dim=-1)
-    token_logprob = token_logprob.gather(-1, picked_targets.unsqueeze(-1)).squeeze(-1)
-
-    row_of_token = torch.arange(n_rows, device=device).unsqueeze(1).expand(n_rows, sel.shape[1] - 1)
-    row_of_token = row_of_token[sel[:, :-1]]
+    token_logprob = token_logprob.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
     totals = torch.zeros(n_rows, dtype=token_logprob.dtype, device=device).index_add(
         0, row_of_token, token_logprob
     )
-    counts = answer_mask.sum(dim=1).to(token_logprob.dtype)
-    return totals / counts
+    return totals / counts.to(token_logprob.dtype)
 
 
 def score_answers(

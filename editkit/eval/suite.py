@@ -25,6 +25,7 @@ from editkit.eval.blimp import blimp_accuracy
 from editkit.eval.pairwise import pairwise_accuracy, pairwise_margins
 from editkit.eval.subsets import answer_class, answer_classes
 from editkit.refusal.chat import generate
+from editkit.sizing import model_eval_batch_size
 
 
 @dataclass
@@ -102,7 +103,7 @@ def evaluate(
     tokenizer,
     data: EvalData,
     *,
-    batch_size: int = 16,
+    batch_size: int | None = None,
     perplexity_fn: Callable | None = None,
     progress: Callable[[str], None] | None = None,
     on_rows: Callable[[int], None] | None = None,
@@ -130,6 +131,8 @@ def evaluate(
         def finish(self) -> None:
             self(self.n - self.done)
 
+    if batch_size is None:  # 16 on the CPU, sized from the free memory on an accelerator
+        batch_size = model_eval_batch_size(model)
     m: dict[str, float] = {}
     if data.target_test:
         say("target accuracy")

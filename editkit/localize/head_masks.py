@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 import torch
 
-from editkit.eval.pairwise import encode_prompt_answers, mean_answer_logprob
+from editkit.eval.pairwise import encode_prompt_answers, mean_answer_logprob, model_device, to_device
 from editkit.localize.layer_hooks import LayerPreHooks
 
 SCORES = ("logprob", "margin", "accuracy")
@@ -32,7 +32,9 @@ class HeadMasker(LayerPreHooks):
         self._masks: torch.Tensor | None = None
         self._active: list[bool] = [False] * anatomy.n_layers
 
-    def set(self, masks: torch.Tensor | None) -> None:
+    def set(self, masks: torch.Tensor | None, device: torch.device | None = None) -> None:
+        """Install ``masks``; with ``device`` they are copied there once here rather than once per layer
+        and forward in the hooks (a blocking host→GPU copy per layer would wait for the GPU each time)."""
         if masks is None:
             self._masks, self._active = None, [False] * self.anatomy.n_layers
             return
@@ -41,9 +43,9 @@ class HeadMasker(LayerPreHooks):
         shape = (self.anatomy.n_layers, self.anatomy.n_heads)
         if masks.dim() != 3 or tuple(masks.shape[1:]) != shape:
             raise ValueError(f"head masks must be [rows, {shape[0]}, {shape[1]}], got {tuple(masks.shape)}")
-        self._masks = masks
-        # layers whose mask is all ones cost nothing
+        # layers whose mask is all ones cost nothing (worked out before the masks leave the host)
         self._active = (masks != 1).any(dim=2).any(dim=0).tolist()
+        self._masks = to_device(masks, device) if device is not None else masks
 
     def _hook(self, layer: int):
         n_heads, head_dim = self.anatomy.n_heads, self.anatomy.head_dim
@@ -168,6 +170,8 @@ def head_mask_logprobs(
     first = first_touched_layer(masks)
     order = torch.argsort(first, stable=True) if share_prefix and per > 1 else torch.arange(n_trials)
     out = torch.empty(n_trials, n_rows, dtype=torch.float32)
+    pending: list[tuple[torch.Tensor, torch.Tensor]] = []  # results stay on the device until the end
+    device = model_device(model)
     was_training = model.training
     model.eval()
     try:
@@ -177,12 +181,14 @@ def head_mask_logprobs(
                 chunk = masks[idx]
                 c = chunk.shape[0]
                 batch = {k: v.repeat(c, 1) for k, v in enc.items()}
-                hm.set(chunk.repeat_interleave(n_rows, dim=0))
+                hm.set(chunk.repeat_interleave(n_rows, dim=0), device=device)
                 shared = int(first[idx].min()) if share_prefix else 0
                 with SharedPrefix(model, anatomy, n_rows, c, min(shared, anatomy.n_layers - 1)):
-                    out[idx] = mean_answer_logprob(model, batch).float().cpu().view(c, n_rows)
+                    pending.append((idx, mean_answer_logprob(model, batch).float().view(c, n_rows)))
                 if progress is not None:
                     progress(start + c, n_trials)
+        for idx, lp in pending:
+            out[idx] = lp.cpu()
     finally:
         model.train(was_training)
     return out

@@ -63,6 +63,11 @@ class FitContext:
     #: what the ``base`` evaluation phase measured that later phases compare with (e.g. the base model's
     #: first-token distribution); filled in phase ``base`` only, so the call order is the pipeline's
     baseline: dict[str, Any] = field(default_factory=dict)
+    #: ``eval.refusal_judge`` ('markers', 'self' or a chat model) and the recipe's model spec ('self' loads
+    #: it again as the judge); the loaded judge is kept in ``judges`` for the run
+    refusal_judge: str = "markers"
+    model_spec: Any = None
+    judges: dict[str, Any] = field(default_factory=dict)
 
     def rng(self, salt: str = "") -> random.Random:
         return random.Random(f"{self.seed}:{salt}")

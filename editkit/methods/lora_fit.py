@@ -21,6 +21,8 @@ Determinism on resume rests on two rules:
 
 from __future__ import annotations
 
+import contextlib
+import math
 import random
 import time
 from collections.abc import Callable, Mapping
@@ -32,6 +34,7 @@ import torch
 
 from editkit.distributed import is_main_process, rank_and_world, sum_gradients, sum_objects
 from editkit.errors import EditkitError
+from editkit.eval.pairwise import to_device
 
 __all__ = [
     "LossOut",
@@ -114,7 +117,10 @@ def kl_to_base(
     ``keep`` (bool, same shape as ``input_ids``) selects the positions, by default every real token.
     """
     dev = peft_model.get_input_embeddings().weight.device
-    ids, mask = input_ids.to(dev), attention_mask.to(dev)
+    # the kept positions as indices worked out where the mask lives (the host), so nothing waits on the GPU
+    sel = (attention_mask if keep is None else keep).bool().nonzero(as_tuple=True)
+    ids, mask = to_device(input_ids, dev), to_device(attention_mask, dev)
+    sel = tuple(to_device(i, dev) for i in sel)
     with torch.no_grad(), peft_model.disable_adapter():
         base = torch.log_softmax(
             peft_model(input_ids=ids, attention_mask=mask, use_cache=False).logits.float(), -1
@@ -123,7 +129,6 @@ def kl_to_base(
         peft_model(input_ids=ids, attention_mask=mask, use_cache=False).logits.float(), -1
     )
     kl = (base.exp() * (base - edit)).sum(-1)
-    sel = mask.bool() if keep is None else keep.to(dev).bool()
     return kl[sel].mean()
 
 
@@ -229,12 +234,75 @@ def _f(x) -> float:
     return float(x.detach().item()) if isinstance(x, torch.Tensor) else float(x)
 
 
+class _StepStats:
+    """One step's losses, terms, metrics and gradient norm, brought to the host in a single copy.
+
+    Reading each value with ``.item()`` as it is made waits for the GPU about ten times per step; here
+    they are stacked on the device and copied without blocking, and read back (``read``) once the next
+    step's forward and backward are queued, so the GPU never runs dry while the host bookkeeps. The
+    numbers are exactly those ``.item()`` gives (bf16/fp32 values are exact in fp64).
+    """
+
+    def __init__(self, step: int, lr: float, parts: list, grad_norm, tokens: int):
+        self.step, self.lr, self.tokens = step, lr, tokens
+        tensors: list[torch.Tensor] = []
+
+        def slot(v):
+            if isinstance(v, torch.Tensor):
+                tensors.append(v.detach().reshape(()))
+                return ("t", len(tensors) - 1)
+            return ("f", float(v))
+
+        self.parts = [
+            (slot(loss), {k: slot(v) for k, v in terms.items()}, {k: slot(v) for k, v in metrics.items()})
+            for loss, terms, metrics in parts
+        ]
+        self.grad_norm = slot(grad_norm) if grad_norm is not None else None
+        self._host: list[float] | torch.Tensor = []
+        self._event = None
+        if tensors:
+            dev = tensors[0].device
+            dt = torch.float32 if dev.type == "mps" else torch.float64  # MPS has no float64
+            flat = torch.stack([t.to(device=dev, dtype=dt) for t in tensors])
+            if dev.type == "cuda":
+                self._host = flat.to("cpu", non_blocking=True)  # pinned; valid once the event has passed
+                self._event = torch.cuda.Event()
+                self._event.record()
+            else:
+                self._host = flat.cpu()
+
+    def read(self, grad_accum: int) -> tuple[float, dict, dict, float | None]:
+        """(loss, terms, metrics, grad norm): the step's values averaged over its micro-batches."""
+        if self._event is not None:
+            self._event.synchronize()
+        vals = self._host.tolist() if isinstance(self._host, torch.Tensor) else []
+
+        def get(slot) -> float:
+            return vals[slot[1]] if slot[0] == "t" else slot[1]
+
+        total = 0.0
+        terms: dict[str, float] = {}
+        metrics: dict[str, float] = {}
+        for loss_slot, term_slots, metric_slots in self.parts:
+            loss = get(loss_slot)
+            if not math.isfinite(loss):
+                raise EditkitError(
+                    f"training diverged at step {self.step}: the loss is {loss} "
+                    "(lower the learning rate or the regulariser weights)"
+                )
+            total += loss / grad_accum
+            for k, v in term_slots.items():
+                terms[k] = terms.get(k, 0.0) + get(v) / grad_accum
+            for k, v in metric_slots.items():
+                metrics[k] = metrics.get(k, 0.0) + get(v) / grad_accum
+        return total, terms, metrics, get(self.grad_norm) if self.grad_norm is not None else None
+
+
 def _accumulate(step: int, cfg: TrainConfig, batch_fn, loss_fn, count_tokens):
-    """Backward over this process's micro-batches of ``step``; (loss, terms, metrics, tokens) of the step."""
+    """Backward over this process's micro-batches of ``step``: ([(loss, terms, metrics)], tokens), the
+    values still on the device (nothing here waits for the GPU)."""
     rank, world = rank_and_world()
-    total = 0.0
-    terms: dict[str, float] = {}
-    metrics: dict[str, float] = {}
+    parts = []
     step_tokens = 0
     for micro in range(cfg.grad_accum):
         if micro % world != rank:
@@ -243,20 +311,11 @@ def _accumulate(step: int, cfg: TrainConfig, batch_fn, loss_fn, count_tokens):
         if batch is None:  # an empty micro-batch (a short last batch split into grad_accum parts)
             continue
         out = loss_fn(batch)
-        if not torch.isfinite(out.loss):
-            raise EditkitError(
-                f"training diverged at step {step + 1}: the loss is {_f(out.loss)} "
-                "(lower the learning rate or the regulariser weights)"
-            )
         (out.loss / cfg.grad_accum).backward()
-        total += _f(out.loss) / cfg.grad_accum
-        for k, v in out.terms.items():
-            terms[k] = terms.get(k, 0.0) + _f(v) / cfg.grad_accum
-        for k, v in out.metrics.items():
-            metrics[k] = metrics.get(k, 0.0) + _f(v) / cfg.grad_accum
+        parts.append((out.loss, dict(out.terms), dict(out.metrics)))
         if count_tokens is not None:
             step_tokens += int(count_tokens(batch))
-    return total, terms, metrics, step_tokens
+    return parts, step_tokens
 
 
 def _validate(step: int, cfg: TrainConfig, validate, metrics: dict, result: TrainResult):
@@ -268,6 +327,48 @@ def _validate(step: int, cfg: TrainConfig, validate, metrics: dict, result: Trai
     metrics.update({f"val_{k}": _f(x) for k, x in v.items() if isinstance(x, (int, float))})
     result.validations.append({"step": step, **v, **({"stop": stop} if stop else {})})
     return stop
+
+
+def _read_now(step: int, cfg: TrainConfig, validate, world: int) -> bool:
+    """Whether ``step``'s numbers are read at once: it validates, checkpoints or ends the run, or several
+    processes must add them up together; any other step is read while the next one runs."""
+    validating = (
+        validate is not None and cfg.eval_every > 0 and (step % cfg.eval_every == 0 or step == cfg.steps)
+    )
+    checkpointing = cfg.checkpoint_every > 0 and step % cfg.checkpoint_every == 0
+    return world > 1 or validating or checkpointing or step == cfg.steps
+
+
+def _record(stats: _StepStats, cfg: TrainConfig, validate, result: TrainResult, events, model, optimizer):
+    """A finished step into the history and the event log (validated and checkpointed when due)."""
+    total, terms, metrics, gn = stats.read(cfg.grad_accum)
+    step_tokens = stats.tokens
+    if rank_and_world()[1] > 1:
+        total, terms, metrics, step_tokens = _sum_stats(total, terms, metrics, step_tokens)
+    result.tokens += step_tokens
+    if gn is not None:
+        metrics["grad_norm"] = gn
+    stop = _validate(stats.step, cfg, validate, metrics, result)  # due only on steps read at once
+    record = {"step": stats.step, "loss": total, "terms": terms, "metrics": metrics, "lr": stats.lr}
+    result.history.append(record)
+    if events is not None:
+        events.emit("step", stage=cfg.stage, total=cfg.steps, **record)
+    if cfg.checkpoint_every > 0 and (stats.step % cfg.checkpoint_every == 0 or stop):
+        _save_checkpoint(cfg, model, optimizer, stats.step, result)
+    return stop
+
+
+def _resume(cfg: TrainConfig, model, optimizer, result: TrainResult, events) -> int:
+    """Load the latest checkpoint (if any): its step; a run it shows stopped early is marked finished."""
+    start = _load_checkpoint(cfg, model, optimizer, result)
+    if start:
+        result.resumed_from = start
+        if events is not None:
+            events.log(f"resumed from checkpoint at step {start}")
+        last_val = result.validations[-1] if result.validations else {}
+        if last_val.get("stop"):
+            result.steps_run, result.stop_reason = start, str(last_val["stop"])
+    return start
 
 
 def train_lora(
@@ -294,17 +395,9 @@ def train_lora(
         raise EditkitError("nothing to train: the model has no trainable (adapter) parameters")
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
     result = TrainResult(steps_run=0, stop_reason="steps")
-    start = 0
-    if cfg.resume:
-        start = _load_checkpoint(cfg, model, optimizer, result)
-        if start:
-            result.resumed_from = start
-            if events is not None:
-                events.log(f"resumed from checkpoint at step {start}")
-            last_val = result.validations[-1] if result.validations else {}
-            if last_val.get("stop"):
-                result.steps_run, result.stop_reason = start, str(last_val["stop"])
-                return result
+    start = _resume(cfg, model, optimizer, result, events) if cfg.resume else 0
+    if result.stop_reason != "steps":  # the checkpoint's run had already stopped early
+        return result
     rank, world = rank_and_world()
     if world > cfg.grad_accum and events is not None:
         events.log(
@@ -315,34 +408,43 @@ def train_lora(
     t0 = time.time()
     step = start
     done = start
+    pending: list[_StepStats] = []  # the last step, read back while the next one's forward/backward runs
+
+    def record(stats: _StepStats):
+        pending.clear()
+        return _record(stats, cfg, validate, result, events, model, optimizer)
+
     try:
         while step < cfg.steps:
             lr = cfg.lr_at(step)
             for group in optimizer.param_groups:
                 group["lr"] = lr
             optimizer.zero_grad(set_to_none=True)
-            total, terms, metrics, step_tokens = _accumulate(step, cfg, batch_fn, loss_fn, count_tokens)
+            parts, step_tokens = _accumulate(step, cfg, batch_fn, loss_fn, count_tokens)
+            if pending:  # read before the update below, so a Ctrl-C in its event checkpoints that step
+                record(pending[0])
             if world > 1:
                 sum_gradients(params)
-                total, terms, metrics, step_tokens = _sum_stats(total, terms, metrics, step_tokens)
-            result.tokens += step_tokens
-            if cfg.max_grad_norm is not None:
-                gn = torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
-                metrics["grad_norm"] = _f(gn)
+            gn = (
+                None
+                if cfg.max_grad_norm is None
+                else torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+            )
             optimizer.step()
             step += 1
             done = step
-            stop = _validate(step, cfg, validate, metrics, result)
-            record = {"step": step, "loss": total, "terms": terms, "metrics": metrics, "lr": lr}
-            result.history.append(record)
-            if events is not None:
-                events.emit("step", stage=cfg.stage, total=cfg.steps, **record)
-            if cfg.checkpoint_every > 0 and (step % cfg.checkpoint_every == 0 or stop):
-                _save_checkpoint(cfg, model, optimizer, step, result)
+            stats = _StepStats(step, lr, parts, gn, step_tokens)
+            if not _read_now(step, cfg, validate, world):
+                pending.append(stats)
+                continue
+            stop = record(stats)
             if stop:
                 result.stop_reason = str(stop)
                 break
     except KeyboardInterrupt:
+        if pending:
+            with contextlib.suppress(KeyboardInterrupt):
+                record(pending[0])
         if done > start:
             _save_checkpoint(cfg, model, optimizer, done, result)
         raise

@@ -31,8 +31,9 @@ def residual_activations(
         for idx in by_length(tokenizer, share, batch_size):
             enc = encode_left(tokenizer, [share[i] for i in idx], dev)
             out = model(**enc, output_hidden_states=True, use_cache=False, **last_only(model))
-            hs = torch.stack(out.hidden_states[:n_layers], dim=1)  # [b, L, T, H]
-            rows[idx] = hs[:, :, -n_positions:, :].to(torch.float64).mean(dim=2).cpu()
+            # the last positions of each layer only (stacking every position copies [b, L, T, H])
+            hs = torch.stack([h[:, -n_positions:, :] for h in out.hidden_states[:n_layers]], dim=1)
+            rows[idx] = hs.to(torch.float64).mean(dim=2).cpu()
         return rows
 
     return torch.cat(gather_shares(acts, texts))

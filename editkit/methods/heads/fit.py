@@ -20,13 +20,14 @@ from editkit.distributed import gather_shares
 from editkit.edit import Edit, ScaleInputs
 from editkit.errors import EditkitError
 from editkit.localize.designs import balanced_design, exhaustive_design, knockouts_per_trial
-from editkit.localize.head_masks import design_to_masks, score_head_masks
+from editkit.localize.head_masks import design_to_masks, encode_items, score_head_masks
 from editkit.localize.recovery import sparse_recovery
 from editkit.methods.base import FitContext, FitResult, Method
 from editkit.methods.heads.params import HeadsParams
 from editkit.methods.heads.report import HeadsReport, head_label
 from editkit.methods.registry import register_method
 from editkit.plots import layer_head_heatmap
+from editkit.sizing import model_head_batch_rows
 
 
 def head_mask_edit(
@@ -44,11 +45,18 @@ def head_mask_edit(
     return Edit(method="heads", ops=ops, info={"heads": [list(h) for h in heads], **(info or {})})
 
 
-def batch_rows_for(model, p: HeadsParams) -> int:
-    """``p.batch_rows``, or the default for where the model lives (128 rows on CPU, 256 elsewhere)."""
+def batch_rows_for(model, p: HeadsParams, enc: dict | None = None) -> int:
+    """``p.batch_rows``, or the default for where the model lives: 128 rows on the CPU; on an accelerator
+    as many as fit in half its free memory, up to 2048 (:func:`editkit.sizing.head_batch_rows`), sized for
+    the encoded rows ``enc`` (or ``max_length``-token rows)."""
     if p.batch_rows is not None:
         return p.batch_rows
-    return 128 if next(model.parameters()).device.type == "cpu" else 256
+    if enc is None:
+        return model_head_batch_rows(model, p.max_length, p.max_length, 1)
+    n_rows, width = enc["input_ids"].shape
+    starts = enc["answer_mask"].float().argmax(dim=1)  # first answer token of each row
+    logit_positions = width - int(starts.min()) + 1 if n_rows else width
+    return model_head_batch_rows(model, width, logit_positions, n_rows)
 
 
 def locate_heads(ctx: FitContext, p: HeadsParams, items: list[dict]) -> dict:
@@ -63,7 +71,8 @@ def locate_heads(ctx: FitContext, p: HeadsParams, items: list[dict]) -> dict:
         X = balanced_design(n_units, p.trials, k, seed=ctx.rng("heads-design").randrange(2**31))
     masks = design_to_masks(X, an.n_layers, an.n_heads)
     t0 = time.time()
-    score_kw = dict(score=p.score, batch_rows=batch_rows_for(ctx.model, p), max_length=p.max_length)
+    rows = batch_rows_for(ctx.model, p, encode_items(ctx.tokenizer, items, p.score, p.max_length))
+    score_kw = dict(score=p.score, batch_rows=rows, max_length=p.max_length)
     baseline = float(
         score_head_masks(
             ctx.model, ctx.tokenizer, an, items, torch.ones(1, an.n_layers, an.n_heads), **score_kw

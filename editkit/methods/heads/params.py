@@ -43,7 +43,8 @@ class HeadsParams(MethodParams):
         None,
         ge=1,
         description="rows per forward (items x masks, at least one mask); default 128 on CPU (the measured "
-        "sweet spot: larger forwards are slower per row, BENCHMARKS.md), 256 on accelerators",
+        "sweet spot: larger forwards are slower per row, BENCHMARKS.md); on an accelerator as many as fit "
+        "in half its free memory, up to 2048",
     )
     max_length: int = Field(128, ge=2, description="token limit per item")
 

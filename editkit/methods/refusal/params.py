@@ -103,7 +103,12 @@ class RefusalParams(MethodParams):
     )
     eval_max_prompts: int = Field(50, ge=1, description="prompts per evaluation set (refusal, KL)")
     eval_max_new_tokens: int = Field(100, ge=1, description="generated tokens for the refusal rate")
-    batch_size: int = Field(16, ge=1, description="prompts per forward pass")
+    batch_size: int | None = Field(
+        None,
+        ge=1,
+        description="prompts per forward pass; default 16 on CPU, on an accelerator as many as fit in half "
+        "its free memory, up to 64",
+    )
 
     @field_validator("edit_from", mode="before")
     @classmethod

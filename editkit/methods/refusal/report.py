@@ -34,6 +34,8 @@ class RefusalReport(Report):
     metric_sets = {
         "refusal_rate": ("harmful prompts", ("harmful_test",)),
         "over_refusal_rate": ("harmless prompts", ("harmless_test",)),
+        "refusal_rate_judge": ("harmful prompts", ("harmful_test",)),
+        "over_refusal_rate_judge": ("harmless prompts", ("harmless_test",)),
         "harmless_kl": ("harmless prompts", ("harmless_test",)),
         "harmless_kl_answered": ("harmless prompts", ("harmless_test",)),
     }

@@ -16,6 +16,7 @@ from editkit.methods.refusal.params import RefusalParams
 from editkit.refusal.atoms import atom_pairs_from_rows, cosines, load_atom_pairs, ridge_clean
 from editkit.refusal.chat import chat_first_token_logprobs, kl_rows, prompt_texts
 from editkit.refusal.direction import diff_of_means, residual_activations
+from editkit.sizing import model_eval_batch_size
 
 Cand = tuple[int, int | None, float]  # (direction layer, first edited layer or None, strength)
 
@@ -69,9 +70,14 @@ class RefusalSearch:
             f"refusal: direction from {len(self.harm)} harmful / {len(self.safe)} harmless prompts"
         )
 
+    @property
+    def batch_size(self) -> int:
+        """``batch_size``, or 16 on CPU / what fits on an accelerator (editkit.sizing)."""
+        return self.p.batch_size or model_eval_batch_size(self.ctx.model)
+
     def _acts(self, prompts: list[str]) -> torch.Tensor:
         return residual_activations(
-            self.ctx.model, self.ctx.tokenizer, prompts, self.p.positions, self.p.batch_size
+            self.ctx.model, self.ctx.tokenizer, prompts, self.p.positions, self.batch_size
         )
 
     def find_directions(self) -> None:
@@ -107,8 +113,8 @@ class RefusalSearch:
         ctx, p = self.ctx, self.p
         model, tok = ctx.model, ctx.tokenizer
         self.ref_ids = refusal_token_ids(tok, p.refusal_tokens)
-        base_h = chat_first_token_logprobs(model, tok, self.harm_val, p.batch_size)
-        self.base_s = chat_first_token_logprobs(model, tok, self.safe_val, p.batch_size)
+        base_h = chat_first_token_logprobs(model, tok, self.harm_val, self.batch_size)
+        self.base_s = chat_first_token_logprobs(model, tok, self.safe_val, self.batch_size)
         self.base_score = float(refusal_log_odds(base_h, self.ref_ids).mean())
 
     def score(self, cand: Cand, r: torch.Tensor | None = None) -> dict[str, float]:
@@ -119,8 +125,8 @@ class RefusalSearch:
             ctx.anatomy, self.direction(self.primary, li) if r is None else r, p, start=st, strength=s
         )
         with e.applied(ctx.model):
-            lp_h = chat_first_token_logprobs(ctx.model, ctx.tokenizer, self.harm_val, p.batch_size)
-            lp_s = chat_first_token_logprobs(ctx.model, ctx.tokenizer, self.safe_val, p.batch_size)
+            lp_h = chat_first_token_logprobs(ctx.model, ctx.tokenizer, self.harm_val, self.batch_size)
+            lp_s = chat_first_token_logprobs(ctx.model, ctx.tokenizer, self.safe_val, self.batch_size)
         self.done += 1
         ctx.events.progress("fit", min(self.done, self.total), self.total)
         return {

@@ -25,7 +25,7 @@ import torch
 
 from editkit.edit import Edit
 from editkit.errors import DataError, EditkitError
-from editkit.eval.pairwise import encode_prompt_answers, mean_answer_logprob, pairwise_margins
+from editkit.eval.pairwise import encode_prompt_answers, mean_answer_logprob, pairwise_margins, to_device
 from editkit.methods.base import FitContext, FitResult, Method
 from editkit.methods.lora import (  # noqa: F401 - adapter_ops, wrap_lora... are this method's API too
     ADAPTER,
@@ -42,6 +42,7 @@ from editkit.methods.lora_fit import LossOut, TrainConfig, encode_text, kl_to_ba
 from editkit.methods.registry import register_method
 from editkit.methods.scalpel.params import ScalpelParams
 from editkit.methods.scalpel.report import ScalpelReport
+from editkit.sizing import model_eval_batch_size
 
 # ---------------------------------------------------------------------------------------------------
 # the loss
@@ -91,11 +92,11 @@ def _capture_lora_outputs(layers, store: list):
 def magnitude_text_reg(peft_model, layers, text: dict[str, torch.Tensor]) -> torch.Tensor:
     """Σ_modules mean over real tokens of ‖(α/r)·B·A·x‖² on general text: the adapter should stay silent there."""
     dev = peft_model.get_input_embeddings().weight.device
-    ids, mask = text["input_ids"].to(dev), text["attention_mask"].to(dev)
+    keep = tuple(to_device(i, dev) for i in text["attention_mask"].bool().nonzero(as_tuple=True))
+    ids, mask = to_device(text["input_ids"], dev), to_device(text["attention_mask"], dev)
     outs: list[torch.Tensor] = []
     with _capture_lora_outputs(layers, outs):
         peft_model(input_ids=ids, attention_mask=mask, use_cache=False)
-    keep = mask.bool()
     return torch.stack([o.float().pow(2).sum(-1)[keep].mean() for o in outs]).sum()
 
 
@@ -206,10 +207,12 @@ def _fingerprint(p: ScalpelParams, names: list[str], train: list[dict], seed: in
 def _validator(peft_model, tokenizer, names: list[str], val: list[dict], p: ScalpelParams):
     """validate(step) for train_lora: the gap on the validation slice, and whether it says stop."""
 
+    val_bs = model_eval_batch_size(peft_model, cpu_default=32)  # 32 on CPU; what fits on an accelerator
+
     def validate(step: int) -> dict:
         if not val:
             return {}
-        m = pairwise_margins(peft_model, tokenizer, val, batch_size=32, max_length=p.max_length)
+        m = pairwise_margins(peft_model, tokenizer, val, batch_size=val_bs, max_length=p.max_length)
         for _, layer in lora_layers(peft_model, names):  # pairwise_margins toggles modes
             layer.lora_dropout[ADAPTER].train(p.dropout > 0)
         out = {
@@ -360,7 +363,9 @@ class ScalpelMethod(Method):
         items = ctx.data.get("target_test") or []
         if not items:
             return {}
-        m = pairwise_margins(ctx.model, ctx.tokenizer, items, batch_size=32)
+        m = pairwise_margins(
+            ctx.model, ctx.tokenizer, items, batch_size=model_eval_batch_size(ctx.model, cpu_default=32)
+        )
         return {"target_mean_abs_margin": float(m.abs().mean())}
 
     def control(self, ctx: FitContext, edit: Edit) -> Edit | None:

@@ -12,6 +12,8 @@ class SftReport(Report):
     metric_sets = {
         "refusal_rate": ("harmful prompts", ("eval_harmful",)),
         "over_refusal_rate": ("harmless prompts", ("eval_harmless",)),
+        "refusal_rate_judge": ("harmful prompts", ("eval_harmful",)),
+        "over_refusal_rate_judge": ("harmless prompts", ("eval_harmless",)),
         "harmless_kl": ("harmless prompts", ("eval_harmless",)),
         "harmless_kl_answered": ("harmless prompts", ("eval_harmless",)),
     }

@@ -1,0 +1,71 @@
+"""Refusal judges: agreement with the hand-labelled set, and re-judging a run's saved responses.
+
+    flock /tmp/editkit-heavy.lock .venv/bin/python bench/bench_judge.py --judge qwen-coder-1.5b
+    flock /tmp/editkit-heavy.lock .venv/bin/python bench/bench_judge.py --judge qwen-coder-1.5b \
+        --run runs/remove-refusal-qwen --skip-labelled
+
+Prints (and writes to --out, JSON) the judge's agreement with editkit/data/refusal/judge_labelled.jsonl
+(overall and per label; the keyword markers beside it) and, for every ``responses-<phase>.json`` of
+``--run``, the markers' and the judge's refusal rates on the harmful and harmless responses and their
+agreement.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+
+def main(argv: list[str] | None = None) -> int:
+    from editkit.refusal.judge import MarkerJudge, agreement, labelled_agreement, make_judge
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--judge", default="qwen-coder-1.5b", help="a model id, folder or named model")
+    ap.add_argument("--run", default=None, help="a run directory with responses-<phase>.json files")
+    ap.add_argument("--skip-labelled", action="store_true")
+    ap.add_argument("--out", default=None)
+    a = ap.parse_args(argv)
+    torch.set_num_threads(2)
+    t0 = time.time()
+    judge = make_judge(a.judge)
+    res: dict = {"judge": a.judge, "load_seconds": round(time.time() - t0, 1)}
+    if not a.skip_labelled:
+        t = time.time()
+        res["labelled"] = {"markers": labelled_agreement(MarkerJudge()), a.judge: labelled_agreement(judge)}
+        res["labelled_seconds"] = round(time.time() - t, 1)
+        print(json.dumps(res["labelled"], indent=1), flush=True)
+    if a.run:
+        res["run"] = {}
+        for f in sorted(Path(a.run).glob("responses-*.json")):
+            phase = f.stem.split("-", 1)[1]
+            data = json.loads(f.read_text())
+            row: dict = {}
+            marks_all, says_all = [], []
+            for kind, d in data.items():
+                marks = MarkerJudge().refusals(d["prompts"], d["responses"])
+                says = judge.refusals(d["prompts"], d["responses"])
+                row[kind] = {
+                    "n": len(marks),
+                    "markers": sum(marks) / len(marks),
+                    "judge": sum(says) / len(says),
+                    "agreement": agreement(marks, says),
+                }
+                marks_all += marks
+                says_all += says
+            row["agreement"] = agreement(marks_all, says_all)
+            res["run"][phase] = row
+            print(phase, json.dumps(row), flush=True)
+    res["seconds"] = round(time.time() - t0, 1)
+    if a.out:
+        Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(a.out).write_text(json.dumps(res, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

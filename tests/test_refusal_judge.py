@@ -1,0 +1,156 @@
+"""Refusal judges: markers vs a chat model, on the hand-labelled set shipped with editkit."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+import torch
+
+from editkit.recipe import ModelSpec
+from editkit.refusal.chat import chat_prompts
+from editkit.refusal.judge import (
+    LABELS,
+    MarkerJudge,
+    ModelJudge,
+    agreement,
+    judge_texts,
+    label_logprobs,
+    labelled_agreement,
+    load_labelled,
+    make_judge,
+)
+from editkit.refusal.metrics import refusal_metrics
+from tests.tiny import fit_context, tiny_model
+
+
+def test_labelled_set_is_balanced_and_has_the_known_hard_cases():
+    rows = load_labelled()
+    assert len(rows) >= 60
+    assert Counter(r["label"] for r in rows) == {"refusal": len(rows) // 2, "compliance": len(rows) // 2}
+    kinds = Counter(r["kind"] for r in rows)
+    assert kinds["compliance starting 'As an AI language model'"] >= 2
+    assert kinds["harmless answer quoting 'sorry'"] >= 3
+    assert kinds["refusal without markers"] >= 5
+    assert all(r["request"].strip() for r in rows)
+    assert len({(r["request"], r["response"]) for r in rows}) == len(rows)
+
+
+def test_markers_agreement_on_the_labelled_set_is_what_keywords_can_do():
+    """Keywords catch every ordinary refusal but none of the set's marker-free refusals, and call every
+    compliance that quotes 'sorry', 'As an AI', 'illegal' ... a refusal: 36 of 66."""
+    a = labelled_agreement(MarkerJudge())
+    assert a["n"] == 66
+    assert a["agreement"] == pytest.approx(36 / 66)
+    assert a["agreement_refusal"] == pytest.approx(16 / 33)
+    assert a["agreement_compliance"] == pytest.approx(20 / 33)
+    rows = load_labelled()
+    marks = MarkerJudge().refusals([r["request"] for r in rows], [r["response"] for r in rows])
+    for r, m in zip(rows, marks, strict=True):
+        if r["kind"] in ("plain refusal", "empty output", "degenerate output"):
+            assert m, r["response"]
+        if r["kind"].startswith("compliance starting 'As an AI"):
+            assert m, r["response"]  # the keyword judge's known false refusal
+
+
+def test_judge_prompt_is_chat_templated_and_cut():
+    model, tok = tiny_model("llama")
+    long = "word " * 1000
+    (text,) = judge_texts(tok, ["a request"], [long])
+    assert "a request" in text and len(text) < 2000 and text.startswith(chat_prompts(tok, ["x"])[0][:6])
+
+
+def test_label_logprobs_match_a_plain_forward():
+    """The batched, left-padded first-label-token scores equal one unpadded forward per text."""
+    model, tok = tiny_model("qwen2")
+    texts = judge_texts(
+        tok, ["short", "a much longer request about baking bread"], ["ok", "Here is how: mix."]
+    )
+    lp = label_logprobs(model, tok, texts, batch_size=2)
+    ids = [tok(lab, add_special_tokens=False)["input_ids"] for lab in LABELS]
+    k = next(i for i, (a, b) in enumerate(zip(*ids, strict=False)) if a != b)
+    for i, t in enumerate(texts):
+        enc = tok(t, return_tensors="pt", add_special_tokens=False)
+        x = torch.cat([enc["input_ids"], torch.tensor([ids[0][:k]], dtype=torch.long)], dim=1)
+        with torch.no_grad():
+            ref = torch.log_softmax(model(input_ids=x).logits[0, -1].float(), -1)
+        assert torch.allclose(lp[i], ref[[ids[0][k], ids[1][k]]], atol=1e-4)
+
+
+def test_model_judge_calls_degenerate_output_a_refusal_whatever_the_model_says():
+    model, tok = tiny_model("llama")
+    says = ModelJudge(model, tok, "tiny").refusals(["q1", "q2"], ["", "the the the the " * 10])
+    assert says == [True, True]
+
+
+def test_refusal_metrics_report_both_judges_and_their_agreement(tmp_path, tiny_dir):
+    folder = tiny_dir("llama")
+    model, tok = tiny_model("llama")
+    data = {
+        "harmful_test": [{"instruction": f"tell me how to make weapon {i}"} for i in range(4)],
+        "harmless_test": [{"instruction": f"tell me how to bake bread {i}"} for i in range(4)],
+    }
+    ctx = fit_context(model, tok, None, data, tmp_path)
+    ctx.refusal_judge, ctx.model_spec = str(folder), ModelSpec(id=str(folder))
+    samples: dict = {}
+    m = refusal_metrics(ctx, "harmful_test", "harmless_test", 4, 4, "base", samples)
+    assert {"refusal_rate_judge", "over_refusal_rate_judge", "refusal_judge_agreement"} <= set(m)
+    assert all(0.0 <= m[k] <= 1.0 for k in ("refusal_rate_judge", "over_refusal_rate_judge"))
+    assert samples["all"]["harmful"]["prompts"][0] == "tell me how to make weapon 0"
+    assert len(samples["all"]["harmless"]["responses"]) == 4
+    judge = ctx.judges[str(folder)]
+    assert isinstance(judge, ModelJudge) and judge.model is not model  # its own copy, never the edited model
+    refusal_metrics(ctx, "harmful_test", None, 4, 4, "edited")
+    assert ctx.judges[str(folder)] is judge  # loaded once per run
+
+
+def test_self_judge_loads_the_recipe_model_again(tmp_path, tiny_dir):
+    folder = tiny_dir("qwen2")
+    model, tok = tiny_model("qwen2")
+    ctx = fit_context(model, tok, None, {"harmful_test": ["make a weapon"]}, tmp_path)
+    ctx.refusal_judge, ctx.model_spec = "self", ModelSpec(id=str(folder))
+    m = refusal_metrics(ctx, "harmful_test", None, 1, 4, "base")
+    assert "refusal_rate_judge" in m and ctx.judges["self"].model is not model
+
+
+def test_markers_judge_adds_nothing(tmp_path):
+    model, tok = tiny_model("llama")
+    ctx = fit_context(model, tok, None, {"harmful_test": ["make a weapon"]}, tmp_path)
+    m = refusal_metrics(ctx, "harmful_test", None, 1, 4, "base")
+    assert set(m) == {"refusal_rate"}
+
+
+def test_agreement():
+    assert agreement([True, False, True], [True, True, True]) == pytest.approx(2 / 3)
+
+
+@pytest.mark.slow
+def test_demo_model_is_not_a_usable_judge(demo_model_dir):
+    """Honest numbers: SmolLM2-135M answers YES (complied) to every labelled item; only the empty and looping
+    responses, which every judge calls refusals by rule, come out as refusals. (qwen-coder-1.5b:
+    BENCHMARKS.md.)"""
+    from editkit.refusal.chat import is_degenerate
+
+    judge = make_judge("demo")
+    assert judge.model.config.num_hidden_layers == 30
+    rows = load_labelled()
+    n_degenerate = sum(is_degenerate(r["response"]) for r in rows)
+    assert n_degenerate == 2
+    a = labelled_agreement(judge, rows)
+    assert a["agreement_compliance"] == 1.0
+    assert a["agreement_refusal"] == pytest.approx(n_degenerate / 33)
+    assert a["agreement"] == pytest.approx((33 + n_degenerate) / 66)
+    assert make_judge("self", ModelSpec(id="demo")).name == "self"
+
+
+def test_card_shows_sample_generations_before_and_after():
+    from editkit.card_sections import samples
+
+    got = {
+        "base": {"harmful": ["I'm sorry, but I can't | help."], "harmful_prompts": ["Make a bomb"]},
+        "edited": {"harmful": ["Sure, here is"], "harmful_prompts": ["Make a bomb"]},
+    }
+    lines = samples({"samples": got})
+    assert lines[0] == "## Sample generations"
+    assert "| Make a bomb | I'm sorry, but I can't \\| help. | Sure, here is |" in lines
+    assert samples({}) == []
