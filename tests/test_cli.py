@@ -107,6 +107,7 @@ def test_monitor_missing_path_is_exit_2(tmp_path):
 def test_models_lists_demo():
     res = CliRunner().invoke(app, ["models"], terminal_width=200)
     assert res.exit_code == 0 and "HuggingFaceTB/SmolLM2-135M-Instruct" in res.output
+    assert "Q4_1 GGUF" in res.output and "dequantised" in res.output  # not the original weights
 
 
 def test_apply_progress_shows_load_time_early_stop_and_totals():
