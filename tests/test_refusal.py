@@ -18,7 +18,13 @@ from editkit.events import EventLog
 from editkit.methods.base import FitContext
 from editkit.methods.refusal import RefusalMethod, RefusalParams, project_edit
 from editkit.ops import NormPreservingProjectOut
-from editkit.refusal.atoms import ATOM_NAMES, cosines, load_atom_pairs, ridge_clean
+from editkit.refusal.atoms import (
+    ATOM_NAMES,
+    cosines,
+    harmless_principal_components,
+    load_atom_pairs,
+    ridge_clean,
+)
 from editkit.refusal.chat import chat_prompts, is_degenerate, is_refusal
 from editkit.refusal.direction import diff_of_means, residual_activations
 from tests.tiny import fit_context, tiny_model
@@ -217,6 +223,33 @@ def test_fit_records_where_and_control_has_same_structure(tmp_path):
     assert (tmp_path / "samples-base.json").exists()
     plain = RefusalMethod().fit(_ctx(model, tok, tmp_path, sra=False)).edit
     assert not plain.info["sra"] and "atom_cosines_after" not in plain.info
+
+
+def test_harmless_principal_components_are_the_top_variance_directions():
+    g = torch.Generator().manual_seed(3)
+    # 40 prompts, 2 layers, width 16: layer 0 varies most along e0 then e1, layer 1 along e5 then e2
+    x = 0.01 * torch.randn(40, 2, 16, generator=g, dtype=torch.float64)
+    x[:, 0, 0] += 5 * torch.randn(40, generator=g, dtype=torch.float64)
+    x[:, 0, 1] += 2 * torch.randn(40, generator=g, dtype=torch.float64)
+    x[:, 1, 5] += 4 * torch.randn(40, generator=g, dtype=torch.float64)
+    x[:, 1, 2] += 1 * torch.randn(40, generator=g, dtype=torch.float64)
+    pcs = harmless_principal_components(x + 7.0, 2)  # a shared offset is not a component
+    assert pcs.shape == (2, 2, 16)
+    assert [int(pcs[0, i].abs().argmax()) for i in range(2)] == [0, 1]
+    assert [int(pcs[1, i].abs().argmax()) for i in range(2)] == [5, 2]
+    torch.testing.assert_close(pcs[1] @ pcs[1].T, torch.eye(2, dtype=torch.float64))
+    assert harmless_principal_components(x[:3], 8).shape == (2, 2, 16)  # 3 prompts span 2 directions
+
+
+def test_fit_with_pca_atoms_cleans_against_the_harmless_components(tmp_path):
+    model, tok = tiny_model("qwen2")
+    edit = RefusalMethod().fit(_ctx(model, tok, tmp_path, atoms=[], pca_atoms=3, ridge_alpha=1e-6)).edit
+    info = edit.info
+    assert info["sra"] and info["atoms"] == ["pc1", "pc2", "pc3"]
+    assert max(abs(v) for v in info["atom_cosines_after"].values()) < 1e-3
+    assert max(abs(v) for v in info["atom_cosines_before"].values()) > 0.01
+    with pytest.raises(ValueError, match="pca_atoms"):
+        RefusalParams(pca_atoms=-1)
 
 
 def test_harmless_kl_answered_is_the_kl_over_prompts_the_starting_model_answered(tmp_path):

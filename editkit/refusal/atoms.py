@@ -70,3 +70,16 @@ def cosines(r: torch.Tensor, atoms: torch.Tensor, names: list[str]) -> dict[str,
     """cos(r, atom) for each named atom (atoms are unit rows)."""
     r = r.double() / r.double().norm()
     return {n: round(float(a.double() @ r / a.double().norm()), 4) for n, a in zip(names, atoms, strict=True)}
+
+
+def harmless_principal_components(acts: torch.Tensor, k: int) -> torch.Tensor:
+    """Atoms as abliterix builds them: the top-``k`` principal components (unit rows) of the harmless
+    prompts' activations, per layer. ``acts`` [n, L, H] float64 → [L, k', H] with k' = min(k, n − 1)
+    (centred data of n prompts spans at most n − 1 directions). Signs follow the SVD: atoms are used only
+    through their span."""
+    x = acts.double() - acts.double().mean(0, keepdim=True)  # [n, L, H]
+    k = min(k, acts.shape[0] - 1)
+    if k < 1:
+        raise DataError("pca_atoms: needs at least 2 harmless prompts")
+    _, _, vh = torch.linalg.svd(x.transpose(0, 1), full_matrices=False)  # [L, min(n, H), H]
+    return vh[:, :k, :].contiguous()

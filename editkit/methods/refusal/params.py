@@ -62,6 +62,13 @@ class RefusalParams(MethodParams):
     atom_sets: list[str] = Field(
         default_factory=list, description="extra atoms: data.sets names with 'prompt' and 'contrast' columns"
     )
+    pca_atoms: int = Field(
+        0,
+        ge=0,
+        le=64,
+        description="also protect the top-k principal components of the harmless train prompts' activations "
+        "at each layer (the atoms abliterix builds; 0 = off; atoms: [] with pca_atoms: 8 is abliterix's choice)",
+    )
     ridge_alpha: float = Field(0.01, ge=0, description="SRA ridge α (→ 0: exactly orthogonal to every atom)")
     norm_preserving: bool = Field(
         False, description="exact norm-preserving projection (keeps every writer column's norm)"

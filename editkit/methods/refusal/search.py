@@ -13,7 +13,13 @@ from editkit.errors import EditkitError
 from editkit.methods.base import FitContext
 from editkit.methods.refusal.edit import edited_layers, project_edit
 from editkit.methods.refusal.params import RefusalParams
-from editkit.refusal.atoms import atom_pairs_from_rows, cosines, load_atom_pairs, ridge_clean
+from editkit.refusal.atoms import (
+    atom_pairs_from_rows,
+    cosines,
+    harmless_principal_components,
+    load_atom_pairs,
+    ridge_clean,
+)
 from editkit.refusal.chat import chat_first_token_logprobs, kl_rows, prompt_texts
 from editkit.refusal.direction import diff_of_means, residual_activations
 from editkit.sizing import model_eval_batch_size
@@ -97,6 +103,10 @@ class RefusalSearch:
             for n, pos, neg in pairs:
                 dirs.append(diff_of_means(self._acts(pos), self._acts(neg)))
                 self.atom_names.append(n)
+            if p.pca_atoms:
+                pcs = harmless_principal_components(acts_s, p.pca_atoms)  # [L, k, H]
+                dirs.extend(pcs.unbind(dim=1))
+                self.atom_names.extend(f"pc{i + 1}" for i in range(pcs.shape[1]))
             if dirs:
                 self.atom_dirs = torch.stack(dirs, dim=1)  # [L, k, H]
         # the direction the layer search uses: SRA-cleaned, or raw for plain abliteration and for sra: auto

@@ -1,0 +1,123 @@
+"""Which cleaning of the refusal direction lowers KL at equal refusal? Concept atoms (SRA) vs the
+principal components of harmless activations (the atoms abliterix builds) vs both vs none (plain).
+
+    flock /tmp/editkit-heavy.lock .venv/bin/python bench/bench_refusal_atoms.py \
+        --recipe recipes/remove_refusal_qwen.yaml --layers 13 14 15 --out bench/results/refusal_atoms.json
+
+One model load, one pass of activations (train prompts, concept-atom prompt sets); then at each given
+direction layer, each direction is ablated from every residual writer at several strengths and scored on
+the validation prompts exactly as the fit's search scores a candidate (first assistant token: refusal-token
+log-odds on harmful val, KL to the base on harmless val). "KL at equal refusal" is read off each
+direction's (log-odds, KL) curve at the log-odds the plain direction reaches at full strength (log-log
+interpolation between the measured strengths). Prints a markdown table last.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from pathlib import Path
+
+from editkit.anatomy import find_anatomy
+from editkit.methods import get_method
+from editkit.methods.refusal.search import RefusalSearch
+from editkit.models import load_model
+from editkit.recipe import load_recipe
+from editkit.recipe_data import load_data
+from editkit.refusal.atoms import ridge_clean
+from editkit.runs import fit_context
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def kl_at(curve: list[tuple[float, float, float]], target: float) -> float | None:
+    """KL where a (strength, log-odds, KL) curve reaches ``target`` log-odds (log-odds falls with strength),
+    interpolating log KL linearly in log-odds between the two bracketing strengths; None if never reached."""
+    pts = sorted(curve)
+    for (_, lo_a, kl_a), (_, lo_b, kl_b) in zip(pts, pts[1:], strict=False):
+        if lo_b <= target <= lo_a and lo_a != lo_b:
+            t = (lo_a - target) / (lo_a - lo_b)
+            return math.exp(
+                math.log(max(kl_a, 1e-9)) + t * (math.log(max(kl_b, 1e-9)) - math.log(max(kl_a, 1e-9)))
+            )
+    return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--recipe", default="recipes/remove_refusal_qwen.yaml")
+    ap.add_argument("--layers", type=int, nargs="+", required=True, help="direction layers to compare at")
+    ap.add_argument("--strengths", type=float, nargs="+", default=[0.4, 0.6, 0.8, 1.0])
+    ap.add_argument("--pca", type=int, default=8, help="principal components (abliterix uses 8)")
+    ap.add_argument("--out", default="bench/results/refusal_atoms.json")
+    a = ap.parse_args(argv)
+
+    t0 = time.perf_counter()
+    recipe = load_recipe(ROOT / a.recipe, [f"method.pca_atoms={a.pca}", "method.sra=true"])
+    data = load_data(recipe, get_method("refusal").needs)
+    loaded = load_model(recipe.model)
+    ctx = fit_context(recipe, loaded, find_anatomy(loaded.model), data, Path("/tmp"))
+    s = RefusalSearch(ctx, recipe.method)
+    s.load_prompts()
+    s.find_directions()
+    s.prepare_scores()
+    s.total, s.done = 10**9, 0
+    t_prep = time.perf_counter() - t0
+    names = s.atom_names
+    concept = [i for i, n in enumerate(names) if not n.startswith("pc")]
+    pcs = [i for i, n in enumerate(names) if n.startswith("pc")]
+    alpha = recipe.method.ridge_alpha
+
+    def direction(kind: str, layer: int):
+        raw, atoms = s.raw[layer], s.atom_dirs[layer]
+        keep = {"plain": [], "concept": concept, "pca": pcs, "both": concept + pcs}[kind]
+        return ridge_clean(raw, atoms[keep], alpha) if keep else raw / raw.norm()
+
+    rows: dict = {"base_refusal_log_odds": s.base_score, "atoms": names, "layers": {}}
+    for layer in a.layers:
+        res = {}
+        for kind in ("plain", "concept", "pca", "both"):
+            r = direction(kind, layer)
+            curve = []
+            for st in a.strengths:
+                sc = s.score((layer, None, st), r)
+                curve.append((st, sc["refusal_log_odds"], sc["kl"]))
+                print(
+                    f"layer {layer} {kind:8s} s={st}: log-odds {sc['refusal_log_odds']}, KL {sc['kl']}",
+                    flush=True,
+                )
+            res[kind] = {
+                "cos_with_raw": round(float(r @ (s.raw[layer] / s.raw[layer].norm())), 4),
+                "curve": curve,
+            }
+        target = res["plain"]["curve"][-1][1] if a.strengths[-1] == 1.0 else None
+        for kind in res:
+            res[kind]["kl_at_plain_full_log_odds"] = (
+                None if target is None else kl_at(res[kind]["curve"], target)
+            )
+        rows["layers"][str(layer)] = res
+    rows["wall_s"] = {"prepare": round(t_prep, 1), "total": round(time.perf_counter() - t0, 1)}
+    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(a.out).write_text(json.dumps(rows, indent=1))
+
+    print(f"\nbase refusal log-odds (val) {s.base_score:.3f}; atoms: {', '.join(names)}; alpha {alpha}")
+    print(
+        "| layer | direction | cos(raw) | "
+        + " | ".join(f"s={x}: log-odds / KL" for x in a.strengths)
+        + " | KL at plain's full-strength log-odds |"
+    )
+    print("| --- " * (4 + len(a.strengths)) + "|")
+    for layer, res in rows["layers"].items():
+        for kind, v in res.items():
+            k = v["kl_at_plain_full_log_odds"]
+            cells = " | ".join(f"{lo:.2f} / {kl:.4f}" for _, lo, kl in v["curve"])
+            print(
+                f"| {layer} | {kind} | {v['cos_with_raw']} | {cells} | {'not reached' if k is None else f'{k:.4f}'} |"
+            )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
