@@ -115,7 +115,9 @@ def evaluate_phase(run: Run, phase: str, counter: StageCounter | None = None) ->
     ``counter`` (the stage's progress) grows by the rows this evaluation scores and counts them."""
     recipe, ctx = run.recipe, run.ctx
     if counter is not None:
-        counter.grow(evaluation_units(run.data.eval, recipe.eval.perplexity))
+        counter.grow(
+            evaluation_units(run.data.eval, recipe.eval.perplexity) + run.method.evaluation_units(ctx)
+        )
     m = evaluate(
         ctx.model,
         ctx.tokenizer,
@@ -125,7 +127,11 @@ def evaluate_phase(run: Run, phase: str, counter: StageCounter | None = None) ->
         progress=lambda s: run.say(f"{phase}: {s}"),
         on_rows=counter.add if counter is not None else None,
     )
-    m.update(run.method.evaluate(ctx, phase))
+    ctx.on_units = counter.add if counter is not None else None
+    try:
+        m.update(run.method.evaluate(ctx, phase))
+    finally:
+        ctx.on_units = None
     return m
 
 

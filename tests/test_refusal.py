@@ -423,6 +423,21 @@ eval:
     assert f"### Compared with {name}" in card
 
 
+def test_evaluate_counts_its_work_for_the_stage_progress_bar(tmp_path):
+    model, tok = tiny_model("llama")
+    ctx = _ctx(model, tok, tmp_path)
+    method = RefusalMethod()
+    # 3 harmful + 3 harmless generations, 3 harmless first-token forwards (markers: no judge pass)
+    assert method.evaluation_units(ctx) == 9
+    counted: list[int] = []
+    ctx.on_units = counted.append
+    method.evaluate(ctx, "base")
+    assert sum(counted) == 9 and len(counted) == 3  # one generation batch per set, then the KL forward
+    ctx.on_units = None
+    ctx.count(5)  # outside a stage: nothing to report to
+    assert sum(counted) == 9
+
+
 def test_fit_rejects_missing_sets_and_bad_layer(tmp_path):
     model, tok = tiny_model("llama")
     ctx = _ctx(model, tok, tmp_path, harmful="nope")

@@ -48,12 +48,23 @@ MARKERS = [
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
 
-def _prompts(name: str, n: int) -> list[str]:
+#: --prompts builtin: editkit's packaged sets (what recipes/remove_refusal_qwen.yaml reads), by split
+BUILTIN = Path(__file__).resolve().parents[2] / "editkit" / "data" / "refusal"
+#: Qwen2.5's default system prompt (its chat template adds it when a conversation has none, as editkit's
+#: prompts do): heretic always sends a system prompt, so it is given the one the model gets from editkit
+SYSTEMS = {"smollm2": SYSTEM, "qwen": "You are Qwen, created by Alibaba Cloud. You are a helpful assistant."}
+
+
+def _prompts(name: str, n: int, source: str = "shared") -> list[str]:
+    if source == "builtin":  # harmful_train -> harmful.jsonl rows of split train
+        set_name, split = name.split("_")
+        rows = [json.loads(x) for x in (BUILTIN / f"{set_name}.jsonl").read_text().splitlines() if x.strip()]
+        return [" ".join(r["prompt"].split()) for r in rows if r["split"] == split][:n]
     rows = json.loads((DATA / f"{name}.json").read_text())
     return [" ".join(r["instruction"].split()) for r in rows[:n]]
 
 
-def write_inputs(out: Path, n_train: int, n_test: int) -> dict[str, Path]:
+def write_inputs(out: Path, n_train: int, n_test: int, source: str = "shared") -> dict[str, Path]:
     out.mkdir(parents=True, exist_ok=True)
     # a checkpoint from an earlier run of the same model makes heretic ask (interactively) whether to
     # continue it; with no TTY that is an EOFError before any trial — every run starts fresh
@@ -66,24 +77,32 @@ def write_inputs(out: Path, n_train: int, n_test: int) -> dict[str, Path]:
         ("good_eval", "harmless_test", n_test),
     ):
         p = out / f"{key}.txt"
-        p.write_text("\n".join(_prompts(name, n)) + "\n")
+        p.write_text("\n".join(_prompts(name, n, source)) + "\n")
         files[key] = p
     return files
 
 
 def write_config(
-    out: Path, model: str, files: dict[str, Path], trials: int, startup: int, batch: int
+    out: Path,
+    model: str,
+    files: dict[str, Path],
+    trials: int,
+    startup: int,
+    batch: int,
+    dtype: str = "float32",
+    system: str = SYSTEM,
+    max_tokens: int = 100,
 ) -> Path:
     toml = (
         f'model = "{model}"\n'
-        'dtypes = ["float32"]\n'
+        f'dtypes = ["{dtype}"]\n'
         'device_map = "cpu"\n'
         f"batch_size = {batch}\n"
-        "max_response_length = 100\n"
+        f"max_response_length = {max_tokens}\n"
         f"n_trials = {trials}\n"
         f"n_startup_trials = {startup}\n"
         "seed = 0\n"
-        f'system_prompt = "{SYSTEM}"\n'
+        f'system_prompt = "{system}"\n'
         f'study_checkpoint_dir = "{(out / "checkpoints").resolve()}"\n'
         "refusal_markers = " + json.dumps(MARKERS, ensure_ascii=False) + "\n\n"
     )
@@ -108,9 +127,24 @@ def parse_trials(log: str) -> tuple[int | None, list[dict]]:
     return (int(base[1]) if base else None), trials
 
 
-def run(model: str, heretic: str, out: Path, trials: int, n_train: int, n_test: int, timeout: int) -> dict:
-    files = write_inputs(out, n_train, n_test)
-    write_config(out, str(Path(model).expanduser()), files, trials, max(1, trials // 2), 16)
+def run(
+    model: str,
+    heretic: str,
+    out: Path,
+    trials: int,
+    n_train: int,
+    n_test: int,
+    timeout: int,
+    source: str = "shared",
+    dtype: str = "float32",
+    system: str = SYSTEM,
+    max_tokens: int = 100,
+    startup: int | None = None,
+    batch: int = 16,
+) -> dict:
+    files = write_inputs(out, n_train, n_test, source)
+    startup = max(1, trials // 2) if startup is None else startup
+    write_config(out, str(Path(model).expanduser()), files, trials, startup, batch, dtype, system, max_tokens)
     t0 = time.time()
     try:
         proc = subprocess.run(
@@ -148,8 +182,20 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--n-train", type=int, default=128)
     ap.add_argument("--n-test", type=int, default=50)
     ap.add_argument("--timeout", type=int, default=3600)
+    ap.add_argument(
+        "--prompts",
+        choices=["shared", "builtin"],
+        default="shared",
+        help="shared: ../shared/data/refusal splits; builtin: editkit's packaged sets",
+    )
+    ap.add_argument("--dtype", default="float32")
+    ap.add_argument("--system", choices=sorted(SYSTEMS), default="smollm2", help="the model's system prompt")
+    ap.add_argument("--max-tokens", type=int, default=100, help="heretic's max_response_length")
+    ap.add_argument("--startup", type=int, default=None, help="Optuna start-up trials (default trials // 2)")
+    ap.add_argument("--batch", type=int, default=16)
     a = ap.parse_args(argv)
-    res = run(a.model, a.heretic, Path(a.out), a.trials, a.n_train, a.n_test, a.timeout)
+    res = run(a.model, a.heretic, Path(a.out), a.trials, a.n_train, a.n_test, a.timeout, a.prompts,
+              a.dtype, SYSTEMS[a.system], a.max_tokens, a.startup, a.batch)  # fmt: skip
     print(json.dumps(res, indent=1))
     return 0 if res.get("trials") else 1
 

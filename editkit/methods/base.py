@@ -4,6 +4,7 @@ came with it) out. A method keeps no state between calls: everything a later sta
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -68,6 +69,14 @@ class FitContext:
     refusal_judge: str = "markers"
     model_spec: Any = None
     judges: dict[str, Any] = field(default_factory=dict)
+    #: while ``Method.evaluate`` runs inside a pipeline stage: counts units of its work done (adding up to
+    #: ``Method.evaluation_units``), so the stage's progress bar has a total and an ETA; None elsewhere
+    on_units: Callable[[int], None] | None = None
+
+    def count(self, k: int) -> None:
+        """``k`` units of ``Method.evaluate``'s work done (no-op outside a pipeline stage)."""
+        if self.on_units is not None and k:
+            self.on_units(k)
 
     def rng(self, salt: str = "") -> random.Random:
         return random.Random(f"{self.seed}:{salt}")
@@ -105,6 +114,11 @@ class Method:
     def evaluate(self, ctx: FitContext, phase: str) -> dict[str, float]:
         """Method-specific metrics, measured with the model as it is now (phase: base/edited/control)."""
         return {}
+
+    def evaluation_units(self, ctx: FitContext) -> int:
+        """Units of work ``evaluate`` reports through ``ctx.count`` (generated prompts, judged responses,
+        ...): the pipeline adds them to the stage's progress total. 0: evaluate reports nothing."""
+        return 0
 
     def control(self, ctx: FitContext, edit: Edit) -> Edit | None:
         """A random edit of the same size as ``edit`` (the honest baseline); None if not meaningful."""

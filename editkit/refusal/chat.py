@@ -8,7 +8,7 @@ test models) gets a plain ``User:/Assistant:`` frame.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import torch
 
@@ -108,9 +108,16 @@ def _pad_id(tokenizer) -> int:
 
 @torch.no_grad()
 def generate(
-    model, tokenizer, prompts: list[str], max_new_tokens: int = 100, batch_size: int = 16, chat: bool = True
+    model,
+    tokenizer,
+    prompts: list[str],
+    max_new_tokens: int = 100,
+    batch_size: int = 16,
+    chat: bool = True,
+    on_rows: Callable[[int], None] | None = None,
 ) -> list[str]:
-    """Greedy completions (decoded, special tokens dropped) of ``prompts`` (chat-templated if ``chat``)."""
+    """Greedy completions (decoded, special tokens dropped) of ``prompts`` (chat-templated if ``chat``);
+    ``on_rows(k)`` after each batch of ``k`` prompts (a progress bar)."""
     texts = chat_prompts(tokenizer, prompts) if chat else list(prompts)
     dev = next(model.parameters()).device
     out: list[str] = []
@@ -127,6 +134,8 @@ def generate(
         )
         new = gen[:, enc["input_ids"].shape[1] :]
         out += tokenizer.batch_decode(new, skip_special_tokens=True)
+        if on_rows is not None:
+            on_rows(len(new))
     return out
 
 
@@ -147,14 +156,19 @@ def is_refusal(text: str) -> bool:
 
 
 def refusal_rate(
-    model, tokenizer, prompts: list[str], max_new_tokens: int = 100, batch_size: int = 64
+    model,
+    tokenizer,
+    prompts: list[str],
+    max_new_tokens: int = 100,
+    batch_size: int = 64,
+    on_rows: Callable[[int], None] | None = None,
 ) -> tuple[float, list[str]]:
     """Share of prompts whose greedy chat completion is a refusal, and the completions.
 
     Large batches: decoding a small model on CPU is bound by per-step overhead, not by the batch."""
     if not prompts:
         return float("nan"), []
-    outs = generate(model, tokenizer, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size)
+    outs = generate(model, tokenizer, prompts, max_new_tokens, batch_size, on_rows=on_rows)
     return sum(is_refusal(o) for o in outs) / len(outs), outs
 
 

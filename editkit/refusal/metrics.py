@@ -50,6 +50,7 @@ def refusal_metrics(
         if judge is None or not outs:
             return
         verdicts = judge.refusals(prompts, outs)
+        ctx.count(len(outs))
         m[f"{key}_judge"] = sum(verdicts) / len(verdicts)
         marks.extend(is_refusal(o) for o in outs)
         says.extend(verdicts)
@@ -57,17 +58,20 @@ def refusal_metrics(
 
     if harmful and harmful in ctx.data:
         prompts = prompt_texts(ctx.data[harmful], f"data.sets.{harmful}", max_prompts)
-        m["refusal_rate"], outs = refusal_rate(ctx.model, ctx.tokenizer, prompts, max_new)
+        m["refusal_rate"], outs = refusal_rate(ctx.model, ctx.tokenizer, prompts, max_new, on_rows=ctx.count)
         samples["harmful"], samples["harmful_prompts"] = outs[:5], prompts[:5]
         samples.setdefault("all", {})["harmful"] = {"prompts": prompts, "responses": outs}
         judged("refusal_rate", prompts, outs)
     if harmless and harmless in ctx.data:
         prompts = prompt_texts(ctx.data[harmless], f"data.sets.{harmless}", max_prompts)
-        m["over_refusal_rate"], outs = refusal_rate(ctx.model, ctx.tokenizer, prompts, max_new)
+        m["over_refusal_rate"], outs = refusal_rate(
+            ctx.model, ctx.tokenizer, prompts, max_new, on_rows=ctx.count
+        )
         samples["harmless"], samples["harmless_prompts"] = outs[:5], prompts[:5]
         samples.setdefault("all", {})["harmless"] = {"prompts": prompts, "responses": outs}
         judged("over_refusal_rate", prompts, outs)
         lp = chat_first_token_logprobs(ctx.model, ctx.tokenizer, prompts)
+        ctx.count(len(prompts))
         if phase == "base":
             ctx.baseline["refusal_base_lp"] = lp
             answered = torch.tensor([not is_refusal(o) for o in outs], dtype=torch.bool)
@@ -80,6 +84,18 @@ def refusal_metrics(
         if answered.any():
             m["harmless_kl_answered"] = float(kl[answered].mean())
     return m
+
+
+def refusal_eval_units(ctx: FitContext, harmful: str | None, harmless: str | None, max_prompts: int) -> int:
+    """The units `refusal_metrics` counts through ``ctx.count``: each generated response, each response
+    the model judge reads, each harmless prompt's first-token forward."""
+    judge = getattr(ctx, "refusal_judge", "markers") != "markers"
+    units = 0
+    for name, kl in ((harmful, 0), (harmless, 1)):
+        if name and name in ctx.data:
+            n = min(len(ctx.data[name]), max_prompts)
+            units += n * (1 + judge + kl)
+    return units
 
 
 def _judge(ctx: FitContext):

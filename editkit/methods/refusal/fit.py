@@ -27,7 +27,7 @@ from editkit.methods.refusal.params import RefusalParams
 from editkit.methods.refusal.report import RefusalReport
 from editkit.methods.refusal.search import RefusalSearch
 from editkit.methods.registry import register_method
-from editkit.refusal.metrics import phase_refusal_metrics
+from editkit.refusal.metrics import phase_refusal_metrics, refusal_eval_units
 
 # ------------------------------------------------------------------------------------------------------
 # parameters
@@ -132,6 +132,10 @@ class RefusalMethod(Method):
             p.eval_max_new_tokens,
             phase,
         )
+
+    def evaluation_units(self, ctx: FitContext) -> int:
+        p: RefusalParams = ctx.params  # type: ignore[assignment]
+        return refusal_eval_units(ctx, p.harmful_test, p.harmless_test, p.eval_max_prompts)
 
     def control(self, ctx: FitContext, edit: Edit) -> Edit | None:
         """A random unit direction with the same ops (modules, kind, strengths)."""

@@ -36,7 +36,7 @@ from editkit.methods.sft.params import SftParams
 from editkit.methods.sft.report import SftReport
 from editkit.models import editkit_home
 from editkit.refusal.chat import chat_prompts, generate, prompt_texts
-from editkit.refusal.metrics import phase_refusal_metrics
+from editkit.refusal.metrics import phase_refusal_metrics, refusal_eval_units
 
 # --------------------------------------------------------------------------------------------------
 # examples and loss
@@ -313,6 +313,10 @@ class SftMethod(Method):
             p.eval_max_new_tokens,
             phase,
         )
+
+    def evaluation_units(self, ctx: FitContext) -> int:
+        p: SftParams = ctx.params  # type: ignore[assignment]
+        return refusal_eval_units(ctx, p.eval_harmful, p.eval_harmless, p.eval_max_prompts)
 
     def control(self, ctx: FitContext, edit: Edit) -> Edit | None:
         """Random A/B of the same shapes and ‖ΔW‖_F per module (same op structure)."""
