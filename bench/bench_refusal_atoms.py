@@ -2,14 +2,14 @@
 principal components of harmless activations (the atoms abliterix builds) vs both vs none (plain).
 
     flock /tmp/editkit-heavy.lock .venv/bin/python bench/bench_refusal_atoms.py \
-        --recipe recipes/remove_refusal_qwen.yaml --layers 13 14 15 --out bench/results/refusal_atoms.json
+        --recipe recipes/remove_refusal_qwen.yaml --layers 18 20 22 --out bench/results/refusal_atoms.json
 
 One model load, one pass of activations (train prompts, concept-atom prompt sets); then at each given
 direction layer, each direction is ablated from every residual writer at several strengths and scored on
 the validation prompts exactly as the fit's search scores a candidate (first assistant token: refusal-token
 log-odds on harmful val, KL to the base on harmless val). "KL at equal refusal" is read off each
-direction's (log-odds, KL) curve at the log-odds the plain direction reaches at full strength (log-log
-interpolation between the measured strengths). Prints a markdown table last.
+direction's (log-odds, KL) curve (log KL interpolated linearly in log-odds between the measured strengths) at the deepest log-odds every direction reaches at that layer.
+Prints a markdown table last (``--report FILE`` reprints it from an earlier result).
 """
 
 from __future__ import annotations
@@ -45,15 +45,56 @@ def kl_at(curve: list[tuple[float, float, float]], target: float) -> float | Non
     return None
 
 
+def common_targets(rows: dict) -> None:
+    """Per layer: the deepest refusal log-odds every direction reaches (the least negative of their
+    full-strength values), and each direction's KL there."""
+    for res in rows["layers"].values():
+        target = max(min(lo for _, lo, _ in v["curve"]) for v in res.values())
+        for v in res.values():
+            v["common_log_odds"] = round(target, 4)
+            v["kl_at_common_log_odds"] = kl_at(v["curve"], target)
+
+
+def print_table(rows: dict, strengths: list[float], alpha: float) -> None:
+    print(
+        f"\nbase refusal log-odds (val) {rows['base_refusal_log_odds']:.3f}; atoms: {', '.join(rows['atoms'])}; "
+        f"ridge alpha {alpha}"
+    )
+    print(
+        "| layer | direction | cos(raw) | "
+        + " | ".join(f"s={x}: log-odds / KL" for x in strengths)
+        + " | KL at the common log-odds |"
+    )
+    print("| --- " * (4 + len(strengths)) + "|")
+    for layer, res in rows["layers"].items():
+        for kind, v in res.items():
+            k = v["kl_at_common_log_odds"]
+            cells = " | ".join(f"{lo:.2f} / {kl:.4f}" for _, lo, kl in v["curve"])
+            at = "not reached" if k is None else f"{k:.4f} (at {v['common_log_odds']:.2f})"
+            print(f"| {layer} | {kind} | {v['cos_with_raw']} | {cells} | {at} |")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--recipe", default="recipes/remove_refusal_qwen.yaml")
-    ap.add_argument("--layers", type=int, nargs="+", required=True, help="direction layers to compare at")
+    ap.add_argument("--layers", type=int, nargs="+", help="direction layers to compare at (required to run)")
     ap.add_argument("--strengths", type=float, nargs="+", default=[0.4, 0.6, 0.8, 1.0])
     ap.add_argument("--pca", type=int, default=8, help="principal components (abliterix uses 8)")
     ap.add_argument("--out", default="bench/results/refusal_atoms.json")
+    ap.add_argument("--report", default=None, help="only print the table of an earlier --out file")
     a = ap.parse_args(argv)
+    if a.report:
+        rows = json.loads(Path(a.report).read_text())
+        common_targets(rows)
+        print_table(
+            rows,
+            [x for x, _, _ in next(iter(rows["layers"].values()))["plain"]["curve"]],
+            rows.get("ridge_alpha", 0.01),
+        )
+        return 0
 
+    if not a.layers:
+        ap.error("--layers is required (unless --report)")
     t0 = time.perf_counter()
     recipe = load_recipe(ROOT / a.recipe, [f"method.pca_atoms={a.pca}", "method.sra=true"])
     data = load_data(recipe, get_method("refusal").needs)
@@ -75,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
         keep = {"plain": [], "concept": concept, "pca": pcs, "both": concept + pcs}[kind]
         return ridge_clean(raw, atoms[keep], alpha) if keep else raw / raw.norm()
 
-    rows: dict = {"base_refusal_log_odds": s.base_score, "atoms": names, "layers": {}}
+    rows: dict = {"base_refusal_log_odds": s.base_score, "atoms": names, "ridge_alpha": alpha, "layers": {}}
     for layer in a.layers:
         res = {}
         for kind in ("plain", "concept", "pca", "both"):
@@ -92,30 +133,12 @@ def main(argv: list[str] | None = None) -> int:
                 "cos_with_raw": round(float(r @ (s.raw[layer] / s.raw[layer].norm())), 4),
                 "curve": curve,
             }
-        target = res["plain"]["curve"][-1][1] if a.strengths[-1] == 1.0 else None
-        for kind in res:
-            res[kind]["kl_at_plain_full_log_odds"] = (
-                None if target is None else kl_at(res[kind]["curve"], target)
-            )
         rows["layers"][str(layer)] = res
     rows["wall_s"] = {"prepare": round(t_prep, 1), "total": round(time.perf_counter() - t0, 1)}
+    common_targets(rows)
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     Path(a.out).write_text(json.dumps(rows, indent=1))
-
-    print(f"\nbase refusal log-odds (val) {s.base_score:.3f}; atoms: {', '.join(names)}; alpha {alpha}")
-    print(
-        "| layer | direction | cos(raw) | "
-        + " | ".join(f"s={x}: log-odds / KL" for x in a.strengths)
-        + " | KL at plain's full-strength log-odds |"
-    )
-    print("| --- " * (4 + len(a.strengths)) + "|")
-    for layer, res in rows["layers"].items():
-        for kind, v in res.items():
-            k = v["kl_at_plain_full_log_odds"]
-            cells = " | ".join(f"{lo:.2f} / {kl:.4f}" for _, lo, kl in v["curve"])
-            print(
-                f"| {layer} | {kind} | {v['cos_with_raw']} | {cells} | {'not reached' if k is None else f'{k:.4f}'} |"
-            )
+    print_table(rows, a.strengths, alpha)
     return 0
 
 
