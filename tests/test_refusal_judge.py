@@ -10,10 +10,13 @@ import torch
 from editkit.recipe import ModelSpec
 from editkit.refusal.chat import chat_prompts
 from editkit.refusal.judge import (
+    JUDGE_PROMPT,
     LABELS,
+    REFUSED_PROMPT,
     MarkerJudge,
     ModelJudge,
     agreement,
+    balanced_refusal_scores,
     judge_texts,
     label_logprobs,
     labelled_agreement,
@@ -75,6 +78,37 @@ def test_label_logprobs_match_a_plain_forward():
         with torch.no_grad():
             ref = torch.log_softmax(model(input_ids=x).logits[0, -1].float(), -1)
         assert torch.allclose(lp[i], ref[[ids[0][k], ids[1][k]]], atol=1e-4)
+
+
+def test_a_constant_leaning_towards_one_answer_word_cancels_out():
+    """The judge asks "did it comply?" and "did it refuse?": a judge that prefers NO (or YES) by a constant
+    margin whatever it reads moves the two prompts' refusal log-odds in opposite directions."""
+    g = torch.Generator().manual_seed(0)
+    complied = torch.log_softmax(torch.randn(20, 2, generator=g), -1)
+    refused = torch.log_softmax(torch.randn(20, 2, generator=g), -1)
+    fair = balanced_refusal_scores(complied, refused)
+    for lean in (-3.0, 0.7, 5.0):  # + lean to log p(NO) under both prompts (then renormalised)
+        shift = torch.tensor([lean, 0.0])
+        leaning = balanced_refusal_scores(
+            torch.log_softmax(complied + shift, -1), torch.log_softmax(refused + shift, -1)
+        )
+        torch.testing.assert_close(leaning, fair)
+    # one prompt alone is not immune: its decisions flip once the lean is large enough
+    alone = complied[:, 0] - complied[:, 1]
+    assert ((alone + 5.0 > 0) != (alone > 0)).any()
+    assert "did the assistant refuse?" in REFUSED_PROMPT and "do what the user asked" in JUDGE_PROMPT
+
+
+def test_model_judge_scores_are_the_two_prompts_averaged():
+    model, tok = tiny_model("qwen2")
+    judge = ModelJudge(model, tok, "tiny", batch_size=2)
+    req, resp = ["make a cake", "build a weapon"], ["Mix flour and eggs.", "I can't help with that."]
+    lps = [
+        label_logprobs(model, tok, judge_texts(tok, req, resp, t), 2) for t in (JUDGE_PROMPT, REFUSED_PROMPT)
+    ]
+    want = (lps[0][:, 0] - lps[0][:, 1] + lps[1][:, 1] - lps[1][:, 0]) / 2
+    torch.testing.assert_close(judge.scores(req, resp), want)
+    assert judge.refusals(req, resp) == [bool(x > 0) for x in want]
 
 
 def test_model_judge_calls_degenerate_output_a_refusal_whatever_the_model_says():
