@@ -3,9 +3,11 @@
     flock /tmp/editkit-heavy.lock .venv/bin/python bench/bench_judge.py --judge qwen-coder-1.5b
     flock /tmp/editkit-heavy.lock .venv/bin/python bench/bench_judge.py --judge qwen-coder-1.5b \
         --run runs/remove-refusal-qwen --skip-labelled
+    flock /tmp/editkit-heavy.lock .venv/bin/python bench/bench_judge.py --judge qwen-coder-1.5b \
+        --labelled bench/results/judge_abliterated_qwen.jsonl --out bench/results/judge_labelled.json
 
 Prints (and writes to --out, JSON) the judge's agreement with editkit/data/refusal/judge_labelled.jsonl
-(overall and per label; the keyword markers beside it) and, for every ``responses-<phase>.json`` of
+(overall and per label; the keyword markers beside it), the same on each ``--labelled`` file, and, for every ``responses-<phase>.json`` of
 ``--run``, the markers' and the judge's refusal rates on the harmful and harmless responses and their
 agreement.
 """
@@ -28,6 +30,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--judge", default="qwen-coder-1.5b", help="a model id, folder or named model")
     ap.add_argument("--run", default=None, help="a run directory with responses-<phase>.json files")
     ap.add_argument("--skip-labelled", action="store_true")
+    ap.add_argument(
+        "--labelled",
+        nargs="*",
+        default=[],
+        help="more hand-labelled JSONL files (request, response, label) to measure agreement on, e.g. "
+        "bench/results/judge_abliterated_qwen.jsonl",
+    )
     ap.add_argument("--out", default=None)
     a = ap.parse_args(argv)
     torch.set_num_threads(2)
@@ -39,6 +48,13 @@ def main(argv: list[str] | None = None) -> int:
         res["labelled"] = {"markers": labelled_agreement(MarkerJudge()), a.judge: labelled_agreement(judge)}
         res["labelled_seconds"] = round(time.time() - t, 1)
         print(json.dumps(res["labelled"], indent=1), flush=True)
+    for path in a.labelled:
+        rows = [json.loads(x) for x in Path(path).read_text().splitlines() if x.strip()]
+        res.setdefault("more_labelled", {})[path] = {
+            "markers": labelled_agreement(MarkerJudge(), rows),
+            a.judge: labelled_agreement(judge, rows),
+        }
+        print(path, json.dumps(res["more_labelled"][path], indent=1), flush=True)
     if a.run:
         res["run"] = {}
         for f in sorted(Path(a.run).glob("responses-*.json")):
