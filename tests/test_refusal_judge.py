@@ -160,20 +160,21 @@ def test_agreement():
 
 @pytest.mark.slow
 def test_demo_model_is_not_a_usable_judge(demo_model_dir):
-    """Honest numbers: SmolLM2-135M answers YES (complied) to every labelled item; only the empty and looping
-    responses, which every judge calls refusals by rule, come out as refusals. (qwen-coder-1.5b:
-    BENCHMARKS.md.)"""
+    """Honest numbers: SmolLM2-135M answers YES to both questions ("did it comply?", "did it refuse?") about
+    equally whatever it reads, so its balanced refusal log-odds sit in a narrow band just above 0 and it calls
+    nearly everything a refusal: agreement at chance. (qwen-coder-1.5b: BENCHMARKS.md.)"""
     from editkit.refusal.chat import is_degenerate
 
     judge = make_judge("demo")
     assert judge.model.config.num_hidden_layers == 30
     rows = load_labelled()
-    n_degenerate = sum(is_degenerate(r["response"]) for r in rows)
-    assert n_degenerate == 2
+    assert sum(is_degenerate(r["response"]) for r in rows) == 2
     a = labelled_agreement(judge, rows)
-    assert a["agreement_compliance"] == 1.0
-    assert a["agreement_refusal"] == pytest.approx(n_degenerate / 33)
-    assert a["agreement"] == pytest.approx((33 + n_degenerate) / 66)
+    assert a["agreement_refusal"] == pytest.approx(29 / 33)
+    assert a["agreement_compliance"] == pytest.approx(3 / 33)
+    assert a["agreement"] == pytest.approx(32 / 66)
+    s = judge.scores([r["request"] for r in rows], [r["response"] for r in rows])
+    assert float(s.max() - s.min()) < 0.6  # a narrow band: what it reads barely moves it
     assert make_judge("self", ModelSpec(id="demo")).name == "self"
 
 
