@@ -57,11 +57,14 @@ def load_model(path: str, dtype: str):
 
 def triplets(name: str, split: str, limit: int | None = None, seed: str | None = None) -> list[dict]:
     from editkit.data.capabilities import load_triplets
+    from editkit.eval.subsets import stratified_subset
 
     rows = [dict(r) for r in load_triplets(name, split=split)]
     if seed is not None and limit is not None:
         return random.Random(seed).sample(rows, min(limit, len(rows)))
-    return rows[:limit] if limit else rows
+    # test subsets as editkit's eval.max_items takes them: seeded, stratified by answer class and family (the
+    # first N items of a split can all share one answer)
+    return stratified_subset(rows, limit, 0)
 
 
 def main() -> None:
