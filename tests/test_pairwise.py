@@ -140,3 +140,36 @@ def test_score_answers_restores_training_mode(tiny_llama, word_tokenizer):
 def test_missing_triplet_field_is_named(tiny_llama, word_tokenizer):
     with pytest.raises(DataError, match="triplet 0 has no incorrect"):
         pairwise_accuracy(tiny_llama, word_tokenizer, [{"prompt": "it is", "correct": "wrong"}])
+
+
+@pytest.mark.parametrize("family", ["llama", "qwen2", "gemma3", "gpt2"])
+def test_head_runs_only_on_scored_positions_and_scores_match_full_logits(family):
+    """The vocabulary projection sees only the positions that predict answer tokens ([1, n, h]), with the
+    base frozen as under PEFT (where a sliced 3-D head input made CPU matmul copy the head weight per row),
+    and the scores equal log-softmax over the full logits, gradients included (gemma3: softcapped logits)."""
+    from tests.tiny import tiny_model
+
+    model, tok = tiny_model(family)
+    for prm in model.parameters():
+        prm.requires_grad_(False)
+    model.get_input_embeddings().weight.requires_grad_(True)  # something to differentiate
+    prompts = ["the cat sat on", "a", "one two three four five six"]
+    answers = [" the mat", " dog and a cat", " seven"]
+    batch = encode_prompt_answers(tok, prompts, answers)
+    seen = []
+    hook = model.get_output_embeddings().register_forward_hook(lambda m, a, o: seen.append(tuple(a[0].shape)))
+    try:
+        got = mean_answer_logprob(model, batch)
+    finally:
+        hook.remove()
+    n_tokens = int(batch["answer_mask"].sum())
+    assert seen == [(1, n_tokens, model.config.get_text_config().hidden_size)]
+
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits.float()
+    logp = torch.log_softmax(logits[:, :-1], -1).gather(-1, batch["input_ids"][:, 1:, None])[..., 0]
+    mask = batch["answer_mask"][:, 1:].float()
+    expected = (logp * mask).sum(1) / mask.sum(1)
+    assert torch.allclose(got, expected, atol=1e-5), (got, expected)
+    (g1,) = torch.autograd.grad(got.sum(), model.get_input_embeddings().weight)
+    (g2,) = torch.autograd.grad(expected.sum(), model.get_input_embeddings().weight)
+    assert torch.allclose(g1, g2, atol=1e-5)

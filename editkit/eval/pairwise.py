@@ -8,7 +8,8 @@ place guarantees that "accuracy before" and "accuracy after" are measured identi
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 
 import torch
 
@@ -83,6 +84,35 @@ def accepts_logits_to_keep(model) -> bool:
         return False
 
 
+def output_head(model) -> torch.nn.Module | None:
+    """The (possibly PEFT-wrapped) model's output projection (``lm_head``), or None."""
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    get = getattr(inner, "get_output_embeddings", None)
+    head = get() if callable(get) else None
+    return head if isinstance(head, torch.nn.Module) else None
+
+
+@contextmanager
+def head_input(model, fn: Callable[[torch.Tensor], torch.Tensor]) -> Iterator[bool]:
+    """While active, the output head sees ``fn(hidden_states)`` instead of its input; yields whether it could.
+
+    Used to run the vocabulary projection only on the positions that are scored. Besides the compute, this
+    avoids a CPU trap: a causal LM slices its hidden states before the head (``logits_to_keep``), and for a
+    non-contiguous 3-D input whose weight does not require grad (a frozen PEFT base, an attribution pass)
+    ``torch.matmul`` takes the batched path with the weight *expanded* over the batch, which oneDNN makes
+    contiguous: one full copy of the vocabulary matrix per row (466 MiB per row on a 1.5B Qwen).
+    """
+    head = output_head(model)
+    if head is None:
+        yield False
+        return
+    handle = head.register_forward_pre_hook(lambda _mod, args: (fn(args[0]), *args[1:]))
+    try:
+        yield True
+    finally:
+        handle.remove()
+
+
 def model_device(model) -> torch.device:
     emb = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
     if emb is not None and getattr(emb, "weight", None) is not None:
@@ -104,9 +134,9 @@ def to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
 def mean_answer_logprob(model, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
     """Mean over answer tokens of log p(token | everything before it), one value per row.
 
-    Differentiable (SCALPEL trains on it). Logits are only materialised from the first position that
-    predicts an answer token onward, and the fp32 log-softmax only runs on the rows that predict answer
-    tokens, which keeps memory flat in the vocabulary size times the answer length rather than the prompt.
+    Differentiable (SCALPEL trains on it). The output head only runs on the positions that predict an
+    answer token (:func:`head_input`; models that do not allow it get logits from the first such position
+    onward), so the vocabulary projection and the fp32 log-softmax cost the answer length, not the prompt.
 
     Everything that needs values (the first predicting position, which tokens are scored) is worked out
     on the batch's own device (the host, for encoded batches) before the forward, so on a GPU this
@@ -142,11 +172,22 @@ def mean_answer_logprob(model, batch: Mapping[str, torch.Tensor]) -> torch.Tenso
     row_of_token, pos_of_token = sel.nonzero(as_tuple=True)
     targets = input_ids[:, offset + 1 :][row_of_token, pos_of_token]
     counts = answer_mask.sum(dim=1)
+
+    n_tokens = int(row_of_token.numel())
     row_of_token, pos_of_token = to_device(row_of_token, device), to_device(pos_of_token, device)
     targets, counts = to_device(targets, device), to_device(counts, device)
 
-    logits = model(**kwargs).logits  # [rows, width - offset, vocab]
-    picked_logits = logits[row_of_token, pos_of_token]  # [n_answer_tokens, vocab]
+    def scored_positions(hidden: torch.Tensor) -> torch.Tensor:  # [rows, kept, h] -> [1, n_tokens, h]
+        return hidden[row_of_token.to(hidden.device), pos_of_token.to(hidden.device)].unsqueeze(0)
+
+    with head_input(model, scored_positions) as gathered:
+        logits = model(**kwargs).logits
+    if gathered and tuple(logits.shape[:2]) == (1, n_tokens):
+        picked_logits = logits[0]  # [n_answer_tokens, vocab]: the head only ran on the scored positions
+    else:
+        if gathered:  # a model that does not call its output head once on its hidden states: the plain way
+            logits = model(**kwargs).logits
+        picked_logits = logits[row_of_token, pos_of_token]  # logits: [rows, width - offset, vocab]
     token_logprob = torch.log_softmax(picked_logits.float(), dim=-1)
     token_logprob = token_logprob.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
     totals = torch.zeros(n_rows, dtype=token_logprob.dtype, device=device).index_add(
