@@ -75,19 +75,22 @@ def encode_prompt_answers(
     return {"input_ids": input_ids, "attention_mask": attention_mask, "answer_mask": answer_mask}
 
 
+def _unwrapped(model):
+    """The transformers model inside a PEFT wrapper (or ``model`` itself)."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
 def accepts_logits_to_keep(model) -> bool:
     """True when the (possibly PEFT-wrapped) model can skip computing logits for leading positions."""
-    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
     try:
-        return "logits_to_keep" in inspect.signature(inner.forward).parameters
+        return "logits_to_keep" in inspect.signature(_unwrapped(model).forward).parameters
     except (TypeError, ValueError):
         return False
 
 
 def output_head(model) -> torch.nn.Module | None:
     """The (possibly PEFT-wrapped) model's output projection (``lm_head``), or None."""
-    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
-    get = getattr(inner, "get_output_embeddings", None)
+    get = getattr(_unwrapped(model), "get_output_embeddings", None)
     head = get() if callable(get) else None
     return head if isinstance(head, torch.nn.Module) else None
 
