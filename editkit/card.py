@@ -34,7 +34,7 @@ from editkit.card_meta import (  # noqa: F401 - BASE_MODEL_RELATION, hub_id: par
 )
 from editkit.data.capabilities import BUILTIN_CAPABILITIES
 from editkit.errors import OutputError, scrub_secrets
-from editkit.events import is_run_dir
+from editkit.events import is_run_dir, run_model_dir
 from editkit.methods.report import Report, cell, finite, num
 from editkit.plots import bar_per_layer
 from editkit.robustness import removal_verdict
@@ -290,7 +290,7 @@ def write_card(run_dir: str | Path) -> Path:
     """Write ``<export>/README.md`` (and ``<export>/editkit/plots/*.png``) for a finished run; returns the path."""
     run_dir = Path(run_dir)
     recipe, metrics, recipe_text = _load_run(run_dir)
-    model_dir = Path(metrics.get("export", {}).get("path") or run_dir / "model")
+    model_dir = run_model_dir(run_dir, metrics)
     if not model_dir.is_dir():
         raise OutputError(f"{run_dir}: has no exported model folder ({model_dir})")
     if not (metrics.get("edit") or {}).get("info"):  # older metrics: the artifact still says where

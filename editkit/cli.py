@@ -182,6 +182,7 @@ def apply(
     overwrite: bool = typer.Option(False, "--overwrite", help="replace an existing run in --out"),
     tui: bool = typer.Option(False, "--tui", help="watch the run live in the monitor TUI"),
     runs_root: Path = typer.Option(Path("runs"), "--runs", help="where new run directories go"),
+    wait: bool = typer.Option(False, "--wait", help="if another editkit command holds the run, wait for it"),
 ) -> None:
     """Run a recipe: find the capability, remove it, evaluate, export (and push).
 
@@ -199,7 +200,13 @@ def apply(
         from editkit.distributed import launch_rank
 
         kw = dict(
-            overrides=set_, out=out_dir, runs_root=runs_root, push=push, resume=resume, overwrite=overwrite
+            overrides=set_,
+            out=out_dir,
+            runs_root=runs_root,
+            push=push,
+            resume=resume,
+            overwrite=overwrite,
+            wait=wait,
         )
         if launch_rank() != 0:  # a helper process of `accelerate launch`: compute, print nothing
             apply_recipe(recipe, **kw)
@@ -264,7 +271,16 @@ def _print_summary(metrics: dict, run_dir: Path) -> None:
         out.print(
             f"export check: max |Δlogit| = {exp['max_abs_logit_diff']:.2e} (reloaded with plain transformers)"
         )
-    out.print(f"run: {run_dir}\nmodel: {exp.get('path')}")
+    from editkit.events import resolve_recorded
+
+    out.print(f"run: {run_dir}\nmodel: {resolve_recorded(run_dir, exp.get('path'))}")
+
+
+def _holding(run_dir: Path, command: str, wait: bool):
+    """The run's lock for one command (``editkit.events.run_lock``); waiting is announced on stderr."""
+    from editkit.events import run_lock
+
+    return run_lock(run_dir, command, wait=wait, on_wait=lambda m: err.print(m, markup=False))
 
 
 def _fmt(v) -> str:
@@ -493,7 +509,10 @@ def models(
 
 
 @app.command()
-def card(run_dir: Path = typer.Argument(..., help="a run directory")) -> None:
+def card(
+    run_dir: Path = typer.Argument(..., help="a run directory"),
+    wait: bool = typer.Option(False, "--wait", help="if another editkit command holds the run, wait for it"),
+) -> None:
     """(Re)write the ablation card of a run (its model/README.md).
 
     Example:
@@ -503,7 +522,8 @@ def card(run_dir: Path = typer.Argument(..., help="a run directory")) -> None:
     from editkit.card import write_card
 
     try:
-        path = write_card(run_dir)
+        with _holding(run_dir, "card", wait):
+            path = write_card(run_dir)
     except EditkitError as e:
         fail(e)
     out.print(f"wrote {path}")
@@ -520,6 +540,7 @@ def push(
     token_env: str = typer.Option(
         None, "--token-env", help="environment variable with the token (default from recipe, HF_TOKEN)"
     ),
+    wait: bool = typer.Option(False, "--wait", help="if another editkit command holds the run, wait for it"),
 ) -> None:
     """Push a run's exported model, card and edit artifact to the Hub in one commit.
 
@@ -530,7 +551,8 @@ def push(
     from editkit.hub import push_run
 
     try:
-        info = push_run(run_dir, repo, private=private, token_env=token_env, force=force)
+        with _holding(run_dir, "push", wait):
+            info = push_run(run_dir, repo, private=private, token_env=token_env, force=force)
     except EditkitError as e:
         fail(e)
     out.print(f"pushed {info['repo_id']} @ {info.get('commit', '')[:10]}: {info.get('url')}")
@@ -556,6 +578,7 @@ def monitor(
 @app.command()
 def robustness(
     run_dir: Path = typer.Argument(..., help="a finished run directory"),
+    wait: bool = typer.Option(False, "--wait", help="if another editkit command holds the run, wait for it"),
 ) -> None:
     """Re-run the paraphrase robustness check of a run (base model vs the run's edit).
 
@@ -566,7 +589,8 @@ def robustness(
     from editkit.robustness_run import robustness_for_run_dir
 
     try:
-        report = robustness_for_run_dir(run_dir)
+        with _holding(run_dir, "robustness", wait):
+            report = robustness_for_run_dir(run_dir)
     except EditkitError as e:
         fail(e)
     from rich.table import Table
@@ -598,6 +622,7 @@ def export(
     gguf: str = typer.Option(
         None, "--gguf", help="also write model.gguf of this type: f16, bf16 or q8_0 (llama.cpp, Ollama)"
     ),
+    wait: bool = typer.Option(False, "--wait", help="if another editkit command holds the run, wait for it"),
 ) -> None:
     """Re-export a run's edit onto its base model (in memory, or shard-streamed with --streaming).
 
@@ -608,7 +633,8 @@ def export(
     from editkit.reexport import reexport_run
 
     try:
-        info = reexport_run(run_dir, dest=dest, streaming=streaming, gguf=gguf)
+        with _holding(run_dir, "export", wait):
+            info = reexport_run(run_dir, dest=dest, streaming=streaming, gguf=gguf)
     except EditkitError as e:
         fail(e)
     out.print(f"exported {info['path']}")

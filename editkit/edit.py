@@ -25,7 +25,7 @@ from torch import nn
 from transformers.pytorch_utils import Conv1D
 
 from editkit.anatomy import set_weight_out_in, weight_out_in
-from editkit.errors import EditkitError
+from editkit.errors import EditkitError, disk_full_error, disk_full_reason
 from editkit.ops import (  # noqa: F401 - re-exported: ``from editkit.edit import LowRank`` keeps working
     OPS,
     EditOp,
@@ -35,6 +35,7 @@ from editkit.ops import (  # noqa: F401 - re-exported: ``from editkit.edit impor
     ScaleInputs,
     register_op,
 )
+from editkit.safetensors_header import read_checked_header
 
 FORMAT = "editkit-edit"
 FORMAT_VERSION = 1
@@ -147,7 +148,19 @@ class Edit:
         """
         for op in self.ops:
             if op.module == name:
-                w, b = op.merge(w, b)
+                shape = tuple(w.shape)
+                try:
+                    w, b = op.merge(w, b)
+                except RuntimeError as e:  # tensors of another model, or a damaged artifact
+                    raise EditkitError(
+                        f"edit operation {op.kind} on '{name}' does not fit its weight {shape} "
+                        f"({str(e).splitlines()[0]}): the edit artifact belongs to another model or is damaged"
+                    ) from None
+                if tuple(w.shape) != shape:
+                    raise EditkitError(
+                        f"edit operation {op.kind} on '{name}' turned its weight {shape} into "
+                        f"{tuple(w.shape)}: the edit artifact belongs to another model or is damaged"
+                    )
         return w, b
 
     @torch.no_grad()
@@ -202,10 +215,22 @@ class Edit:
             "info": self.info,
             "ops": ops,
         }
-        tmp = d / ".edit.json.tmp"
-        tmp.write_text(json.dumps(meta, indent=1, default=_json_default))
-        save_file(tensors, str(d / "tensors.safetensors"), metadata={"format": FORMAT})
-        tmp.replace(d / "edit.json")
+        # both files to temporary names first, then renamed (edit.json last): a kill or a full disk leaves
+        # the previous artifact or the new one, never a new edit.json beside torn tensors
+        tmp_json, tmp_tensors = d / ".edit.json.tmp", d / ".tensors.safetensors.tmp"
+        try:
+            tmp_json.write_text(json.dumps(meta, indent=1, default=_json_default))
+            save_file(tensors, str(tmp_tensors), metadata={"format": FORMAT})
+        except Exception as e:
+            tmp_json.unlink(missing_ok=True)
+            tmp_tensors.unlink(missing_ok=True)
+            if disk_full_reason(e):
+                raise disk_full_error(
+                    e, d, sum(t.numel() * t.element_size() for t in tensors.values())
+                ) from None
+            raise
+        tmp_tensors.replace(d / "tensors.safetensors")
+        tmp_json.replace(d / "edit.json")
         return d
 
     @classmethod
@@ -214,19 +239,44 @@ class Edit:
         meta_path = d / "edit.json"
         if not meta_path.exists():
             raise EditkitError(f"{d}: not an editkit edit artifact (no edit.json)")
-        meta = json.loads(meta_path.read_text())
-        if meta.get("format") != FORMAT:
-            raise EditkitError(f"{meta_path}: not an editkit edit (format {meta.get('format')!r})")
+        try:
+            meta = json.loads(meta_path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise EditkitError(f"{meta_path}: damaged: not valid JSON ({e})") from None
+        if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+            fmt = meta.get("format") if isinstance(meta, dict) else None
+            raise EditkitError(f"{meta_path}: not an editkit edit (format {fmt!r})")
         tpath = d / "tensors.safetensors"
-        tensors = load_file(str(tpath)) if tpath.exists() else {}
+        tensors = _load_tensors(tpath) if tpath.exists() else {}
         ops = []
-        for spec in meta["ops"]:
-            op_cls = OPS.get(spec["kind"])
-            if op_cls is None:
-                raise EditkitError(f"{meta_path}: unknown edit operation '{spec['kind']}' (newer editkit?)")
-            ts = {k: tensors[key] for k, key in spec.get("tensors", {}).items()}
-            ops.append(op_cls.from_parts(spec["module"], spec.get("params", {}), ts))
-        return cls(method=meta["method"], ops=ops, info=meta.get("info", {}))
+        try:
+            for spec in meta["ops"]:
+                op_cls = OPS.get(spec["kind"])
+                if op_cls is None:
+                    raise EditkitError(
+                        f"{meta_path}: unknown edit operation '{spec['kind']}' (newer editkit?)"
+                    )
+                missing = [key for key in spec.get("tensors", {}).values() if key not in tensors]
+                if missing:
+                    raise EditkitError(
+                        f"{meta_path}: names tensor {missing[0]}, which {tpath.name} does not hold "
+                        "(the two files do not belong together)"
+                    )
+                ts = {k: tensors[key] for k, key in spec.get("tensors", {}).items()}
+                ops.append(op_cls.from_parts(spec["module"], spec.get("params", {}), ts))
+            return cls(method=meta["method"], ops=ops, info=meta.get("info", {}))
+        except (KeyError, TypeError, ValueError, RuntimeError) as e:
+            raise EditkitError(f"{meta_path}: damaged: {type(e).__name__} {e}".splitlines()[0]) from None
+
+
+def _load_tensors(path: Path) -> dict[str, torch.Tensor]:
+    """The artifact's tensors, or one line when the file is damaged (truncated, a header that claims more
+    than the file holds): the header is checked against the file size before anything is read."""
+    read_checked_header(path)
+    try:
+        return load_file(str(path))
+    except Exception as e:  # safetensors' own checks (SafetensorError)
+        raise EditkitError(f"{path}: damaged: {str(e).splitlines()[0]}") from None
 
 
 def _json_default(o: Any) -> Any:

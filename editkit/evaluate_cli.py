@@ -12,7 +12,7 @@ from editkit.errors import EditkitError
 from editkit.eval.blimp import default_blimp_dir, load_blimp
 from editkit.eval.subsets import stratified_subset
 from editkit.eval.suite import EvalData, evaluate, evaluation_units
-from editkit.events import is_run_dir
+from editkit.events import is_run_dir, run_model_dir
 from editkit.models import load_model
 
 
@@ -20,9 +20,9 @@ def resolve_model_target(target: str) -> str:
     """A run directory means its exported model; anything else is passed to the model loader."""
     p = Path(target)
     if p.is_dir() and is_run_dir(p):
-        model_dir = p / "model"
+        model_dir = run_model_dir(p)
         if not (model_dir / "config.json").exists():
-            raise EditkitError(f"{p}: this run has no exported model yet (model/ is missing)")
+            raise EditkitError(f"{p}: this run has no exported model yet ({model_dir} is missing)")
         return str(model_dir)
     return target
 

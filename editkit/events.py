@@ -12,7 +12,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from editkit.errors import OutputError
+from editkit.errors import OutputError, disk_full_error, disk_full_reason
 
 RUN_MARKER = ".editkit-run"
 EVENTS = "events.jsonl"
@@ -54,8 +54,13 @@ class EventLog:
 
     def emit(self, type: str, **fields: Any) -> dict:
         event = {"ts": time.time(), "type": type, "run_id": self.run_id, **_clean(fields)}
-        self._fh.write(json.dumps(event, ensure_ascii=False) + "\n")
-        self._fh.flush()
+        try:
+            self._fh.write(json.dumps(event, ensure_ascii=False) + "\n")
+            self._fh.flush()
+        except OSError as e:  # a full disk: readers skip the torn last line; the user gets one line
+            if disk_full_reason(e):
+                raise disk_full_error(e, self.path) from None
+            raise
         now = time.monotonic()
         if type not in self.FREQUENT or now - self._synced >= self.FSYNC_EVERY_S:
             os.fsync(self._fh.fileno())
@@ -180,14 +185,160 @@ def prepare_run_dir(root: Path, name: str, out: Path | None, *, resume: bool, ov
     return out
 
 
-def create_run_dir(path: Path, meta: dict) -> Path:
-    path.mkdir(parents=True, exist_ok=True)
+def create_run_dir(path: Path, meta: dict, *, fresh: bool = False, auto_named: bool = False) -> Path:
+    """Make ``path`` a run directory. ``fresh``: it must not exist yet — claimed with one ``mkdir``, so of
+    two commands that chose the same folder only one gets it: the other, when the name was chosen
+    automatically (``runs/<name>-<timestamp>``, two applies in one second), takes the next free name, and
+    otherwise stops with one line. Returns the directory."""
+    path = Path(path)
+    if fresh:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        base, i = path, 1
+        while True:
+            try:
+                path.mkdir()
+                break
+            except FileExistsError:
+                if not auto_named:
+                    raise OutputError(
+                        f"{path}: another command created it after this one started; choose another --out"
+                    ) from None
+                path, i = base.with_name(f"{base.name}-{i}"), i + 1
+    else:
+        path.mkdir(parents=True, exist_ok=True)
     (path / RUN_MARKER).write_text(json.dumps(meta, indent=1))
     return path
 
 
 def write_metrics(run_dir: Path, metrics: dict) -> None:
-    """``metrics.json`` of a run, replaced atomically (NaN/inf as null)."""
+    """``metrics.json`` of a run, replaced atomically (NaN/inf as null); a full disk keeps the previous
+    file and says so in one line."""
     tmp = Path(run_dir) / ".metrics.json.tmp"
-    tmp.write_text(json.dumps(_clean(metrics), indent=1))
+    text = json.dumps(_clean(metrics), indent=1)
+    try:
+        tmp.write_text(text)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        if disk_full_reason(e):
+            raise disk_full_error(e, Path(run_dir) / "metrics.json", len(text.encode())) from None
+        raise OutputError(f"{Path(run_dir) / 'metrics.json'}: cannot write: {e.strerror}") from None
     tmp.replace(Path(run_dir) / "metrics.json")
+
+
+def read_metrics(run_dir: Path, missing_ok: bool = True) -> dict:
+    """A run's ``metrics.json`` ({} when absent and ``missing_ok``); a damaged file is one line."""
+    path = Path(run_dir) / "metrics.json"
+    if not path.exists():
+        if missing_ok:
+            return {}
+        raise OutputError(f"{Path(run_dir)}: has no metrics.json (the run did not get far enough)")
+    try:
+        metrics = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise OutputError(
+            f"{path}: damaged: not valid JSON ({e}); re-run the run with `editkit apply --resume`"
+        ) from None
+    if not isinstance(metrics, dict):
+        raise OutputError(f"{path}: damaged: not a JSON object")
+    return metrics
+
+
+def recorded_path(run_dir: Path, path: Path) -> str:
+    """How a run records one of its paths: relative to the run directory when inside it (so the run can
+    be moved or copied), absolute otherwise (an ``export.dir`` elsewhere)."""
+    p, r = Path(path).expanduser().resolve(), Path(run_dir).resolve()
+    if p == r or r in p.parents:
+        return p.relative_to(r).as_posix()
+    return str(p)
+
+
+def resolve_recorded(run_dir: Path, stored: str | None, default: str = "model") -> Path:
+    """A path a run recorded, resolved from the run directory, never from the working directory, and
+    never into another run.
+
+    Runs made before paths were recorded relative to the run stored them relative to wherever ``apply``
+    ran (``runs/<name>/model``) or absolute: such a path inside *a* run directory (this one, or the one
+    this run was copied from) means the same place inside this run."""
+    run_dir = Path(run_dir)
+    if not stored:
+        return run_dir / default
+    p = Path(stored).expanduser()
+    if not p.is_absolute():
+        for k in range(len(p.parts)):  # 'model', or an old run's 'runs/<name>/model'
+            cand = run_dir.joinpath(*p.parts[k:])
+            if cand.exists():
+                return cand
+        return run_dir / p
+    owner = _owning_run(p)
+    if owner is not None:
+        return run_dir / p.relative_to(owner)
+    return p
+
+
+def run_model_dir(run_dir: Path, metrics: dict | None = None) -> Path:
+    """The exported model folder of a run, as its ``metrics.json`` recorded it, resolved from the run."""
+    if metrics is None:
+        metrics = read_metrics(run_dir)
+    export = metrics.get("export") if isinstance(metrics.get("export"), dict) else {}
+    return resolve_recorded(Path(run_dir), export.get("path"))
+
+
+def _owning_run(path: Path) -> Path | None:
+    """The nearest folder above ``path`` that is a run directory (it holds the run marker)."""
+    for parent in path.parents:
+        if is_run_dir(parent):
+            return parent
+    return None
+
+
+LOCK = ".editkit-lock"
+
+
+@contextmanager
+def run_lock(
+    run_dir: Path, command: str, *, wait: bool = False, on_wait: Callable[[str], None] | None = None
+) -> Iterator[None]:
+    """Hold the run directory for one command: a second command on the same run gets one line and writes
+    nothing, or (``wait``) waits its turn. An OS file lock (``flock``): a killed holder releases it.
+
+    Commands take it, not library functions (the pipeline's card stage and ``editkit card`` both call
+    ``write_card``; a second lock from the same process would wait for itself). A path that is not a run
+    directory is not locked: the command's own check says what is wrong with it."""
+    import fcntl
+
+    run_dir = Path(run_dir)
+    if not is_run_dir(run_dir):
+        yield
+        return
+    path = run_dir / LOCK
+    try:
+        fh = open(path, "a+", encoding="utf-8")  # noqa: SIM115 (held for the block)
+    except OSError as e:
+        raise OutputError(f"{path}: cannot open the run's lock file: {e.strerror}") from None
+    try:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = _lock_holder(path)
+            if not wait:
+                raise OutputError(
+                    f"{run_dir}: in use by {holder}; wait until it ends or pass --wait to queue behind it"
+                ) from None
+            if on_wait is not None:
+                on_wait(f"{run_dir}: waiting for {holder} to finish")
+            fcntl.flock(fh, fcntl.LOCK_EX)
+        fh.seek(0)
+        fh.truncate()
+        fh.write(json.dumps({"pid": os.getpid(), "command": command, "since": time.time()}))
+        fh.flush()
+        yield
+    finally:
+        fh.close()
+
+
+def _lock_holder(path: Path) -> str:
+    try:
+        info = json.loads(path.read_text(encoding="utf-8"))
+        return f"`editkit {info['command']}` (pid {info['pid']})"
+    except (OSError, ValueError, KeyError, TypeError):
+        return "another editkit command"

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from editkit import __version__
-from editkit.errors import EditkitError
+from editkit.errors import EditkitError, disk_full_error, disk_full_reason
 from editkit.models import DTYPES
 from editkit.provenance import source_revision
 
@@ -69,11 +69,13 @@ def clean_stale(dest: Path) -> list[Path]:
 
 
 @contextmanager
-def atomic_dir(dest: Path) -> Iterator[Path]:
+def atomic_dir(dest: Path, needed: int | None = None) -> Iterator[Path]:
     """Yield a temporary directory that becomes ``dest`` on success (replacing an existing one).
 
     The temporary folder's name carries this process's id, so a later run can tell a folder left by a
-    killed export (its process is gone: removed) from one still being written (left alone)."""
+    killed export (its process is gone: removed) from one still being written (left alone). A write that
+    does not fit (disk full, ``ulimit -f``) leaves no temporary folder and raises one line that says how
+    much the export needs (``needed`` bytes, when the caller knows)."""
     import os
 
     dest = Path(dest)
@@ -91,8 +93,10 @@ def atomic_dir(dest: Path) -> Iterator[Path]:
             shutil.rmtree(old)
         else:
             tmp.replace(dest)
-    except BaseException:
+    except BaseException as e:
         shutil.rmtree(tmp, ignore_errors=True)
+        if disk_full_reason(e):
+            raise disk_full_error(e, dest, needed) from None
         raise
 
 
@@ -128,7 +132,7 @@ def export_model(
     ``extra(tmpdir)`` may add files (card, edit artifact) before the rename. Returns written file names.
     """
     target_dtype = DTYPES.get(dtype)
-    with atomic_dir(dest) as tmp:
+    with atomic_dir(dest, needed=weights_bytes(model, target_dtype)) as tmp:
         orig = next(model.parameters()).dtype
         kwargs: dict = {}
         if target_dtype is not None and target_dtype != orig:
@@ -150,6 +154,15 @@ def export_model(
             extra(tmp)
         files = sorted(p.relative_to(tmp).as_posix() for p in tmp.rglob("*") if p.is_file())
     return files
+
+
+def weights_bytes(model, dtype: torch.dtype | None = None) -> int:
+    """Bytes the model's weights take on disk in ``dtype`` (its own where None); tied tensors once."""
+    seen: dict[int, int] = {}
+    for t in model.state_dict().values():
+        size = dtype.itemsize if dtype is not None and t.is_floating_point() else t.element_size()
+        seen.setdefault(t.data_ptr() if t.numel() else id(t), t.numel() * size)
+    return sum(seen.values())
 
 
 def single_device(model) -> torch.device:

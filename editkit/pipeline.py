@@ -12,6 +12,7 @@ import os
 import shutil
 import time
 from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,11 +28,15 @@ from editkit.edit import Edit
 from editkit.errors import RecipeError, scrub_secrets
 from editkit.eval.suite import evaluate, evaluation_units, greedy_generations
 from editkit.events import (
+    LOCK,
     EventLog,
     NullEventLog,
     StageCounter,
     create_run_dir,
     prepare_run_dir,
+    recorded_path,
+    resolve_recorded,
+    run_lock,
     write_metrics,
 )
 from editkit.export import check_export, export_model, reference_logits, run_info, write_editkit_folder
@@ -265,15 +270,33 @@ def _resolve(recipe: Recipe | str | Path, overrides) -> Recipe:
     return recipe
 
 
-def _open_run_dir(recipe: Recipe, run_dir: Path, main: bool, resume: bool, overwrite: bool) -> None:
+def _open_run_dir(
+    recipe: Recipe,
+    run_dir: Path,
+    main: bool,
+    resume: bool,
+    overwrite: bool,
+    auto_named: bool,
+    lock: ExitStack,
+) -> Path:
+    """Create (or reopen) the run directory, holding its lock; returns it (an automatically named run may
+    have moved to the next free name when another apply took the same one in the same second)."""
     if main:
-        if overwrite and run_dir.exists() and not resume:
-            shutil.rmtree(run_dir)
-        create_run_dir(run_dir, {"editkit_version": __version__, "recipe_hash": recipe.hash})
+        fresh = not run_dir.exists()
+        if overwrite and not fresh and not resume:  # the lock (taken before the model loaded) stays
+            for child in run_dir.iterdir():
+                if child.name != LOCK:
+                    shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
+        meta = {"editkit_version": __version__, "recipe_hash": recipe.hash}
+        run_dir = create_run_dir(run_dir, meta, fresh=fresh, auto_named=auto_named)
+        if fresh:
+            lock.enter_context(run_lock(run_dir, "apply"))
         (run_dir / "recipe.yaml").write_text(
             f"# resolved recipe, hash {recipe.hash}, editkit {__version__}\n" + recipe.to_yaml()
         )
+    run_dir = dist.broadcast_from_main(run_dir)
     dist.wait_for_everyone()  # the run directory exists (and a resumed run's checkpoints are there) for all
+    return run_dir
 
 
 def _start(run: Run, stages: list[Stage], load_seconds: float, resume: bool) -> None:
@@ -337,11 +360,21 @@ def apply_recipe(
     listener: Callable[[dict], None] | None = None,
     say: Callable[[str], None] = lambda _m: None,
     notice: Callable[[str], None] | None = None,
+    wait: bool = False,
 ) -> RunResult:
     """Run a recipe end to end. ``from editkit import apply_recipe; apply_recipe("recipes/x.yaml")``.
 
     ``say`` gets every step's message; ``notice`` (default ``say``) only what a user must see before the
-    run's events start: what the model loader downloads, how big, and where it is cached."""
+    run's events start: what the model loader downloads, how big, and where it is cached. The run
+    directory is locked for the whole run: another command on it stops with one line (or, ``wait``,
+    queues behind it)."""
+    with ExitStack() as lock:
+        return _apply(
+            recipe, overrides, out, runs_root, push, resume, overwrite, listener, say, notice, wait, lock
+        )
+
+
+def _apply(recipe, overrides, out, runs_root, push, resume, overwrite, listener, say, notice, wait, lock):
     recipe = _resolve(recipe, overrides)
     main = (
         dist.is_main_process()
@@ -353,6 +386,8 @@ def apply_recipe(
         Path(runs_root), recipe.name, Path(out) if out else None, resume=resume, overwrite=overwrite
     )
     run_dir = dist.broadcast_from_main(run_dir)  # the main process's (time-stamped) choice, for everyone
+    if main and run_dir.exists():  # --resume / --overwrite: hold the run before anything loads
+        lock.enter_context(run_lock(run_dir, "apply", wait=wait, on_wait=notice))
     if main:  # before the model loads: a run must not fail at its end for a reason known at its start
         preflight(recipe, run_dir, push)
     method_cls, data = prepare(recipe, push)
@@ -370,7 +405,7 @@ def apply_recipe(
     load_seconds = time.time() - t_load
 
     # ---- from here on the run directory exists ----
-    _open_run_dir(recipe, run_dir, main, resume, overwrite)
+    run_dir = _open_run_dir(recipe, run_dir, main, resume, overwrite, out is None, lock)
     events = EventLog(run_dir / "events.jsonl", run_dir.name, listener) if main else NullEventLog()
     ctx = fit_context(recipe, loaded, anatomy, data, run_dir, events=events, resume=resume, is_main=main)
     run = Run(recipe, run_dir, method, data, loaded, anatomy, ctx, events, push=push, main=main, say=say)
@@ -399,7 +434,7 @@ def apply_recipe(
         if restore_sigterm is not None:
             restore_sigterm()
         events.close()
-    model_dir = Path(run.metrics["export"]["path"]) if main else None
+    model_dir = resolve_recorded(run_dir, run.metrics["export"]["path"]) if main else None
     return RunResult(
         run_dir=run_dir, metrics=run.metrics, edit=run.edit, model_dir=model_dir, push=run.push_info
     )
@@ -456,7 +491,7 @@ def export_run(run: Run) -> dict:
         ex = recipe.export
         files = export_model(model, tok, dest, dtype=ex.dtype, max_shard_size=ex.max_shard_size, extra=extra)
     info: dict[str, Any] = {
-        "path": str(dest),
+        "path": recorded_path(run.run_dir, dest),  # relative to the run: the run can be moved or copied
         "dtype": recipe.export.dtype,
         "files": files,
         "streaming": stream,

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from editkit.errors import EditkitError
-from editkit.events import EventLog, StageCounter, write_metrics
+from editkit.events import EventLog, StageCounter, read_metrics, write_metrics
 from editkit.robustness import build_families, removal_verdict, robustness_report, score_families
 from editkit.runs import open_run
 from editkit.sizing import model_eval_batch_size
@@ -67,8 +66,7 @@ def robustness_for_run_dir(run_dir) -> dict[str, Any]:
             report = run_robustness(ctx, edit, recipe, data, events)
     finally:
         events.close()
-    mpath = run_dir / "metrics.json"
-    metrics = json.loads(mpath.read_text()) if mpath.exists() else {}
+    metrics = read_metrics(run_dir)
     metrics["robustness"] = report
     write_metrics(run_dir, metrics)
     return report

@@ -29,6 +29,7 @@ import torch
 from editkit.edit import Edit
 from editkit.errors import EditkitError
 from editkit.export import atomic_dir
+from editkit.safetensors_header import read_checked_header, read_header  # noqa: F401 (re-exported)
 
 INDEX_NAME = "model.safetensors.index.json"
 SINGLE_NAME = "model.safetensors"
@@ -100,22 +101,6 @@ class Checkpoint:
         return out
 
 
-def read_header(path: Path) -> tuple[dict[str, Any], int]:
-    """The JSON header of a .safetensors file and the offset where its data starts."""
-    with open(path, "rb") as f:
-        raw = f.read(8)
-        if len(raw) != 8:
-            raise EditkitError(f"{path}: not a safetensors file (shorter than 8 bytes)")
-        (n,) = struct.unpack("<Q", raw)
-        if n > 100 << 20:
-            raise EditkitError(f"{path}: not a safetensors file (header length {n})")
-        try:
-            header = json.loads(f.read(n))
-        except ValueError:
-            raise EditkitError(f"{path}: not a safetensors file (unreadable header)") from None
-    return header, 8 + n
-
-
 def open_checkpoint(root: str | Path) -> Checkpoint:
     """Index a model folder's safetensors weights (``model.safetensors`` or an index + shards)."""
     root = Path(root)
@@ -135,7 +120,7 @@ def open_checkpoint(root: str | Path) -> Checkpoint:
     for path in files:
         if not path.exists():
             raise EditkitError(f"{index}: names shard {path.name}, which does not exist")
-        header, data_start = read_header(path)
+        header, data_start = read_checked_header(path)
         file_meta[path] = dict(header.pop("__metadata__", None) or {})
         for name, h in header.items():
             if h["dtype"] not in _ST_DTYPES:
@@ -472,7 +457,7 @@ def stream_merge(
     layouts = module_layouts(edit, ckpt, _meta_model(src, trust_remote_code))
     shards = _plan_shards(ckpt, target, max_shard_size)
     merger = _Merger(edit, ckpt, layouts, sum(len(g) for _, g in shards), progress, via)
-    with atomic_dir(dest) as tmp:
+    with atomic_dir(dest, needed=sum(p.nbytes for _, g in shards for p in g)) as tmp:
         written = _write_checkpoint(tmp, src, ckpt, shards, merger, target)
         if extra is not None:
             extra(tmp)
