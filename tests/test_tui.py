@@ -351,6 +351,23 @@ def test_truncated_last_line_in_app(tmp_path):
     asyncio.run(scenario())
 
 
+def test_torn_last_line_of_a_dead_run_is_shown_as_unreadable(tmp_path):
+    """A run killed mid-line (or stopped by a full disk) leaves a last line without its newline: the
+    monitor shows the run from the complete lines and says one line is unreadable."""
+    write_crashed_run(tmp_path / "run")
+    with open(tmp_path / "run" / "events.jsonl", "a", encoding="utf-8") as fh:
+        fh.write('{"ts": 1, "type": "log", "level": "info", "mess')
+
+    async def scenario():
+        app = make_app(tmp_path / "run", clock=lambda: FIXED_NOW)
+        async with app.run_test(size=SIZE):
+            assert " error " in text_of(app, "#run-header")
+            assert "RUN FAILED  fit: RuntimeError: CUDA out of memory" in text_of(app, "#error-banner")
+            assert text_of(app, "#message") == "1 unreadable line in events.jsonl skipped."
+
+    asyncio.run(scenario())
+
+
 def test_missing_then_empty_then_events(tmp_path):
     run = tmp_path / "run"
 

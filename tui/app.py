@@ -234,8 +234,14 @@ class RunScreen(Screen):
                 f"Stale: no run_end, no new events for {format_duration(self.app.clock() - (tailer.mtime or 0))}"
                 f" and process {self.state.pid or '?'} is not running."
             )
-        if text and tailer.bad_lines:
-            text += f" ({tailer.bad_lines} unreadable lines skipped)"
+        unreadable = tailer.bad_lines
+        if tailer.pending_bytes and status in ("ok", "error", "interrupted", "stale"):
+            unreadable += 1  # a torn last line: its writer stopped (killed, disk full) mid-line
+        if unreadable:
+            note = (
+                f"{unreadable} unreadable line{'s' if unreadable > 1 else ''} in {tailer.path.name} skipped"
+            )
+            text = f"{text} ({note})" if text else f"{note[0].upper()}{note[1:]}."
         msg.update(Text(text or "", style="bold yellow"))
         msg.display = bool(text)
 
