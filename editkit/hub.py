@@ -3,22 +3,29 @@
 Why the care: a push is the only step that touches someone else's property (a Hub namespace) with a secret
 (the token). So it refuses to overwrite repos editkit did not create, never lets the token reach a message or
 a log, makes one atomic commit (a half-pushed model is worse than none), and on network trouble retries with
-exponential backoff and then says plainly whether anything landed.
+exponential backoff and then says plainly whether anything landed. huggingface_hub retries the upload requests
+itself (preupload, LFS); editkit retries the whole push when another request fails (whoami, repo info and
+creation, the commit), waiting at least what a ``Retry-After`` asks. A retried commit whose first try did land
+is not made twice: huggingface_hub skips a commit that changes nothing.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import re
 import time
 from pathlib import Path
 
-from editkit.errors import HubError
-from editkit.events import is_run_dir
+from editkit.errors import HubError, scrub_secrets
+from editkit.events import is_run_dir, read_metrics, run_model_dir
 
 RUN_MARKER = "editkit/run.json"  # present in every editkit push; how a later push recognises the repo
 RETRY_BASE_WAIT_S = 1.0  # first backoff wait; doubles on each retry
 _TRANSIENT_STATUS = {408, 429, 500, 502, 503, 504}
+# Stages whose requests huggingface_hub already retries itself (``http_backoff``: preupload, LFS batch, PUT and
+# verify): retrying the whole push on top would multiply its ~23 s of backoff per failing request.
+_HF_RETRIED_STAGES = {"upload"}
 _SKIP_PARTS = {".git", ".cache", "__pycache__"}
 _EMPTY_REPO_FILES = {".gitattributes"}  # what the Hub puts in a freshly created repo
 
@@ -69,11 +76,11 @@ def push_folder(
         ) as err:  # classify below; never re-raise the raw error (it may carry request details)
             if not _is_transient(err):
                 raise HubError(_explain(err, repo_id, api.endpoint, token, token_source, token_env)) from None
-            if attempt >= retries:
+            if attempt >= retries or state["stage"] in _HF_RETRIED_STAGES:
                 raise HubError(
                     _network_failure(err, repo_id, api.endpoint, attempt + 1, state, token)
                 ) from None
-            wait = RETRY_BASE_WAIT_S * 2**attempt
+            wait = max(RETRY_BASE_WAIT_S * 2**attempt, _retry_after(err) or 0)
             log.warning(
                 "Hub request failed (%s); retry %d/%d in %.1fs",
                 type(err).__name__,
@@ -223,6 +230,16 @@ def _status(err: BaseException) -> int | None:
     return None
 
 
+def _retry_after(err: BaseException) -> int | None:
+    """Seconds the Hub asked us to wait (``Retry-After: N`` on a 429/503), if it did."""
+    for e in _causes(err):
+        headers = getattr(getattr(e, "response", None), "headers", None) or {}
+        value = str(headers.get("Retry-After", "")).strip()
+        if value.isdigit():
+            return int(value)
+    return None
+
+
 def _httpx():
     try:  # huggingface_hub 2.x talks through httpx2
         import httpx2 as httpx
@@ -238,8 +255,11 @@ def _is_transient(err: BaseException) -> bool:
 
 
 def _scrub(text: str, token: str) -> str:
-    """One line, token removed (even though no huggingface_hub message should hold it)."""
-    return " ".join(str(text).replace(token, "<token>").split())
+    """One line, token removed (even though no huggingface_hub message should hold it), and URLs without
+    their query (an LFS upload URL is pre-signed: its query is a credential too)."""
+    text = scrub_secrets(str(text).replace(token, "<token>"))
+    text = re.sub(r"(https?://[^\s'\"?]+)\?[^\s'\"]*", r"\1", text)
+    return " ".join(text.split())
 
 
 def _explain(err, repo_id, endpoint, token, token_source, token_env) -> str:
@@ -272,20 +292,51 @@ def _explain(err, repo_id, endpoint, token, token_source, token_env) -> str:
     return f"{repo_id}: push failed{where}: {type(err).__name__}: {first}"
 
 
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else ""
+
+
 def _network_failure(err, repo_id, endpoint, attempts, state, token) -> str:
-    reason = _scrub(
-        f"{type(err).__name__}: {str(err).strip().splitlines()[0] if str(err).strip() else ''}", token
-    )
+    """One line: what went wrong (status, unreachable, dropped connection), after how many tries, what to
+    do, and whether anything landed."""
+    httpx = _httpx()
+    causes = list(_causes(err))
+    # the request's own error (huggingface_hub wraps a failed LFS upload in "Error while uploading 'f'...")
+    inner = next((e for e in causes if getattr(e, "response", None) is not None), None)
+    inner = inner or next((e for e in causes if isinstance(e, httpx.TransportError)), err)
+    reason = f"{type(inner).__name__}: {_first_line(inner)}"
+    if inner is not err:
+        reason = f"{_first_line(err)} {reason}"
+    reason = _scrub(reason, token)
     status = _status(err)
-    what = f"the Hub kept answering HTTP {status}" if status else f"could not talk to {endpoint}"
-    never_sent = isinstance(err, _httpx().ConnectError) or status is not None
+    if status:
+        what = f"the Hub kept answering HTTP {status}"
+        todo = (
+            f"the Hub is rate-limiting: wait a few minutes, then push {repo_id} again"
+            if status == 429
+            else f"the Hub is having trouble: push {repo_id} again later"
+        )
+    else:
+        if any(isinstance(e, httpx.ConnectError) for e in causes):
+            what = f"could not talk to {endpoint}"
+        elif any(isinstance(e, httpx.TimeoutException) for e in causes):
+            what = f"{endpoint} stopped answering (timeout)"
+        else:
+            what = f"the connection to {endpoint} dropped"
+        todo = f"check the network (and HF_ENDPOINT), then push {repo_id} again"
+    if state["stage"] in _HF_RETRIED_STAGES:
+        tries = "after huggingface_hub's retries"
+    else:
+        tries = f"after {attempts} attempt{'s' if attempts != 1 else ''}"
+    never_sent = any(isinstance(e, httpx.ConnectError) for e in causes) or status is not None
     if state["stage"] == "commit" and not never_sent:
         outcome = f"the commit may or may not have been recorded: check {endpoint}/{repo_id}"
     else:
         outcome = "nothing was pushed"
         if state["created"]:
             outcome += f" (the empty repo {repo_id} was created)"
-    return f"{what} after {attempts} attempts ({reason}); {outcome}"
+    return f"{what} {tries} ({reason}); {todo}; {outcome}"
 
 
 def push_run(
@@ -300,8 +351,6 @@ def push_run(
 
     Defaults come from the run's resolved recipe (``push:`` block). Returns {repo_id, url, commit}.
     """
-    import json
-
     import yaml
 
     run_dir = Path(run_dir)
@@ -312,9 +361,8 @@ def push_run(
     repo_id = repo_id or push_cfg.get("repo_id")
     if not repo_id:
         raise HubError(f"{run_dir}: no repo id; pass --repo user/name or set push.repo_id in the recipe")
-    metrics_path = run_dir / "metrics.json"
-    metrics = json.loads(metrics_path.read_text()) if metrics_path.exists() else {}
-    model_dir = Path((metrics.get("export") or {}).get("path") or run_dir / "model")
+    metrics = read_metrics(run_dir)
+    model_dir = run_model_dir(run_dir, metrics)
     if not (model_dir / "config.json").exists():
         raise HubError(f"{run_dir}: no exported model to push (run `editkit apply` to the end first)")
     target = ((recipe.get("data") or {}).get("target") or {}).get("source")

@@ -7,6 +7,11 @@ with ``X-Repo-Commit``, ``ETag``, ``X-Linked-Etag``/``X-Linked-Size``). Access c
 private repos are "not found" for everyone but their owner, a token the server does not know is a 401, a
 read-only token or a foreign namespace is a 403.
 
+Faults (``HubServer.fault``) make the server misbehave on purpose for the requests matching a pattern: answer
+an HTTP error (with ``Retry-After`` if asked), cut the connection halfway through the request body (nothing
+processed), or process the request and cut the connection before answering (the client never learns the
+outcome). ``requests`` records a cut connection with status ``DROPPED``.
+
 Every request the server has no route for (or a commit line it does not understand) is recorded in
 ``unrouted``; the ``hub_server`` fixture fails the test when anything was recorded, so a huggingface_hub
 upgrade that changes the protocol is noticed instead of silently talking to a wrong fake.
@@ -37,6 +42,7 @@ from urllib.parse import parse_qs, quote, unquote, urlsplit
 import pytest
 import yaml
 
+DROPPED = 0  # the status ``HubServer.requests`` records for a connection a fault cut before any answer
 REGULAR_MAX_BYTES = 10 * 1024 * 1024  # the Hub refuses larger non-LFS files
 INVALID_CREDENTIALS = "Invalid credentials in Authorization header"
 DEFAULT_GITATTRIBUTES = "".join(
@@ -107,6 +113,38 @@ class _User:
     write: bool
 
 
+@dataclass
+class Fault:
+    """Misbehave on the requests whose ``"METHOD /path"`` matches ``pattern`` (``re.search``).
+
+    The first ``skip`` matching requests go through; the next ``times`` (every later one when None) get
+    ``status`` (plus ``Retry-After: retry_after`` when given), or ``drop="request"``: the connection is cut
+    halfway through the request body and nothing is processed, or ``drop="response"``: the request is
+    processed, then the connection is cut before the answer. ``hits`` counts the requests it hit."""
+
+    pattern: str
+    status: int | None = None
+    retry_after: int | None = None
+    drop: str | None = None
+    skip: int = 0
+    times: int | None = 1
+    seen: int = 0
+    hits: int = 0
+
+    def __post_init__(self):
+        if (self.status is None) == (self.drop is None) or self.drop not in (None, "request", "response"):
+            raise ValueError("a Fault needs either status=... or drop='request'|'response'")
+
+    def take(self, request_line: str) -> bool:
+        if not re.search(self.pattern, request_line):
+            return False
+        self.seen += 1
+        if self.seen <= self.skip or (self.times is not None and self.hits >= self.times):
+            return False
+        self.hits += 1
+        return True
+
+
 class _HttpError(Exception):
     def __init__(
         self, status: int, message: str, code: str | None = None, headers: dict | None = None, body=None
@@ -140,6 +178,7 @@ class HubServer:
         self._lock = threading.RLock()
         self._secret = secrets.token_bytes(16)
         self._fail_next: list[int] = []
+        self.faults: list[Fault] = []
         self._counter = 0
         self._connections: set[socket.socket] = set()
         self._httpd: ThreadingHTTPServer | None = None
@@ -181,6 +220,17 @@ class HubServer:
         """Answer the next `n` requests with `status` (a flaky Hub, for retry tests)."""
         with self._lock:
             self._fail_next.extend([status] * n)
+
+    def fault(self, pattern: str, **plan) -> Fault:
+        """Add a `Fault` (see there) for the requests matching `pattern`; the first matching fault applies."""
+        fault = Fault(pattern, **plan)
+        with self._lock:
+            self.faults.append(fault)
+        return fault
+
+    def _fault_for(self, method: str, path: str) -> Fault | None:
+        with self._lock:
+            return next((f for f in self.faults if f.take(f"{method} {path}")), None)
 
     def repo_files(self, repo_id: str, revision: str = "main", repo_type: str = "model") -> dict[str, bytes]:
         repo = self.repos[(repo_type, repo_id)]
@@ -275,6 +325,11 @@ class HubServer:
     def handle(self, req: _Handler) -> None:
         split = urlsplit(req.path)
         query = parse_qs(split.query, keep_blank_values=True)
+        fault = self._fault_for(req.command, split.path)
+        if fault is not None and fault.drop == "request":
+            self.requests.append((req.command, split.path, DROPPED))  # before the client can notice
+            req.cut(read_half_body=True)
+            return
         body = req.read_body()
         status = 500
         try:
@@ -282,6 +337,9 @@ class HubServer:
                 fail = self._fail_next.pop(0) if self._fail_next else None
             if fail is not None:
                 raise _HttpError(fail, f"Injected failure {fail}")
+            if fault is not None and fault.status is not None:
+                extra = {} if fault.retry_after is None else {"Retry-After": str(fault.retry_after)}
+                raise _HttpError(fault.status, f"Injected failure {fault.status}", headers=extra)
             for method, pattern, fn in self._routes():
                 match = re.match(pattern, split.path)
                 if match and method == req.command:
@@ -312,8 +370,13 @@ class HubServer:
         except Exception as err:  # a server bug: report it, fail the test
             self.errors.append(f"{req.command} {req.path}: {type(err).__name__}: {err}")
             status, headers, payload = 500, {}, {"error": "internal test-server error"}
+        if fault is not None and fault.drop == "response":
+            status = DROPPED
         self.requests.append((req.command, split.path, status))
-        req.respond(status, headers, payload)
+        if status == DROPPED:
+            req.cut()
+        else:
+            req.respond(status, headers, payload)
 
     # ----------------------------------------------------------------- auth & lookup
     def _user(self, req: _Handler) -> _User | None:
@@ -736,6 +799,16 @@ class _Handler(BaseHTTPRequestHandler):
                 self.rfile.readline()
         length = int(self.headers.get("Content-Length") or 0)
         return self.rfile.read(length) if length else b""
+
+    def cut(self, *, read_half_body: bool = False) -> None:
+        """Drop the connection without an answer (after reading half the request body, if asked)."""
+        if read_half_body and self.headers.get("Content-Length"):
+            self.rfile.read(int(self.headers["Content-Length"]) // 2)
+        self.close_connection = True
+        try:
+            self.connection.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
 
     def respond(self, status: int, headers: dict, payload) -> None:
         if isinstance(payload, _FileSlice):
