@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from editkit.errors import DataError
-from editkit.eval.pairwise import pairwise_accuracy
+from editkit.eval.pairwise import pairwise_margins
 
 __all__ = [
     "Family",
@@ -455,13 +455,17 @@ def score_families(
 ) -> dict[str, float]:
     """Pairwise accuracy of the model on each family (``original`` included when present); empty ones skipped.
 
-    ``on_batch(rows)`` counts scored answers (two per item)."""
-
-    return {
-        name: float(pairwise_accuracy(model, tokenizer, items, batch_size=batch_size, on_batch=on_batch))
-        for name, items in families.items()
-        if len(items) > 0
-    }
+    All families are scored in one pass (full batches of similar lengths across families, each prompt read
+    once), then split. ``on_batch(rows)`` counts scored answers (two per item)."""
+    names = [name for name, items in families.items() if len(items) > 0]
+    flat = [item for name in names for item in families[name]]
+    right = (pairwise_margins(model, tokenizer, flat, batch_size=batch_size, on_batch=on_batch) > 0).float()
+    out, start = {}, 0
+    for name in names:
+        n = len(families[name])
+        out[name] = float(right[start : start + n].mean())
+        start += n
+    return out
 
 
 def robustness_report(

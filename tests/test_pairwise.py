@@ -173,3 +173,31 @@ def test_head_runs_only_on_scored_positions_and_scores_match_full_logits(family)
     (g1,) = torch.autograd.grad(got.sum(), model.get_input_embeddings().weight)
     (g2,) = torch.autograd.grad(expected.sum(), model.get_input_embeddings().weight)
     assert torch.allclose(g1, g2, atol=1e-5)
+
+
+@pytest.mark.parametrize("family", ["llama", "qwen2", "gemma3", "gpt2", "mistral", "qwen3", "phi3"])
+def test_one_prompt_pass_scores_both_answers_as_two_passes_do(family):
+    """score_answer_pairs (the prompt read once, its KV cache shared by both answers) gives what scoring
+    each (prompt, answer) on its own gives, to float rounding, on every tiny family: one-token and
+    multi-token answers, prompts of different lengths in one batch, and an item too long to share its
+    prompt (scored the old way)."""
+    from editkit.eval.pairwise import score_answer_pairs
+    from tests.tiny import TRIPLETS, tiny_model
+
+    model, tok = tiny_model(family)
+    prompts = [p for p, _, _ in TRIPLETS] * 2 + ["Paris is the capital of " * 12, "Hot is"]
+    a = [c for _, c, _ in TRIPLETS] * 2 + [" France", " cold and up and down"]
+    b = [w for _, _, w in TRIPLETS] * 2 + [" Spain", " up"]
+    counted: list[int] = []
+    got_a, got_b = score_answer_pairs(
+        model, tok, prompts, a, b, batch_size=5, max_length=40, on_batch=counted.append
+    )
+    want = score_answers(model, tok, prompts + prompts, a + b, batch_size=5, max_length=40)
+    n = len(prompts)
+    assert torch.allclose(got_a, want[:n], atol=1e-5, rtol=0) and torch.allclose(
+        got_b, want[n:], atol=1e-5, rtol=0
+    )
+    assert sum(counted) == 2 * n
+    assert (
+        len(tok("Paris is the capital of " * 12)["input_ids"]) > 40
+    )  # the long item really took the old path
