@@ -9,7 +9,7 @@ import argparse
 import asyncio
 from pathlib import Path
 
-from tui.app import MonitorApp
+from editkit_tui.app import MonitorApp
 
 
 async def shoot(run: Path, out: Path, panel: str, size: tuple[int, int]) -> None:

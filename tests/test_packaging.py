@@ -165,6 +165,16 @@ def test_wheel_in_a_fresh_venv_outside_the_checkout(tmp_path):
         text=True,
     )
     assert where.stdout.strip().startswith(str(site)), where.stdout + where.stderr
+    # the monitor installs as editkit_tui, never as a top-level `tui` that could clash with another package
+    tui = subprocess.run(
+        [py, "-c", "import editkit_tui.app as a, importlib.util as u; print(a.__file__, u.find_spec('tui'))"],
+        cwd=empty,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert tui.stdout.split() == [str(site / "editkit_tui" / "app.py"), "None"], tui.stdout + tui.stderr
+    assert (site / "editkit_tui" / "styles.tcss").is_file()
     listed = editkit("recipes")
     assert listed.returncode == 0, listed.stderr
     for name in packaged_recipes():

@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 from textual.widgets import DataTable, RichLog, Static, TabbedContent
 
+from editkit_tui.app import CardScreen, MonitorApp, RunListScreen, RunScreen, resolve_target
+from editkit_tui.state import EventTailer, RunState, display_status, find_runs, format_duration, load_run
 from tests.tui_events import T0, EventWriter, write_crashed_run, write_full_run
-from tui.app import CardScreen, MonitorApp, RunListScreen, RunScreen, resolve_target
-from tui.state import EventTailer, RunState, display_status, find_runs, format_duration, load_run
 
 SNAPSHOTS = Path(__file__).parent / "snapshots"
 SIZE = (120, 40)
@@ -119,7 +119,7 @@ def test_resumed_run_is_running_again(tmp_path):
 
 def test_stage_times_come_from_events_and_the_clock():
     """A stage running for minutes without progress events shows its time, not 0s; load its own seconds."""
-    from tui.render import timeline_table
+    from editkit_tui.render import timeline_table
 
     s = RunState()
     s.apply({"ts": T0, "type": "run_start", "name": "x", "stages": ["load", "eval_base"], "pid": 1})
@@ -155,7 +155,7 @@ def test_early_stopped_fit_keeps_its_step_count():
 def test_heatmap_names_its_rows_and_columns():
     from rich.console import Console
 
-    from tui.render import heatmap_text
+    from editkit_tui.render import heatmap_text
 
     s = RunState()
     roles = ["q", "k", "v", "o", "gate", "up", "down"]

@@ -25,8 +25,8 @@ from textual.widgets import (
 )
 from textual_plotext import PlotextPlot
 
-from tui import render
-from tui.state import (
+from editkit_tui import render
+from editkit_tui.state import (
     EVENTS_FILE,
     STALE_AFTER_S,
     EventTailer,

@@ -15,7 +15,7 @@ from rich.style import Style
 from rich.table import Table
 from rich.text import Text
 
-from tui.state import Heatmap, RunState, StageState, format_duration, format_value
+from editkit_tui.state import Heatmap, RunState, StageState, format_duration, format_value
 
 STATUS_STYLE = {
     "running": "bold cyan",
