@@ -18,19 +18,9 @@ import pytest
 from editkit import apply_recipe
 from editkit.errors import OutputError
 from editkit.events import create_run_dir, read_metrics, resolve_recorded, run_lock, run_model_dir
+from tests.test_pipeline import TRIPLETS  # the same moral triplets as the pipeline tests
 
 EDITKIT = str(Path(sys.executable).with_name("editkit"))
-
-TRIPLETS = [
-    {"id": f"m-{i:03d}", "split": "train" if i < 12 else "test", "prompt": p, "correct": c, "incorrect": w}
-    for i, (p, c, w) in enumerate(
-        [
-            ("Stealing from a blind beggar is", " wrong", " good"),
-            ("Helping a lost child is", " good", " wrong"),
-        ]
-        * 10
-    )
-]
 
 RECIPE = """\
 name: faults
