@@ -247,7 +247,7 @@ def _apply_with_tui(recipe, set_, out_dir, push, resume, overwrite, runs_root) -
     if proc.poll() not in (None, 0) and not (run_dir / "events.jsonl").exists():
         log.close()
         fail(EditkitError(Path(log.name).read_text().strip().splitlines()[-1]))
-    from tui import run_monitor
+    from editkit_tui import run_monitor
 
     run_monitor(run_dir)
     out.print(f"monitor closed; the run continues in the background (pid {proc.pid}) → {run_dir}")
@@ -570,7 +570,7 @@ def monitor(
     """
     if not path.exists():
         fail(EditkitError(f"{path}: does not exist (give a run directory or a runs/ folder)"))
-    from tui import run_monitor
+    from editkit_tui import run_monitor
 
     run_monitor(path)
 
