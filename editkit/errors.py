@@ -71,7 +71,7 @@ def disk_full_reason(e: BaseException) -> str | None:
         return _FULL[int(m.group(1))]
     if isinstance(e, OSError) and re.fullmatch(r"\d+ requested and \d+ written", str(e)):
         # numpy's tofile (the gguf writer) reports a short write without an errno
-        return "a write was cut short (no space left on the device, or the file-size limit)"
+        return SHORT_WRITE
     return None
 
 
@@ -85,7 +85,13 @@ def _size(n: int | None) -> str:
     return f"{n:.1f} TB"  # pragma: no cover
 
 
-def disk_full_error(e: BaseException, target, needed: int | None = None) -> OutputError:
+#: what a short write looks like where the writer hides the OS error (numpy's tofile, torch.save)
+SHORT_WRITE = "a write was cut short (no space left on the device, or the file-size limit)"
+
+
+def disk_full_error(
+    e: BaseException, target, needed: int | None = None, reason: str | None = None
+) -> OutputError:
     """One line for a write that did not fit: what could not be written, why, how much it needs and how
     much is free there, and what to do."""
     import shutil
@@ -101,6 +107,6 @@ def disk_full_error(e: BaseException, target, needed: int | None = None) -> Outp
         free = None
     need = f"it needs about {_size(needed)}, " if needed else ""
     return OutputError(
-        f"{where}: could not be written: {disk_full_reason(e)} ({need}{_size(free)} free there); "
+        f"{where}: could not be written: {reason or disk_full_reason(e)} ({need}{_size(free)} free there); "
         "nothing was left half-written: free space (or raise the limit) and run the command again"
     )

@@ -16,13 +16,16 @@ Determinism on resume rests on two rules:
 * batches are a pure function of ``(step, micro)`` — ``batch_fn(step, micro)`` — so no data-iterator state
   has to be saved;
 * a checkpoint holds the trainable tensors, the optimizer state, the step, the RNG states (torch, CUDA,
-  Python) and the loop's own history, and is written atomically (tmp file + rename).
+  Python) and the loop's own history, and is written atomically (tmp file, fsync, rename), so a kill at any
+  moment leaves the previous checkpoint or the new one, never a torn one under a checkpoint's name; a
+  checkpoint that cannot be read all the same (a damaged disk, a partial copy) is skipped with a warning.
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
+import os
 import random
 import time
 from collections.abc import Callable, Mapping
@@ -33,7 +36,7 @@ from typing import Any
 import torch
 
 from editkit.distributed import is_main_process, rank_and_world, sum_gradients, sum_objects
-from editkit.errors import EditkitError
+from editkit.errors import SHORT_WRITE, EditkitError, disk_full_error, disk_full_reason
 from editkit.eval.pairwise import to_device
 
 __all__ = [
@@ -183,32 +186,86 @@ def _save_checkpoint(cfg: TrainConfig, model, optimizer, step: int, result: Trai
     d.mkdir(parents=True, exist_ok=True)
     path = d / f"step-{step:07d}.pt"
     tmp = d / f".step-{step:07d}.pt.tmp"
-    torch.save(
-        {
-            "format": CHECKPOINT_FORMAT,
-            "fingerprint": cfg.fingerprint,
-            "step": step,
-            "adapter": {n: p.detach().cpu() for n, p in model.named_parameters() if p.requires_grad},
-            "optimizer": optimizer.state_dict(),
-            "rng": _rng_state(),
-            "history": result.history,
-            "validations": result.validations,
-            "tokens": result.tokens,
-        },
-        tmp,
-    )
+    try:
+        _write_checkpoint_file(tmp, cfg, model, optimizer, step, result)
+    except (OSError, RuntimeError) as e:  # torch.save reports a full disk as a RuntimeError of its writer
+        tmp.unlink(missing_ok=True)
+        if disk_full_reason(e):
+            raise disk_full_error(e, path) from None
+        if isinstance(e, RuntimeError) and ("unexpected pos" in str(e) or "PytorchStreamWriter" in str(e)):
+            raise disk_full_error(e, path, reason=SHORT_WRITE) from None
+        raise
     tmp.replace(path)
+    _fsync_dir(d)
     for old in sorted(d.glob("step-*.pt"))[: -max(1, cfg.keep_checkpoints)]:
         old.unlink(missing_ok=True)
     return path
 
 
-def _load_checkpoint(cfg: TrainConfig, model, optimizer, result: TrainResult) -> int:
-    path = latest_checkpoint(cfg.checkpoint_dir)
-    if path is None:
+def _write_checkpoint_file(
+    tmp: Path, cfg: TrainConfig, model, optimizer, step: int, result: TrainResult
+) -> None:
+    with open(tmp, "wb") as fh:
+        torch.save(
+            {
+                "format": CHECKPOINT_FORMAT,
+                "fingerprint": cfg.fingerprint,
+                "step": step,
+                "adapter": {n: p.detach().cpu() for n, p in model.named_parameters() if p.requires_grad},
+                "optimizer": optimizer.state_dict(),
+                "rng": _rng_state(),
+                "history": result.history,
+                "validations": result.validations,
+                "tokens": result.tokens,
+            },
+            fh,
+        )
+        fh.flush()
+        os.fsync(fh.fileno())  # the bytes are on disk before the name is: a power cut cannot tear it either
+
+
+def _fsync_dir(d: Path) -> None:
+    """Persist a rename in ``d`` (POSIX; where a directory cannot be opened this is a no-op)."""
+    with contextlib.suppress(OSError):
+        fd = os.open(d, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _read_checkpoint(directory: Path | None, warn: Callable[[str], None]) -> tuple[Path, dict] | None:
+    """The newest checkpoint that can be read. An unreadable one is named in a warning and moved aside
+    (``.step-….pt.unreadable``): left in place, it would outrank, and so outlive, every new checkpoint."""
+    if directory is None or not Path(directory).is_dir():
+        return None
+    for path in sorted(Path(directory).glob("step-*.pt"), reverse=True):
+        try:
+            ck = torch.load(path, map_location="cpu", weights_only=True)
+        except (
+            Exception
+        ) as e:  # truncated or damaged: torch raises RuntimeError, EOFError, UnpicklingError...
+            aside = path.with_name(f".{path.name}.unreadable")
+            if is_main_process():
+                with contextlib.suppress(OSError):
+                    path.replace(aside)
+            why = f"{type(e).__name__}: {(str(e).splitlines() or [''])[0][:120]}"
+            warn(f"{path}: unreadable checkpoint skipped ({why}); moved aside to {aside.name}")
+            continue
+        return path, ck
+    return None
+
+
+def _load_checkpoint(cfg: TrainConfig, model, optimizer, result: TrainResult, events=None) -> int:
+    def warn(message: str) -> None:
+        if events is not None:
+            events.log(message, level="warning")
+
+    found = _read_checkpoint(cfg.checkpoint_dir, warn)
+    if found is None:
         return 0
-    ck = torch.load(path, map_location="cpu", weights_only=True)
-    if ck.get("format") != CHECKPOINT_FORMAT:
+    path, ck = found
+    if not isinstance(ck, dict) or ck.get("format") != CHECKPOINT_FORMAT:
         raise EditkitError(f"{path}: not an editkit LoRA checkpoint")
     if ck.get("fingerprint") != cfg.fingerprint:
         raise EditkitError(
@@ -360,7 +417,7 @@ def _record(stats: _StepStats, cfg: TrainConfig, validate, result: TrainResult, 
 
 def _resume(cfg: TrainConfig, model, optimizer, result: TrainResult, events) -> int:
     """Load the latest checkpoint (if any): its step; a run it shows stopped early is marked finished."""
-    start = _load_checkpoint(cfg, model, optimizer, result)
+    start = _load_checkpoint(cfg, model, optimizer, result, events)
     if start:
         result.resumed_from = start
         if events is not None:
