@@ -35,6 +35,21 @@ def _pad_id(tokenizer) -> int:
     return int(pad)
 
 
+def _token_ids(tokenizer, i: int, prompt: str, *answers: str) -> tuple[list[int], list[list[int]]]:
+    """Item ``i``'s prompt ids (with special tokens) and each answer's own ids, tokenised separately; an
+    empty answer, or an empty prompt (nothing would predict the answer), is a DataError."""
+    ids = [list(tokenizer(a, add_special_tokens=False)["input_ids"]) for a in answers]
+    for answer, a_ids in zip(answers, ids, strict=True):
+        if not a_ids:
+            raise DataError(f"item {i}: the answer {answer!r} is empty after tokenisation")
+    p_ids = list(tokenizer(prompt, add_special_tokens=True)["input_ids"])
+    if not p_ids:
+        raise DataError(
+            f"item {i}: the prompt {prompt!r} is empty after tokenisation, so nothing predicts the answer"
+        )
+    return p_ids, ids
+
+
 def encode_prompt_answers(
     tokenizer, prompts: Sequence[str], answers: Sequence[str], max_length: int = 256
 ) -> dict[str, torch.Tensor]:
@@ -51,14 +66,7 @@ def encode_prompt_answers(
         raise ValueError("max_length must be at least 2 (one prompt token and one answer token)")
     rows: list[tuple[list[int], list[int]]] = []
     for i, (prompt, answer) in enumerate(zip(prompts, answers, strict=True)):
-        p_ids = list(tokenizer(prompt, add_special_tokens=True)["input_ids"])
-        a_ids = list(tokenizer(answer, add_special_tokens=False)["input_ids"])
-        if not a_ids:
-            raise DataError(f"item {i}: the answer {answer!r} is empty after tokenisation")
-        if not p_ids:
-            raise DataError(
-                f"item {i}: the prompt {prompt!r} is empty after tokenisation, so nothing predicts the answer"
-            )
+        p_ids, (a_ids,) = _token_ids(tokenizer, i, prompt, answer)
         a_ids = a_ids[: max_length - 1]
         p_ids = p_ids[-(max_length - len(a_ids)) :]
         rows.append((p_ids, a_ids))
@@ -253,16 +261,7 @@ def _triplet_fields(triplets: Iterable[Mapping]) -> tuple[list[str], list[str], 
 def _pair_item(tokenizer, i: int, prompt: str, a: str, b: str, max_length: int):
     """(prompt ids, a ids, b ids) of one item, or None when it is too long to share one prompt (then
     ``encode_prompt_answers`` cuts the prompt per answer, and the item is scored that way)."""
-    p_ids = list(tokenizer(prompt, add_special_tokens=True)["input_ids"])
-    a_ids = list(tokenizer(a, add_special_tokens=False)["input_ids"])
-    b_ids = list(tokenizer(b, add_special_tokens=False)["input_ids"])
-    for ans, ids in ((a, a_ids), (b, b_ids)):
-        if not ids:
-            raise DataError(f"item {i}: the answer {ans!r} is empty after tokenisation")
-    if not p_ids:
-        raise DataError(
-            f"item {i}: the prompt {prompt!r} is empty after tokenisation, so nothing predicts the answer"
-        )
+    p_ids, (a_ids, b_ids) = _token_ids(tokenizer, i, prompt, a, b)
     if len(p_ids) + max(len(a_ids), len(b_ids)) > max_length:
         return None
     return p_ids, a_ids, b_ids
