@@ -2,7 +2,7 @@
 (`score_answers` on (prompt, correct) and (prompt, incorrect)) vs each prompt read once with a KV cache
 (`score_answer_pairs`), on the demo model, over every built-in capability and its robustness families.
 
-    flock /tmp/editkit-heavy.lock python bench/bench_scoring.py [--model demo] [--out bench/results/scoring.json]
+    flock /tmp/editkit-heavy.lock python bench/bench_scoring.py [--model demo] [--max-items 60]
 
 Reports items, seconds of each, the speed-up, the largest |Δ margin| and whether every item's verdict
 (correct > incorrect) is the same.
@@ -19,6 +19,7 @@ import torch
 
 from editkit.data.capabilities import BUILTIN_CAPABILITIES, load_triplets
 from editkit.eval.pairwise import score_answer_pairs, score_answers
+from editkit.eval.subsets import stratified_subset
 from editkit.models import load_model
 from editkit.robustness import build_families
 
@@ -27,6 +28,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="demo")
     ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--max-items", type=int, default=60, help="test items per capability (stratified subset)")
     ap.add_argument("--out", type=Path, default=Path("bench/results/scoring.json"))
     args = ap.parse_args()
     torch.set_num_threads(2)
@@ -34,7 +36,7 @@ def main() -> None:
     model, tok = loaded.model, loaded.tokenizer
     sets = {}
     for name in BUILTIN_CAPABILITIES:
-        items = [dict(t) for t in load_triplets(name, split="test")]
+        items = stratified_subset([dict(t) for t in load_triplets(name, split="test")], args.max_items)
         sets[name] = items
         for fam, rows in build_families(items, seed=0, tokenizer=tok).items():
             if fam != "original":
@@ -56,6 +58,7 @@ def main() -> None:
         "items": n,
         "sets": len(sets),
         "batch_size": args.batch_size,
+        "max_items_per_capability": args.max_items,
         "old_seconds": round(t_old, 2),
         "new_seconds": round(t_new, 2),
         "speedup": round(t_old / t_new, 2),

@@ -38,6 +38,7 @@ from editkit.events import is_run_dir, run_model_dir
 from editkit.methods.report import Report, cell, finite, num
 from editkit.plots import bar_per_layer
 from editkit.robustness import removal_verdict
+from editkit.routing import routing_section
 
 PLOTS_DIR = "editkit/plots"
 
@@ -234,9 +235,11 @@ def render_card(
     body += _method_section(recipe, metrics)
     body += _where_section(metrics, report, plots)
     body += sections.before_after(recipe, metrics, report)
+    body += sections.lm_eval(metrics)
     body += sections.generations(metrics)
     body += sections.samples(metrics)
     body += sections.robustness(metrics)
+    body += routing_section(metrics)
     body += sections.export(metrics)
     body += sections.reproduce(recipe, metrics, recipe_text)
     body += sections.limitations(recipe, metrics)

@@ -85,6 +85,43 @@ def before_after(recipe: Mapping, metrics: Mapping, report: Report) -> list[str]
     return lines + comparisons(base, edited, metrics.get("comparisons") or {}, report)
 
 
+def lm_eval(metrics: Mapping) -> list[str]:
+    """lm-evaluation-harness tasks (``eval.lm_eval``), per task metric: base → edited → random control."""
+    le = metrics.get("lm_eval") or {}
+    tasks = le.get("tasks") or {}
+    if not tasks:
+        return []
+    phases = [
+        p
+        for p in ("base", "edited", "control")
+        if any(p in r for t in tasks.values() for r in t["metrics"].values())
+    ]
+    lines = ["### lm-evaluation-harness", ""]
+    head = "| task | metric | n | " + " | ".join(phases) + (" | Δ edited |" if "edited" in phases else " |")
+    lines += [head, "|" + " --- |" * (head.count("|") - 1)]
+    for task, t in tasks.items():
+        for name, row in t["metrics"].items():
+            se = (t.get("stderr") or {}).get(name) or {}
+            cells = [num(row.get(p)) + (f" ± {num(se[p])}" if finite(se.get(p)) else "") for p in phases]
+            d = f" {delta(row.get('base'), row.get('edited'))} |" if "edited" in phases else ""
+            lines.append(
+                f"| {escape_cell(task)} | {escape_cell(name)} | {t.get('n') or '–'} | "
+                + " | ".join(cells)
+                + f" |{d}"
+            )
+    shots = le.get("num_fewshot")
+    lines += [
+        "",
+        f"Run with lm-evaluation-harness {le.get('lm_eval_version') or ''} (`lm_eval.simple_evaluate` on the "
+        "in-memory model of each phase, the edit applied as it was evaluated above); "
+        + ("each task's own few-shot setting" if shots is None else f"{shots}-shot")
+        + (f", at most {le['limit']} documents per task" if le.get("limit") else "")
+        + "; ± is lm-eval's standard error.",
+        "",
+    ]
+    return lines
+
+
 def comparisons(base: Mapping, edited: Mapping, comps: Mapping, report: Report) -> list[str]:
     """Alternative edits fitted in the same run (a variant the method fitted beside the edit), evaluated the same way."""
     lines: list[str] = []
@@ -207,22 +244,33 @@ def export(metrics: Mapping) -> list[str]:
     return lines
 
 
-def _gguf_lines(g: Mapping) -> list[str]:
-    """The GGUF file for llama.cpp / Ollama / LM Studio, when the export wrote one."""
-    if not g.get("file"):
+def _gguf_lines(g: Mapping | list) -> list[str]:
+    """Every GGUF file for llama.cpp / Ollama / LM Studio the export wrote (a dict in runs before several
+    types could be asked for), with its size and round-trip check."""
+    files = [g] if isinstance(g, Mapping) else list(g)
+    files = [f for f in files if f.get("file")]
+    if not files:
         return []
-    size = f"{g['bytes'] / 2**20:.1f} MiB" if g.get("bytes") else "size not recorded"
     lines = [
         "",
-        f"**GGUF**: `{g['file']}` ({g.get('type')}, {size}) holds the same edited weights for llama.cpp, Ollama "
-        f"and LM Studio, with the tokenizer and chat template (e.g. `llama-cli -m {g['file']}`).",
+        "**GGUF** (the same edited weights for llama.cpp, Ollama and LM Studio, with the tokenizer and chat "
+        f"template; e.g. `llama-cli -m {files[0]['file']}`):",
+        "",
+        "| file | type | size | made by | loaded back with transformers: max \\|Δlogit\\| (bound) |",
+        "| --- | --- | --- | --- | --- |",
     ]
-    if g.get("max_abs_logit_diff") is not None:
-        lines.append(
-            f"Loaded back with transformers (`gguf_file=`), its logits differ from the safetensors export by at "
-            f"most {num(g['max_abs_logit_diff'])} (bound {num(g.get('bound'))}); token ids identical on the "
-            "probe prompts and a chat-templated prompt."
-        )
+    for f in files:
+        size = f"{f['bytes'] / 2**20:.1f} MiB" if f.get("bytes") else "not recorded"
+        by = "llama.cpp's quantiser, from the f16 file" if f.get("f16_seconds") is not None else "editkit"
+        check = "not checked"
+        if f.get("max_abs_logit_diff") is not None:
+            check = f"{num(f['max_abs_logit_diff'])} ({num(f.get('bound'))}); token ids identical"
+        lines.append(f"| `{f['file']}` | {f.get('type')} | {size} | {by} | {check} |")
+    lines += [
+        "",
+        "Each file was loaded back with transformers (`gguf_file=`) and compared with the safetensors export on "
+        "probe prompts and a chat-templated prompt; the bound is a share of the largest logit per type.",
+    ]
     return lines
 
 

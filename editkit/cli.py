@@ -10,6 +10,7 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import TimeElapsedColumn
 from rich.text import Text
 
@@ -74,7 +75,8 @@ def _quiet_libraries() -> None:
 
 
 def fail(e: BaseException) -> None:
-    err.print(f"[bold red]error:[/] {scrub_secrets(str(e))}", markup=True, soft_wrap=True)
+    # the message is text, not markup: "pip install 'editkit[lm-eval]'" must keep its brackets
+    err.print(f"[bold red]error:[/] {escape(scrub_secrets(str(e)))}", markup=True, soft_wrap=True)
     raise typer.Exit(2)
 
 
@@ -162,7 +164,7 @@ class _StageProgress:
                 seconds=ev.get("seconds") if stage == "load" else None,
             )
         elif t == "log" and ev.get("level") in ("warning", "error"):
-            self.progress.console.print(f"[yellow]{ev['message']}[/]")
+            self.progress.console.print(f"[yellow]{escape(str(ev['message']))}[/]")
 
 
 @app.command()
@@ -313,16 +315,16 @@ def validate(
             r = load_recipe(path, set_)
             get_method(r.method.name)
         except EditkitError as e:
-            err.print(f"[red]✗[/] {scrub_secrets(str(e))}", soft_wrap=True)
+            err.print(f"[red]✗[/] {escape(scrub_secrets(str(e)))}", soft_wrap=True)
             bad += 1
             continue
         problems = local_problems(r)
         if problems:
             for p in problems:
-                err.print(f"[red]✗[/] {path}: {scrub_secrets(p)}", soft_wrap=True)
+                err.print(f"[red]✗[/] {escape(str(path))}: {escape(scrub_secrets(p))}", soft_wrap=True)
             bad += 1
             continue
-        out.print(f"[green]✓[/] {path}: {r.name} ({r.method.name} on {r.model.id}), hash {r.hash}")
+        out.print(f"[green]✓[/] {escape(f'{path}: {r.name} ({r.method.name} on {r.model.id}), hash {r.hash}')}")
     out.print(f"[dim]{NEEDS_THE_MODEL}[/]", soft_wrap=True)
     if bad:
         raise typer.Exit(2)
@@ -620,7 +622,10 @@ def export(
         False, "--streaming", help="merge shard by shard without loading the model"
     ),
     gguf: str = typer.Option(
-        None, "--gguf", help="also write model.gguf of this type: f16, bf16 or q8_0 (llama.cpp, Ollama)"
+        None,
+        "--gguf",
+        help="also write model.gguf of this type: f16, bf16, q8_0, or q4_k_m, q5_k_m, q6_k (made by llama.cpp: "
+        "editkit[llamacpp]); several, comma-separated, write model-<type>.gguf each",
     ),
     wait: bool = typer.Option(False, "--wait", help="if another editkit command holds the run, wait for it"),
 ) -> None:
@@ -638,8 +643,7 @@ def export(
     except EditkitError as e:
         fail(e)
     out.print(f"exported {info['path']}")
-    if info.get("gguf"):
-        g = info["gguf"]
+    for g in info.get("gguf") or []:
         out.print(f"  + {g['file']} ({g['type']}, {g['bytes'] / 2**20:.1f} MiB)", markup=False)
 
 

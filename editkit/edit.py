@@ -24,8 +24,9 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers.pytorch_utils import Conv1D
 
-from editkit.anatomy import set_weight_out_in, weight_out_in
+from editkit.anatomy import set_weight_out_in, target_module, weight_out_in
 from editkit.errors import EditkitError, disk_full_error, disk_full_reason
+from editkit.moe import ExpertDown, swap_in_merged
 from editkit.ops import (  # noqa: F401 - re-exported: ``from editkit.edit import LowRank`` keeps working
     OPS,
     EditOp,
@@ -85,7 +86,7 @@ class Edit:
         tied = out is not None and out.weight.data_ptr() == emb.weight.data_ptr()
         for name in self.modules:
             try:
-                mod = model.get_submodule(name)
+                mod = target_module(model, name)
             except AttributeError:
                 raise EditkitError(f"edit targets module '{name}', which this model does not have") from None
             if tied and mod is emb:
@@ -109,15 +110,26 @@ class Edit:
         """Install the hooks; remove them with ``for h in handles: h.remove()``."""
         self._check(model)
         handles = []
+        experts: dict[int, tuple[nn.Module, Any, dict]] = {}
         for name in self.modules:
-            mod = model.get_submodule(name)
+            mod = target_module(model, name)
             ops = [op for op in self.ops if op.module == name]
-            if isinstance(mod, (nn.Linear, Conv1D)) and all(op.recompute for op in ops):
+            if isinstance(mod, ExpertDown):  # fused experts: merged slices swapped in (below), any op kind
+                group = experts.setdefault(id(mod.experts), (mod.experts, mod.layout, {}))
+                group[2][mod.expert] = self._merged(name, mod)
+            elif _swappable(mod) and all(op.recompute for op in ops):
                 handles.append(self._swap_in_merged(name, mod))
             else:
                 for op in ops:
                     handles += op.hook(mod)
+        handles += [swap_in_merged(mod, layout, merged) for mod, layout, merged in experts.values()]
         return handles
+
+    @torch.no_grad()
+    def _merged(self, name: str, mod: nn.Module) -> tuple[torch.Tensor, torch.Tensor | None]:
+        bias = getattr(mod, "bias", None)
+        b0 = bias.detach().to(torch.float32).clone() if isinstance(bias, torch.Tensor) else None
+        return self.merge_tensors(name, weight_out_in(mod), b0)
 
     @torch.no_grad()
     def _swap_in_merged(self, name: str, mod: nn.Module) -> _MergedWeights:
@@ -129,9 +141,7 @@ class Edit:
         (not two) per module. The original tensors are kept (one extra copy of the edited modules) and put
         back by ``remove()``.
         """
-        bias = getattr(mod, "bias", None)
-        b0 = bias.detach().to(torch.float32) if isinstance(bias, torch.Tensor) else None
-        w, b = self.merge_tensors(name, weight_out_in(mod), b0)
+        w, b = self._merged(name, mod)
         if isinstance(mod, Conv1D):
             w = w.t()
         return _MergedWeights(mod, w.contiguous(), b)
@@ -169,7 +179,7 @@ class Edit:
         self._check(model)
         norms: dict[str, float] = {}
         for name in self.modules:
-            mod = model.get_submodule(name)
+            mod = target_module(model, name)
             w0 = weight_out_in(mod)
             bias = getattr(mod, "bias", None)
             b = bias.detach().to(torch.float32).clone() if isinstance(bias, torch.Tensor) else None
@@ -184,7 +194,7 @@ class Edit:
         """Per-module Frobenius norm of the weight change, without touching the model."""
         out = {}
         for name in self.modules:
-            w0 = weight_out_in(model.get_submodule(name))
+            w0 = weight_out_in(target_module(model, name))
             w, _ = self.merge_tensors(name, w0.clone(), None)
             out[name] = float((w - w0).norm())
         return out
@@ -267,6 +277,14 @@ class Edit:
             return cls(method=meta["method"], ops=ops, info=meta.get("info", {}))
         except (KeyError, TypeError, ValueError, RuntimeError) as e:
             raise EditkitError(f"{meta_path}: damaged: {type(e).__name__} {e}".splitlines()[0]) from None
+
+
+def _swappable(mod: nn.Module) -> bool:
+    """Computes ``x Wᵀ (+ b)`` with a 2-D ``weight``: Linear, Conv1D, and routers (a weight, no Linear)."""
+    w = getattr(mod, "weight", None)
+    return isinstance(mod, (nn.Linear, Conv1D)) or (
+        isinstance(w, torch.Tensor) and w.dim() == 2 and not isinstance(mod, nn.Embedding)
+    )
 
 
 def _load_tensors(path: Path) -> dict[str, torch.Tensor]:

@@ -245,6 +245,7 @@ def compare_tensors(dest: Path, model, dtype: torch.dtype) -> int:
     from safetensors import safe_open
 
     state = {k: v for k, v in model.state_dict().items() if v.device.type != "meta"}
+    state.update(checkpoint_state(model, state))
     prefix = getattr(model, "base_model_prefix", "") or ""
     files = sorted(Path(dest).glob("*.safetensors"))
     if not files:
@@ -274,6 +275,19 @@ def compare_tensors(dest: Path, model, dtype: torch.dtype) -> int:
             f"export check failed: no tensor of {dest} matches a parameter of the edited model"
         )
     return n
+
+
+def checkpoint_state(model, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``state`` under the names (and layout) ``save_pretrained`` writes: transformers 5 fuses the experts
+    of MoE models into 3-D tensors on load and splits them back on save (Mixtral's ``block_sparse_moe.
+    experts.{e}.w1/w2/w3``, Qwen-MoE's ``mlp.experts.{e}.*_proj``); its own reverse conversion gives the
+    saved tensors (exact slices), so they are compared too. Empty for models without a conversion."""
+    try:
+        from transformers.core_model_loading import revert_weight_conversion
+    except ImportError:  # pragma: no cover - older transformers: no conversions
+        return {}
+    reverted = revert_weight_conversion(model, dict(state))
+    return {k: v for k, v in reverted.items() if k not in state}
 
 
 def check_export(

@@ -8,6 +8,10 @@ does). Tensors are converted and written one at a time (peak memory ≈ the larg
 
 ``check_gguf`` loads the file back with transformers (``gguf_file=``) and compares logits and token ids
 with the safetensors folder it came from.
+
+The K-quants users download (``q4_k_m``, ``q5_k_m``, ``q6_k``) are made by llama.cpp's own quantiser from the
+f16 file written here (``editkit.llamacpp``, the optional ``editkit[llamacpp]`` extra). ``export.gguf`` may
+name several types: one type is ``model.gguf``, several are ``model-<type>.gguf`` each (:func:`write_ggufs`).
 """
 
 from __future__ import annotations
@@ -21,19 +25,29 @@ import numpy as np
 import torch
 
 from editkit.errors import EditkitError
+from editkit.gguf_moe import add_moe_keys, moe_gguf_arch, moe_tensors, read_planned
+from editkit.llamacpp import LLAMA_CPP_TYPES, quantize, require_llama_cpp
 
-GGUF_TYPES = ("f16", "bf16", "q8_0")
+GGUF_TYPES = ("f16", "bf16", "q8_0")  # written here, with the gguf library
+#: every type ``export.gguf`` takes: the gguf library's, then llama.cpp's K-quants (editkit.llamacpp)
+ALL_GGUF_TYPES = (*GGUF_TYPES, *LLAMA_CPP_TYPES)
 
 #: HF model_type → (GGUF architecture, q/k rows permuted the llama.cpp way)
 ARCHITECTURES: dict[str, tuple[str, bool]] = {
     "llama": ("llama", True),
     "mistral": ("llama", True),  # llama.cpp runs Mistral as llama
     "qwen2": ("qwen2", False),
+    # mixture of experts: per-expert tensors stacked into ffn_*_exps (editkit.gguf_moe)
+    "qwen2_moe": ("qwen2moe", False),
+    "qwen3_moe": ("qwen3moe", False),
 }
 
 #: the round-trip bound: max |Δlogit| of the GGUF (loaded back with transformers) vs the safetensors export,
-#: relative to the largest |logit|; f16/bf16 only round the weights, q8_0 quantises them in blocks of 32
-ROUND_TRIP_BOUND = {"f16": 0.01, "bf16": 0.05, "q8_0": 0.05}
+#: relative to the largest |logit|; f16/bf16 only round the weights, q8_0 quantises them in blocks of 32; the
+#: K-quants (llama.cpp's) 4-6 bits in blocks of 256, with 32-block types where rows are shorter (measured on
+#: the demo edit: q6_k 6.7 %, q4_k_m 19.6 %, q5_k_m 32.8 % — its 166 fallback Q5_1 tensors; in llama.cpp the
+#: qwen-coder-1.5b Q4_K_M reached 59 %: a 4-bit file's largest logit error is loose, BENCHMARKS.md)
+ROUND_TRIP_BOUND = {"f16": 0.01, "bf16": 0.05, "q8_0": 0.05, "q6_k": 0.3, "q5_k_m": 0.75, "q4_k_m": 0.75}
 
 PROBE_TEXTS = [
     "The quick brown fox jumps over the lazy dog because",
@@ -69,6 +83,7 @@ def check_gguf_supported(config, tokenizer=None, field: str = "export.gguf") -> 
     """The GGUF architecture for ``config`` (and tokenizer), or one EditkitError saying why not. No weights
     are needed: the pipeline calls this right after loading, before any fitting."""
     mt = getattr(config, "model_type", None)
+    moe_gguf_arch(config, field)  # a MoE family editkit cannot write (or check): one line naming why
     if mt not in ARCHITECTURES:
         raise EditkitError(
             f"{field}: GGUF export supports {', '.join(sorted(ARCHITECTURES))} models; this one is "
@@ -216,6 +231,8 @@ def _tensors(folder: Path, config, arch: str, permute: bool):
     import gguf
     from safetensors import safe_open
 
+    if moe_gguf_arch(config) is not None:
+        return moe_tensors(folder, config, arch)
     arch_enum = next(k for k, v in gguf.MODEL_ARCH_NAMES.items() if v == arch)
     names = gguf.get_tensor_name_map(arch_enum, config.num_hidden_layers)
     heads, kv = config.num_attention_heads, config.num_key_value_heads
@@ -236,7 +253,6 @@ def write_gguf(folder: str | Path, dest: str | Path | None = None, kind: str = "
     """Write ``folder`` (a safetensors model folder with config and tokenizer) as a GGUF file of type
     ``kind`` (f16 | bf16 | q8_0), by default ``folder/model.gguf``. Returns path, bytes, seconds."""
     import gguf
-    from safetensors import safe_open
     from transformers import AutoConfig, AutoTokenizer
 
     if kind not in GGUF_TYPES:
@@ -264,6 +280,7 @@ def write_gguf(folder: str | Path, dest: str | Path | None = None, kind: str = "
     writer.add_embedding_length(config.hidden_size)
     writer.add_block_count(config.num_hidden_layers)
     writer.add_feed_forward_length(config.intermediate_size)
+    add_moe_keys(writer, config)
     writer.add_head_count(heads)
     writer.add_head_count_kv(config.num_key_value_heads)
     writer.add_layer_norm_rms_eps(config.rms_norm_eps)
@@ -286,8 +303,7 @@ def write_gguf(folder: str | Path, dest: str | Path | None = None, kind: str = "
     writer.write_kv_data_to_file()
     writer.write_ti_data_to_file()
     for (_, f, key, _, n_rot), q in zip(plan, qtypes, strict=True):
-        with safe_open(str(f), "pt") as st:
-            data = st.get_tensor(key).float().numpy()
+        data = read_planned(f, key)  # a tensor, or a layer's experts stacked (ffn_*_exps)
         if n_rot is not None:
             data = _permute_qk(data, n_rot)
         writer.write_tensor_data(_convert(data, q))
@@ -299,6 +315,60 @@ def write_gguf(folder: str | Path, dest: str | Path | None = None, kind: str = "
         "bytes": dest.stat().st_size,
         "seconds": round(time.time() - t0, 2),
     }
+
+
+def gguf_kinds(value: str | list[str] | tuple[str, ...] | None) -> list[str]:
+    """``export.gguf`` (one type, a list of types or none) as a list."""
+    if value is None:
+        return []
+    return [value] if isinstance(value, str) else list(value)
+
+
+def gguf_file_name(kind: str, kinds: list[str]) -> str:
+    """One type: ``model.gguf``; several: ``model-<type>.gguf`` (the type in the name, as Hub users expect)."""
+    return "model.gguf" if len(kinds) == 1 else f"model-{kind}.gguf"
+
+
+def check_gguf_kinds(value, field: str = "export.gguf") -> list[str]:
+    """The types as a list, or one EditkitError line: an unknown type, or a K-quant without llama.cpp's
+    bindings installed (checked before any model loads)."""
+    kinds = gguf_kinds(value)
+    for kind in kinds:
+        if kind not in ALL_GGUF_TYPES:
+            raise EditkitError(f"{field}: unknown type {kind!r} (one of {', '.join(ALL_GGUF_TYPES)})")
+    if len(set(kinds)) != len(kinds):
+        raise EditkitError(f"{field}: a type is named twice ({', '.join(kinds)})")
+    for kind in kinds:
+        require_llama_cpp(field, kind)
+    return kinds
+
+
+def write_ggufs(folder: str | Path, value) -> list[dict[str, Any]]:
+    """Every GGUF file ``export.gguf`` names, in ``folder`` (the export's temporary folder). The K-quants
+    are made by llama.cpp from the f16 file: the one asked for, or a temporary one deleted afterwards."""
+    folder = Path(folder)
+    kinds = check_gguf_kinds(value)
+    quants = [k for k in kinds if k not in GGUF_TYPES]
+    out: dict[str, dict[str, Any]] = {}
+    for kind in (k for k in kinds if k in GGUF_TYPES):
+        out[kind] = write_gguf(folder, folder / gguf_file_name(kind, kinds), kind)
+    if quants:
+        f16 = folder / (gguf_file_name("f16", kinds) if "f16" in kinds else ".model-f16.gguf.part")
+        f16_seconds = out["f16"]["seconds"] if "f16" in out else write_gguf(folder, f16, "f16")["seconds"]
+        try:
+            for kind in quants:
+                out[kind] = quantize(f16, folder / gguf_file_name(kind, kinds), kind)
+                out[kind]["f16_seconds"] = f16_seconds  # the f16 file it was made from took this long
+        finally:
+            if "f16" not in kinds:
+                f16.unlink(missing_ok=True)
+    return [out[k] for k in kinds]
+
+
+def check_ggufs(folder: str | Path, infos: list[dict[str, Any]]) -> None:
+    """:func:`check_gguf` on every file :func:`write_ggufs` wrote; adds each one's result to its info."""
+    for info in infos:
+        info.update(check_gguf(folder, info["file"], info["type"]))
 
 
 # ------------------------------------------------------------------------------------------------------

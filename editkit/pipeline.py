@@ -27,6 +27,7 @@ from editkit.catalog import resolve_recipe
 from editkit.data.general import perplexity
 from editkit.edit import Edit
 from editkit.errors import RecipeError, scrub_secrets
+from editkit.eval.lm_eval import check_lm_eval, record_lm_eval_phase
 from editkit.eval.suite import evaluate, evaluation_units, greedy_generations
 from editkit.events import (
     LOCK,
@@ -50,6 +51,7 @@ from editkit.provenance import source_revision
 from editkit.recipe import Recipe, load_recipe
 from editkit.recipe_data import LoadedData, load_data
 from editkit.robustness_run import run_robustness
+from editkit.routing import phase_routing
 from editkit.runs import fit_context
 from editkit.streaming import decide_streaming, stream_export_run
 
@@ -99,6 +101,11 @@ def _check_conflicts(recipe: Recipe, push: bool) -> None:
         raise RecipeError(
             f"export.adapter: method '{recipe.method.name}' makes no adapter; set export.adapter: false"
         )
+    if recipe.export.gguf:  # an unknown type, or a K-quant without llama.cpp installed: before any fitting
+        from editkit.gguf_export import check_gguf_kinds
+
+        check_gguf_kinds(recipe.export.gguf)
+    check_lm_eval(recipe.eval.lm_eval)  # installed, every task known and its data loadable
 
 
 def prepare(recipe: Recipe, push: bool = False) -> tuple[type[Method], LoadedData]:
@@ -138,6 +145,12 @@ def evaluate_phase(run: Run, phase: str, counter: StageCounter | None = None) ->
         m.update(run.method.evaluate(ctx, phase))
     finally:
         ctx.on_units = None
+    if recipe.eval.lm_eval is not None and phase in ("base", "edited", "control"):
+        run.say(f"{phase}: lm-eval {', '.join(recipe.eval.lm_eval.tasks)}")
+        record_lm_eval_phase(run.metrics, phase, ctx.model, ctx.tokenizer, recipe, counter)
+    if run.anatomy.is_moe and phase in ("base", "edited"):  # an edit that reroutes is a different edit
+        routing = phase_routing(ctx.model, ctx.tokenizer, run.anatomy, ctx.data)
+        run.metrics.setdefault("routing", {})[phase] = routing
     return m
 
 
@@ -401,6 +414,8 @@ def _apply(recipe, overrides, out, runs_root, push, resume, overwrite, listener,
     anatomy = find_anatomy(loaded.model)
     method = method_cls()
     method.check(recipe.method, anatomy)
+    for line in method.notes(recipe.method, anatomy):
+        notice(line)
     if recipe.export.gguf:  # an unsupported architecture or tokenizer fails now, not after the fit
         from editkit.gguf_export import check_gguf_supported
 
@@ -486,7 +501,7 @@ def export_run(run: Run) -> dict:
     inputs, reference = reference_logits(model, tok, edit)
     dest = Path(recipe.export.dir).expanduser() if recipe.export.dir else run.run_dir / "model"
     adapter_dir = run.fit.adapter_dir if recipe.export.adapter else None
-    gguf_info: dict[str, Any] = {}
+    gguf_info: list[dict[str, Any]] = []
 
     def extra(tmp: Path) -> None:
         info = run_info(
@@ -496,9 +511,9 @@ def export_run(run: Run) -> dict:
         if adapter_dir is not None:
             shutil.copytree(adapter_dir, tmp / "adapter")
         if recipe.export.gguf:
-            from editkit.gguf_export import write_gguf
+            from editkit.gguf_export import write_ggufs
 
-            gguf_info.update(write_gguf(tmp, kind=recipe.export.gguf))
+            gguf_info[:] = write_ggufs(tmp, recipe.export.gguf)
 
     stream, why = decide_streaming(recipe.export.streaming, run.loaded)
     run.events.log(f"export: {'shard-streamed' if stream else 'in-memory'} merge ({why})")
@@ -531,7 +546,7 @@ def export_run(run: Run) -> dict:
     if gguf_info:
         info["gguf"] = gguf_info
         if recipe.export.verify:
-            from editkit.gguf_export import check_gguf
+            from editkit.gguf_export import check_ggufs
 
-            gguf_info.update(check_gguf(dest, gguf_info["file"], recipe.export.gguf))
+            check_ggufs(dest, gguf_info)
     return info

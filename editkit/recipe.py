@@ -6,6 +6,7 @@ the field (``recipes/x.yaml:7: method.rnak: unknown field (did you mean 'rank'?)
 
 from __future__ import annotations
 
+import copy
 import difflib
 import hashlib
 import json
@@ -99,6 +100,34 @@ class DataSpec(StrictModel):
         return v
 
 
+class LmEvalSpec(StrictModel):
+    tasks: list[str] = Field(
+        min_length=1,
+        description="lm-eval task names (hellaswag, arc_easy, mmlu, wmdp_bio: data from the Hub), task YAML files, "
+        "or editkit_capabilities (ships with editkit, offline)",
+    )
+    limit: int | None = Field(
+        None, ge=1, description="at most this many documents per task (lm-eval's limit)"
+    )
+    num_fewshot: int | None = Field(None, ge=0, description="few-shot examples (default: each task's own)")
+    batch_size: int | None = Field(
+        None, ge=1, description="lm-eval batch size (default: eval.batch_size, or 16)"
+    )
+    include_path: list[str] = Field(
+        default_factory=list, description="folders of your own lm-eval task YAMLs"
+    )
+
+    @field_validator("tasks")
+    @classmethod
+    def _tasks(cls, v: list[str]) -> list[str]:
+        v = [t.strip() for t in v]
+        if not all(v):
+            raise ValueError("task names must not be empty")
+        if len(set(v)) != len(v):
+            raise ValueError("a task is named twice")
+        return v
+
+
 class EvalSpec(StrictModel):
     batch_size: int | None = Field(
         None,
@@ -138,6 +167,11 @@ class EvalSpec(StrictModel):
         "reads each response, loaded a second time) or a chat model (Hub id, folder, named model); with a "
         "model, metrics report both rates and their agreement",
     )
+    lm_eval: LmEvalSpec | None = Field(
+        None,
+        description="also run lm-evaluation-harness tasks on the base, edited and control models "
+        "(extra editkit[lm-eval]): {tasks: [...], limit: N, num_fewshot: K}",
+    )
 
     @field_validator("refusal_judge")
     @classmethod
@@ -145,6 +179,9 @@ class EvalSpec(StrictModel):
         if not v.strip():
             raise ValueError("must be 'markers', 'self' or a model id")
         return v.strip()
+
+
+GgufType = Literal["f16", "bf16", "q8_0", "q4_k_m", "q5_k_m", "q6_k"]
 
 
 class ExportSpec(StrictModel):
@@ -158,10 +195,11 @@ class ExportSpec(StrictModel):
     streaming: bool | Literal["auto"] = Field(
         "auto", description="merge shard by shard without loading the model (weight-space edits)"
     )
-    gguf: Literal["f16", "bf16", "q8_0"] | None = Field(
+    gguf: GgufType | list[GgufType] | None = Field(
         None,
         description="also write model.gguf (llama.cpp, Ollama, LM Studio) of this type beside the safetensors "
-        "(llama, mistral, qwen2 with a byte-level BPE tokenizer)",
+        "(llama, mistral, qwen2 with a byte-level BPE tokenizer); q4_k_m, q5_k_m, q6_k are made by llama.cpp "
+        "(extra editkit[llamacpp]); a list writes model-<type>.gguf each",
     )
 
     @field_validator("max_shard_size")
@@ -243,7 +281,20 @@ class Recipe(StrictModel):
 
 
 class _LineLoader(yaml.SafeLoader):
-    """SafeLoader that rejects duplicate keys (a silent overwrite hides mistakes)."""
+    """SafeLoader that rejects duplicate keys (a silent overwrite hides mistakes), and reports a scalar it
+    cannot construct (``2026-02-30``, ``!!float abc``) as a YAML error at its line, not a bare ValueError."""
+
+    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
+        try:
+            return super().construct_object(node, deep=deep)
+        except yaml.YAMLError:
+            raise
+        except (ValueError, TypeError, KeyError, IndexError, AttributeError, OverflowError) as e:
+            kind = str(node.tag).rsplit(":", 1)[-1]
+            value = node.value if isinstance(node, yaml.ScalarNode) else kind
+            raise yaml.constructor.ConstructorError(
+                None, None, f"{value!r} is not a valid {kind} ({e})", node.start_mark
+            ) from None
 
 
 def _construct_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
@@ -286,8 +337,10 @@ def _line_of(node: yaml.Node | None, loc: tuple) -> int | None:
 def _fields_at(loc: tuple, data: dict) -> list[str]:
     """Known field names of the model that owns ``loc`` (for 'did you mean')."""
     model: Any = Recipe
+    key_next = False  # the part after a dict field (data.sets.<name>) is a key the user chose
     for part in loc[:-1]:
-        if isinstance(part, int):
+        if isinstance(part, int) or key_next:
+            key_next = False
             continue
         field = getattr(model, "model_fields", {}).get(part)
         if field is None:
@@ -300,6 +353,7 @@ def _fields_at(loc: tuple, data: dict) -> list[str]:
                 return []
             continue
         ann = field.annotation
+        key_next = getattr(ann, "__origin__", None) is dict
         cand = [a for a in getattr(ann, "__args__", (ann,)) if isinstance(a, type)]
         for a in list(cand):
             cand += [b for b in getattr(a, "__args__", ()) if isinstance(b, type)]
@@ -309,15 +363,55 @@ def _fields_at(loc: tuple, data: dict) -> list[str]:
     return list(getattr(model, "model_fields", {}))
 
 
-def _override_for(loc: tuple, overrides: list[str] | tuple[str, ...]) -> str | None:
-    """The ``--set`` argument that wrote the field at ``loc`` (or a mapping above or below it), if any."""
+def _in_file(node: yaml.Node | None, loc: tuple) -> bool:
+    """Whether the recipe file itself has the mapping or list at ``loc``."""
+    for part in loc:
+        if isinstance(node, yaml.MappingNode):
+            node = next((v for k, v in node.value if getattr(k, "value", None) == str(part)), None)
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and 0 <= part < len(node.value):
+            node = node.value[part]
+        else:
+            return False
+    return node is not None
+
+
+def _override_for(
+    loc: tuple, overrides: list[str] | tuple[str, ...], node: yaml.Node | None = None
+) -> str | None:
+    """The ``--set`` argument that wrote the field at ``loc`` (or a mapping above or below it), if any;
+    else, when the mapping holding ``loc`` is not in the file, the ``--set`` that made it
+    (``--set data.general.limit=5`` on a recipe without ``data.general``: its ``source`` is missing)."""
     path = [str(p) for p in loc]
-    for item in reversed(list(overrides)):
-        key = [k.strip() for k in item.split("=", 1)[0].split(".")]
+    keys = [
+        (item, [k.strip() for k in item.split("=", 1)[0].split(".")]) for item in reversed(list(overrides))
+    ]
+    for item, key in keys:
         n = min(len(key), len(path))
         if n and key[:n] == path[:n]:
             return item
+    parent = path[:-1]
+    if parent and not _in_file(node, loc[:-1]):
+        return next((item for item, key in keys if key[: len(parent)] == parent), None)
     return None
+
+
+def _field_loc(loc: tuple, data: Any) -> tuple:
+    """``loc`` without the parts pydantic adds for union members and validators (``str``,
+    ``list[DataSource]``, ``literal['f16',...]``, ``function-after[...]``): a name is a field when the
+    input has that key, or when it is the last part and names a key missing from a mapping. (Not by
+    spelling: a user's unknown key ``method.NAME`` is a field path, not a class name.)"""
+    out: list = []
+    cur = data
+    for i, part in enumerate(loc):
+        if isinstance(part, int):
+            out.append(part)
+            cur = cur[part] if isinstance(cur, list) and -len(cur) <= part < len(cur) else None
+        elif isinstance(cur, dict) and part in cur:
+            out.append(part)
+            cur = cur[part]
+        elif isinstance(cur, dict) and i == len(loc) - 1:
+            out.append(part)  # a required field the mapping lacks
+    return tuple(out)
 
 
 def format_validation_error(
@@ -332,15 +426,17 @@ def format_validation_error(
     A field written by ``--set`` is blamed on that argument (``--set 'method.rnak=4': ...``), not on a
     line of the file it never appeared in."""
     errors = err.errors()
-    first = errors[0]
-    loc = tuple(p for p in first["loc"] if not (isinstance(p, str) and p.startswith("function-")))
-    # pydantic puts a tagged sub-model's class name in loc for unions; drop non-field parts
-    loc = tuple(p for p in loc if isinstance(p, int) or not p[:1].isupper())
+    # an unknown key first: a misspelt field also makes the field it meant "missing", and the typo is the cause
+    first = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
+    loc = _field_loc(first["loc"], data)
     path = ".".join(str(p) for p in loc) or "(top level)"
     msg = first["msg"]
     if first["type"] == "extra_forbidden":
         known = _fields_at(loc, data)
-        close = difflib.get_close_matches(str(loc[-1]), known, n=1) if loc else []
+        typed = str(loc[-1]) if loc else ""
+        close = [k for k in known if k.lower() == typed.lower()] or difflib.get_close_matches(
+            typed, known, n=1
+        )
         msg = "unknown field" + (f" (did you mean '{close[0]}'?)" if close else "")
         if known and not close:
             msg += f" (known: {', '.join(known)})"
@@ -350,7 +446,7 @@ def format_validation_error(
         msg = msg[len("Value error, ") :]
     line = _line_of(node, loc)
     where = f"{file}:{line}" if line else file
-    blamed = _override_for(loc, overrides) if loc else None
+    blamed = _override_for(loc, overrides, node) if loc else None
     if blamed is not None:
         where = f"--set {blamed!r}"
     more = f" (and {len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})" if len(errors) > 1 else ""
@@ -359,14 +455,14 @@ def format_validation_error(
 
 def _coerce(text: str) -> Any:
     try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError:
+        return yaml.load(text, Loader=_LineLoader)
+    except yaml.YAMLError:  # not YAML (an unclosed '[', '!!float abc', ...): the text itself
         return text
 
 
 def apply_overrides(data: dict, overrides: list[str] | tuple[str, ...], file: str = "--set") -> dict:
     """Apply ``key.path=value`` overrides (values parsed as YAML) to the raw recipe mapping."""
-    data = json.loads(json.dumps(data))  # deep copy of plain data
+    data = copy.deepcopy(data)  # YAML gives dates, bytes and sets too, which JSON cannot copy
     for item in overrides:
         if "=" not in item:
             raise RecipeError(f"--set {item!r}: expected KEY=VALUE, e.g. --set method.rank=4")

@@ -89,12 +89,13 @@ def reexport_run(
     dest = Path(dest) if dest is not None else default
     check_writable_destination(dest, "--out" if dest != default else "export.dir")
     old = dest if dest.is_dir() else (default if default.is_dir() else None)
-    kind = gguf or recipe.export.gguf
-    if kind is not None:
-        from editkit.gguf_export import GGUF_TYPES
+    kind = [k.strip() for k in gguf.split(",")] if gguf else recipe.export.gguf
+    if kind:  # an unknown type, or a K-quant without llama.cpp installed: one line, before anything loads
+        from editkit.gguf_export import check_gguf_kinds
 
-        if kind not in GGUF_TYPES:
-            raise EditkitError(f"--gguf: unknown type {kind!r} (one of {', '.join(GGUF_TYPES)})")
+        check_gguf_kinds(kind, "--gguf" if gguf else "export.gguf")
+    else:
+        kind = None
     extra = _with_gguf(_extra_files(run_dir, recipe, edit, old, streaming), kind)
     if streaming:
         src = base_checkpoint_dir(recipe.model)
@@ -124,30 +125,30 @@ def reexport_run(
     else:
         info = _in_memory(recipe, edit, dest, extra, kind)
     if kind is not None:
-        info["gguf"] = dict(extra.gguf_info)
+        info["gguf"] = list(extra.gguf_info)
         if recipe.export.verify:
-            from editkit.gguf_export import check_gguf
+            from editkit.gguf_export import check_ggufs
 
-            info["gguf"].update(check_gguf(dest, info["gguf"]["file"], kind))
+            check_ggufs(dest, info["gguf"])
     return info
 
 
-def _with_gguf(extra, kind: str | None):
+def _with_gguf(extra, kind: str | list[str] | None):
     """``extra`` plus, when ``kind`` is set, model.gguf written from the folder's safetensors (before the
     folder is renamed into place, so a GGUF is never half there)."""
 
     def both(tmp: Path) -> None:
         extra(tmp)
         if kind is not None:
-            from editkit.gguf_export import write_gguf
+            from editkit.gguf_export import write_ggufs
 
-            both.gguf_info.update(write_gguf(tmp, kind=kind))
+            both.gguf_info[:] = write_ggufs(tmp, kind)
 
-    both.gguf_info = {}
+    both.gguf_info = []
     return both
 
 
-def _in_memory(recipe, edit: Edit, dest: Path, extra, gguf: str | None = None) -> dict[str, Any]:
+def _in_memory(recipe, edit: Edit, dest: Path, extra, gguf: str | list[str] | None = None) -> dict[str, Any]:
     loaded = load_model(recipe.model, progress=lambda m: None)
     model, tok = loaded.model, loaded.tokenizer
     if gguf is not None:

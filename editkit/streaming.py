@@ -26,9 +26,11 @@ from typing import Any, Literal
 
 import torch
 
+from editkit.anatomy import moe_spec, split_expert_target, target_module
 from editkit.edit import Edit
 from editkit.errors import EditkitError
 from editkit.export import atomic_dir
+from editkit.moe import ExpertDown
 from editkit.safetensors_header import read_checked_header, read_header  # noqa: F401 (re-exported)
 
 INDEX_NAME = "model.safetensors.index.json"
@@ -228,6 +230,7 @@ class ModuleLayout:
     weight_key: str
     bias_key: str | None
     transposed: bool  # stored [in, out] (Conv1D, Embedding): the merge works on the transpose
+    expert: int | None = None  # a fused expert tensor: the module is slice [expert] of weight (and bias)
 
 
 def _meta_model(root: Path, trust_remote_code: bool = False):
@@ -254,9 +257,12 @@ def module_layouts(edit: Edit, ckpt: Checkpoint, meta_model) -> dict[str, Module
     layouts = {}
     for name in edit.modules:
         try:
-            mod = meta_model.get_submodule(name)
+            mod = target_module(meta_model, name)
         except AttributeError:
             raise EditkitError(f"edit targets module '{name}', which this model does not have") from None
+        if isinstance(mod, ExpertDown):
+            layouts[name] = _expert_layout(name, mod, ckpt, prefix)
+            continue
         if tied and (mod is emb or mod is out_emb):
             raise EditkitError(
                 f"edit targets the tied embeddings '{name}': editing them would also change the other "
@@ -268,6 +274,9 @@ def module_layouts(edit: Edit, ckpt: Checkpoint, meta_model) -> dict[str, Module
         candidates = [name]
         if prefix and name.startswith(prefix + "."):
             candidates.append(name[len(prefix) + 1 :])  # checkpoints saved from the base model
+        saved = saved_name(meta_model, f"{name}.weight")  # renamed on save (Mixtral's block_sparse_moe.gate)
+        if saved is not None and saved != f"{name}.weight":
+            candidates.append(saved[: -len(".weight")])
         key = next((c for c in candidates if f"{c}.weight" in ckpt.entries), None)
         if key is None:
             raise EditkitError(f"{ckpt.root}: checkpoint has no tensor '{name}.weight' for the edited module")
@@ -281,6 +290,56 @@ def module_layouts(edit: Edit, ckpt: Checkpoint, meta_model) -> dict[str, Module
             bias = None
         layouts[name] = ModuleLayout(f"{key}.weight", bias, isinstance(mod, (Conv1D, nn.Embedding)))
     return layouts
+
+
+def saved_name(meta_model, key: str) -> str | None:
+    """The name ``save_pretrained`` gives parameter ``key`` (transformers 5 renames some on save, e.g.
+    Mixtral's router ``mlp.gate`` → ``block_sparse_moe.gate``); None when it is not a plain rename."""
+    try:
+        from transformers.core_model_loading import revert_weight_conversion
+
+        t = meta_model.get_parameter(key)
+        out = revert_weight_conversion(meta_model, {key: t})
+    except Exception:  # noqa: BLE001 - no conversion machinery or not a parameter: keep the name
+        return None
+    return next(iter(out)) if len(out) == 1 else None
+
+
+def _expert_layout(name: str, view, ckpt: Checkpoint, prefix: str) -> ModuleLayout:
+    """Where one expert's down projection is in the checkpoint: its own [out, in] tensor in the per-expert
+    format ``save_pretrained`` writes (``moe.<family>.checkpoint_down`` in the data file), or slice [e] of
+    the fused tensor (as the model holds it; GPT-OSS checkpoints store it so)."""
+    lay = view.layout
+    experts, e, _ = split_expert_target(name)  # type: ignore[misc]
+    out_in = list(view.weight.shape)
+    fused_shape = [getattr(view.experts, lay.down).shape[0], *(out_in[::-1] if lay.transposed else out_in)]
+    cands: list[tuple[str, int | None, bool, list[int]]] = []
+    per_expert = (moe_spec(lay.family) or {}).get("checkpoint_down")
+    layer = re.fullmatch(r"(.*\.\d+)\.[^.]+\.[^.]+", experts)
+    if per_expert and layer:
+        cands.append((f"{layer.group(1)}.{per_expert.format(e=e)}", None, False, out_in))
+    cands.append((f"{experts}.{lay.down}", e, lay.transposed, fused_shape))
+    for key, expert, transposed, shape in cands:
+        for k in (key, key[len(prefix) + 1 :] if prefix and key.startswith(prefix + ".") else None):
+            if k is None or k not in ckpt.entries:
+                continue
+            if ckpt.entries[k].shape != shape:
+                raise EditkitError(
+                    f"{ckpt.root}: '{k}' has shape {ckpt.entries[k].shape}, the config says {shape}"
+                )
+            bias = None
+            if lay.down_bias:
+                bias = k[: -len(lay.down)] + lay.down_bias if expert is not None else None
+                if bias not in ckpt.entries:
+                    raise EditkitError(
+                        f"{ckpt.root}: no bias tensor for expert {e} of '{experts}' beside '{k}'; "
+                        "cannot merge its edit exactly"
+                    )
+            return ModuleLayout(k, bias, transposed, expert)
+    raise EditkitError(
+        f"{ckpt.root}: checkpoint has neither '{cands[0][0]}' nor the fused '{cands[-1][0]}' "
+        f"for the edited expert {name}"
+    )
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -339,8 +398,13 @@ class _Merger:
     ):
         self.edit, self.ckpt, self.layouts, self.total, self.progress = edit, ckpt, layouts, total, progress
         self.via = via  # the dtype the in-memory model holds floating tensors in (None: as stored)
-        self.by_weight = {lay.weight_key: (name, lay) for name, lay in layouts.items()}
-        self.bias_of = {lay.bias_key: name for name, lay in layouts.items() if lay.bias_key}
+        # a checkpoint tensor may hold several edited modules (the experts of a fused tensor)
+        self.by_weight: dict[str, list[tuple[str, ModuleLayout]]] = {}
+        self.bias_of: dict[str, str] = {}  # bias key -> the weight key merged with it
+        for name, lay in layouts.items():
+            self.by_weight.setdefault(lay.weight_key, []).append((name, lay))
+            if lay.bias_key:
+                self.bias_of[lay.bias_key] = lay.weight_key
         self.merged_bias: dict[str, torch.Tensor] = {}
         self.bias_done: set[str] = set()
         self.norms: dict[str, float] = {}
@@ -366,31 +430,38 @@ class _Merger:
         return t.to(self.via) if self.via is not None and entry.dtype in _FLOAT_NAMES else t
 
     def _weight(self, e: TensorEntry) -> torch.Tensor:
-        name, lay = self.by_weight[e.name]
-        stored = self.read(e)  # fresh memory, ours to reuse
-        # anatomy.weight_out_in's layout (a transposed view for Conv1D), so the fp32 math is identical;
-        # for fp32 checkpoints w0 *is* the read buffer (no extra copy: peak ≈ 5× the largest tensor)
-        w0 = (stored.t() if lay.transposed else stored).to(torch.float32)
-        b = self.read(self.ckpt.entries[lay.bias_key]).to(torch.float32).clone() if lay.bias_key else None
-        w, b = self.edit.merge_tensors(name, w0.clone(), b)
-        self.norms[name] = float((w - w0).norm())
-        if b is not None and lay.bias_key not in self.bias_done:
-            self.merged_bias[lay.bias_key] = b.to(
-                self.via or _ST_DTYPES[self.ckpt.entries[lay.bias_key].dtype]
-            )
-        w = (w.t() if lay.transposed else w).to(stored.dtype)
-        del w0, stored
-        return w
+        return self._merge(e.name)
+
+    def _merge(self, key: str) -> torch.Tensor:
+        """Merge every module stored in checkpoint tensor ``key`` (one, or the experts of a fused tensor):
+        returns the merged tensor; merged biases go to ``merged_bias`` until their turn comes."""
+        stored = self.read(self.ckpt.entries[key])  # fresh memory, ours to reuse: merged in place
+        biases: dict[str, torch.Tensor] = {}
+        for name, lay in self.by_weight[key]:
+            part = stored if lay.expert is None else stored[lay.expert]
+            # anatomy.weight_out_in's layout (a transposed view for Conv1D, GPT-OSS experts), so the fp32 math
+            # is identical; for fp32 checkpoints w0 *is* the read buffer (no copy: peak ≈ 5× the tensor)
+            w0 = (part.t() if lay.transposed else part).to(torch.float32)
+            b = None
+            if lay.bias_key:
+                if lay.bias_key not in biases:
+                    biases[lay.bias_key] = self.read(self.ckpt.entries[lay.bias_key])
+                full = biases[lay.bias_key]
+                b = (full if lay.expert is None else full[lay.expert]).to(torch.float32).clone()
+            w, b = self.edit.merge_tensors(name, w0.clone(), b)
+            self.norms[name] = float((w - w0).norm())
+            if b is not None:
+                (full if lay.expert is None else full[lay.expert]).copy_(b.to(full.dtype))
+            (part.t() if lay.transposed else part).copy_(w.to(stored.dtype))
+            del w0, w
+        for bkey, merged in biases.items():
+            if bkey not in self.bias_done:
+                self.merged_bias[bkey] = merged
+        return stored
 
     def _bias(self, e: TensorEntry) -> torch.Tensor:
-        if e.name not in self.merged_bias:  # bias stored before its weight: merge the module now
-            name = self.bias_of[e.name]
-            lay = self.layouts[name]
-            stored = self.read(self.ckpt.entries[lay.weight_key])
-            w0 = (stored.t() if lay.transposed else stored).to(torch.float32).clone()
-            b = self.read(e).to(torch.float32).clone()
-            _, b = self.edit.merge_tensors(name, w0, b)
-            self.merged_bias[e.name] = b.to(self.via or _ST_DTYPES[e.dtype])
+        if e.name not in self.merged_bias:  # bias stored before its weight: merge the module(s) now
+            self._merge(self.bias_of[e.name])
         self.bias_done.add(e.name)
         return self.merged_bias.pop(e.name)
 

@@ -88,13 +88,13 @@ def _recipe(tmp_path, model, extra=""):
 def test_apply_writes_checks_and_lists_the_gguf_and_export_adds_one(chat_model, tmp_path):
     recipe = _recipe(tmp_path, chat_model("llama"), "export: {gguf: q8_0}\n")
     run = apply_recipe(recipe, out=tmp_path / "run")
-    g = run.metrics["export"]["gguf"]
+    [g] = run.metrics["export"]["gguf"]
     assert g["file"] == "model.gguf" and g["type"] == "q8_0" and g["tokens_identical"] is True
     assert g["max_abs_logit_diff"] <= g["bound"]
     assert (run.model_dir / "model.gguf").stat().st_size == g["bytes"]
     assert "model.gguf" in run.metrics["export"]["files"]
     card = (run.model_dir / "README.md").read_text()
-    assert "`model.gguf` (q8_0" in card and "llama.cpp" in card
+    assert "| `model.gguf` | q8_0 | " in card and "llama.cpp" in card
     assert not [p for p in tmp_path.rglob(".*tmp*")]  # no temporary folders left
 
     res = CliRunner().invoke(
@@ -114,7 +114,7 @@ def test_unsupported_architecture_fails_before_the_fit(tmp_path, tiny_dir, famil
     res = CliRunner().invoke(app, ["apply", str(recipe), "--out", str(tmp_path / "run")], terminal_width=300)
     assert res.exit_code == 2
     assert (
-        f"export.gguf: GGUF export supports llama, mistral, qwen2 models; this one is '{family}'"
+        f"export.gguf: GGUF export supports llama, mistral, qwen2, qwen2_moe, qwen3_moe models; this one is '{family}'"
         in res.output
     )
     assert not (tmp_path / "run").exists()

@@ -30,6 +30,8 @@ TRIPLETS = [
 ]
 
 FAMILIES = ("llama", "qwen2", "gemma3", "gpt2", "mistral", "qwen3", "phi3")
+#: mixture-of-experts families (fused 3-D expert tensors; 4 experts, top-2); no small real MoE is on PyPI
+MOE_FAMILIES = ("mixtral", "qwen2_moe", "qwen3_moe", "olmoe", "gpt_oss")
 
 
 @cache
@@ -84,6 +86,12 @@ def _tiny_config(family: str, vocab_size: int):
         )
     if family == "phi3":
         return T.Phi3Config(**common, pad_token_id=1, bos_token_id=0, eos_token_id=0)
+    if family in MOE_FAMILIES:
+        return _tiny_moe_config(family, common)
+    if family == "phimoe":  # a mixture of experts editkit does not support (refused in one line)
+        return T.PhimoeConfig(
+            **dict(common, intermediate_size=32), num_local_experts=4, num_experts_per_tok=2
+        )
     if family == "opt":  # an architecture editkit does not support (the bad-input corpus)
         return T.OPTConfig(
             vocab_size=vocab_size,
@@ -103,6 +111,50 @@ def _tiny_config(family: str, vocab_size: int):
             n_positions=256,
             bos_token_id=0,
             eos_token_id=0,
+        )
+    raise ValueError(family)
+
+
+def _tiny_moe_config(family: str, common: dict):
+    """4 experts of width 32, 2 per token; Qwen2-MoE with a shared expert of width 48."""
+    import transformers as T
+
+    moe = dict(common, intermediate_size=32)
+    ids = dict(pad_token_id=1, bos_token_id=0, eos_token_id=0)
+    if family == "mixtral":
+        return T.MixtralConfig(**moe, num_local_experts=4, num_experts_per_tok=2, tie_word_embeddings=False)
+    if family == "qwen2_moe":
+        return T.Qwen2MoeConfig(
+            **dict(moe, intermediate_size=128),
+            moe_intermediate_size=32,
+            shared_expert_intermediate_size=48,
+            num_experts=4,
+            num_experts_per_tok=2,
+            tie_word_embeddings=False,
+        )
+    if family == "qwen3_moe":
+        return T.Qwen3MoeConfig(
+            **dict(moe, intermediate_size=128),
+            head_dim=16,
+            moe_intermediate_size=32,
+            num_experts=4,
+            num_experts_per_tok=2,
+            norm_topk_prob=True,
+            tie_word_embeddings=False,
+        )
+    if family == "olmoe":
+        return T.OlmoeConfig(**moe, **ids, num_experts=4, num_experts_per_tok=2, tie_word_embeddings=False)
+    if family == "gpt_oss":
+        return T.GptOssConfig(
+            **moe,
+            **ids,
+            head_dim=16,
+            num_local_experts=4,
+            num_experts_per_tok=2,
+            layer_types=["sliding_attention", "full_attention"],
+            sliding_window=16,
+            rope_parameters={"rope_type": "default", "rope_theta": 150000.0},
+            tie_word_embeddings=False,
         )
     raise ValueError(family)
 

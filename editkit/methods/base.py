@@ -89,6 +89,8 @@ class Method:
     params_cls: ClassVar[type[MethodParams]]
     paper: ClassVar[str] = ""
     summary: ClassVar[str] = ""
+    #: what the method does on a mixture-of-experts model (docs/methods.md)
+    moe: ClassVar[str] = ""
     #: data roles the method needs in the recipe (checked before the model is loaded)
     needs: ClassVar[tuple[str, ...]] = ()
     #: how a run of this method reads in the card (its info model, sections, plots, metrics)
@@ -103,6 +105,11 @@ class Method:
         roles, tied embeddings) is checked here, so no evaluation runs before a mistake is reported. Raise
         an EditkitError naming the field (e.g. ``method.layer: 99 is out of range 0..29``).
         """
+
+    def notes(self, params: MethodParams, anatomy: Anatomy) -> list[str]:
+        """One-line notes shown once ``check`` passes: what the method will leave out on this model (e.g. a
+        mixture of experts' fused expert tensors). Nothing is refused here."""
+        return []
 
     def check_data(self, params: MethodParams, sets: set[str]) -> None:
         """Check the ``data.sets`` names the params refer to (``sets``: the recipe's set names), before any

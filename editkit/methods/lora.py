@@ -3,6 +3,12 @@
 Target resolution (fused qkv / gate_up projections stand in for their parts), the PEFT wrap with a seeded
 initialisation, the read-out of the adapter as ``LowRank`` ops, the unwrap that gives back the untouched
 base model, and the random-LoRA control of the same size.
+
+Mixture of experts: ``router`` (the router's weight) and ``experts`` (every expert's down projection, one
+fused 3-D tensor) are adapted through PEFT's ``target_parameters`` (``ParamWrapper``; no LoRA dropout there)
+and read back as one ``LowRank`` per router and per expert. The experts' fused gate/up tensors get no
+adapter (editkit edits only each expert's down projection); ``gate``/``up``/``down`` on a MoE layer are its
+shared expert's, where it has one.
 """
 
 from __future__ import annotations
@@ -14,10 +20,14 @@ from typing import Literal
 
 import torch
 
+from editkit.anatomy import expert_layout
 from editkit.edit import Edit
+from editkit.errors import EditkitError
 from editkit.ops import LowRank
 
-Role = Literal["q", "k", "v", "qkv", "o", "gate", "up", "gate_up", "down"]
+Role = Literal["q", "k", "v", "qkv", "o", "gate", "up", "gate_up", "down", "router", "experts"]
+#: roles adapted through PEFT's target_parameters (a parameter, not a Linear module)
+PARAM_ROLES = ("router", "experts")
 ADAPTER = "default"
 # Fused projections stand in for their parts on models that have them (GPT-2 c_attn, Phi-3 qkv/gate_up).
 _FUSED = {"q": "qkv", "k": "qkv", "v": "qkv", "gate": "gate_up", "up": "gate_up"}
@@ -38,13 +48,65 @@ def resolve_targets(anatomy, roles: list[str], layers: Literal["all"] | list[int
 
 
 def module_map(anatomy) -> dict[str, tuple[int, str]]:
-    """module name -> (layer index, role)."""
+    """module name -> (layer index, role); each expert's down projection maps to role ``experts``."""
     out = {}
     for layer in anatomy.layers:
-        for role in ("q", "k", "v", "qkv", "o", "gate", "up", "gate_up", "down"):
+        for role in ("q", "k", "v", "qkv", "o", "gate", "up", "gate_up", "down", "router", "experts"):
             name = layer.role(role)
             if name:
                 out[name] = (layer.index, role)
+        for name in layer.expert_downs:
+            out[name] = (layer.index, "experts")
+    return out
+
+
+def lora_notes(anatomy, roles: list[str]) -> list[str]:
+    """One line for a MoE model whose experts the roles leave out or reach only in part (shown at check)."""
+    if not anatomy.is_moe:
+        return []
+    import peft
+
+    asked = [r for r in roles if r in ("gate", "up", "gate_up", "down")]
+    shared = any(la.down for la in anatomy.layers if la.is_moe)
+    if "experts" in roles and not asked:
+        return []
+    return [
+        f"method.targets: on {anatomy.architecture} the experts are fused 3-D tensors; PEFT {peft.__version__} "
+        "adapts them (target_parameters) and editkit reads back each expert's down projection: add 'experts' "
+        "(and 'router') to targets for them; the experts' gate/up tensors get no adapter"
+        + (", and gate/up/down mean the shared expert" if shared else "")
+    ]
+
+
+def check_param_roles(anatomy, roles: list[str], dropout: float) -> None:
+    """Roles adapted as parameters (router, experts) exist only on a MoE and take no LoRA dropout."""
+    asked = [r for r in roles if r in PARAM_ROLES]
+    if not asked:
+        return
+    if not anatomy.is_moe:
+        raise EditkitError(
+            f"method.targets: {asked[0]} names a mixture-of-experts part; {anatomy.architecture} has no experts"
+        )
+    if dropout:
+        raise EditkitError(
+            f"method.dropout: {dropout}: PEFT's LoRA on {'/'.join(asked)} (target_parameters) takes no dropout; "
+            "set dropout: 0"
+        )
+
+
+def param_targets(model, names: list[str]) -> dict[str, str]:
+    """Module name -> the parameter PEFT adapts there (routers: weight; experts: the fused down projection)."""
+    from torch import nn
+    from transformers.pytorch_utils import Conv1D
+
+    layout = expert_layout(getattr(model.config, "model_type", None))
+    out = {}
+    for n in names:
+        mod = model.get_submodule(n)
+        if isinstance(mod, (nn.Linear, Conv1D, nn.Embedding)):
+            continue
+        fused = getattr(mod, layout.down, None) if layout is not None else None
+        out[n] = layout.down if isinstance(fused, torch.Tensor) and fused.dim() == 3 else "weight"
     return out
 
 
@@ -63,11 +125,13 @@ def wrap_lora(model, names: list[str], p, seed: int):
 
     flags = {n: prm.requires_grad for n, prm in model.named_parameters()}
     fan_in_fan_out = any(isinstance(model.get_submodule(n), Conv1D) for n in names)
+    params = param_targets(model, names)
     config = LoraConfig(
         r=p.rank,
         lora_alpha=p.alpha,
         lora_dropout=getattr(p, "dropout", 0.0),
-        target_modules=names,
+        target_modules=[n for n in names if n not in params],
+        target_parameters=[f"{n}.{attr}" for n, attr in params.items()] or None,
         bias="none",
         fan_in_fan_out=fan_in_fan_out,
         init_lora_weights=True,
@@ -92,12 +156,36 @@ def adapter_ops(peft_model, names: list[str]) -> list[LowRank]:
     """One LowRank op per adapted module: ΔW = scale·B·A with plain (un-prefixed) module names."""
     ops = []
     for name, layer in lora_layers(peft_model, names):
+        if getattr(layer, "num_experts", 1) > 1:  # a fused expert tensor: one LowRank per expert
+            ops += _expert_ops(name, layer)
+            continue
         ops.append(
             LowRank(
                 module=name,
                 A=layer.lora_A[ADAPTER].weight.detach().to(torch.float32).cpu().clone(),
                 B=layer.lora_B[ADAPTER].weight.detach().to(torch.float32).cpu().clone(),
                 scale=float(layer.scaling[ADAPTER]),
+            )
+        )
+    return ops
+
+
+def _expert_ops(name: str, layer) -> list[LowRank]:
+    """PEFT's per-expert factors (delta_e = scale·lhs_e·rhs_e in the tensor's stored orientation) as
+    LowRank ops on ``<experts>.<e>.<param>`` in [out, in] orientation."""
+    with torch.no_grad():
+        lhs, rhs, scale = layer.get_delta_factors(ADAPTER)
+        lhs, rhs = lhs.detach().to(torch.float32).cpu(), rhs.detach().to(torch.float32).cpu()
+    stored_out_in = layer._did_swap_in_out_features  # (E, out, in): delta_e = B_e·A_e
+    ops = []
+    for e in range(lhs.shape[0]):
+        a, b = (rhs[e], lhs[e]) if stored_out_in else (lhs[e].t(), rhs[e].t())
+        ops.append(
+            LowRank(
+                module=f"{name}.{e}.{layer.parameter_name}",
+                A=a.contiguous().clone(),
+                B=b.contiguous().clone(),
+                scale=float(scale),
             )
         )
     return ops

@@ -53,6 +53,8 @@ def method_reference_markdown() -> str:
         lines += ["", f"## `{name}`", "", f"{cls.summary}.", ""]
         if cls.paper:
             lines += [f"Paper: {cls.paper}.", ""]
+        if cls.moe:
+            lines += [f"On a mixture of experts: {cls.moe}.", ""]
         lines += ["| parameter | type | default | meaning |", "| --- | --- | --- | --- |"]
         for field_name, field in cls.params_cls.model_fields.items():
             if field_name == "name":
@@ -60,7 +62,36 @@ def method_reference_markdown() -> str:
             desc = (field.description or "").replace("|", "\\|")
             typ = _type_name(field.annotation).replace("|", "\\|")
             lines.append(f"| `{field_name}` | {typ} | {_default(field)} | {desc} |")
+    lines += ["", *MOE_SECTION]
     return "\n".join(lines) + "\n"
+
+
+MOE_SECTION = [
+    "## Mixtures of experts",
+    "",
+    "Mixtral, Qwen2-MoE (with its shared expert), Qwen3-MoE, OLMoE and GPT-OSS (`moe` in "
+    "`editkit/_data/architectures.json`: router, shared expert, fused expert tensors and their orientation, "
+    "the per-expert checkpoint name); any other MoE is refused in one line naming what was found. transformers "
+    "5 holds the experts of a layer as fused 3-D tensors (`mlp.experts.down_proj` (E, hidden, I), GPT-OSS "
+    "(E, I, hidden) with biases); editkit addresses expert `e`'s down projection as the module "
+    "`<layer>.mlp.experts.<e>.down_proj` (`editkit.moe`), so every edit op works on single experts: its "
+    "merge form writes that expert's slice, its hook form runs the layer's experts through editkit's own "
+    "per-expert loop.",
+    "",
+    "Every MoE run records router statistics before and after the edit, on target and general text: the "
+    "share of tokens each router sends to each expert (`metrics.json` → `routing`); the card's *Routing* "
+    "section shows the total-variation distance per layer and the largest changes (an edit that silently "
+    "reroutes is a different edit).",
+    "",
+    "Export: merged fused tensors are bit-identical in the streamed and in-memory paths (the streamed merge "
+    "reads each expert's tensor in the per-expert format `save_pretrained` writes, or its slice of a fused "
+    "one). GGUF: Qwen2-MoE and Qwen3-MoE (`ffn_*_exps`; the expert widths must be the family's defaults, "
+    "since transformers reads none from a GGUF for the round-trip check); Mixtral, OLMoE and GPT-OSS are "
+    "refused in one line.",
+    "",
+    "No small real MoE is on PyPI: the unit and contract tests use a tiny random config of each family "
+    "(`tests/tiny.py`, `MOE_FAMILIES`).",
+]
 
 
 if __name__ == "__main__":

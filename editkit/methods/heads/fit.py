@@ -138,6 +138,10 @@ class HeadsMethod(Method):
     params_cls = HeadsParams
     paper = "Compressed sensing for capability localization in LLMs (arXiv 2603.03335)"
     summary = "a sparse set of attention heads, found by compressed sensing over knockouts, zeroed at o_proj"
+    moe = (
+        "attention is dense in every supported MoE family: heads are found and zeroed exactly as on a dense "
+        "model (contract-tested on each family)"
+    )
     report = HeadsReport
 
     def check(self, params: HeadsParams, anatomy) -> None:

@@ -9,6 +9,11 @@ Neuron Localisation (CNL, arXiv 2502.20992):
 3. per dataset, keep the neurons kept in at least ``min_share`` of its samples;
 4. capability neurons = the neurons every dataset keeps (the commonality).
 
+On a mixture of experts a neuron is (layer, expert, index): each expert's (and the shared expert's) down
+projection inputs are attributed and erased one expert at a time (:func:`neuron_layout` lays a layer's
+groups side by side), and the info says which experts hold the neurons and how often the routers pick those
+experts on the target text and on general text.
+
 Datasets: by default the sampled target train items are split into ``n_splits`` disjoint random parts,
 each a "dataset" (so the overlap between them measures how stable the localisation is); with
 ``datasets: [a, b]`` the named ``data.sets`` (triplet files of the same capability) are the datasets.
@@ -24,24 +29,122 @@ import torch
 from editkit.distributed import gather_shares
 from editkit.edit import Edit, ScaleInputs
 from editkit.errors import EditkitError
-from editkit.localize.attribution import neuron_attributions
+from editkit.localize.attribution import neuron_attributions, neuron_layout, neuron_width
 from editkit.methods.base import FitContext, FitResult, Method
 from editkit.methods.neurons.params import NeuronsParams
 from editkit.methods.neurons.report import NeuronsReport
 from editkit.methods.registry import register_method
+from editkit.routing import routing_shares
+
+
+def unit_of(anatomy, layer: int, j: int) -> tuple[str, str, int]:
+    """(group label, down-projection target, column) of neuron ``j`` of ``layer`` in :func:`neuron_layout`'s
+    columns (``mlp`` on a dense layer; ``e3``, ``shared`` on a MoE layer)."""
+    for label, target, off, width in neuron_layout(anatomy)[layer]:
+        if off <= j < off + width:
+            return label, target, j - off
+    raise IndexError(f"neuron {j} out of range for layer {layer}")
+
+
+def flat_neuron(anatomy, spec: tuple) -> tuple[int, int]:
+    """A recipe's neuron ([layer, index], or [layer, expert, index] on a MoE layer) → (layer, column).
+    EditkitError (one line, naming the neuron) when the model has no such neuron."""
+    n_layers = anatomy.n_layers
+    layer = spec[0]
+    if not 0 <= layer < n_layers:
+        raise EditkitError(f"method.neurons: {list(spec)} is out of range for this model ({n_layers} layers)")
+    groups = neuron_layout(anatomy)[layer]
+    moe = anatomy.layer(layer).is_moe
+    if len(spec) == 2 and not moe:
+        j, width = spec[1], groups[0][3]
+        if not 0 <= j < width:
+            raise EditkitError(
+                f"method.neurons: {list(spec)} is out of range for this model ({n_layers} layers x {width} neurons)"
+            )
+        return layer, j
+    if len(spec) == 2:
+        raise EditkitError(
+            f"method.neurons: {list(spec)}: layer {layer} is a mixture of experts; name its neurons "
+            f"[layer, expert, index] (expert 0..{anatomy.n_experts - 1} or 'shared')"
+        )
+    if not moe:
+        raise EditkitError(f"method.neurons: {list(spec)} names an expert, but layer {layer} has no experts")
+    label = "shared" if spec[1] == "shared" else f"e{spec[1]}"
+    group = next((g for g in groups if g[0] == label), None)
+    if group is None or not 0 <= spec[2] < group[3]:
+        raise EditkitError(
+            f"method.neurons: {list(spec)} is out of range for this model (layer {layer}: experts "
+            f"0..{anatomy.n_experts - 1} x {anatomy.expert_intermediate_size} neurons"
+            + (", shared" if groups[0][0] == "shared" else "")
+            + ")"
+        )
+    return layer, group[2] + spec[2]
 
 
 def neuron_edit(
     anatomy, neurons: list[tuple[int, int]], scale: float = 0.0, info: dict | None = None
 ) -> Edit:
-    by_layer: dict[int, list[int]] = {}
+    """ScaleInputs on each down projection (each expert's on a MoE) holding some of ``neurons``
+    ((layer, column) pairs in :func:`neuron_layout`'s columns)."""
+    by_target: dict[tuple[int, str], list[int]] = {}
     for layer, j in neurons:
-        by_layer.setdefault(layer, []).append(int(j))
+        _, target, col = unit_of(anatomy, layer, int(j))
+        by_target.setdefault((layer, target), []).append(col)
     ops = [
-        ScaleInputs(module=anatomy.layer(li).down, index=sorted(js), factor=scale)
-        for li, js in sorted(by_layer.items())
+        ScaleInputs(module=target, index=sorted(cols), factor=scale)
+        for (_, target), cols in sorted(by_target.items(), key=lambda kv: (kv[0][0], _group_order(kv[0][1])))
     ]
-    return Edit(method="neurons", ops=ops, info={"neurons": [list(n) for n in neurons], **(info or {})})
+    more = {"neuron_units": _units(anatomy, neurons)} if anatomy.is_moe else {}
+    return Edit(
+        method="neurons", ops=ops, info={"neurons": [list(n) for n in neurons], **more, **(info or {})}
+    )
+
+
+def _group_order(target: str) -> tuple[int, str]:
+    parts = target.split(".")
+    return (int(parts[-2]), target) if parts[-2].isdigit() else (-1, target)
+
+
+def _units(anatomy, neurons) -> list[list]:
+    """(layer, expert, index) of each neuron: expert an int, 'shared', or 'mlp' for a dense layer."""
+    out = []
+    for layer, j in neurons:
+        label, _, col = unit_of(anatomy, layer, int(j))
+        out.append([layer, int(label[1:]) if label.startswith("e") else label, col])
+    return out
+
+
+def expert_summary(ctx: FitContext, neurons: list[tuple[int, int]], items: list[dict]) -> list[dict]:
+    """Which experts hold the neurons, and how often the routers pick each of them (share of tokens) on the
+    target items and on general text, with the model as it is (the base model during the fit)."""
+    an = ctx.anatomy
+    held: dict[tuple[int, str], int] = {}
+    for layer, j in neurons:
+        label = unit_of(an, layer, int(j))[0]
+        held[(layer, label)] = held.get((layer, label), 0) + 1
+    texts = {"target": [f"{t['prompt']}{t['correct']}" for t in items[:32]]}
+    general = [t for t in (ctx.data.get("general_train") or []) if t and t.strip()][:32]
+    if general:
+        texts["general"] = general
+    shares = {k: routing_shares(ctx.model, ctx.tokenizer, an, v) for k, v in texts.items()}
+    rows = []
+    for (layer, label), n in sorted(held.items(), key=lambda kv: (kv[0][0], _label_order(kv[0][1]))):
+        row: dict = {
+            "layer": layer,
+            "expert": int(label[1:]) if label.startswith("e") else label,
+            "neurons": n,
+        }
+        for k, sh in shares.items():
+            if label.startswith("e") and layer in sh["layers"]:
+                row[f"pick_{k}"] = sh["shares"][sh["layers"].index(layer)][int(label[1:])]
+            else:  # a shared expert (or dense MLP) sees every token
+                row[f"pick_{k}"] = 1.0
+        rows.append(row)
+    return rows
+
+
+def _label_order(label: str) -> int:
+    return int(label[1:]) if label.startswith("e") else -1
 
 
 def kept_per_sample(attr: torch.Tensor, threshold: float, top_q: int | None) -> torch.Tensor:
@@ -79,7 +182,7 @@ def _attribute_sets(
     """Per dataset: the neurons kept by at least ``min_share`` of its samples; and the summed attributions."""
     an = ctx.anatomy
     per_set: dict[str, set[tuple[int, int]]] = {}
-    attr_sum = torch.zeros(an.n_layers, an.intermediate_size)
+    attr_sum = torch.zeros(an.n_layers, neuron_width(an))
     done = 0
     for name, items in sets.items():
 
@@ -117,6 +220,13 @@ class NeuronsMethod(Method):
     paper = "Commonality Neuron Localisation (CNL, arXiv 2502.20992)"
     summary = "capability neurons common to several datasets, erased at the down_proj input"
     report = NeuronsReport
+    moe = (
+        "a neuron is (layer, expert, index): every expert's (and the shared expert's) down-projection inputs "
+        "are attributed — an expert's gate acts on the tokens its router sends it — and erased in that "
+        "expert's slice of the fused tensor; explicit `neurons` are `[layer, expert, index]` (expert: its "
+        "index or `shared`); the card lists the experts holding the neurons and how often their router picks "
+        "them on target vs general text; the control draws as many random neurons from the same experts"
+    )
 
     def _datasets(self, ctx: FitContext, p: NeuronsParams) -> dict[str, list[dict]]:
         if p.datasets is not None:
@@ -146,19 +256,15 @@ class NeuronsMethod(Method):
                 raise EditkitError(f"method.datasets: '{name}' is not a data.sets entry of this recipe")
 
     def check(self, params: NeuronsParams, anatomy) -> None:
-        for layer, j in params.neurons or []:
-            if not (0 <= layer < anatomy.n_layers and 0 <= j < anatomy.intermediate_size):
-                raise EditkitError(
-                    f"method.neurons: [{layer}, {j}] is out of range for this model "
-                    f"({anatomy.n_layers} layers x {anatomy.intermediate_size} neurons)"
-                )
+        for spec in params.neurons or []:
+            flat_neuron(anatomy, tuple(spec))
 
     def fit(self, ctx: FitContext) -> FitResult:
         p: NeuronsParams = ctx.params  # type: ignore[assignment]
         an = ctx.anatomy
         self.check(p, an)
         if p.neurons is not None:
-            return FitResult(neuron_edit(an, [tuple(n) for n in p.neurons], p.scale))
+            return FitResult(neuron_edit(an, [flat_neuron(an, tuple(n)) for n in p.neurons], p.scale))
 
         sets = self._datasets(ctx, p)
         total = sum(len(v) for v in sets.values())
@@ -214,20 +320,27 @@ class NeuronsMethod(Method):
             "attribution_seconds": round(seconds, 2),
             "mean_attribution": [round(float(mean_attr[n]), 8) for n in chosen],
         }
+        if an.is_moe:
+            info["experts"] = expert_summary(ctx, chosen, [it for v in sets.values() for it in v])
         return FitResult(neuron_edit(an, chosen, p.scale, info=info))
 
     def control(self, ctx: FitContext, edit: Edit) -> Edit | None:
-        """Random neurons, as many per layer as the edit has (layer-matched: depth is not a confound)."""
+        """Random neurons, as many per layer as the edit has (layer-matched: depth is not a confound); on a
+        MoE as many per expert (expert-matched: how often the router picks it is not a confound)."""
         chosen = {tuple(n) for n in edit.info.get("neurons", [])}
-        per_layer: dict[int, int] = {}
-        for li, _ in chosen:
-            per_layer[li] = per_layer.get(li, 0) + 1
+        layout = neuron_layout(ctx.anatomy)
+        per_group: dict[tuple[int, int], int] = {}  # (layer, group index) -> count
+        for li, j in chosen:
+            gi = next(i for i, g in enumerate(layout[li]) if g[2] <= j < g[2] + g[3])
+            per_group[(li, gi)] = per_group.get((li, gi), 0) + 1
         rng = ctx.rng("neurons-control")
         pick: list[tuple[int, int]] = []
-        for li, n in sorted(per_layer.items()):
-            pool = [j for j in range(ctx.anatomy.intermediate_size) if (li, j) not in chosen]
+        for (li, gi), n in sorted(per_group.items()):
+            _, _, off, width = layout[li][gi]
+            pool = [j for j in range(off, off + width) if (li, j) not in chosen]
             pick += [(li, j) for j in sorted(rng.sample(pool, min(n, len(pool))))]
         p: NeuronsParams = ctx.params  # type: ignore[assignment]
+        what = "expert" if ctx.anatomy.is_moe else "layer"
         return neuron_edit(
-            ctx.anatomy, pick, p.scale, info={"control": "random neurons, same count per layer"}
+            ctx.anatomy, pick, p.scale, info={"control": f"random neurons, same count per {what}"}
         )

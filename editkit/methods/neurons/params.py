@@ -11,8 +11,10 @@ from editkit.methods.base import MethodParams
 
 class NeuronsParams(MethodParams):
     name: str = "neurons"
-    neurons: list[tuple[int, int]] | None = Field(
-        None, description="explicit [layer, neuron] pairs to erase (skips discovery)"
+    neurons: list[tuple[int, int] | tuple[int, int | Literal["shared"], int]] | None = Field(
+        None,
+        description="explicit [layer, neuron] pairs to erase (skips discovery); on a mixture of experts "
+        "[layer, expert, neuron] (expert: its index, or 'shared')",
     )
     scale: float = Field(0.0, description="factor for the chosen neurons (0 = erase, >1 = enhance)")
     attribution: Literal["ig", "act_x_grad"] = Field(

@@ -11,6 +11,8 @@ from editkit.plots import bar_per_layer
 
 class NeuronsInfo(Info):
     neurons: list[tuple[int, int]] = []
+    neuron_units: list[list[Any]] = []  # MoE: (layer, expert or 'shared', index) of each neuron
+    experts: list[dict[str, Any]] = []  # MoE: the experts holding neurons and their router pick rates
     mean_attribution: list[float] = []
     overlap: dict[str, Any] = {}
     per_layer: list[float] | None = None
@@ -22,25 +24,30 @@ class NeuronsReport(Report):
     info: NeuronsInfo
 
     def shown(self) -> set[str]:
-        return {"neurons", "mean_attribution", "overlap", "per_layer"}
+        return {"neurons", "mean_attribution", "overlap", "per_layer", "neuron_units", "experts"}
 
     def where(self) -> list[str]:
         neurons, attr = self.info.neurons, self.info.mean_attribution
         per_layer: dict[int, int] = {}
         for li, _ in neurons:
             per_layer[li] = per_layer.get(li, 0) + 1
-        lines = [f"{len(neurons)} MLP neuron(s), erased at the `down_proj` input. Neurons per layer:", ""]
+        units = self.info.neuron_units
+        where = "each expert's `down_proj` input" if units else "the `down_proj` input"
+        lines = [f"{len(neurons)} MLP neuron(s), erased at {where}. Neurons per layer:", ""]
         lines += ["| layer | neurons |", "| --- | --- |"]
         lines += [f"| {li} | {n} |" for li, n in sorted(per_layer.items())]
         lines.append("")
-        shown = neurons[:20]
+        lines += self._experts()
+        shown = [tuple(u) for u in units[:20]] if units else neurons[:20]
         lines.append(
-            "First neurons (layer, index"
+            "First neurons (layer, "
+            + ("expert, " if units else "")
+            + "index"
             + (", mean attribution" if attr else "")
             + "): "
             + ", ".join(
-                f"({li}, {j}" + (f", {num(attr[i])})" if i < len(attr) else ")")
-                for i, (li, j) in enumerate(shown)
+                "(" + ", ".join(map(str, n)) + (f", {num(attr[i])})" if i < len(attr) else ")")
+                for i, n in enumerate(shown)
             )
             + (
                 f" … and {len(neurons) - len(shown)} more (all in `editkit/edit.json`)."
@@ -52,6 +59,25 @@ class NeuronsReport(Report):
             lines += ["", "Overlap between the neuron sets of the datasets (CNL overlap rate):", ""]
             lines += ["| pair | value |", "| --- | --- |"]
             lines += [f"| {k} | {cell(v)} |" for k, v in self.info.overlap.items()]
+        return lines + [""]
+
+    def _experts(self) -> list[str]:
+        """MoE: which experts hold the neurons, and how often the routers pick them (base model)."""
+        rows = self.info.experts
+        if not rows:
+            return []
+        lines = [
+            "Experts holding the neurons, and the share of tokens their router sends them on the target "
+            "text and on general text (base model; a shared expert sees every token):",
+            "",
+            "| layer | expert | neurons | picked on target | picked on general |",
+            "| --- | --- | --- | --- | --- |",
+        ]
+        for r in rows:
+            lines.append(
+                f"| {r.get('layer')} | {r.get('expert')} | {r.get('neurons')} | {num(r.get('pick_target'))} | "
+                f"{num(r.get('pick_general'))} |"
+            )
         return lines + [""]
 
     def plots(self, out: Path, run_dir: Path) -> dict[str, str]:

@@ -46,6 +46,11 @@ class RefusalMethod(Method):
     paper = "Surgical Refusal Ablation (arXiv 2601.08489); Arditi et al. 2024 (arXiv 2406.11717)"
     summary = "a refusal direction (cleaned against concept atoms), projected out of every residual writer"
     report = RefusalReport
+    moe = (
+        "every expert's down projection (and the shared expert's) is a residual writer: the same projection, "
+        "norm preservation and per-layer strength as a dense `down_proj`, merged into each expert's slice of "
+        "the fused tensor (GPT-OSS: its expert biases projected too)"
+    )
     needs = ("sets.harmful", "sets.harmless")
 
     def check(self, params, anatomy) -> None:

@@ -31,7 +31,9 @@ from editkit.methods.lora import (  # noqa: F401 - adapter_ops, wrap_lora... are
     ADAPTER,
     Role,
     adapter_ops,
+    check_param_roles,
     lora_layers,
+    lora_notes,
     module_map,
     random_lora_like,
     resolve_targets,
@@ -236,14 +238,15 @@ def _delta_norms(ctx: FitContext, ops) -> tuple[dict[str, float], list[float]]:
     per_layer = [0.0] * ctx.anatomy.n_layers
     roles = [
         r
-        for r in ("q", "k", "v", "qkv", "o", "gate", "up", "gate_up", "down")
+        for r in ("q", "k", "v", "qkv", "o", "gate", "up", "gate_up", "down", "router", "experts")
         if any(where.get(n, (0, ""))[1] == r for n in norms)
     ]
     grid = [[0.0] * len(roles) for _ in range(ctx.anatomy.n_layers)]
     for n, v in norms.items():
         li, role = where[n]
         per_layer[li] += v
-        grid[li][roles.index(role)] = v
+        cell = grid[li][roles.index(role)]  # a layer's experts share one cell: ‖ΔW‖_F over all of them
+        grid[li][roles.index(role)] = math.sqrt(cell * cell + v * v)
     ctx.events.emit(
         "heatmap",
         name="scalpel_delta_norm",
@@ -263,6 +266,12 @@ class ScalpelMethod(Method):
     paper = "SCALPEL: capability removal with low-rank adapters (arXiv 2601.07411)"
     summary = "a LoRA adapter trained so p(correct) ≈ p(incorrect) on the target, regularised on general text"
     report = ScalpelReport
+    moe = (
+        "targets `router` (each router's weight) and `experts` (every expert's down projection, one fused "
+        "tensor) are adapted through PEFT's `target_parameters` (no LoRA dropout there) and read back as one "
+        "low-rank delta per router and per expert; `gate`/`up`/`down` mean the shared expert's (Qwen2-MoE); "
+        "the experts' fused gate/up tensors get no adapter, which `check` says in one line"
+    )
     makes_adapter = True
     needs = ("target",)
 
@@ -279,6 +288,10 @@ class ScalpelMethod(Method):
                 f"method.targets: none of {list(p.targets)} exists on this model "
                 f"({anatomy.architecture}); try q, k, v, o, gate, up, down"
             )
+        check_param_roles(anatomy, list(p.targets), p.dropout)
+
+    def notes(self, params, anatomy) -> list[str]:
+        return lora_notes(anatomy, list(params.targets))
 
     def fit(self, ctx: FitContext) -> FitResult:
         p: ScalpelParams = ctx.params  # type: ignore[assignment]

@@ -17,7 +17,8 @@ class ScalpelParams(MethodParams):
     dropout: float = Field(0.0, ge=0, lt=1, description="LoRA dropout on the adapter input")
     targets: list[Role] = Field(
         ["q", "k", "v", "o", "gate", "up", "down"],
-        description="anatomy roles that get an adapter (fused qkv / gate_up stand in where the model has them)",
+        description="anatomy roles that get an adapter (fused qkv / gate_up stand in where the model has them; "
+        "on a mixture of experts also router and experts)",
     )
     layers: Literal["all"] | list[int] = Field("all", description="'all' or a list of layer indices")
     lr: float = Field(1e-3, gt=0, description="AdamW learning rate")

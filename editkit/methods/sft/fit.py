@@ -29,7 +29,15 @@ from editkit.distributed import gather_shares
 from editkit.edit import Edit
 from editkit.errors import DataError, EditkitError
 from editkit.methods.base import FitContext, FitResult, Method
-from editkit.methods.lora import adapter_ops, random_lora_like, resolve_targets, unwrap_lora, wrap_lora
+from editkit.methods.lora import (
+    adapter_ops,
+    check_param_roles,
+    lora_notes,
+    random_lora_like,
+    resolve_targets,
+    unwrap_lora,
+    wrap_lora,
+)
 from editkit.methods.lora_fit import LossOut, TrainConfig, encode_text, kl_to_base, train_lora
 from editkit.methods.registry import register_method
 from editkit.methods.sft.params import SftParams
@@ -269,6 +277,7 @@ class SftMethod(Method):
     paper = "LoRA (Hu et al. 2021) supervised fine-tuning on chat pairs"
     summary = "a behaviour installed by a LoRA fine-tune on (prompt, response) pairs, merged into the weights"
     report = SftReport
+    moe = "as `scalpel`: `router` and `experts` targets through PEFT's `target_parameters`"
     makes_adapter = True
 
     def check(self, params, anatomy) -> None:
@@ -283,9 +292,13 @@ class SftMethod(Method):
                 f"method.targets: none of {p.targets} exists on this model ({anatomy.architecture}); "
                 "try q, k, v, o, gate, up, down"
             )
+        check_param_roles(anatomy, p.targets, getattr(p, "dropout", 0.0))
         for name, tpl in p.templates.items():
             if not tpl:
                 raise EditkitError(f"method.templates.{name}: give at least one response")
+
+    def notes(self, params, anatomy) -> list[str]:
+        return lora_notes(anatomy, list(params.targets))
 
     def check_data(self, params, sets: set[str]) -> None:
         p: SftParams = params  # type: ignore[assignment]

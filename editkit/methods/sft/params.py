@@ -39,7 +39,7 @@ class SftParams(MethodParams):
     alpha: float = Field(16.0, gt=0, description="LoRA alpha (merged scale = alpha / rank)")
     targets: list[str] = Field(
         default_factory=lambda: ["q", "k", "v", "o", "gate", "up", "down"],
-        description="anatomy roles to adapt (q, k, v, o, qkv, gate, up, gate_up, down)",
+        description="anatomy roles to adapt (q, k, v, o, qkv, gate, up, gate_up, down; router, experts on a MoE)",
     )
     layers: list[int] | None = Field(None, description="layers to adapt (default: all)")
     lr: float = Field(5e-4, gt=0, description="AdamW learning rate")
