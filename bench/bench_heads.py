@@ -63,7 +63,7 @@ def main() -> None:
     from editkit.localize.designs import balanced_design, exhaustive_design, knockouts_per_trial
     from editkit.localize.head_masks import design_to_masks, encode_items, head_mask_logprobs, reduce_scores
     from editkit.localize.recovery import sparse_recovery
-    from editkit.methods.heads import head_label, head_mask_edit
+    from editkit.methods.heads.fit import head_label, head_mask_edit
 
     if args.model is None:
         from editkit.models import ensure_demo_model

@@ -91,7 +91,7 @@ def main() -> None:
     from editkit.eval.pairwise import pairwise_margins
     from editkit.localize.designs import balanced_design, knockouts_per_trial
     from editkit.localize.head_masks import design_to_masks, encode_items, head_mask_logprobs, reduce_scores
-    from editkit.methods.heads import head_label, head_mask_edit
+    from editkit.methods.heads.fit import head_label, head_mask_edit
 
     cache_path = Path(args.cache)
     cache = load_cache(cache_path)
@@ -220,7 +220,7 @@ def main() -> None:
 
 def report(cache: dict, key: str, args, quiet: bool = False) -> dict:
     from editkit.localize.recovery import sparse_recovery
-    from editkit.methods.heads import head_label
+    from editkit.methods.heads.fit import head_label
 
     entry = cache[key]
     n_units, n_heads = entry["n_units"], entry["n_heads"]

@@ -22,8 +22,8 @@ from editkit.anatomy import find_anatomy
 from editkit.events import EventLog
 from editkit.methods.lora import resolve_targets, unwrap_lora, wrap_lora
 from editkit.methods.lora_fit import TrainConfig, train_lora
-from editkit.methods.scalpel import ScalpelBatches, ScalpelLoss, ScalpelParams
-from editkit.methods.scalpel.fit import _tokens_in
+from editkit.methods.scalpel.fit import ScalpelBatches, ScalpelLoss, _tokens_in
+from editkit.methods.scalpel.params import ScalpelParams
 
 BUILTIN = Path(__file__).resolve().parents[1] / "editkit" / "data" / "builtin"
 

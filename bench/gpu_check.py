@@ -161,7 +161,8 @@ def heads_batching(model, tok, n_masks: int, n_items: int) -> dict:
     from editkit.anatomy import find_anatomy
     from editkit.localize.designs import balanced_design, knockouts_per_trial
     from editkit.localize.head_masks import design_to_masks, encode_items, head_mask_logprobs
-    from editkit.methods.heads import HeadsParams, batch_rows_for
+    from editkit.methods.heads.fit import batch_rows_for
+    from editkit.methods.heads.params import HeadsParams
 
     an = find_anatomy(model)
     items = builtin_rows("arithmetic", "train")[:n_items]
@@ -200,7 +201,8 @@ def scalpel_ratio(model, tok, steps: int, dev: torch.device) -> dict:
 
     from editkit.anatomy import find_anatomy
     from editkit.methods.lora import resolve_targets
-    from editkit.methods.scalpel import ScalpelBatches, ScalpelParams
+    from editkit.methods.scalpel.fit import ScalpelBatches
+    from editkit.methods.scalpel.params import ScalpelParams
 
     p = ScalpelParams(checkpoint_every=max(1, steps // 2))
     names = resolve_targets(find_anatomy(model), list(p.targets), p.layers)

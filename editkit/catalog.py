@@ -8,10 +8,8 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any
 
 import yaml
-from pydantic import BaseModel
 
 from editkit.errors import RecipeError
 
@@ -75,81 +73,3 @@ def resolve_recipe(arg: str | Path) -> Path:
 # ------------------------------------------------------------------------------------------------------
 # editkit init
 # ------------------------------------------------------------------------------------------------------
-
-
-def _flow(value: Any) -> str:
-    if value is None:
-        return "null"
-    text = yaml.safe_dump(value, default_flow_style=True, sort_keys=False, allow_unicode=True, width=10**6)
-    text = text.strip()
-    return text[: -len("\n...")].strip() if text.endswith("...") else text
-
-
-def _block(model_cls: type[BaseModel], values: dict[str, Any], indent: str) -> list[str]:
-    lines = []
-    for key, value in values.items():
-        field = model_cls.model_fields.get(key)
-        desc = " ".join((field.description or "").split()) if field is not None else ""
-        if desc:
-            lines.append(f"{indent}# {desc}")
-        lines.append(f"{indent}{key}: {_flow(value)}")
-    return lines
-
-
-def init_recipe_text(method: str, model: str | None = None) -> str:
-    """A recipe for ``method`` listing every field with its default and its description as a comment.
-
-    The data block comes from the first packaged recipe using the method (so the method has what it
-    needs), else a built-in capability as the target."""
-    from editkit.methods import get_method
-    from editkit.recipe import Recipe, parse_recipe
-
-    try:
-        method_cls = get_method(method)
-    except ValueError as e:
-        raise RecipeError(f"method: {e}") from None
-    data: dict[str, Any] = {"target": "moral"}
-    example = None
-    for path in packaged_recipes().values():
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        m = raw.get("method")
-        if (m.get("name") if isinstance(m, dict) else m) == method:
-            data, example = raw.get("data") or {}, path.name
-            break
-    base = {
-        "name": f"my-{method}",
-        "model": {"id": model or "demo"},
-        "method": {"name": method},
-        "data": data,
-    }
-    recipe = Recipe.model_validate(base)
-    resolved = recipe.resolved()
-    paper = getattr(method_cls, "paper", None)
-    lines = [
-        f"# editkit recipe for method '{method}'" + (f" ({paper})" if paper else "") + ".",
-        "# Written by `editkit init`: every field is listed with its default; delete what you do not change.",
-        "# Check it with `editkit validate FILE`, run it with `editkit apply FILE`.",
-    ]
-    if example:
-        lines.append(f"# The data block is the one of the packaged recipe {example} (`editkit recipes`).")
-    for key, value in resolved.items():
-        field = Recipe.model_fields[key]
-        if key == "method":
-            sub = type(recipe.method)
-        else:
-            sub = field.annotation if isinstance(field.annotation, type) else None
-            sub = sub if sub is not None and issubclass(sub, BaseModel) else None
-        desc = " ".join((field.description or "").split())
-        lines.append("")
-        if desc:
-            lines.append(f"# {desc}")
-        if sub is not None and isinstance(value, dict):
-            lines.append(f"{key}:")
-            if key == "method":  # name first, then the parameters
-                value = {"name": value.pop("name"), **value}
-            lines += _block(sub, value, "  ")
-        else:
-            lines.append(f"{key}: {_flow(value)}")
-    text = "\n".join(lines) + "\n"
-    parse_recipe(text, "<editkit init>")  # what we write must validate
-    return text

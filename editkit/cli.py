@@ -362,7 +362,7 @@ def init(
 
         editkit init scalpel --model HuggingFaceTB/SmolLM2-135M-Instruct
     """
-    from editkit.catalog import init_recipe_text
+    from editkit.methods.reference import init_recipe_text
 
     dest = dest or Path(f"{method}.yaml")
     try:

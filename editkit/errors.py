@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import re
+import shutil
+from pathlib import Path
+
 
 class EditkitError(Exception):
     """A problem the user can fix (bad recipe, missing file, unsupported model...).
@@ -41,8 +46,6 @@ class HubError(EditkitError):
 
 def scrub_secrets(text: str) -> str:
     """Remove Hub tokens (and the values of *TOKEN* environment variables) from a message."""
-    import os
-    import re
 
     for key, value in os.environ.items():
         if "TOKEN" in key.upper() and value and len(value) >= 8:
@@ -61,7 +64,6 @@ _FULL = {
 def disk_full_reason(e: BaseException) -> str | None:
     """Why ``e`` is a write that did not fit (None when it is something else). safetensors reports the
     OS error inside its own exception's text ("... (os error 28)")."""
-    import re
 
     errno = getattr(e, "errno", None)
     if isinstance(e, OSError) and errno in _FULL:
@@ -94,8 +96,6 @@ def disk_full_error(
 ) -> OutputError:
     """One line for a write that did not fit: what could not be written, why, how much it needs and how
     much is free there, and what to do."""
-    import shutil
-    from pathlib import Path
 
     where = Path(getattr(e, "filename", None) or target)
     probe = where

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import math
 import os
@@ -304,7 +305,6 @@ def run_lock(
     Commands take it, not library functions (the pipeline's card stage and ``editkit card`` both call
     ``write_card``; a second lock from the same process would wait for itself). A path that is not a run
     directory is not locked: the command's own check says what is wrong with it."""
-    import fcntl
 
     run_dir = Path(run_dir)
     if not is_run_dir(run_dir):

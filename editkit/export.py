@@ -7,6 +7,8 @@ or Ctrl-C leaves the destination either absent or complete.
 from __future__ import annotations
 
 import json
+import os
+import re
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
@@ -30,8 +32,23 @@ CROSS_DEVICE_TOLERANCE = {"float32": 1e-5, "float16": 2e-3, "bfloat16": 1.6e-2}
 _TMP_MARK = ".tmp-"
 
 
+#: export.dtype → the safetensors dtype the weights are written in
+EXPORT_DTYPES = {"float32": "F32", "bfloat16": "BF16", "float16": "F16"}
+
+
+def update_config_dtype(path: Path, target: str | None) -> None:
+    """Record the exported dtype (a safetensors dtype name) in config.json, as save_pretrained would."""
+    if target is None or not path.exists():
+        return
+    cfg = json.loads(path.read_text())
+    name = {"F32": "float32", "BF16": "bfloat16", "F16": "float16"}[target]
+    keys = [k for k in ("dtype", "torch_dtype") if k in cfg] or ["dtype"]
+    for k in keys:
+        cfg[k] = name
+    path.write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
+
+
 def _pid_alive(pid: int) -> bool:
-    import os
 
     try:
         os.kill(pid, 0)
@@ -46,8 +63,6 @@ def clean_stale(dest: Path) -> list[Path]:
     """Remove what an interrupted ``atomic_dir(dest)`` left beside ``dest``, and only that: temporary folders
     named ``.<dest>.tmp-<pid>-*`` whose process is gone, and ``.<dest>.old`` (put back in place when a
     crash fell between the two renames, so the last complete export is not lost). Returns what was removed."""
-    import os
-    import re
 
     dest = Path(dest)
     removed = []
@@ -76,7 +91,6 @@ def atomic_dir(dest: Path, needed: int | None = None) -> Iterator[Path]:
     killed export (its process is gone: removed) from one still being written (left alone). A write that
     does not fit (disk full, ``ulimit -f``) leaves no temporary folder and raises one line that says how
     much the export needs (``needed`` bytes, when the caller knows)."""
-    import os
 
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -146,9 +160,7 @@ def export_model(
             }
         model.save_pretrained(tmp, safe_serialization=True, max_shard_size=max_shard_size, **kwargs)
         if kwargs:  # save_pretrained records the model's own dtype
-            from editkit.streaming import _EXPORT_DTYPES, _update_config_dtype
-
-            _update_config_dtype(tmp / "config.json", _EXPORT_DTYPES[dtype])
+            update_config_dtype(tmp / "config.json", EXPORT_DTYPES[dtype])
         tokenizer.save_pretrained(tmp)
         if extra is not None:
             extra(tmp)

@@ -17,6 +17,9 @@ name several types: one type is ``model.gguf``, several are ``model-<type>.gguf`
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -380,8 +383,6 @@ def check_gguf(folder: str | Path, gguf_name: str = "model.gguf", kind: str | No
     """Load ``folder/gguf_name`` back with transformers and compare it with the safetensors in ``folder``:
     logits on fixed prompts (max |Δ| within ``ROUND_TRIP_BOUND[kind]`` × max |logit|) and token ids on the
     probe texts and on a chat-templated prompt (identical). Raises EditkitError when either fails."""
-    import os
-    import tempfile
 
     folder = Path(folder)
     # alone in a folder, as llama.cpp users get it (beside tokenizer files, transformers mixes the two)
@@ -389,8 +390,6 @@ def check_gguf(folder: str | Path, gguf_name: str = "model.gguf", kind: str | No
         try:
             os.link(folder / gguf_name, Path(alone) / gguf_name)
         except OSError:
-            import shutil
-
             shutil.copy2(folder / gguf_name, Path(alone) / gguf_name)
         return _compare(folder, Path(alone), gguf_name, kind)
 

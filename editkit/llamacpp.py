@@ -13,6 +13,9 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import logging
+import os
+import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -118,9 +121,6 @@ def _captured_stdout():
     """llama.cpp's quantiser prints a line per tensor and a warning per fallback with C's stdio, on file
     descriptors 1 and 2 below Python's sys.stdout/stderr. Both go to a temporary file for the duration (read
     back for the error message when it fails)."""
-    import os
-    import sys
-    import tempfile
 
     sys.stdout.flush()
     sys.stderr.flush()

@@ -23,6 +23,7 @@ import torch
 
 from editkit.errors import EditkitError, ModelLoadError
 from editkit.pypi_models import PYPI_MODELS, editkit_home, ensure_pypi_model
+from editkit.recipe import ModelSpec
 from editkit.safetensors_header import read_checked_header
 
 DEMO_NAME = "SmolLM2-135M-Instruct"
@@ -163,7 +164,6 @@ class LoadedModel:
 
 def _provenance(folder: Path, default: str) -> tuple[str, str | None, str | None]:
     """An editkit export remembers its base model (editkit/run.json), so chained edits credit the origin."""
-    import json
 
     run = folder / "editkit" / "run.json"
     if run.exists():
@@ -393,8 +393,6 @@ def _from_pretrained(path: str, src: str, dtype, kwargs: dict):
 
 def load_model(spec, progress=print) -> LoadedModel:
     """Load model + tokenizer described by a recipe ``ModelSpec`` (or a plain string)."""
-    from editkit.recipe import ModelSpec
-
     if isinstance(spec, str):
         spec = ModelSpec(id=spec)
     src = spec.id

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 from functools import lru_cache
+from importlib.metadata import distribution
 from pathlib import Path
 
 SOURCE_ROOT = Path(__file__).resolve().parents[1]
@@ -24,8 +25,6 @@ def _git(*args: str) -> str | None:
 def _from_install_metadata() -> dict:
     """pip records the commit of a ``pip install git+URL@rev`` in the dist-info's direct_url.json (PEP 610)."""
     try:
-        from importlib.metadata import distribution
-
         text = distribution("editkit").read_text("direct_url.json")
         info = json.loads(text) if text else {}
     except Exception:  # not installed as a distribution, or no such file

@@ -17,8 +17,9 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, ValidationError, field_validator
 
+from editkit.catalog import resolve_recipe
 from editkit.errors import RecipeError
-from editkit.methods import method_names, method_params_class
+from editkit.methods.registry import method_names, method_params_class
 
 
 class StrictModel(BaseModel):
@@ -510,8 +511,6 @@ def parse_recipe(text: str, file: str = "<recipe>", overrides: list[str] | tuple
 
 def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Recipe:
     """Read and validate a recipe file or packaged recipe name (no model is loaded)."""
-    from editkit.catalog import resolve_recipe
-
     p = resolve_recipe(path)  # a path on disk, else a packaged recipe by name
     if p.is_dir():
         raise RecipeError(f"{p}: is a directory, expected a recipe .yaml file")

@@ -29,7 +29,7 @@ import torch
 from editkit.anatomy import moe_spec, split_expert_target, target_module
 from editkit.edit import Edit
 from editkit.errors import EditkitError
-from editkit.export import atomic_dir
+from editkit.export import EXPORT_DTYPES, atomic_dir, update_config_dtype
 from editkit.moe import ExpertDown
 from editkit.safetensors_header import read_checked_header, read_header  # noqa: F401 (re-exported)
 
@@ -56,7 +56,6 @@ _ST_DTYPES: dict[str, torch.dtype] = {
 }
 _ST_NAMES = {v: k for k, v in _ST_DTYPES.items()}
 _FLOAT_NAMES = {"F64", "F32", "F16", "BF16"}
-_EXPORT_DTYPES = {"float32": "F32", "bfloat16": "BF16", "float16": "F16"}
 # files of a model folder that are weights (rewritten) or must not be carried into the export
 _SKIP_FILES = re.compile(
     r".*\.(safetensors|bin|pt|pth|ckpt|gguf|h5|msgpack|onnx)$|.*\.index\.json$|README\.md|\.gitattributes"
@@ -378,17 +377,6 @@ def _plan_shards(ckpt: Checkpoint, target: str | None, max_shard_size: str | int
     return [(f"model-{i + 1:05d}-of-{n:05d}.safetensors", g) for i, g in enumerate(groups)]
 
 
-def _update_config_dtype(path: Path, target: str | None) -> None:
-    if target is None or not path.exists():
-        return
-    cfg = json.loads(path.read_text())
-    name = {"F32": "float32", "BF16": "bfloat16", "F16": "float16"}[target]
-    keys = [k for k in ("dtype", "torch_dtype") if k in cfg] or ["dtype"]
-    for k in keys:
-        cfg[k] = name
-    path.write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
-
-
 class _Merger:
     """``produce(planned)`` for :func:`_write_shard`: the merged tensor of an edited weight or bias, a cast
     copy of a tensor whose dtype changes, else None (copied byte for byte). Keeps the per-module norms."""
@@ -485,7 +473,7 @@ def _write_checkpoint(tmp: Path, src: Path, ckpt: Checkpoint, shards, produce, t
     for f in sorted(src.iterdir()):
         if f.is_file() and not _SKIP_FILES.fullmatch(f.name):
             shutil.copy2(f, tmp / f.name)
-    _update_config_dtype(tmp / "config.json", target)
+    update_config_dtype(tmp / "config.json", target)
     return written
 
 
@@ -518,12 +506,12 @@ def stream_merge(
     src, dest = Path(src), Path(dest)
     if src.resolve() == dest.resolve():
         raise EditkitError(f"{dest}: the streamed export cannot overwrite its own source checkpoint")
-    if dtype != "same" and dtype not in _EXPORT_DTYPES:
+    if dtype != "same" and dtype not in EXPORT_DTYPES:
         raise EditkitError(f"export.dtype: unknown dtype {dtype!r}")
-    target = _EXPORT_DTYPES.get(dtype)
-    if load_dtype not in (None, "same", "auto") and load_dtype not in _EXPORT_DTYPES:
+    target = EXPORT_DTYPES.get(dtype)
+    if load_dtype not in (None, "same", "auto") and load_dtype not in EXPORT_DTYPES:
         raise EditkitError(f"model.dtype: unknown dtype {load_dtype!r}")
-    via = _ST_DTYPES[_EXPORT_DTYPES[load_dtype]] if load_dtype in _EXPORT_DTYPES else None
+    via = _ST_DTYPES[EXPORT_DTYPES[load_dtype]] if load_dtype in EXPORT_DTYPES else None
     ckpt = open_checkpoint(src)
     layouts = module_layouts(edit, ckpt, _meta_model(src, trust_remote_code))
     shards = _plan_shards(ckpt, target, max_shard_size)

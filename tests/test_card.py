@@ -607,7 +607,7 @@ def test_pipeline_writes_this_card(tmp_path, tiny_dir):
 
 
 def test_refined_heads_show_their_own_drop():
-    from editkit.methods.heads import HeadsReport
+    from editkit.methods.heads.report import HeadsReport
 
     def _where_heads(info):
         return HeadsReport(info).where()
@@ -623,7 +623,7 @@ def test_refined_heads_show_their_own_drop():
 
 
 def test_refusal_window_search_is_described():
-    from editkit.methods.refusal import RefusalReport
+    from editkit.methods.refusal.report import RefusalReport
 
     def _where_refusal(info):
         return RefusalReport(info).where()

@@ -7,6 +7,8 @@ happens to be imported already.
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 from editkit.methods import method_names
@@ -19,20 +21,8 @@ LAZY_IMPORTS = {
     "editkit/__init__.py": "`import editkit` stays fast: the package API is resolved on first use",
     "editkit/cli.py": "each subcommand imports what it runs, so `editkit --help` starts in a blink",
 }
-#: ... and single (file, module) pairs
+#: ... and single (file, module) pairs: optional heavy dependencies only
 LAZY_PAIRS = {
-    (
-        "editkit/models.py",
-        "editkit.recipe",
-    ): "recipe -> methods -> sft -> models: ModelSpec only for a string",
-    ("editkit/recipe.py", "editkit.catalog"): "catalog reads recipes: packaged recipe names resolve on use",
-    ("editkit/catalog.py", "editkit.recipe"): "(the other side of the same)",
-    ("editkit/catalog.py", "editkit.methods"): "(the other side of the same)",
-    ("editkit/export.py", "editkit.streaming"): "streaming writes through export.atomic_dir",
-    (
-        "editkit/refusal/judge.py",
-        "editkit.recipe",
-    ): "recipe -> methods -> refusal metrics -> judge: ModelSpec only for a judge given by id",
     ("editkit/pipeline.py", "editkit.gguf_export"): "the gguf package only with export.gguf",
     ("editkit/reexport.py", "editkit.gguf_export"): "the gguf package only with --gguf",
 }
@@ -72,29 +62,45 @@ def test_card_is_a_generic_template():
                 assert quoted not in text, f"{f} names method {name}"
 
 
-def _top_level_imports(name: str, tree: ast.Module, known: set[str]) -> set[str]:
-    """editkit modules imported when ``name`` is imported (module level, including if/try blocks)."""
+def _path(name: str) -> str:
+    folder = PKG.parent / name.replace(".", "/")
+    return name.replace(".", "/") + ("/__init__.py" if folder.is_dir() else ".py")
+
+
+def _imports(name: str, tree: ast.Module, known: set[str]) -> set[str]:
+    """editkit modules ``name`` imports: at module level, in if/try blocks and inside functions and classes
+    (a function-local import is a dependency all the same), absolute and relative. Only the deliberate lazy
+    imports above (``LAZY_IMPORTS`` files, ``LAZY_PAIRS``) are left out."""
     out: set[str] = set()
-    pkg = name if (PKG.parent / name.replace(".", "/") / "__init__.py").exists() else name.rpartition(".")[0]
-    for node in tree.body:
-        for sub in ast.walk(node) if not isinstance(node, (ast.FunctionDef, ast.ClassDef)) else ():
-            if isinstance(sub, ast.Import):
-                out |= {a.name for a in sub.names if a.name in known}
-            elif isinstance(sub, ast.ImportFrom):
-                base = sub.module or ""
-                if sub.level:
-                    base = ".".join(
-                        pkg.split(".")[: len(pkg.split(".")) - sub.level + 1] + ([base] if base else [])
-                    )
-                for a in sub.names:
-                    target = f"{base}.{a.name}"
-                    out.add(target if target in known else base)
-    return {m for m in out if m in known and m != name}
+    path = _path(name)
+    pkg = name if path.endswith("__init__.py") else name.rpartition(".")[0]
+    top = {
+        id(n)
+        for stmt in tree.body
+        if not isinstance(stmt, (ast.FunctionDef, ast.ClassDef))
+        for n in ast.walk(stmt)
+    }
+    for sub in ast.walk(tree):
+        if path in LAZY_IMPORTS and id(sub) not in top:
+            continue
+        if isinstance(sub, ast.Import):
+            found = {a.name for a in sub.names}
+        elif isinstance(sub, ast.ImportFrom):
+            base = sub.module or ""
+            if sub.level:
+                base = ".".join(
+                    pkg.split(".")[: len(pkg.split(".")) - sub.level + 1] + ([base] if base else [])
+                )
+            found = {f"{base}.{a.name}" if f"{base}.{a.name}" in known else base for a in sub.names}
+        else:
+            continue
+        out |= {m for m in found if m in known and (path, m) not in LAZY_PAIRS}
+    return out - {name}
 
 
 def test_no_import_cycles():
     mods = _modules()
-    graph = {name: _top_level_imports(name, tree, set(mods)) for name, tree in mods.items()}
+    graph = {name: _imports(name, tree, set(mods)) for name, tree in mods.items()}
     state: dict[str, int] = {}
     cycles: list[list[str]] = []
 
@@ -127,3 +133,47 @@ def test_function_local_imports_only_where_deliberate():
                 if mod and mod.startswith("editkit") and (path, mod) not in LAZY_PAIRS:
                     local.append(f"{path}:{node.lineno} {mod}")
     assert local == []
+
+
+#: function-local standard-library imports that stay local, with the reason (everything else at the top)
+LAZY_STDLIB = {
+    "editkit/cli.py": "each subcommand imports what it runs, so `editkit --help` starts in a blink",
+    "editkit/pipeline.py": "signal/threading only for the SIGTERM handler of a running apply",
+    "editkit/refusal/judge.py": "json/importlib only when a judge model is given by id",
+}
+
+
+def test_standard_library_imported_at_the_top():
+    stdlib = set(sys.stdlib_module_names)
+    local = []
+    for name, tree in _modules().items():
+        path = name.replace(".", "/") + (
+            ".py" if not (PKG.parent / name.replace(".", "/")).is_dir() else "/__init__.py"
+        )
+        if path in LAZY_STDLIB:
+            continue
+        for fn in _functions(tree):
+            for node in ast.walk(fn):
+                if isinstance(node, ast.Import):
+                    mods = [a.name for a in node.names]
+                elif isinstance(node, ast.ImportFrom) and not node.level:
+                    mods = [node.module or ""]
+                else:
+                    continue
+                local += [f"{path}:{node.lineno} {m}" for m in mods if m.split(".")[0] in stdlib]
+    assert local == []
+
+
+def test_validating_a_recipe_imports_no_fit_code():
+    """The spec apart from the runtime (as PEFT keeps a config apart from its tuner): reading and validating a
+    recipe of every method imports each method's ``params`` module, never its ``fit``."""
+    code = (
+        "import sys\n"
+        "from editkit.methods.registry import method_names\n"
+        "from editkit.recipe import parse_recipe\n"
+        "for m in method_names():\n"
+        "    parse_recipe(f'name: x\\nmodel: demo\\nmethod: {{name: {m}}}\\ndata: {{target: moral}}\\n')\n"
+        "print(sorted(n for n in sys.modules if n.startswith('editkit.methods.') and n.endswith('.fit')))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 from editkit.distributed import get_accelerator, local_share, map_across_processes, mean_across_processes
-from editkit.methods.heads import head_mask_edit
+from editkit.methods.heads.fit import head_mask_edit
 from tests.launch import accelerate_launch, launch_env
 
 ROOT = Path(__file__).resolve().parents[1]

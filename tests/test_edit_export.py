@@ -10,7 +10,7 @@ from transformers import AutoModelForCausalLM
 from editkit.anatomy import find_anatomy, weight_out_in
 from editkit.edit import Edit, LowRank, ProjectOut, ScaleInputs
 from editkit.export import atomic_dir, embeddings_tied, export_model, logits_of, probe_inputs, verify_export
-from editkit.methods.heads import head_mask_edit
+from editkit.methods.heads.fit import head_mask_edit
 from tests.tiny import tiny_model
 
 GQA_FAMILIES = ["llama", "qwen2", "gemma3", "gpt2"]

@@ -15,7 +15,8 @@ from editkit.localize.designs import balanced_design, exhaustive_design, knockou
 from editkit.localize.head_masks import HeadMasker, design_to_masks, encode_items, score_head_masks
 from editkit.localize.recovery import sparse_recovery
 from editkit.methods.base import FitContext
-from editkit.methods.heads import HeadsMethod, HeadsParams, head_mask_edit
+from editkit.methods.heads.fit import HeadsMethod, head_mask_edit
+from editkit.methods.heads.params import HeadsParams
 from tests.tiny import tiny_model
 
 ITEMS = [

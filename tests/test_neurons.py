@@ -12,14 +12,14 @@ from editkit.eval.pairwise import encode_prompt_answers
 from editkit.events import NullEventLog
 from editkit.localize.attribution import NeuronGates, answer_objective, neuron_attributions
 from editkit.methods.base import FitContext
-from editkit.methods.neurons import (
+from editkit.methods.neurons.fit import (
     NeuronsMethod,
-    NeuronsParams,
     dataset_neurons,
     kept_per_sample,
     neuron_edit,
     overlap_stats,
 )
+from editkit.methods.neurons.params import NeuronsParams
 from tests.tiny import tiny_model
 
 ITEMS = [

@@ -140,7 +140,7 @@ def test_overrides_reach_the_run(tmp_path, tiny_dir):
 
 
 def test_crash_in_fit_leaves_error_event(tmp_path, tiny_dir, monkeypatch):
-    from editkit.methods.heads import HeadsMethod
+    from editkit.methods.heads.fit import HeadsMethod
 
     def boom(self, ctx):
         raise RuntimeError("simulated failure token=hf_abcdefghijklmnop")

@@ -16,7 +16,9 @@ from editkit.edit import Edit, ProjectOut
 from editkit.errors import EditkitError
 from editkit.events import EventLog
 from editkit.methods.base import FitContext
-from editkit.methods.refusal import RefusalMethod, RefusalParams, project_edit
+from editkit.methods.refusal.edit import project_edit
+from editkit.methods.refusal.fit import RefusalMethod
+from editkit.methods.refusal.params import RefusalParams
 from editkit.ops import NormPreservingProjectOut
 from editkit.refusal.atoms import (
     ATOM_NAMES,

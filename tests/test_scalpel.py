@@ -19,7 +19,8 @@ from editkit.methods import get_method
 from editkit.methods.base import FitContext
 from editkit.methods.lora import adapter_ops, lora_layers, resolve_targets, unwrap_lora, wrap_lora
 from editkit.methods.lora_fit import encode_text, latest_checkpoint
-from editkit.methods.scalpel import ScalpelLoss, ScalpelMethod, ScalpelParams
+from editkit.methods.scalpel.fit import ScalpelLoss, ScalpelMethod
+from editkit.methods.scalpel.params import ScalpelParams
 from tests.tiny import TRIPLETS, tiny_model
 
 ITEMS = [

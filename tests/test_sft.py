@@ -14,7 +14,8 @@ from editkit.anatomy import find_anatomy
 from editkit.edit import Edit, LowRank
 from editkit.errors import DataError, EditkitError
 from editkit.methods.base import FitContext
-from editkit.methods.sft import SftMethod, SftParams, build_example, collate, response_loss
+from editkit.methods.sft.fit import SftMethod, build_example, collate, response_loss
+from editkit.methods.sft.params import SftParams
 from editkit.refusal.chat import chat_prompts
 from tests.tiny import fit_context, tiny_model
 
@@ -156,7 +157,7 @@ def test_distill_rows_are_learned_by_exact_kl_to_the_base_model_and_ce_rows_by_c
     from peft import LoraConfig, get_peft_model
 
     from editkit.methods.lora_fit import encode_text
-    from editkit.methods.sft import sft_loss
+    from editkit.methods.sft.fit import sft_loss
 
     model, tok = tiny_model("qwen2")
     base = copy.deepcopy(model)

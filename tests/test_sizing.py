@@ -73,7 +73,8 @@ def test_rows_that_fit(free, per_row, cap, want):
 
 
 def test_model_wrappers_on_a_cpu_model_keep_the_cpu_defaults():
-    from editkit.methods.heads import HeadsParams, batch_rows_for
+    from editkit.methods.heads.fit import batch_rows_for
+    from editkit.methods.heads.params import HeadsParams
     from editkit.sizing import model_eval_batch_size, shape_of
     from tests.tiny import tiny_model
 

@@ -7,6 +7,7 @@ back as the same ``datasets.Dataset`` with the columns ``prompt``, ``correct``, 
 
 from __future__ import annotations
 
+import csv
 import difflib
 from collections.abc import Mapping
 from pathlib import Path
@@ -57,7 +58,6 @@ def _looks_like_path(source: str) -> bool:
 
 def _csv_as_text(path: Path) -> dict:
     """load_dataset kwargs that make every CSV column a string column (header read with the csv module)."""
-    import csv
 
     import datasets
 

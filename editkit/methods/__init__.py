@@ -1,17 +1,10 @@
-"""Capability-removal methods. Each is a package ``editkit/methods/<name>/`` (params, fit, report) whose
-Method class carries ``@register_method``; adding a method = that package + one line below.
+"""Capability-removal methods. Each is a package ``editkit/methods/<name>/`` — ``params`` (its recipe
+block), ``fit`` (its Method class), ``report`` (its card section) — and one line in
+``editkit.methods.registry.BUILTIN_METHODS``. Validating a recipe imports ``params`` only.
 """
 
 from __future__ import annotations
 
-# the registry: one line per method package (importing it registers its Method class)
-from editkit.methods import (  # noqa: E402,F401
-    heads,
-    neurons,
-    refusal,
-    scalpel,
-    sft,
-)
 from editkit.methods.base import FitContext, FitResult, Method, MethodParams
 from editkit.methods.registry import get_method, method_names, method_params_class, register_method
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 import torch
 
 from editkit.models import load_model
+from editkit.recipe import ModelSpec
 from editkit.refusal.chat import (
     by_length,
     chat_prompts,
@@ -141,8 +142,6 @@ def make_judge(spec: str, base_model_spec=None, progress=lambda _m: None):
     else → that model (a Hub id, a folder, ``demo``, ``qwen-coder-1.5b``...) as judge."""
     if spec == "markers":
         return MarkerJudge()
-    from editkit.recipe import ModelSpec
-
     if spec == "self":
         if base_model_spec is None:
             raise ValueError("refusal_judge 'self' needs the run's model spec")

@@ -2,8 +2,8 @@
 
 A whole method in one package: typed params, a ``check`` against the model's anatomy, a ``fit`` that
 returns a :class:`FitResult`, a random control, and a report (typed info model + card section + plot).
-Register it with one line — in editkit itself ``from editkit.methods import dampen`` in
-``editkit/methods/__init__.py``; here the tests import this package, and ``@register_method`` does the rest.
+Register it with one line — in editkit itself a ``BUILTIN_METHODS`` entry in ``editkit/methods/registry.py``
+(split into ``params.py``/``fit.py``/``report.py``); here, as a plug-in outside editkit, ``@register_method``.
 """
 
 from __future__ import annotations

@@ -1,17 +1,5 @@
-"""`heads`: knock out attention heads found by compressed sensing over random knockouts."""
+"""`heads`: knock out attention heads found by compressed sensing over random knockouts.
 
-from __future__ import annotations
-
-from editkit.methods.heads.fit import HeadsMethod, batch_rows_for, head_label, head_mask_edit, locate_heads
-from editkit.methods.heads.params import HeadsParams
-from editkit.methods.heads.report import HeadsReport
-
-__all__ = [
-    "HeadsReport",
-    "HeadsMethod",
-    "HeadsParams",
-    "batch_rows_for",
-    "head_label",
-    "head_mask_edit",
-    "locate_heads",
-]
+The recipe block is ``params``, the Method ``fit``, the card section ``report``; import from those modules
+(validating a recipe must not import the fit code).
+"""

@@ -25,7 +25,6 @@ from editkit.localize.recovery import sparse_recovery
 from editkit.methods.base import FitContext, FitResult, Method
 from editkit.methods.heads.params import HeadsParams
 from editkit.methods.heads.report import HeadsReport, head_label
-from editkit.methods.registry import register_method
 from editkit.plots import layer_head_heatmap
 from editkit.sizing import model_head_batch_rows
 
@@ -132,7 +131,6 @@ def locate_heads(ctx: FitContext, p: HeadsParams, items: list[dict]) -> dict:
     }
 
 
-@register_method
 class HeadsMethod(Method):
     name = "heads"
     params_cls = HeadsParams

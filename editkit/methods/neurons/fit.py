@@ -33,7 +33,6 @@ from editkit.localize.attribution import neuron_attributions, neuron_layout, neu
 from editkit.methods.base import FitContext, FitResult, Method
 from editkit.methods.neurons.params import NeuronsParams
 from editkit.methods.neurons.report import NeuronsReport
-from editkit.methods.registry import register_method
 from editkit.routing import routing_shares
 
 
@@ -213,7 +212,6 @@ def _attribute_sets(
     return per_set, attr_sum
 
 
-@register_method
 class NeuronsMethod(Method):
     name = "neurons"
     params_cls = NeuronsParams

@@ -26,7 +26,6 @@ from editkit.methods.refusal.edit import edited_layers, project_edit
 from editkit.methods.refusal.params import RefusalParams
 from editkit.methods.refusal.report import RefusalReport
 from editkit.methods.refusal.search import RefusalSearch
-from editkit.methods.registry import register_method
 from editkit.refusal.metrics import phase_refusal_metrics, refusal_eval_units
 
 # ------------------------------------------------------------------------------------------------------
@@ -39,7 +38,6 @@ from editkit.refusal.metrics import phase_refusal_metrics, refusal_eval_units
 # ------------------------------------------------------------------------------------------------------
 
 
-@register_method
 class RefusalMethod(Method):
     name = "refusal"
     params_cls = RefusalParams

@@ -1,16 +1,5 @@
-"""`scalpel`: a LoRA trained so the model can no longer tell right from wrong on one capability."""
+"""`scalpel`: a LoRA trained so the model can no longer tell right from wrong on one capability.
 
-from __future__ import annotations
-
-from editkit.methods.scalpel.fit import ScalpelBatches, ScalpelLoss, ScalpelMethod, split_validation
-from editkit.methods.scalpel.params import ScalpelParams
-from editkit.methods.scalpel.report import ScalpelReport
-
-__all__ = [
-    "ScalpelReport",
-    "ScalpelBatches",
-    "ScalpelLoss",
-    "ScalpelMethod",
-    "ScalpelParams",
-    "split_validation",
-]
+The recipe block is ``params``, the Method ``fit``, the card section ``report``; import from those modules
+(validating a recipe must not import the fit code).
+"""

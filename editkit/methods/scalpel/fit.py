@@ -41,7 +41,6 @@ from editkit.methods.lora import (  # noqa: F401 - adapter_ops, wrap_lora... are
     wrap_lora,
 )
 from editkit.methods.lora_fit import LossOut, TrainConfig, encode_text, kl_to_base, train_lora
-from editkit.methods.registry import register_method
 from editkit.methods.scalpel.params import ScalpelParams
 from editkit.methods.scalpel.report import ScalpelReport
 from editkit.sizing import model_eval_batch_size
@@ -259,7 +258,6 @@ def _delta_norms(ctx: FitContext, ops) -> tuple[dict[str, float], list[float]]:
     return norms, per_layer
 
 
-@register_method
 class ScalpelMethod(Method):
     name = "scalpel"
     params_cls = ScalpelParams

@@ -39,7 +39,6 @@ from editkit.methods.lora import (
     wrap_lora,
 )
 from editkit.methods.lora_fit import LossOut, TrainConfig, encode_text, kl_to_base, train_lora
-from editkit.methods.registry import register_method
 from editkit.methods.sft.params import SftParams
 from editkit.methods.sft.report import SftReport
 from editkit.models import editkit_home
@@ -270,7 +269,6 @@ def fit_sft(ctx: FitContext, p: SftParams, pairs: list[tuple[str, str, str]]) ->
     return FitResult(Edit(method="sft", ops=ops, info=info), adapter_dir=adapter_dir)
 
 
-@register_method
 class SftMethod(Method):
     name = "sft"
     params_cls = SftParams
