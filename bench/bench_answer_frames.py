@@ -15,29 +15,14 @@ from __future__ import annotations
 
 import argparse
 import json
-from collections import defaultdict
 from pathlib import Path
 
 
 def separation(items: list[dict], margins) -> tuple[float | None, float]:
-    """(AUC of the oriented margin by class, averaged over answer pairs with both classes; mean oriented s)."""
-    from sklearn.metrics import roc_auc_score
+    """(separation AUC, tilt): the card's measure, ``editkit.eval.checks.separation.separation_auc``."""
+    from editkit.eval.checks.separation import separation_auc
 
-    groups: dict[tuple[str, str], tuple[list[float], list[int]]] = defaultdict(lambda: ([], []))
-    all_s = []
-    for it, m in zip(items, margins.tolist(), strict=True):
-        first, second = sorted((it["correct"], it["incorrect"]))
-        y = int(it["correct"] == first)
-        s = m if y else -m  # ℓ(first) − ℓ(second)
-        groups[(first, second)][0].append(s)
-        groups[(first, second)][1].append(y)
-        all_s.append(s)
-    num = den = 0.0
-    for ss, ys in groups.values():
-        if 0 < sum(ys) < len(ys):
-            num += roc_auc_score(ys, ss) * len(ys)
-            den += len(ys)
-    return (num / den if den else None), sum(all_s) / len(all_s)
+    return separation_auc(items, margins.tolist())
 
 
 def main() -> None:

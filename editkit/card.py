@@ -34,6 +34,7 @@ from editkit.card_meta import (  # noqa: F401 - BASE_MODEL_RELATION, hub_id: par
 )
 from editkit.data.capabilities import BUILTIN_CAPABILITIES
 from editkit.errors import OutputError, scrub_secrets
+from editkit.eval.checks.report import checks_section, headline_lines, verdict_of
 from editkit.events import is_run_dir, run_model_dir
 from editkit.methods.report import Report, cell, finite, num
 from editkit.plots import bar_per_layer
@@ -41,6 +42,13 @@ from editkit.robustness import removal_verdict
 from editkit.routing import routing_section
 
 PLOTS_DIR = "editkit/plots"
+#: the title's verb for each removal-checks verdict other than "removed"
+CHECKS_VERB = {
+    "weakened": "with weakened",
+    "hidden": "with hidden",
+    "answer_tokens_only": "with (answer tokens only)",
+    "not_removed": "with (not removed)",
+}
 
 
 def layer_of(module: str) -> int | None:
@@ -81,6 +89,12 @@ def _what_removed(recipe: Mapping, metrics: Mapping, report: Report) -> list[str
     base_model = metrics.get("base_model") or metrics.get("model") or (recipe.get("model") or {}).get("id")
     verb = "installed in" if report.installs else "removed from"
     verdict = None if report.installs else removal_verdict(metrics)
+    checks = None if report.installs else verdict_of(metrics)
+    if checks is not None:  # the removal checks' headline decides (editkit.eval.checks.verdict)
+        verdict = None
+        if not checks["removed"]:
+            sentence = f"{checks['label']} by the removal checks (top of this card)"
+            verdict = {"removed": False, "sentence": sentence}
     if verdict is not None and not verdict["removed"]:
         lines = ["## What the edit changed", "", f"**{cap}** in `{base_model}`: {verdict['sentence']}."]
     else:
@@ -164,6 +178,7 @@ def _where_section(metrics: Mapping, report: Report, plots: Mapping[str, str]) -
     lines = ["## Where the capability was found", ""]
     if not info and not metrics.get("edit_norms"):
         return lines + ["This run recorded no localisation (no `edit.info`, no edit norms).", ""]
+    report.run_metrics = dict(metrics)  # a report may set in-sample numbers beside the held-out ones
     lines += report.where()
     for kind, alt in report.plot_alt.items():
         if plots.get(kind):
@@ -222,6 +237,9 @@ def render_card(
     verdict = None if report.installs else removal_verdict(metrics)
     if verdict is not None and not verdict["removed"]:  # the rule in editkit.robustness.REMOVAL_RULE
         verb = "with weakened" if verdict["status"] != "not_removed" else "with (not removed)"
+    checks = None if report.installs else verdict_of(metrics)
+    if checks is not None:  # the removal checks' headline decides (editkit.eval.checks.verdict)
+        verb = "without" if checks["removed"] else CHECKS_VERB[checks["status"]]
     body = [
         f"# {title}",
         "",
@@ -229,6 +247,7 @@ def render_card(
         f"(method `{(recipe.get('method') or {}).get('name')}`).",
         "",
     ]
+    body += headline_lines(metrics)
     if recipe.get("description"):
         body += [str(recipe["description"]), ""]
     body += _what_removed(recipe, metrics, report)
@@ -239,6 +258,7 @@ def render_card(
     body += sections.generations(metrics)
     body += sections.samples(metrics)
     body += sections.robustness(metrics)
+    body += checks_section(metrics)
     body += routing_section(metrics)
     body += sections.export(metrics)
     body += sections.reproduce(recipe, metrics, recipe_text)

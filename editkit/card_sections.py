@@ -81,8 +81,24 @@ def before_after(recipe: Mapping, metrics: Mapping, report: Report) -> list[str]
             f"Each evaluated set was cut to {ev['max_items']} items (`eval.max_items`): a subset drawn with the "
             "recipe's seed, stratified by answer class (and answer-frame family where items have one)."
         )
+    notes += base_cache_note(metrics.get("base_eval_cache") or {})
     lines += ["", *[f"- {n}" for n in notes], ""]
     return lines + comparisons(base, edited, metrics.get("comparisons") or {}, report)
+
+
+def base_cache_note(cache: Mapping) -> list[str]:
+    """Where the base evaluation came from (``eval.cache``): an earlier run's cache entry, or this run."""
+    key = f"`{cache.get('key')}`"
+    if cache.get("status") == "hit":
+        return [
+            f"Base evaluation: from cache (key {key}): the base model's responses and verdicts were measured by "
+            "an earlier run with the same weights and settings (`eval.cache: false` measures them again)."
+        ]
+    if cache.get("status") == "stored":
+        return [f"Base evaluation: measured by this run and stored in the cache (key {key}) for later runs."]
+    if cache.get("status") == "unavailable":
+        return [f"Base evaluation: measured by this run, not cached ({cache.get('why')})."]
+    return []
 
 
 def lm_eval(metrics: Mapping) -> list[str]:
@@ -134,6 +150,14 @@ def comparisons(base: Mapping, edited: Mapping, comps: Mapping, report: Report) 
             "",
             report.comparison_note(c),
             "",
+        ]
+        if comp.get("generations") is False:
+            lines += [
+                "No responses were generated for it (`eval.comparison_generations: false`): no rule can pick it "
+                "(the validation score already kept this edit), so only what needs no generation was measured.",
+                "",
+            ]
+        lines += [
             f"| metric | base | this edit | {escape_cell(name)} |",
             "| --- | --- | --- | --- |",
         ]

@@ -324,7 +324,9 @@ def validate(
                 err.print(f"[red]✗[/] {escape(str(path))}: {escape(scrub_secrets(p))}", soft_wrap=True)
             bad += 1
             continue
-        out.print(f"[green]✓[/] {escape(f'{path}: {r.name} ({r.method.name} on {r.model.id}), hash {r.hash}')}")
+        out.print(
+            f"[green]✓[/] {escape(f'{path}: {r.name} ({r.method.name} on {r.model.id}), hash {r.hash}')}"
+        )
     out.print(f"[dim]{NEEDS_THE_MODEL}[/]", soft_wrap=True)
     if bad:
         raise typer.Exit(2)
@@ -393,6 +395,15 @@ def eval_(
     seed: int = typer.Option(0, "--seed", help="seed of the --max-items subsets"),
     blimp: bool = typer.Option(True, help="include BLiMP when ../shared/data/blimp is present"),
     json_out: Path = typer.Option(None, "--json", help="also write the metrics to this JSON file"),
+    checks: bool = typer.Option(
+        False,
+        "--checks",
+        help="also run the removal checks (separation per answer frame, probe, relearning, 8-bit, specificity) "
+        "against the base model, with the headline verdict (docs/checks.md)",
+    ),
+    base: str = typer.Option(
+        None, "--base", help="the base model for --checks (default: the model the export's recipe names)"
+    ),
 ) -> None:
     """Evaluate a model (or a run's exported model) with the editkit suite.
 
@@ -442,18 +453,46 @@ def eval_(
         fail(e)
     if task is not None:
         bar.stop()
+    if checks:
+        m["checks"] = _eval_checks(target, base, capability, max_items, seed)
+    _print_eval(target, m, json_out)
+
+
+def _print_eval(target: str, m: dict, json_out: Path | None) -> None:
     from rich.table import Table
 
     t = Table(title=f"editkit eval: {target}")
     t.add_column("metric")
     t.add_column("value", justify="right")
     for k, v in m.items():
-        t.add_row(k, _fmt(v))
+        if k != "checks":
+            t.add_row(k, _fmt(v))
     out.print(t)
+    if (m.get("checks") or {}).get("verdict"):
+        out.print("removal checks: " + m["checks"]["verdict"]["sentence"].replace("**", ""), markup=False)
     if json_out:
         import json
 
         json_out.write_text(json.dumps(m, indent=1))
+
+
+def _eval_checks(
+    target: str, base: str | None, capability: str | None, max_items: int | None, seed: int
+) -> dict:
+    """`editkit eval --checks`: the removal checks against the base model (docs/checks.md)."""
+    from editkit.evaluate_cli import check_target
+
+    try:
+        return check_target(
+            target,
+            base=base,
+            capability=capability,
+            max_items=max_items,
+            seed=seed,
+            say=lambda msg: err.print(msg, markup=False),
+        )
+    except EditkitError as e:
+        fail(e)
 
 
 @app.command()

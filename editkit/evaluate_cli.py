@@ -10,10 +10,13 @@ from editkit.data.capabilities import BUILTIN_CAPABILITIES, load_triplets
 from editkit.data.general import load_general_text, perplexity
 from editkit.errors import EditkitError
 from editkit.eval.blimp import default_blimp_dir, load_blimp
+from editkit.eval.checks import CheckData, ChecksSpec
+from editkit.eval.checks.run import checks_units, run_checks
 from editkit.eval.subsets import stratified_subset
 from editkit.eval.suite import EvalData, evaluate, evaluation_units
 from editkit.events import is_run_dir, run_model_dir
 from editkit.models import load_model
+from editkit.recipe import ModelSpec
 
 
 def resolve_model_target(target: str) -> str:
@@ -98,3 +101,75 @@ def evaluate_target(
             on_rows(done, total)
 
     return evaluate(loaded.model, loaded.tokenizer, data, perplexity_fn=perplexity, on_rows=count)
+
+
+def check_target(
+    target: str,
+    base: str | None = None,
+    capability: str | None = None,
+    max_items: int | None = None,
+    seed: int = 0,
+    checks=None,
+    say: Callable[[str], None] = lambda _m: None,
+    on_units: Callable[[int, int], None] | None = None,
+) -> dict:
+    """The removal checks (``editkit.eval.checks``) on ``target`` against its base model: ``metrics['checks']``
+    with every check's judgement and the headline verdict. The base is ``base``, else the model the export's
+    embedded recipe names (``editkit/recipe.yaml``); the target capability is ``capability``, else the one
+    its run removed. ``checks``: an ``eval.checks`` block (default: every check with its defaults)."""
+    import yaml
+
+    path = resolve_model_target(target)
+    if capability is None and Path(path).is_dir():
+        found = removed_capability(path)
+        capability = found[0] if found else None
+    if capability is None:
+        raise EditkitError(
+            "--checks: no target capability: name it with -c (a built-in capability or triplet file)"
+        )
+    if base is None:
+        try:
+            recipe = yaml.safe_load((Path(path) / "editkit" / "recipe.yaml").read_text())
+            base_spec = ModelSpec.model_validate(recipe["model"])
+        except (OSError, yaml.YAMLError, KeyError, TypeError, ValueError):
+            raise EditkitError(
+                f"--checks: {target} names no base model (no editkit/recipe.yaml): give it with --base MODEL"
+            ) from None
+    else:
+        base_spec = base
+
+    def cut(rows):
+        return stratified_subset([dict(r) for r in rows], max_items, seed)
+
+    spec = checks if checks is not None else ChecksSpec()
+    base_loaded = load_model(base_spec, progress=say)
+    edited = load_model(path, progress=say)
+    data = CheckData(
+        tokenizer=base_loaded.tokenizer,
+        target_test=cut(load_triplets(capability, split="test")),
+        target_train=[dict(r) for r in load_triplets(capability, split="train")],
+        heldout={n: cut(load_triplets(n, split="test")) for n in BUILTIN_CAPABILITIES if n != capability},
+        seed=seed,
+    )
+    enabled = spec.enabled()
+    phases = {"base": None, "edited": None}
+    total, done = checks_units(enabled, data, phases), 0
+
+    def count(k: int) -> None:
+        nonlocal done
+        done += k
+        if on_units is not None:
+            on_units(done, total)
+
+    metrics: dict = {}
+    run_checks(
+        base_loaded.model,
+        phases,
+        data,
+        enabled,
+        metrics,
+        on_units=count,
+        say=say,
+        models={"edited": edited.model},
+    )
+    return metrics["checks"]

@@ -223,6 +223,103 @@ class NormPreservingProjectOut(ProjectOut):
         return pw * d.unsqueeze(0), b
 
 
+# ------------------------------------------------------------------------------------------------------
+# the refusal kernels' writer op: row norms, and updates kept off harmless inputs (method: refusal)
+# ------------------------------------------------------------------------------------------------------
+
+
+@register_op
+@dataclass
+class WriterProjectOut(EditOp):
+    """W ← W − s·r·vᵀ with v = Wᵀr (plain projection) or a stored ``update`` v (the projection's row kept off
+    the harmless inputs' principal subspace: v = (I − U·Uᵀ)·Wᵀr, AlphaEdit's null-space constraint), then
+    ``norm``: 'column' rescales every column to its old norm (W'·D), 'row' every row (D·W', heretic's
+    approximation; the bias is scaled with its row). The bias is projected: b ← b − s·r·(rᵀb).
+
+    Hook form: the same map computed on the activations — inputs scaled by D (column), output minus
+    s·r·(rᵀ(out − b) or x·v), bias term, then outputs scaled by D (row).
+    """
+
+    kind: ClassVar[str] = "project_out_writer"
+    recompute: ClassVar[bool] = True
+    direction: torch.Tensor = None  # type: ignore[assignment]
+    strength: float = 1.0
+    update: torch.Tensor | None = None
+    norm: str = "none"
+
+    def __post_init__(self):
+        if self.norm not in ("none", "column", "row"):
+            raise ValueError(f"norm must be 'none', 'column' or 'row', got {self.norm!r}")
+
+    def _r(self, dtype, device) -> torch.Tensor:
+        r = self.direction.to(torch.float32)
+        return (r / r.norm()).to(device=device, dtype=dtype)
+
+    def _projected(self, w: torch.Tensor) -> torch.Tensor:
+        r = self._r(torch.float32, w.device)
+        v = (r @ w) if self.update is None else self.update.to(device=w.device, dtype=torch.float32)
+        return w - self.strength * torch.outer(r, v)
+
+    def _scales(self, w: torch.Tensor, pw: torch.Tensor) -> torch.Tensor:
+        dim = 0 if self.norm == "column" else 1
+        wn, pn = w.norm(dim=dim), pw.norm(dim=dim)
+        return torch.where(pn > 1e-12 * wn.clamp_min(1e-30), wn / pn.clamp_min(1e-30), torch.ones_like(wn))
+
+    def merge(self, w, b):
+        r = self._r(torch.float32, w.device)
+        pw = self._projected(w)
+        if b is not None:
+            b = b - self.strength * r * (r @ b)
+        if self.norm == "column":
+            pw = pw * self._scales(w, pw).unsqueeze(0)
+        elif self.norm == "row":
+            d = self._scales(w, pw)
+            pw = pw * d.unsqueeze(1)
+            b = b * d if b is not None else None
+        return pw, b
+
+    def hook(self, module):
+        if isinstance(module, nn.Embedding) and (self.update is not None or self.norm == "column"):
+            raise ValueError(
+                "project_out_writer: embeddings take only norm 'none' or 'row' without an update"
+            )
+        w = weight_out_in(module)
+        d = self._scales(w, self._projected(w)) if self.norm != "none" else None
+        bias = getattr(module, "bias", None)
+        b32 = bias.detach().to(torch.float32) if isinstance(bias, torch.Tensor) else None
+        handles = []
+        if self.norm == "column":
+
+            def pre(mod, args):
+                x = args[0]
+                return (x * d.to(x.device, x.dtype),) + tuple(args[1:])
+
+            handles.append(module.register_forward_pre_hook(pre))
+
+        def post(mod, args, out):
+            r = self._r(out.dtype, out.device)
+            if self.update is None:
+                coef = out @ r  # rᵀ(Wx + b): the projection and the bias term in one
+            else:
+                coef = args[0] @ self.update.to(out.device, out.dtype)
+                if b32 is not None:
+                    coef = coef + (b32.to(out.device, out.dtype) @ r)
+            out = out - self.strength * coef.unsqueeze(-1) * r
+            return out * d.to(out.device, out.dtype) if self.norm == "row" else out
+
+        handles.append(module.register_forward_hook(post))
+        return handles
+
+    def tensors(self):
+        t = {"direction": self.direction.contiguous()}
+        if self.update is not None:
+            t["update"] = self.update.contiguous()
+        return t
+
+    def params(self):
+        return {"strength": float(self.strength), "norm": self.norm}
+
+
 def op_kinds() -> list[str]:
     """Every registered op kind (the contract test loops over them)."""
     return sorted(OPS)

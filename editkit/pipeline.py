@@ -27,6 +27,7 @@ from editkit.catalog import resolve_recipe
 from editkit.data.general import perplexity
 from editkit.edit import Edit
 from editkit.errors import RecipeError, scrub_secrets
+from editkit.eval.checks.run import checks_wanted, stage_checks
 from editkit.eval.lm_eval import check_lm_eval, record_lm_eval_phase
 from editkit.eval.suite import evaluate, evaluation_units, greedy_generations
 from editkit.events import (
@@ -83,6 +84,7 @@ class Run:
     metrics: dict[str, Any] = field(default_factory=dict)
     fit: FitResult | None = None
     push_info: dict | None = None
+    control: Edit | None = None  # the random control edit, once the control stage made it
     current: str = "setup"  # the stage running now (named in the error event)
 
     @property
@@ -168,6 +170,8 @@ def generations(run: Run, counter: StageCounter | None = None) -> list[str]:
 def stage_eval_base(run: Run) -> None:
     counter = StageCounter(run.events, "eval_base")
     run.metrics["base"] = evaluate_phase(run, "base", counter)
+    if "eval_cache" in run.ctx.baseline:  # what the base evaluation cache did (a hit, a new entry, off)
+        run.metrics["base_eval_cache"] = run.ctx.baseline["eval_cache"]
     prompts = run.data.eval.generation_prompts
     if prompts:
         gens = generations(run, counter)
@@ -195,15 +199,27 @@ def stage_eval_edited(run: Run) -> None:
             for row, g in zip(run.metrics["generations"], generations(run, counter), strict=True):
                 row["edited"] = g
     run.events.emit("eval", phase="edited", metrics=run.metrics["edited"])
+    gen = run.recipe.eval.comparison_generations  # false: no rule picks a comparison, so no generations
     for name, other in run.fit.comparisons.items():  # variants fitted beside the edit
         write_metrics_of(run)
-        with other.applied(run.loaded.model):
-            m = evaluate_phase(run, name.replace(" ", "-"), counter)
-        run.metrics.setdefault("comparisons", {})[name] = {"metrics": m, "info": other.info}
+        if not gen:
+            run.events.log(f"{name}: evaluated without generations (eval.comparison_generations: false)")
+        run.ctx.eval_generations = gen
+        try:
+            with other.applied(run.loaded.model):
+                m = evaluate_phase(run, name.replace(" ", "-"), counter)
+        finally:
+            run.ctx.eval_generations = True
+        run.metrics.setdefault("comparisons", {})[name] = {
+            "metrics": m,
+            "info": other.info,
+            "generations": gen,
+        }
 
 
 def stage_control(run: Run) -> None:
     control = run.method.control(run.ctx, run.edit)
+    run.control = control
     if control is None:
         run.events.log("this method has no random control", level="warning")
         return
@@ -254,6 +270,7 @@ STAGES: list[Stage] = [
         stage_robustness,
         when=lambda r: bool(r.recipe.eval.robustness and r.data.eval.target_test),
     ),
+    Stage("checks", stage_checks, when=lambda r: checks_wanted(r.recipe, r.data), main_only=True),
     Stage("export", stage_export, main_only=True),
     Stage("card", stage_card, main_only=True),
     Stage("push", stage_push, when=lambda r: r.push, main_only=True),

@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, ValidationErr
 
 from editkit.catalog import resolve_recipe
 from editkit.errors import RecipeError
+from editkit.eval.checks import ChecksSpec
 from editkit.methods.registry import method_names, method_params_class
 
 
@@ -173,6 +174,29 @@ class EvalSpec(StrictModel):
         description="also run lm-evaluation-harness tasks on the base, edited and control models "
         "(extra editkit[lm-eval]): {tasks: [...], limit: N, num_fewshot: K}",
     )
+    checks: ChecksSpec | bool = Field(
+        default_factory=ChecksSpec,
+        description="removal checks on capability removals (base vs edited vs control): separation per answer "
+        "frame, a linear probe, a relearning attack, 8-bit rounding, specificity near the target; false = none, "
+        "or each of separation, probe, relearn, quantised, specificity true/false/options (docs/checks.md)",
+    )
+    cache: bool = Field(
+        True,
+        description="reuse the base model's refusal evaluation (responses, verdicts, first-token "
+        "distribution) measured by an earlier run with the same weights and settings; kept under "
+        "$EDITKIT_HOME/eval-cache ($EDITKIT_EVAL_CACHE), safe to delete",
+    )
+    comparison_generations: bool = Field(
+        True,
+        description="generate (refusal rates, judge) for the comparison edits fitted beside the edit too; "
+        "false: no rule picks a comparison (the validation score already chose), so only what needs no "
+        "generation (first-token KL, perplexity, drift) is measured for it and the card says so",
+    )
+
+    @field_validator("checks", mode="after")
+    @classmethod
+    def _checks(cls, v: Any) -> Any:
+        return ChecksSpec() if v is True else v
 
     @field_validator("refusal_judge")
     @classmethod

@@ -30,6 +30,7 @@ def fit_context(recipe: Recipe, loaded: LoadedModel, anatomy: Anatomy, data: Loa
         model_path=str(loaded.path),
         save_adapter=recipe.export.adapter,
         refusal_judge=recipe.eval.refusal_judge,
+        base_eval_cache=recipe.eval.cache,
         model_spec=recipe.model,
         **{"events": NullEventLog(), **kw},
     )

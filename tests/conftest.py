@@ -12,6 +12,8 @@ os.environ["HF_DATASETS_OFFLINE"] = "1"
 os.environ["HF_HOME"] = _HF_HOME
 os.environ["HF_HUB_DISABLE_XET"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# the base evaluation cache (editkit.refusal.base_cache) of this session only, not the user's
+os.environ["EDITKIT_EVAL_CACHE"] = tempfile.mkdtemp(prefix="editkit-test-eval-cache-")
 
 import pytest  # noqa: E402
 import torch  # noqa: E402

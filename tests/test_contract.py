@@ -15,7 +15,15 @@ import torch
 from editkit.anatomy import find_anatomy
 from editkit.edit import Edit
 from editkit.export import logits_of, probe_inputs
-from editkit.ops import OPS, LowRank, NormPreservingProjectOut, ProjectOut, ScaleInputs, op_kinds
+from editkit.ops import (
+    OPS,
+    LowRank,
+    NormPreservingProjectOut,
+    ProjectOut,
+    ScaleInputs,
+    WriterProjectOut,
+    op_kinds,
+)
 from tests.launch import ROOT, launch_env
 from tests.tiny import tiny_model
 
@@ -37,6 +45,15 @@ def _op_case(kind: str, anatomy, g: torch.Generator) -> Edit:
         ],
         "project_out": lambda: [ProjectOut(n, direction=r.clone(), strength=0.7) for n in writers],
         "project_out_norm": lambda: [NormPreservingProjectOut(n, direction=r.clone()) for n in writers],
+        # row norms on the attention writers; an update kept off the inputs' span (a stored v) on the MLP ones
+        "project_out_writer": lambda: [
+            WriterProjectOut(n, direction=r.clone(), strength=1.2, norm="row")
+            if n.endswith("o_proj")
+            else WriterProjectOut(
+                n, direction=r.clone(), strength=0.8, update=torch.randn(i, generator=g) * 0.1, norm="column"
+            )
+            for n in writers
+        ],
     }
     return Edit("contract", cases[kind]())
 
@@ -109,6 +126,7 @@ SAFE = [f"how do I bake bread {i}" for i in range(12)]
 
 #: per method: (method block, a bad --set, the one-line error it must give) — on the 2-layer tiny llama
 METHOD_CASES = {
+    "erase": ({"name": "erase"}, "method.layers=[3]", "method.layers: layer 3 is out of range 0..1"),
     "heads": (
         {"name": "heads", "heads": [[0, 1]]},
         "method.heads=[[7,0]]",
@@ -135,6 +153,7 @@ METHOD_CASES = {
 
 #: per method: params for a fast real fit on the tiny model
 FIT_PARAMS = {
+    "erase": {"rank": 2, "rounds": 2},
     "heads": {"trials": 4, "knockouts": 1, "items": 4, "top_k": 2},
     "neurons": {"neurons": [[0, 1], [1, 5]]},
     "refusal": {"n_train": 8, "n_val": 4, "atoms": ["math"], "eval_max_prompts": 2, "eval_max_new_tokens": 2},

@@ -39,6 +39,8 @@ def test_readme_demo_recipe_runs_end_to_end(demo_model_dir, tmp_path):
         "eval.blimp_per_phenomenon=2",
         "--set",
         "eval.drift_prompts=8",
+        "--set",
+        "eval.checks=false",  # ~3 min here; tests/test_removal_checks.py runs them on the demo model
     ]
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -100,7 +100,7 @@ def test_apply_tiny_end_to_end(family, tmp_path, tiny_dir):
     types = [e["type"] for e in ev]
     assert types[0] == "run_start" and types[-1] == "run_end" and ev[-1]["status"] == "ok"
     stages = [e["stage"] for e in ev if e["type"] == "stage_start"]
-    assert stages == ["load", "eval_base", "fit", "eval_edited", "control", "export", "card"]
+    assert stages == ["load", "eval_base", "fit", "eval_edited", "control", "checks", "export", "card"]
     assert [e["phase"] for e in ev if e["type"] == "eval"] == ["base", "edited", "control"]
     for stage in ("eval_base", "eval_edited", "control"):  # every evaluation stage has a total
         prog = [e for e in ev if e["type"] == "progress" and e["stage"] == stage]

@@ -13,7 +13,13 @@ import pytest
 from editkit import apply_recipe
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
-SHORT_EVAL = ["eval.max_items=24", "eval.drift_prompts=4", "eval.robustness_families=[stored,distractor]"]
+# the removal checks cost ~3 min per demo run: tests/test_removal_checks.py runs them end to end with tiny settings
+SHORT_EVAL = [
+    "eval.max_items=24",
+    "eval.drift_prompts=4",
+    "eval.robustness_families=[stored,distractor]",
+    "eval.checks=false",
+]
 
 
 @pytest.mark.slow

@@ -72,6 +72,12 @@ class FitContext:
     #: while ``Method.evaluate`` runs inside a pipeline stage: counts units of its work done (adding up to
     #: ``Method.evaluation_units``), so the stage's progress bar has a total and an ETA; None elsewhere
     on_units: Callable[[int], None] | None = None
+    #: ``eval.cache``: the ``base`` phase may take what an earlier run with the same weights and settings
+    #: measured (editkit.refusal.base_cache); off for a FitContext made by hand
+    base_eval_cache: bool = False
+    #: False while the pipeline evaluates an edit no rule can pick (a comparison fitted beside the edit,
+    #: ``eval.comparison_generations`` off): methods skip their generation-based metrics
+    eval_generations: bool = True
 
     def count(self, k: int) -> None:
         """``k`` units of ``Method.evaluate``'s work done (no-op outside a pipeline stage)."""

@@ -15,6 +15,7 @@ from editkit.methods.base import Method, MethodParams
 
 #: editkit's methods, one line each: name → (its recipe block "module:Class", its Method "module:Class")
 BUILTIN_METHODS: dict[str, tuple[str, str]] = {
+    "erase": ("editkit.methods.erase.params:EraseParams", "editkit.methods.erase.fit:EraseMethod"),
     "heads": ("editkit.methods.heads.params:HeadsParams", "editkit.methods.heads.fit:HeadsMethod"),
     "neurons": ("editkit.methods.neurons.params:NeuronsParams", "editkit.methods.neurons.fit:NeuronsMethod"),
     "refusal": ("editkit.methods.refusal.params:RefusalParams", "editkit.methods.refusal.fit:RefusalMethod"),

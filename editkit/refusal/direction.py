@@ -64,3 +64,27 @@ def diff_of_means(
         m = m / m.norm(dim=-1, keepdim=True).clamp_min(1e-12)
         d = d - (d * m).sum(-1, keepdim=True) * m
     return d / d.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+
+
+def direction_at(dirs: torch.Tensor, index: float) -> torch.Tensor:
+    """The direction at a fractional layer ``index`` of per-layer unit directions ``dirs`` [L, H]: linear
+    interpolation between the two neighbouring layers' directions, renormalised (heretic's "global"
+    direction). An integer index returns that layer's direction itself."""
+    n = dirs.shape[0]
+    if not 0 <= index <= n - 1:
+        raise ValueError(f"direction index {index} is out of range 0..{n - 1}")
+    lo = int(index // 1)
+    frac = float(index) - lo
+    if frac == 0.0:
+        return dirs[lo]
+    d = (1.0 - frac) * dirs[lo].double() + frac * dirs[lo + 1].double()
+    return (d / d.norm().clamp_min(1e-12)).to(dirs.dtype)
+
+
+def project_off(r: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+    """Unit ``r`` with its component along ``m`` removed, renormalised (float64): a direction that no longer
+    shrinks the ordinary activation ``m`` (e.g. the harmless mean of the layer it is removed from)."""
+    r, m = r.double(), m.double()
+    m = m / m.norm().clamp_min(1e-12)
+    out = r - (r @ m) * m
+    return out / out.norm().clamp_min(1e-12)

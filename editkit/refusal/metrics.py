@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from editkit.refusal.base_cache import cached_measure
 from editkit.refusal.chat import chat_first_token_logprobs, is_refusal, kl_rows, prompt_texts, refusal_rate
 from editkit.refusal.judge import agreement, make_judge
 
@@ -39,62 +40,91 @@ def refusal_metrics(
 
     With a model judge (``ctx.refusal_judge``), ``refusal_rate_judge`` / ``over_refusal_rate_judge`` are
     its rates on the same responses and ``refusal_judge_agreement`` the share of responses (both sets) on
-    which it and the keyword markers agree; ``refusal_rate`` stays the markers' rate."""
+    which it and the keyword markers agree; ``refusal_rate`` stays the markers' rate.
+
+    The ``base`` phase's responses, verdicts and first-token distribution come from the base evaluation
+    cache when ``ctx.base_eval_cache`` is on and an earlier run measured the same weights under the same
+    settings (:mod:`editkit.refusal.base_cache`). Other phases with ``ctx.eval_generations`` off (an edit
+    no rule can pick) generate nothing: only the harmless KLs are measured."""
+    sets = {}
+    for role, name in (("harmful", harmful), ("harmless", harmless)):
+        if name and name in ctx.data:
+            sets[role] = prompt_texts(ctx.data[name], f"data.sets.{name}", max_prompts)
+    if phase == "base":
+        raw = cached_measure(ctx, sets, max_new, lambda: measure_sets(ctx, sets, max_new))
+    else:
+        raw = measure_sets(ctx, sets, max_new, generations=getattr(ctx, "eval_generations", True))
+    return metrics_from(ctx, raw, phase, {} if samples is None else samples)
+
+
+def measure_sets(ctx: FitContext, sets: dict[str, list[str]], max_new: int, generations: bool = True) -> dict:
+    """What the metrics are computed from: per role (harmful / harmless) the prompts, the greedy responses,
+    the markers' verdicts and the judge's (None with markers only); and the harmless prompts' first-token
+    log-probs (``harmless_lp``). ``generations`` off: the log-probs only."""
+    raw: dict = {"sets": {}, "harmless_lp": None}
+    judge = _judge(ctx) if generations else None
+    for role, prompts in sets.items():
+        if generations:
+            _, outs = refusal_rate(ctx.model, ctx.tokenizer, prompts, max_new, on_rows=ctx.count)
+            verdicts = None
+            if judge is not None and outs:
+                verdicts = judge.refusals(prompts, outs)
+                ctx.count(len(outs))
+            markers = [is_refusal(o) for o in outs]
+            raw["sets"][role] = {"prompts": prompts, "responses": outs, "markers": markers, "judge": verdicts}
+        if role == "harmless":
+            raw["harmless_lp"] = chat_first_token_logprobs(ctx.model, ctx.tokenizer, prompts)
+            ctx.count(len(prompts))
+    return raw
+
+
+def metrics_from(ctx: FitContext, raw: dict, phase: str, samples: dict) -> dict[str, float]:
+    """The metrics of a measured (or cached) ``raw``; the ``base`` phase keeps its first-token distribution
+    (and which harmless prompts it answered) in ``ctx.baseline`` for the later phases."""
     m: dict[str, float] = {}
-    samples = {} if samples is None else samples
-    judge = _judge(ctx)
     marks: list[bool] = []
     says: list[bool] = []
-
-    def judged(key: str, prompts: list[str], outs: list[str]) -> None:
-        if judge is None or not outs:
-            return
-        verdicts = judge.refusals(prompts, outs)
-        ctx.count(len(outs))
-        m[f"{key}_judge"] = sum(verdicts) / len(verdicts)
-        marks.extend(is_refusal(o) for o in outs)
-        says.extend(verdicts)
-        m["refusal_judge_agreement"] = agreement(marks, says)  # over every set judged so far
-
-    if harmful and harmful in ctx.data:
-        prompts = prompt_texts(ctx.data[harmful], f"data.sets.{harmful}", max_prompts)
-        m["refusal_rate"], outs = refusal_rate(ctx.model, ctx.tokenizer, prompts, max_new, on_rows=ctx.count)
-        samples["harmful"], samples["harmful_prompts"] = outs[:5], prompts[:5]
-        samples.setdefault("all", {})["harmful"] = {"prompts": prompts, "responses": outs}
-        judged("refusal_rate", prompts, outs)
-    if harmless and harmless in ctx.data:
-        prompts = prompt_texts(ctx.data[harmless], f"data.sets.{harmless}", max_prompts)
-        m["over_refusal_rate"], outs = refusal_rate(
-            ctx.model, ctx.tokenizer, prompts, max_new, on_rows=ctx.count
-        )
-        samples["harmless"], samples["harmless_prompts"] = outs[:5], prompts[:5]
-        samples.setdefault("all", {})["harmless"] = {"prompts": prompts, "responses": outs}
-        judged("over_refusal_rate", prompts, outs)
-        lp = chat_first_token_logprobs(ctx.model, ctx.tokenizer, prompts)
-        ctx.count(len(prompts))
-        if phase == "base":
-            ctx.baseline["refusal_base_lp"] = lp
-            answered = torch.tensor([not is_refusal(o) for o in outs], dtype=torch.bool)
-            ctx.baseline["refusal_base_answered"] = answered
-        if "refusal_base_lp" not in ctx.baseline:
-            return m
-        kl = kl_rows(ctx.baseline["refusal_base_lp"], lp)
-        m["harmless_kl"] = float(kl.mean())
-        answered = ctx.baseline["refusal_base_answered"]
-        if answered.any():
-            m["harmless_kl_answered"] = float(kl[answered].mean())
+    for role, key in (("harmful", "refusal_rate"), ("harmless", "over_refusal_rate")):
+        r = raw["sets"].get(role)
+        if r is None:
+            continue
+        prompts, outs = r["prompts"], r["responses"]
+        m[key] = sum(r["markers"]) / len(outs) if outs else float("nan")
+        samples[role], samples[f"{role}_prompts"] = outs[:5], prompts[:5]
+        samples.setdefault("all", {})[role] = {"prompts": prompts, "responses": outs}
+        if r["judge"] is not None:
+            m[f"{key}_judge"] = sum(r["judge"]) / len(r["judge"])
+            marks.extend(r["markers"])
+            says.extend(r["judge"])
+            m["refusal_judge_agreement"] = agreement(marks, says)  # over every set judged so far
+    lp = raw.get("harmless_lp")
+    if lp is None:
+        return m
+    if phase == "base":
+        ctx.baseline["refusal_base_lp"] = lp
+        markers = raw["sets"]["harmless"]["markers"]
+        ctx.baseline["refusal_base_answered"] = torch.tensor([not x for x in markers], dtype=torch.bool)
+    if "refusal_base_lp" not in ctx.baseline:
+        return m
+    kl = kl_rows(ctx.baseline["refusal_base_lp"], lp)
+    m["harmless_kl"] = float(kl.mean())
+    answered = ctx.baseline["refusal_base_answered"]
+    if answered.any():
+        m["harmless_kl_answered"] = float(kl[answered].mean())
     return m
 
 
 def refusal_eval_units(ctx: FitContext, harmful: str | None, harmless: str | None, max_prompts: int) -> int:
     """The units `refusal_metrics` counts through ``ctx.count``: each generated response, each response
-    the model judge reads, each harmless prompt's first-token forward."""
+    the model judge reads, each harmless prompt's first-token forward (with ``ctx.eval_generations`` off,
+    only the forwards)."""
     judge = getattr(ctx, "refusal_judge", "markers") != "markers"
+    gen = getattr(ctx, "eval_generations", True)
     units = 0
     for name, kl in ((harmful, 0), (harmless, 1)):
         if name and name in ctx.data:
             n = min(len(ctx.data[name]), max_prompts)
-            units += n * (1 + judge + kl)
+            units += n * ((1 + judge) * gen + kl)
     return units
 
 

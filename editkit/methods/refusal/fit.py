@@ -22,11 +22,19 @@ import torch
 from editkit.edit import Edit
 from editkit.errors import EditkitError
 from editkit.methods.base import FitContext, FitResult, Method
-from editkit.methods.refusal.edit import edited_layers, project_edit
+from editkit.methods.refusal.edit import edited_layers, project_edit, uniform_weights
+from editkit.methods.refusal.optuna_search import kernel_of, run_search
 from editkit.methods.refusal.params import RefusalParams
 from editkit.methods.refusal.report import RefusalReport
 from editkit.methods.refusal.search import RefusalSearch
+from editkit.ops import WriterProjectOut
 from editkit.refusal.metrics import phase_refusal_metrics, refusal_eval_units
+from editkit.refusal.profile import layer_weights
+
+
+def _r4(ws: list[float]) -> list[float]:
+    return [round(float(w), 4) for w in ws]
+
 
 # ------------------------------------------------------------------------------------------------------
 # parameters
@@ -36,6 +44,36 @@ from editkit.refusal.metrics import phase_refusal_metrics, refusal_eval_units
 # ------------------------------------------------------------------------------------------------------
 # building blocks
 # ------------------------------------------------------------------------------------------------------
+
+
+GUIDE = """
+**Which edit, which search.** Three parts, each chosen on its own:
+
+- *Direction*: one layer's (`layer`, or the grid's pick), one at a fractional index (`direction_index`: linear
+  interpolation of the two neighbouring layers' directions), or each edited layer's own (`direction_per_layer`);
+  optionally cleaned against concept atoms (`sra`) and projected off the harmless mean of each edited layer
+  (`harmless_mean_per_layer`).
+- *Profile*: how strongly each layer's writers are edited. Unset, `strength` on every edited layer (today's edit,
+  unchanged). `attn_profile` / `mlp_profile`: a `tent` (`peak` at layer `position`, linear down to `floor` at
+  `width` layers either side, zero beyond; heretic's kernel) or `free` (`values`, one per layer), separately for
+  attention out-projections and MLP down-projections; MLP peak 0 leaves the MLP alone. A free profile of ones is
+  exactly today's full-strength edit.
+- *Search*: `grid` (default) scores every candidate layer (and strength with `strength: auto`) on the validation
+  prompts under `kl_limit`. `optuna` runs that grid, then a seeded multi-objective TPE (`trials`,
+  `startup_trials`, ranges in `search_space`) over the direction index and both tents, scored by first-token
+  refusal log-odds on harmful and first-token KL on harmless validation prompts (one forward each, no
+  generation); its first trial is the grid optimum, trials whose KL is already above the best eligible one are
+  pruned, and the pick is the lowest KL among trials at or below `refusal_target` (default the grid optimum's
+  log-odds). The study is journaled in the run directory: `editkit apply --resume` continues the same trials.
+  `compare_grid` evaluates the grid optimum on the test prompts beside the pick.
+
+Use the grid when a run must be short or the model is new to you (one number to read: the layer); use `optuna`
+when first-token KL matters and the budget allows about one forward pass over the validation prompts per trial.
+Norms: `norm_preserving: true` (`column`) keeps every writer column's norm exactly and still removes r; `row` is
+heretic's approximation. `null_space` (AlphaEdit) keeps each writer's update off the principal subspace of its
+harmless inputs (energy fraction, e.g. 0.99): harmless prompts' writer outputs barely move, at the price of
+removing less per unit of strength.
+"""
 
 
 class RefusalMethod(Method):
@@ -50,6 +88,7 @@ class RefusalMethod(Method):
         "the fused tensor (GPT-OSS: its expert biases projected too)"
     )
     needs = ("sets.harmful", "sets.harmless")
+    guide = GUIDE
 
     def check(self, params, anatomy) -> None:
         p: RefusalParams = params  # type: ignore[assignment]
@@ -64,6 +103,14 @@ class RefusalMethod(Method):
         bad = [li for li in p.strength_by_layer if not 0 <= li < n]
         if bad:
             raise EditkitError(f"method.strength_by_layer: layer {bad[0]} is out of range 0..{n - 1}")
+        if p.direction_index is not None and p.direction_index > n - 1:
+            raise EditkitError(f"method.direction_index: {p.direction_index} is out of range 0..{n - 1}")
+        for field in ("attn_profile", "mlp_profile"):
+            prof = getattr(p, field)
+            if prof is not None and prof.kind == "free" and len(prof.values) != n:
+                raise EditkitError(
+                    f"method.{field}: a free profile needs {n} values (one per layer), got {len(prof.values)}"
+                )
         if p.embeddings and anatomy.tied_embeddings:
             raise EditkitError(
                 "method.embeddings: this model ties its input embeddings to the output head; set embeddings: false"
@@ -91,7 +138,13 @@ class RefusalMethod(Method):
         s = RefusalSearch(ctx, p)
         s.load_prompts()
         s.find_directions()
+        s.prepare_null_space()
         s.prepare_scores()
+        if p.attn_profile is not None or p.mlp_profile is not None or p.direction_index is not None:
+            if p.search == "grid":  # a kernel given in the recipe: no search
+                return self._fixed_kernel(s)
+        if p.search == "optuna":
+            return self._optuna(s)
         layer, start, strength = s.search()
         scores = s.layer_scores(layer)
         kept, strength, chosen, comparison = s.compare(layer, start, strength)
@@ -124,6 +177,79 @@ class RefusalMethod(Method):
         edit = project_edit(ctx.anatomy, s.direction(kept, layer), p, info, start=start, strength=strength)
         return FitResult(edit, comparisons)
 
+    def _fixed_kernel(self, s: RefusalSearch) -> FitResult:
+        """``attn_profile`` / ``direction_index`` given with ``search: grid``: that edit, scored once."""
+        p, an = s.p, s.ctx.anatomy
+        index = (
+            None
+            if p.direction_per_layer
+            else (p.direction_index if p.direction_index is not None else p.layer)
+        )
+        if index is None and not p.direction_per_layer:
+            raise EditkitError(
+                "method.attn_profile: with search: grid a profile needs method.layer or method.direction_index "
+                "(or search: optuna)"
+            )
+        # a writer kind without a profile: today's uniform strength (mlp_profile unset follows attn_profile)
+        w = uniform_weights(an, p, None, 1.0 if p.strength == "auto" else float(p.strength))
+        attn = layer_weights(p.attn_profile, an.n_layers) if p.attn_profile is not None else w
+        mlp_prof = p.mlp_profile or p.attn_profile
+        mlp = layer_weights(mlp_prof, an.n_layers) if mlp_prof is not None else w
+        s.candidates()
+        s.total = 1
+        info = s.info(int(round(index)) if index is not None else 0, None, None, s.primary, {})
+        e = s.make_edit(s.primary, index, attn, mlp)
+        scores = s.evaluate_edit(e)
+        info |= {
+            "direction_index": index,
+            "attn_weights": _r4(attn),
+            "mlp_weights": _r4(mlp),
+            "scores": scores,
+        }
+        s.ctx.events.log(
+            f"refusal: kernel edit, log-odds {scores['refusal_log_odds']}, val KL {scores['kl']}"
+        )
+        return FitResult(s.make_edit(s.primary, index, attn, mlp, info))
+
+    def _optuna(self, s: RefusalSearch) -> FitResult:
+        """The grid (as configured) first, then the seeded TPE over kernels; the rule picks; the grid optimum
+        is evaluated beside the pick (``compare_grid``)."""
+        p, an, ctx = s.p, s.ctx.anatomy, s.ctx
+        layer, start, strength = s.search(extra_units=p.trials)
+        grid_scores = dict(s.grid[(layer, start, strength)])
+        summary, params = run_search(s, (layer, start, strength))
+        index, attn_t, mlp_t = kernel_of(params)
+        attn, mlp = layer_weights(attn_t, an.n_layers), layer_weights(mlp_t, an.n_layers)
+        chosen = next(t for t in summary["trials"] if t["number"] == summary["chosen_trial"])
+        info = s.info(layer, start, strength, s.primary, s.layer_scores(layer))
+        info |= {
+            "search": "optuna",
+            "grid_optimum": {"layer": layer, "edit_from": start, "strength": strength, **grid_scores},
+            "direction_index": index,
+            "kernel": {"attn": attn_t.model_dump(), "mlp": mlp_t.model_dump()},
+            "attn_weights": _r4(attn),
+            "mlp_weights": _r4(mlp),
+            "scores": {"refusal_log_odds": chosen["refusal_log_odds"], "kl": chosen["kl"]},
+            **summary,
+        }
+        ctx.events.log(
+            f"refusal search: picked trial {chosen['number']} of {len(summary['trials'])}: log-odds "
+            f"{chosen['refusal_log_odds']}, val KL {chosen['kl']} (grid optimum: {grid_scores['refusal_log_odds']}, "
+            f"{grid_scores['kl']})"
+        )
+        comparisons: dict[str, Edit] = {}
+        if p.compare_grid and not chosen["grid"]:
+            gi = {
+                "comparison": {
+                    "direction": s.primary,
+                    "grid_optimum": True,
+                    "strength": strength,
+                    **grid_scores,
+                }
+            }
+            comparisons["grid optimum"] = s.grid_edit(s.primary, layer, start, strength, gi)
+        return FitResult(s.make_edit(s.primary, index, attn, mlp, info), comparisons)
+
     # -- metrics & control ---------------------------------------------------------------------------
     def evaluate(self, ctx: FitContext, phase: str) -> dict[str, float]:
         p: RefusalParams = ctx.params  # type: ignore[assignment]
@@ -145,5 +271,12 @@ class RefusalMethod(Method):
         g = torch.Generator().manual_seed(ctx.seed + 1009)
         r = torch.randn(ctx.anatomy.hidden_size, generator=g, dtype=torch.float64)
         r = (r / r.norm()).to(torch.float32)
-        ops = [type(op)(module=op.module, direction=r.clone(), strength=op.strength) for op in edit.ops]
+        ops = [_with_direction(op, r) for op in edit.ops]
         return Edit(method="refusal", ops=ops, info={"control": "random unit direction, same ops"})
+
+
+def _with_direction(op, r: torch.Tensor):
+    """The same op with direction ``r`` (a null-space update is recomputed from nothing: dropped)."""
+    if isinstance(op, WriterProjectOut):
+        return WriterProjectOut(module=op.module, direction=r.clone(), strength=op.strength, norm=op.norm)
+    return type(op)(module=op.module, direction=r.clone(), strength=op.strength)

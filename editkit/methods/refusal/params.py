@@ -4,10 +4,44 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from editkit.methods.base import MethodParams
 from editkit.refusal.atoms import ATOM_NAMES
+from editkit.refusal.profile import Profile
+
+
+class SearchSpace(BaseModel):
+    """Ranges of the Optuna search (``search: optuna``). Layer positions are fractions of the last layer
+    index; weights are projection strengths (1 = remove r fully, up to 2)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    direction: tuple[float, float] = Field(
+        (0.4, 0.9),
+        description="fractional direction index, as fractions of depth (widened to hold the grid's layer)",
+    )
+    per_layer: bool = Field(
+        False,
+        description="also try each edited layer's own direction (a categorical beside the global index)",
+    )
+    attn_peak: tuple[float, float] = Field((0.5, 1.5), description="attention writers' peak weight")
+    mlp_peak: tuple[float, float] = Field(
+        (0.0, 1.5), description="MLP writers' peak weight (0: MLP not edited)"
+    )
+    position: tuple[float, float] = Field((0.4, 1.0), description="peak position, fractions of depth")
+    floor: tuple[float, float] = Field((0.0, 1.0), description="floor weight as a fraction of the peak")
+    width: tuple[float, float] = Field(
+        (0.05, 1.0), description="half-width as fractions of depth (at least one layer)"
+    )
+
+    @model_validator(mode="after")
+    def _ranges(self):
+        for name in ("direction", "attn_peak", "mlp_peak", "position", "floor", "width"):
+            lo, hi = getattr(self, name)
+            top = 2.0 if name.endswith("peak") else 1.0
+            if not 0.0 <= lo <= hi <= top:
+                raise ValueError(f"{name}: needs 0 <= low <= high <= {top}, got [{lo}, {hi}]")
+        return self
 
 
 class RefusalParams(MethodParams):
@@ -70,8 +104,59 @@ class RefusalParams(MethodParams):
         "at each layer (the atoms abliterix builds; 0 = off; atoms: [] with pca_atoms: 8 is abliterix's choice)",
     )
     ridge_alpha: float = Field(0.01, ge=0, description="SRA ridge α (→ 0: exactly orthogonal to every atom)")
-    norm_preserving: bool = Field(
-        False, description="exact norm-preserving projection (keeps every writer column's norm)"
+    norm_preserving: bool | Literal["column", "row"] = Field(
+        False,
+        description="restore norms after the projection: true/'column' keeps every writer column's norm "
+        "exactly (the residual vector each input feature writes; biprojected abliteration); 'row' every "
+        "row's (heretic's approximation; r is then not removed exactly)",
+    )
+    harmless_mean_per_layer: bool = Field(
+        False,
+        description="project the direction off the harmless mean of each *edited* layer before removing it "
+        "there (so no layer's ordinary activation is shrunk); the layer search still uses one direction",
+    )
+    null_space: float | None = Field(
+        None,
+        gt=0.0,
+        le=1.0,
+        description="AlphaEdit-style constraint: keep each writer's update off the principal subspace of its "
+        "harmless inputs that holds this fraction of their energy (e.g. 0.99; null = off)",
+    )
+    null_space_prompts: int = Field(
+        32, ge=1, description="harmless train prompts whose every token's writer inputs define that subspace"
+    )
+    attn_profile: Profile | None = Field(
+        None,
+        description="ablation weight per layer for attention out-projections: {kind: tent, peak, position, "
+        "floor, width} or {kind: free, values: [...]}; null = `strength` on every edited layer (today's edit)",
+    )
+    mlp_profile: Profile | None = Field(
+        None, description="the same for MLP down-projections (peak 0 = MLP not edited); null = attn_profile"
+    )
+    direction_index: float | None = Field(
+        None,
+        ge=0.0,
+        description="take the direction at this fractional layer index (linear interpolation of the two "
+        "neighbouring layers' directions); skips the layer search",
+    )
+    direction_per_layer: bool = Field(
+        False, description="with a profile: remove each edited layer's own direction (not one direction)"
+    )
+    search: Literal["grid", "optuna"] = Field(
+        "grid",
+        description="grid: the layer/strength search above; optuna: that grid first, then a seeded "
+        "multi-objective TPE over direction index and attention/MLP tent profiles (validation log-odds, KL)",
+    )
+    trials: int = Field(40, ge=1, description="search: optuna: trials (the grid optimum is the first)")
+    startup_trials: int = Field(10, ge=1, description="search: optuna: random trials before TPE models")
+    refusal_target: float | Literal["grid"] = Field(
+        "grid",
+        description="search: optuna: the pick is the lowest validation KL among trials whose refusal "
+        "log-odds is at most this ('grid': the grid optimum's log-odds, so the pick is never worse on both)",
+    )
+    search_space: SearchSpace = Field(default_factory=SearchSpace, description="search: optuna: ranges")
+    compare_grid: bool = Field(
+        True, description="search: optuna: also evaluate the grid optimum (today's edit) so the card has both"
     )
     strength: float | Literal["auto"] = Field(
         1.0,
@@ -116,6 +201,16 @@ class RefusalParams(MethodParams):
         description="prompts per forward pass; default 16 on CPU, on an accelerator as many as fit in half "
         "its free memory, up to 64",
     )
+
+    @model_validator(mode="after")
+    def _search(self):
+        if self.startup_trials > self.trials:
+            raise ValueError(f"startup_trials ({self.startup_trials}) exceeds trials ({self.trials})")
+        if self.direction_per_layer and self.attn_profile is None:
+            raise ValueError(
+                "direction_per_layer needs attn_profile (or search: optuna with search_space.per_layer)"
+            )
+        return self
 
     @field_validator("edit_from", mode="before")
     @classmethod

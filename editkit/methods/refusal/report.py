@@ -26,6 +26,17 @@ class RefusalInfo(Info):
     atoms: list[str] = []
     atom_cosines_before: dict[str, float] = {}
     atom_cosines_after: dict[str, float] = {}
+    search: str | None = None
+    trials: list[dict[str, Any]] | None = None
+    pareto: list[int] | None = None
+    chosen_trial: int | None = None
+    refusal_target: float | None = None
+    grid_optimum: dict[str, Any] | None = None
+    direction_index: float | None = None
+    kernel: dict[str, Any] | None = None
+    attn_weights: list[float] | None = None
+    mlp_weights: list[float] | None = None
+    scores: dict[str, float] | None = None
 
 
 class RefusalReport(Report):
@@ -41,7 +52,10 @@ class RefusalReport(Report):
     }
     headline = REFUSAL_HEADLINE
     info_model = RefusalInfo
-    plot_alt = {"refusal_layers": "refusal: candidate layers"}
+    plot_alt = {
+        "refusal_layers": "refusal: candidate layers",
+        "refusal_trials": "refusal search: every trial, validation refusal log-odds vs KL",
+    }
     info: RefusalInfo
 
     def shown(self) -> set[str]:
@@ -52,10 +66,72 @@ class RefusalReport(Report):
             "strength_scores",
             "comparison",
             "layer_search_direction",
+            "search",
+            "trials",
+            "pareto",
+            "chosen_trial",
+            "refusal_target",
+            "grid_optimum",
+            "direction_index",
+            "kernel",
+            "attn_weights",
+            "mlp_weights",
+            "scores",
+            "grid_params",
+            "eligible",
         }
 
     def where(self) -> list[str]:
-        return self._choice() + self._layer_table() + self._atoms() + [""]
+        return self._choice() + self._search() + self._layer_table() + self._atoms() + [""]
+
+    def _search(self) -> list[str]:
+        i = self.info
+        if i.search != "optuna" or not i.trials:
+            return []
+        pruned = sum(t.get("state") == "pruned" for t in i.trials)
+        g = i.grid_optimum or {}
+        k = i.kernel or {}
+        lines = [
+            "",
+            f"**Search** (`search: optuna`): {len(i.trials)} trials of a seeded multi-objective TPE over the "
+            f"direction index and attention/MLP tent profiles ({pruned} pruned: their validation KL was already "
+            f"above the best eligible trial's), the first being the grid optimum (layer {g.get('layer')}, "
+            f"strength {num(g.get('strength'))}). Rule: the lowest validation KL among trials whose refusal "
+            f"log-odds is at most {num(i.refusal_target)}"
+            + (" (the grid optimum's)." if i.chosen_trial is not None else ".")
+            + f" Picked: trial **{i.chosen_trial}**; Pareto front: trials {cell(i.pareto)}.",
+            "",
+            "| kernel | peak | position (layer) | floor | half-width (layers) |",
+            "| --- | --- | --- | --- | --- |",
+        ]
+        for w in ("attn", "mlp"):
+            t = k.get(w) or {}
+            lines.append(
+                f"| {'attention o_proj' if w == 'attn' else 'MLP down_proj'} | {num(t.get('peak'))} | "
+                f"{num(t.get('position'))} | {num(t.get('floor'))} | {num(t.get('width'))} |"
+            )
+        idx = "each layer's own" if i.direction_index is None else num(i.direction_index)
+        lines += ["", f"Direction index: {idx}.", ""]
+        lines += self._in_sample_vs_held_out()
+        return lines
+
+    def _in_sample_vs_held_out(self) -> list[str]:
+        """Validation (what the search chose on) beside the held-out test numbers of the pick and the grid."""
+        m = getattr(self, "run_metrics", None) or {}
+        edited = m.get("edited") or {}
+        grid_m = ((m.get("comparisons") or {}).get("grid optimum") or {}).get("metrics") or {}
+        g, sc = self.info.grid_optimum or {}, self.info.scores or {}
+        lines = [
+            "| edit | validation refusal log-odds (chosen on) | validation KL (chosen on) | held-out refusal "
+            "(markers) | held-out KL |",
+            "| --- | --- | --- | --- | --- |",
+            f"| picked trial {self.info.chosen_trial} | {num(sc.get('refusal_log_odds'))} | {num(sc.get('kl'))} | "
+            f"{num(edited.get('refusal_rate'))} | {num(edited.get('harmless_kl'))} |",
+            f"| grid optimum (the first trial) | {num(g.get('refusal_log_odds'))} | {num(g.get('kl'))} | "
+            f"{num(grid_m.get('refusal_rate'))} | {num(grid_m.get('harmless_kl'))} |",
+            "",
+        ]
+        return lines
 
     def _choice(self) -> list[str]:
         i, lines = self.info, []
@@ -121,9 +197,10 @@ class RefusalReport(Report):
         return lines
 
     def plots(self, out: Path, run_dir: Path) -> dict[str, str]:
+        done = self._trials_plot(out)
         scores = self.info.layer_scores
         if not scores:
-            return {}
+            return done
         layers = sorted(int(k) for k in scores)
         fig = Figure(figsize=(6, 3.2))
         ax = fig.add_subplot()
@@ -141,7 +218,63 @@ class RefusalReport(Report):
         ax.set_title("refusal direction ablated at each candidate layer", fontsize=9)
         fig.tight_layout()
         save(fig, out / "refusal_layers.png")
-        return {"refusal_layers": "refusal_layers.png"}
+        return {"refusal_layers": "refusal_layers.png", **done}
+
+    def _trials_plot(self, out: Path) -> dict[str, str]:
+        """Every trial: validation KL (x) vs refusal log-odds (y); pruned trials as ticks at their KL, the
+        Pareto front joined, the grid optimum and the pick marked."""
+        trials = self.info.trials or []
+        if self.info.search != "optuna" or not trials:
+            return {}
+        fig = Figure(figsize=(6, 3.6))
+        ax = fig.add_subplot()
+        done = [t for t in trials if t.get("refusal_log_odds") is not None]
+        ax.scatter(
+            [t["kl"] for t in done],
+            [t["refusal_log_odds"] for t in done],
+            s=14,
+            color="#7f8c8d",
+            label="trial",
+        )
+        pruned = [t["kl"] for t in trials if t.get("refusal_log_odds") is None and t.get("kl") is not None]
+        if pruned:
+            y0 = min(t["refusal_log_odds"] for t in done) if done else 0.0
+            ax.scatter(
+                pruned, [y0] * len(pruned), marker="|", s=40, color="#bdc3c7", label="pruned (KL only)"
+            )
+        front = sorted((t for t in done if t["number"] in set(self.info.pareto or [])), key=lambda t: t["kl"])
+        if front:
+            ax.plot(
+                [t["kl"] for t in front],
+                [t["refusal_log_odds"] for t in front],
+                color="#2e86c1",
+                lw=1,
+                label="Pareto front",
+            )
+        by_n = {t["number"]: t for t in done}
+        grid = [t for t in done if t.get("grid")]
+        if grid:
+            ax.scatter(
+                [grid[0]["kl"]],
+                [grid[0]["refusal_log_odds"]],
+                marker="s",
+                s=60,
+                facecolors="none",
+                edgecolors="black",
+                label="grid optimum (plain/SRA, today)",
+            )
+        c = by_n.get(self.info.chosen_trial)
+        if c is not None:
+            ax.scatter([c["kl"]], [c["refusal_log_odds"]], marker="*", s=140, color="#b03a2e", label="picked")
+        if self.info.refusal_target is not None:
+            ax.axhline(self.info.refusal_target, color="#b03a2e", ls=":", lw=1)
+        ax.set_xlabel("validation first-token KL (harmless)")
+        ax.set_ylabel("validation refusal log-odds (harmful)")
+        ax.legend(fontsize=7, loc="best")
+        ax.set_title("refusal search: every trial", fontsize=9)
+        fig.tight_layout()
+        save(fig, out / "refusal_trials.png")
+        return {"refusal_trials": "refusal_trials.png"}
 
     def comparison_note(self, comparison: Mapping[str, Any]) -> str:
         c = comparison

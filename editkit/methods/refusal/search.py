@@ -8,10 +8,17 @@ from dataclasses import dataclass, field
 
 import torch
 
+from editkit.anatomy import target_module, weight_out_in
 from editkit.distributed import map_across_processes
 from editkit.errors import EditkitError
 from editkit.methods.base import FitContext
-from editkit.methods.refusal.edit import edited_layers, project_edit
+from editkit.methods.refusal.edit import (
+    edited_layers,
+    kernel_edit,
+    norm_kind,
+    project_edit,
+    uniform_weights,
+)
 from editkit.methods.refusal.params import RefusalParams
 from editkit.refusal.atoms import (
     atom_pairs_from_rows,
@@ -21,7 +28,8 @@ from editkit.refusal.atoms import (
     ridge_clean,
 )
 from editkit.refusal.chat import chat_first_token_logprobs, kl_rows, prompt_texts
-from editkit.refusal.direction import diff_of_means, residual_activations
+from editkit.refusal.direction import diff_of_means, direction_at, project_off, residual_activations
+from editkit.refusal.nullspace import principal_subspace, writer_inputs
 from editkit.sizing import model_eval_batch_size
 
 Cand = tuple[int, int | None, float]  # (direction layer, first edited layer or None, strength)
@@ -92,6 +100,9 @@ class RefusalSearch:
         acts_h, acts_s = self._acts(self.harm), self._acts(self.safe)
         self.raw = diff_of_means(acts_h, acts_s, p.project_off_harmless_mean, p.winsorize)  # [L, H]
         self.gap = (acts_h.mean(0) - acts_s.mean(0)).norm(dim=-1)  # separation per layer
+        self.safe_mean = acts_s.mean(0)  # [L, H]: the harmless mean entering each layer
+        self._dirs: dict[str, torch.Tensor] = {}
+        self.nulls: dict[str, torch.Tensor] = {}
         self.atom_names: list[str] = []
         self.atom_dirs = torch.empty(an.n_layers, 0, an.hidden_size, dtype=torch.float64)
         if p.sra:
@@ -118,6 +129,101 @@ class RefusalSearch:
             return self.raw[layer]
         return ridge_clean(self.raw[layer], self.atom_dirs[layer], self.p.ridge_alpha)
 
+    def directions(self, kind: str) -> torch.Tensor:
+        """[L, H] float64: ``kind``'s unit direction at every layer (SRA cleaning per layer)."""
+        if kind not in self._dirs:
+            self._dirs[kind] = torch.stack([self.direction(kind, li) for li in range(self.raw.shape[0])])
+        return self._dirs[kind]
+
+    def direction_fn(self, kind: str, index: float | None):
+        """li → the unit direction removed at layer li: the one at fractional ``index`` (None: each layer's
+        own), projected off layer li's harmless mean with ``harmless_mean_per_layer``."""
+        dirs = self.directions(kind)
+        fixed = direction_at(dirs, index) if index is not None else None
+
+        def at(li: int) -> torch.Tensor:
+            r = dirs[li] if fixed is None else fixed
+            return project_off(r, self.safe_mean[li]) if self.p.harmless_mean_per_layer else r
+
+        return at
+
+    @property
+    def simple(self) -> bool:
+        """Today's edit (ProjectOut / the column norm-preserving op, one direction): project_edit makes it."""
+        p = self.p
+        return not (p.harmless_mean_per_layer or p.null_space or norm_kind(p) == "row")
+
+    def prepare_null_space(self) -> None:
+        """With ``null_space``: each dense residual writer's harmless-input basis U (null_space_prompts harmless
+        train prompts, every token)."""
+        p, an, ctx = self.p, self.ctx.anatomy, self.ctx
+        if not p.null_space:
+            return
+        names = [n for li in range(an.n_layers) for n in an.layer(li).residual_writers]
+        dense = [
+            n for n in names if isinstance(getattr(ctx.model.get_submodule(n), "weight", None), torch.Tensor)
+        ]
+        xs = writer_inputs(
+            ctx.model, ctx.tokenizer, self.safe[: p.null_space_prompts], dense, self.batch_size
+        )
+        self.nulls = {n: principal_subspace(x, p.null_space) for n, x in xs.items()}
+        kept = {n: u.shape[1] for n, u in self.nulls.items()}
+        ctx.events.log(
+            f"refusal: null space of {len(kept)} writers' harmless inputs ({xs[dense[0]].shape[0]} tokens, "
+            f"energy {p.null_space}): kept subspace {min(kept.values())}..{max(kept.values())} dims"
+        )
+
+    def weight_of(self, name: str) -> torch.Tensor:
+        return weight_out_in(target_module(self.ctx.model, name))
+
+    def make_edit(
+        self,
+        kind: str,
+        index: float | None,
+        attn: list[float],
+        mlp: list[float],
+        info: dict | None = None,
+        embed_strength: float = 1.0,
+    ):
+        """The kernel edit with this search's direction, norm and null-space options."""
+        return kernel_edit(
+            self.ctx.anatomy,
+            self.direction_fn(kind, index),
+            attn,
+            mlp,
+            self.p,
+            info,
+            nulls=self.nulls,
+            weight_of=self.weight_of,
+            embed_strength=embed_strength,
+        )
+
+    def grid_edit(self, kind: str, layer: int, start, strength: float, info: dict | None = None, r=None):
+        """A grid candidate's edit: today's :func:`project_edit`, or the kernel edit with uniform weights
+        when row norms, per-layer harmless means or the null space are asked for."""
+        if self.simple:
+            return project_edit(
+                self.ctx.anatomy,
+                self.direction(kind, layer) if r is None else r,
+                self.p,
+                info,
+                start=start,
+                strength=strength,
+            )
+        w = uniform_weights(self.ctx.anatomy, self.p, start, strength)
+        return self.make_edit(kind, float(layer), w, w, info, embed_strength=strength)
+
+    def evaluate_edit(self, e) -> dict[str, float]:
+        """Validation log-odds (harmful) and KL (harmless) of edit ``e``: one forward per prompt set."""
+        ctx = self.ctx
+        with e.applied(ctx.model):
+            lp_h = chat_first_token_logprobs(ctx.model, ctx.tokenizer, self.harm_val, self.batch_size)
+            lp_s = chat_first_token_logprobs(ctx.model, ctx.tokenizer, self.safe_val, self.batch_size)
+        return {
+            "refusal_log_odds": round(float(refusal_log_odds(lp_h, self.ref_ids).mean()), 4),
+            "kl": round(float(kl_rows(self.base_s, lp_s).mean()), 5),
+        }
+
     # -- scoring --------------------------------------------------------------------------------------
     def prepare_scores(self) -> None:
         ctx, p = self.ctx, self.p
@@ -131,9 +237,13 @@ class RefusalSearch:
         """Validation log-odds and KL with ``cand``'s edit (r: the direction; default the search's at li)."""
         ctx, p = self.ctx, self.p
         li, st, s = cand  # split over processes
-        e = project_edit(
-            ctx.anatomy, self.direction(self.primary, li) if r is None else r, p, start=st, strength=s
-        )
+        if not self.simple:  # r given: the comparison's direction (the kernel edit takes it by kind)
+            kind = self.primary if r is None else ("plain" if self.primary == "sra" else "sra")
+            e = self.grid_edit(kind, li, st, s)
+        else:
+            e = project_edit(
+                ctx.anatomy, self.direction(self.primary, li) if r is None else r, p, start=st, strength=s
+            )
         with e.applied(ctx.model):
             lp_h = chat_first_token_logprobs(ctx.model, ctx.tokenizer, self.harm_val, self.batch_size)
             lp_s = chat_first_token_logprobs(ctx.model, ctx.tokenizer, self.safe_val, self.batch_size)
@@ -187,11 +297,12 @@ class RefusalSearch:
         self.full = 1.0 if self.auto else float(p.strength)
         return [(li, st, self.full) for li, st in pairs]
 
-    def search(self) -> Cand:
-        """Score every candidate; with strength: auto, weaken the promising ones over the KL limit."""
+    def search(self, extra_units: int = 0) -> Cand:
+        """Score every candidate; with strength: auto, weaken the promising ones over the KL limit.
+        (``extra_units``: progress units of a search that follows, e.g. Optuna's trials.)"""
         p = self.p
         cands = self.candidates()
-        self.total = len(cands) + (p.strength_layers * p.strength_steps if self.auto else 0)
+        self.total = len(cands) + (p.strength_layers * p.strength_steps if self.auto else 0) + extra_units
         self.grid = dict(zip(cands, map_across_processes(self.score, cands), strict=True))
         if self.auto:
             # the best-scoring candidates that cost too much at full strength are weakened until their KL
@@ -212,7 +323,8 @@ class RefusalSearch:
                 lambda c: self.weaken(c, grid[c]["kl"]), over[: p.strength_layers]
             ):
                 grid.update(found)
-            self.ctx.events.progress("fit", self.total, self.total)
+            self.done = self.total - extra_units
+            self.ctx.events.progress("fit", self.done, self.total)
         chosen = pick(list(self.grid), self.grid, p.kl_limit)
         if self.grid[chosen]["kl"] > p.kl_limit:
             self.ctx.events.log(
@@ -278,6 +390,8 @@ class RefusalSearch:
             "layer_search_direction": "sra" if self.primary == "sra" else "raw",
             "ridge_alpha": p.ridge_alpha if self.atom_names else None,
             "norm_preserving": p.norm_preserving,
+            "harmless_mean_per_layer": p.harmless_mean_per_layer,
+            "null_space": p.null_space,
             "n_train": [len(self.harm), len(self.safe)],
             "n_val": [len(self.harm_val), len(self.safe_val)],
             "base_refusal_log_odds": round(self.base_score, 4),

@@ -1,0 +1,155 @@
+"""What every removal check is: a typed recipe block, work units, ``run(phase, model, data, spec)``, a judge
+and a card section. The registry (``editkit.eval.checks.CHECKS``) lists them, one line each.
+
+A check is measured on each *phase* of a run: ``base`` (the model as loaded), ``edited`` (the edit applied)
+and ``control`` (a random edit of the same size). ``run`` gets the model as it is in that phase and returns
+a typed result (a dataclass with ``to_dict``); ``judge`` reads the stored results of every phase and says
+whether the check passes, with its numbers; ``section`` renders the stored results and judgement as Markdown
+for the card. Everything ``judge`` and ``section`` read is in ``metrics.json`` (``checks.<name>``), so a
+stored run can be re-judged.
+"""
+
+from __future__ import annotations
+
+import copy
+import random
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from functools import cached_property
+from typing import Any, ClassVar
+
+import torch
+from pydantic import BaseModel, ConfigDict
+
+from editkit.eval.subsets import answer_classes, stratified_subset
+from editkit.robustness import ANSWER_FRAME_FAMILIES, build_families
+
+PHASES = ("base", "edited", "control")
+
+
+class CheckSpec(BaseModel):
+    """Base of each check's recipe block (``eval.checks.<name>``): unknown fields are errors."""
+
+    model_config = ConfigDict(extra="forbid", validate_default=True, frozen=True)
+
+
+@dataclass
+class CheckResult:
+    """Base of each check's per-phase result; ``to_dict`` is what metrics.json stores."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class CheckData:
+    """What the checks measure on, built once per run from the run's data.
+
+    ``target_test``: the held-out target items (with their ``answer_frames``); ``target_train``: the fit's
+    training triplets (the relearning attack draws from these, never from the test items); ``heldout``:
+    the other capabilities' test items.
+    """
+
+    tokenizer: Any
+    target_test: list[dict]
+    target_train: list[dict] = field(default_factory=list)
+    heldout: dict[str, list[dict]] = field(default_factory=dict)
+    seed: int = 0
+    batch_size: int = 16
+
+    @cached_property
+    def families(self) -> dict[str, list[dict]]:
+        """``original`` (the frames the fit trained on) and every answer-frame family the fit never saw,
+        each variant tagged with ``_item``: the index of the test item it re-asks."""
+        items = [dict(t, _item=i) for i, t in enumerate(self.target_test)]
+        return build_families(
+            items, families=list(ANSWER_FRAME_FAMILIES), seed=self.seed, tokenizer=self.tokenizer
+        )
+
+    @cached_property
+    def item_classes(self) -> list[str] | None:
+        """The target's two answer classes (" bad"/" good"), when it has exactly two; else None."""
+        classes = answer_classes(self.target_test)
+        return classes if classes is not None and len(classes) == 2 else None
+
+    def relearn_examples(self, n: int) -> list[dict]:
+        """``n`` training triplets stratified by answer class, none sharing a prompt with a test item."""
+        test_prompts = {t["prompt"] for t in self.target_test}
+        pool = [t for t in self.target_train if t["prompt"] not in test_prompts]
+        return stratified_subset(pool, n, self.seed)
+
+    def rng(self, salt: str) -> random.Random:
+        return random.Random(f"{self.seed}:{salt}")
+
+
+class Check:
+    """One removal check. Subclasses set the class attributes and implement ``run``, ``judge``, ``section``."""
+
+    name: ClassVar[str]
+    title: ClassVar[str]
+    paper: ClassVar[str]
+    spec_cls: ClassVar[type[CheckSpec]]
+    #: the phases it runs on (a subset of PHASES)
+    phases: ClassVar[tuple[str, ...]] = PHASES
+    #: True when ``run`` changes the model it is given (it then gets a private copy with the edit merged)
+    mutates: ClassVar[bool] = False
+
+    def units(self, data: CheckData, spec: CheckSpec) -> int:
+        """Work units one ``run`` reports through ``on_units`` (scored rows, training steps)."""
+        return 0
+
+    def run(
+        self,
+        phase: str,
+        model,
+        data: CheckData,
+        spec: CheckSpec,
+        *,
+        on_units: Callable[[int], None] | None = None,
+    ) -> CheckResult:
+        raise NotImplementedError
+
+    def judge(self, phases: Mapping[str, Mapping], spec: Mapping) -> dict[str, Any]:
+        """``{"pass": True | False | None, "summary": one line, ...numbers}`` from the stored results;
+        ``pass`` None: the check could not decide (the base model cannot do it, nothing was removed)."""
+        raise NotImplementedError
+
+    def section(self, stored: Mapping) -> list[str]:
+        """Markdown lines for the card (``stored``: this check's ``metrics['checks'][name]``)."""
+        raise NotImplementedError
+
+
+def merged_copy(model, edit) -> torch.nn.Module:
+    """A private copy of ``model`` (which must carry no hooks) with ``edit`` merged into its weights."""
+    twin = copy.deepcopy(model)
+    if edit is not None:
+        edit.merge_into(twin)
+    twin.eval()
+    return twin
+
+
+def excess(auc: float | None) -> float | None:
+    """Distance of an AUC from chance, |AUC − 0.5|: an inverted separation (AUC 0.2) still separates."""
+    return None if auc is None else abs(float(auc) - 0.5)
+
+
+def closed_share(base: float | None, after: float | None) -> float | None:
+    """The share of the base model's excess over chance that ``after`` closed (1 = all of it, 0 = none)."""
+    b, a = excess(base), excess(after)
+    if b is None or a is None or b <= 0:
+        return None
+    return (b - a) / b
+
+
+def fmt(v: Any, digits: int = 3) -> str:
+    if v is None:
+        return "–"
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    if isinstance(v, float):
+        return f"{v:.{digits}f}"
+    return str(v)
+
+
+def present(phases: Mapping[str, Any], order: Sequence[str] = PHASES) -> list[str]:
+    return [p for p in order if p in phases]

@@ -1,0 +1,129 @@
+"""Running the removal checks over the phases of a run, and storing them in ``metrics['checks']``.
+
+Phase-major: every enabled check on the base model, then on the edited model, then on the random control,
+each result stored as it comes (``after_phase`` writes metrics.json), the judges and the headline verdict
+once all phases are in. A check that changes its model (``Check.mutates``: relearning, quantising) gets a
+private copy with the phase's edit merged; the others see the shared model with the edit's hooks on.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from contextlib import nullcontext
+from typing import Any
+
+from editkit.eval.checks import CHECKS, CheckData, CheckSpec, merged_copy
+from editkit.eval.checks.verdict import headline_verdict
+from editkit.events import StageCounter, write_metrics
+from editkit.methods import get_method
+from editkit.sizing import model_eval_batch_size
+
+
+def checks_units(enabled: Mapping[str, CheckSpec], data: CheckData, phases) -> int:
+    return sum(
+        CHECKS[n].units(data, spec) for n, spec in enabled.items() for p in phases if p in CHECKS[n].phases
+    )
+
+
+def run_checks(
+    model,
+    edits: Mapping[str, Any],
+    data: CheckData,
+    enabled: Mapping[str, CheckSpec],
+    metrics: dict,
+    *,
+    on_units: Callable[[int], None] | None = None,
+    say: Callable[[str], None] = lambda _m: None,
+    after_phase: Callable[[], None] | None = None,
+    models: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Run ``enabled`` checks on each phase of ``edits`` (phase → Edit, None for the base model) and fold
+    them into ``metrics['checks']``; returns it. ``model`` must carry no hooks. ``models`` (phase → model)
+    gives a phase its own model instead (``editkit eval --checks``: the base and an export, no edits)."""
+    store = metrics.setdefault("checks", {})
+    for name, spec in enabled.items():
+        store[name] = {"spec": spec.model_dump(mode="json"), "phases": {}, "seconds": {}}
+    for phase, edit in edits.items():
+        here = (models or {}).get(phase, model)
+        for name, spec in enabled.items():
+            check = CHECKS[name]
+            if phase not in check.phases:
+                continue
+            say(f"checks: {name} ({phase})")
+            t0 = time.time()
+            if check.mutates:
+                twin = merged_copy(here, edit)
+                try:
+                    result = check.run(phase, twin, data, spec, on_units=on_units)
+                finally:
+                    del twin
+            else:
+                with edit.applied(here) if edit is not None else nullcontext():
+                    result = check.run(phase, here, data, spec, on_units=on_units)
+            store[name]["phases"][phase] = result.to_dict()
+            store[name]["seconds"][phase] = round(time.time() - t0, 2)
+        if after_phase is not None:
+            after_phase()
+    judge_checks(metrics)
+    return store
+
+
+def judge_checks(metrics: dict) -> None:
+    """(Re)compute every stored check's judgement and the headline verdict in ``metrics['checks']``."""
+    store = metrics.get("checks") or {}
+    for name, stored in store.items():
+        if name in CHECKS and isinstance(stored, dict) and "phases" in stored:
+            stored["judge"] = CHECKS[name].judge(stored["phases"], stored.get("spec") or {})
+    verdict = headline_verdict(metrics)
+    if verdict is not None:
+        store["verdict"] = verdict
+
+
+def check_data_of(recipe, data, tokenizer, batch_size: int) -> CheckData:
+    return CheckData(
+        tokenizer=tokenizer,
+        target_test=list(data.eval.target_test or []),
+        target_train=list(data.roles.get("target_train") or []),
+        heldout=dict(data.eval.heldout or {}),
+        seed=recipe.seed,
+        batch_size=batch_size,
+    )
+
+
+def checks_wanted(recipe, data) -> bool:
+    """The checks run on capability removals: a pairwise target, a method that removes (not one that
+    installs a behaviour) and at least one check switched on."""
+    spec = recipe.eval.checks
+    installs = getattr(get_method(recipe.method.name).report, "installs", False)
+    return bool(spec) and bool(spec.enabled()) and bool(data.eval.target_test) and not installs
+
+
+def stage_checks(run) -> None:
+    """The pipeline's ``checks`` stage: base, edited and (when evaluated) control, with progress."""
+    recipe, ctx = run.recipe, run.ctx
+    bs = recipe.eval.batch_size or model_eval_batch_size(ctx.model)
+    data = check_data_of(recipe, run.data, ctx.tokenizer, bs)
+    enabled = recipe.eval.checks.enabled()
+    edits = {"base": None, "edited": run.edit}
+    if getattr(run, "control", None) is not None:
+        edits["control"] = run.control
+    counter = StageCounter(run.events, "checks")
+    counter.grow(checks_units(enabled, data, edits))
+    run_checks(
+        ctx.model,
+        edits,
+        data,
+        enabled,
+        run.metrics,
+        on_units=counter.add,
+        say=run.say,
+        after_phase=lambda: run.main and _write(run),
+    )
+    verdict = run.metrics["checks"].get("verdict")
+    if verdict:
+        run.events.log(f"removal checks: {verdict['label']}")
+
+
+def _write(run) -> None:
+    write_metrics(run.run_dir, run.metrics)

@@ -1,0 +1,367 @@
+"""method: refusal — kernels (per-layer weights for attention and MLP writers), fractional direction index,
+row/column norms, the null-space update, and the Optuna search (seeded, resumable from its journal).
+
+Tiny random models from tests/tiny.py; exact assertions (torch.equal) where the maths is the same map.
+"""
+
+from __future__ import annotations
+
+import json
+
+import optuna
+import pytest
+import torch
+
+from editkit.anatomy import find_anatomy, weight_out_in
+from editkit.edit import Edit
+from editkit.export import logits_of, probe_inputs
+from editkit.methods.refusal.edit import kernel_edit, project_edit
+from editkit.methods.refusal.fit import RefusalMethod
+from editkit.methods.refusal.optuna_search import JOURNAL, grid_params, kernel_of
+from editkit.methods.refusal.params import RefusalParams
+from editkit.ops import NormPreservingProjectOut, ProjectOut, WriterProjectOut
+from editkit.refusal.direction import direction_at, project_off
+from editkit.refusal.nullspace import null_space_update, principal_subspace, writer_inputs
+from editkit.refusal.profile import FreeProfile, TentProfile, layer_weights
+from tests.test_refusal import HARM, SAFE, _ctx
+from tests.tiny import tiny_model
+
+
+def _unit(n: int, seed: int) -> torch.Tensor:
+    r = torch.randn(n, generator=torch.Generator().manual_seed(seed))
+    return r / r.norm()
+
+
+def _hooked_logits(model, edit: Edit, x) -> torch.Tensor:
+    """Logits with every op's own hook (not the merged-weight swap Edit.apply prefers)."""
+    handles = []
+    for op in edit.ops:
+        handles += op.hook(model.get_submodule(op.module))
+    try:
+        return logits_of(model, x)
+    finally:
+        for h in handles:
+            h.remove()
+
+
+# -- profiles and directions ---------------------------------------------------------------------------
+
+
+def test_tent_profile_weights():
+    t = TentProfile(peak=1.2, position=3.0, floor=0.4, width=2.0)
+    assert layer_weights(t, 7) == pytest.approx([0.0, 0.4, 0.8, 1.2, 0.8, 0.4, 0.0], abs=1e-12)
+    flat = TentProfile(peak=0.7, position=6.0, floor=0.7, width=4.0)  # the grid optimum from layer 2 on
+    assert layer_weights(flat, 7) == [0.0, 0.0, 0.7, 0.7, 0.7, 0.7, 0.7]
+    with pytest.raises(ValueError, match="needs 3 values"):
+        layer_weights(FreeProfile(values=[1.0, 1.0]), 3)
+    with pytest.raises(ValueError, match="values must be in"):
+        FreeProfile(values=[1.0, 2.5])
+
+
+def test_fractional_index_interpolates_and_is_exact_at_integers():
+    dirs = torch.stack([_unit(16, i).double() for i in range(4)])
+    for li in range(4):
+        assert torch.equal(direction_at(dirs, float(li)), dirs[li])
+    mid = direction_at(dirs, 1.25)
+    want = 0.75 * dirs[1] + 0.25 * dirs[2]
+    assert torch.allclose(mid, want / want.norm(), atol=1e-15) and abs(float(mid.norm()) - 1) < 1e-12
+    with pytest.raises(ValueError, match="out of range"):
+        direction_at(dirs, 3.5)
+    m = _unit(16, 9).double()
+    assert abs(float(project_off(dirs[0], m) @ m)) < 1e-14
+
+
+# -- the ops: hook form ≡ merged form ----------------------------------------------------------------
+
+
+def _variant_edits(anatomy, model) -> dict[str, Edit]:
+    n, h = anatomy.n_layers, anatomy.hidden_size
+    dirs = [_unit(h, 10 + li) for li in range(n)]
+    attn, mlp = [1.3, 0.6], [0.0, 0.9]
+    xs = writer_inputs(model, tiny_model("llama")[1], SAFE[:4], anatomy.residual_writers(), 4)
+    nulls = {k: principal_subspace(x, 0.9) for k, x in xs.items()}
+
+    def w(name):
+        return weight_out_in(model.get_submodule(name))
+
+    out = {}
+    for norm in (False, "column", "row"):
+        p = RefusalParams(norm_preserving=norm)
+        out[f"kernel/{norm}"] = kernel_edit(anatomy, lambda li: dirs[li], attn, mlp, p)
+        out[f"null/{norm}"] = kernel_edit(
+            anatomy, lambda li: dirs[li], attn, mlp, p, nulls=nulls, weight_of=w
+        )
+    return out
+
+
+@pytest.mark.parametrize("family", ["llama", "qwen2"])
+def test_hook_equals_merge_for_every_kernel_norm_and_null_space_variant(family):
+    model, tok = tiny_model(family)
+    an = find_anatomy(model)
+    x = probe_inputs(tok, ["The quick brown fox jumps", "Paris is the capital of"])
+    base = logits_of(model, x)
+    for name, edit in _variant_edits(an, model).items():
+        kinds = {type(op) for op in edit.ops}
+        if name.startswith("null") or name.endswith("row"):
+            assert kinds == {WriterProjectOut}, name
+        hooked = _hooked_logits(model, edit, x)
+        assert torch.equal(logits_of(model, x), base)
+        assert not torch.allclose(hooked, base, atol=1e-4), name  # the variant changes the model
+        m = tiny_model(family)[0]
+        edit.merge_into(m)
+        assert (logits_of(m, x) - hooked).abs().max() <= 1e-5, name
+        with edit.applied(model):  # the evaluation path (merged weights swapped in) is the same map
+            assert (logits_of(model, x) - logits_of(m, x)).abs().max() <= 1e-5, name
+
+
+def test_kernel_of_all_ones_is_todays_full_strength_edit():
+    model, tok = tiny_model("llama")
+    an = find_anatomy(model)
+    r = _unit(an.hidden_size, 3).double()
+    for norm in (False, True):
+        p = RefusalParams(norm_preserving=norm)
+        today = project_edit(an, r, p, strength=1.0)
+        ones = layer_weights(FreeProfile(values=[1.0] * an.n_layers), an.n_layers)
+        kern = kernel_edit(an, lambda li: r, ones, ones, p)
+        assert [(type(o), o.module, o.strength) for o in kern.ops] == [
+            (type(o), o.module, o.strength) for o in today.ops
+        ]
+        assert {type(o) for o in kern.ops} == {NormPreservingProjectOut if norm else ProjectOut}
+        a, b = tiny_model("llama")[0], tiny_model("llama")[0]
+        today.merge_into(a)
+        kern.merge_into(b)
+        for (na, ta), (nb, tb) in zip(a.state_dict().items(), b.state_dict().items(), strict=True):
+            assert na == nb and torch.equal(ta, tb), na
+        x = probe_inputs(tok, ["Two plus three is"])
+        assert torch.equal(logits_of(a, x), logits_of(b, x))
+
+
+def test_a_zero_weight_leaves_the_writer_alone_and_mlp_may_be_off():
+    model, _ = tiny_model("llama")
+    an = find_anatomy(model)
+    r = _unit(an.hidden_size, 4)
+    e = kernel_edit(an, lambda li: r, [1.0, 0.0], [0.0, 0.0], RefusalParams())
+    assert [op.module for op in e.ops] == [an.layer(0).o]
+
+
+# -- the null space -----------------------------------------------------------------------------------
+
+
+def test_null_space_update_leaves_harmless_writer_outputs_unchanged():
+    model, tok = tiny_model("llama")
+    an = find_anatomy(model)
+    name = an.layer(1).down
+    xs = writer_inputs(model, tok, SAFE[:2], [name], 4)[name]  # [n_tokens, 128]: fewer tokens than inputs
+    assert xs.shape[0] < xs.shape[1]
+    u = principal_subspace(xs, 1.0)  # the kept subspace covers every harmless input
+    w = weight_out_in(model.get_submodule(name))
+    r = _unit(an.hidden_size, 5)
+    op = WriterProjectOut(module=name, direction=r, strength=1.0, update=null_space_update(w, r, u))
+    w2, _ = op.merge(w.clone(), None)
+    before, after = xs @ w.T, xs @ w2.T
+    scale = before.abs().max()
+    assert (after - before).abs().max() <= 1e-5 * scale
+    # and the edit is not empty: an input outside the harmless span loses its r-component
+    z = torch.randn(w.shape[1], generator=torch.Generator().manual_seed(0))
+    z_out = z - u @ (u.T @ z)
+    assert float((w2 @ z_out) @ r) == pytest.approx(0.0, abs=1e-4 * float((w @ z_out).norm()))
+    assert float(((w @ z_out) @ r).abs()) > 1e-3 * float((w @ z_out).norm())
+    # keeping 90 % of the energy leaves a smaller subspace, and harmless outputs then do move
+    assert principal_subspace(xs, 0.9).shape[1] < u.shape[1]
+
+
+# -- the Optuna search ---------------------------------------------------------------------------------
+
+
+def _search(tmp_path, trials=6, **kw):
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    model, tok = tiny_model("llama")
+    ctx = _ctx(model, tok, tmp_path, sra=False, search="optuna", trials=trials, startup_trials=3, **kw)
+    return ctx, RefusalMethod().fit(ctx)
+
+
+def _trials(edit, numbers=True):
+    return [
+        ((t["number"],) if numbers else ())
+        + (t["state"], t["grid"], t["params"], t["refusal_log_odds"], t["kl"])
+        for t in edit.info["trials"]
+    ]
+
+
+def test_optuna_search_is_deterministic_for_a_seed_and_starts_at_the_grid_optimum(tmp_path):
+    ctx, a = _search(tmp_path / "a")
+    _, b = _search(tmp_path / "b")
+    assert _trials(a.edit) == _trials(b.edit) and len(_trials(a.edit)) == 6
+    info = a.edit.info
+    g = info["grid_optimum"]
+    assert info["trials"][0]["params"] == {
+        k: round(v, 4) for k, v in grid_params(g["layer"], None, 1.0, 2).items()
+    }
+    assert info["trials"][0]["refusal_log_odds"] == g["refusal_log_odds"]  # the same edit as the grid's
+    assert len({json.dumps(t["params"], sort_keys=True) for t in info["trials"]}) == 6
+    # the rule: lowest KL among complete trials at or below the grid's log-odds
+    ok = [
+        t
+        for t in info["trials"]
+        if t["state"] == "complete" and t["refusal_log_odds"] <= info["refusal_target"]
+    ]
+    assert (
+        info["chosen_trial"] == min(ok, key=lambda t: (t["kl"], t["refusal_log_odds"], t["number"]))["number"]
+    )
+    assert info["refusal_target"] == g["refusal_log_odds"]
+    # each trial is a progress unit of the fit stage: the last progress event is total of total
+    events = [json.loads(line) for line in (tmp_path / "a" / "events.jsonl").read_text().splitlines()]
+    prog = [e for e in events if e.get("kind") == "progress" or e.get("type") == "progress"]
+    assert prog and prog[-1]["done"] == prog[-1]["total"] == 1 + 6
+    # another seed searches other trials
+    model, tok = tiny_model("llama")
+    (tmp_path / "c").mkdir()
+    ctx2 = _ctx(model, tok, tmp_path / "c", sra=False, search="optuna", trials=6, startup_trials=3)
+    ctx2.seed = 7
+    c = RefusalMethod().fit(ctx2)
+    assert [t[3] for t in _trials(c.edit)][1:] != [t[3] for t in _trials(a.edit)][1:]
+
+
+def test_the_picked_edit_is_the_picked_trials_kernel(tmp_path):
+    ctx, res = _search(tmp_path)
+    info = res.edit.info
+    study = optuna.load_study(
+        study_name="refusal",
+        storage=optuna.storages.JournalStorage(
+            optuna.storages.journal.JournalFileBackend(str(tmp_path / JOURNAL))
+        ),
+    )
+    params = next(t.params for t in study.trials if t.number == info["chosen_trial"])
+    index, attn, mlp = kernel_of(params)
+    assert info["attn_weights"] == [round(w, 4) for w in layer_weights(attn, 2)]
+    assert info["mlp_weights"] == [round(w, 4) for w in layer_weights(mlp, 2)]
+    strengths = {op.module: op.strength for op in res.edit.ops}
+    an = ctx.anatomy
+    for li in range(2):
+        assert strengths.get(an.layer(li).o, 0.0) == layer_weights(attn, 2)[li]
+    if info["chosen_trial"] != 0:
+        assert list(res.comparisons) == ["grid optimum"]
+    assert [t["grid"] for t in info["trials"]] == [True] + [False] * 5
+
+
+def test_a_resumed_search_continues_the_same_trials(tmp_path):
+    _, whole = _search(tmp_path / "whole", trials=7)
+    # a run killed after 4 finished trials and one running: the journal holds them; --resume finishes it
+    model, tok = tiny_model("llama")
+    (tmp_path / "cut").mkdir()
+    ctx = _ctx(model, tok, tmp_path / "cut", sra=False, search="optuna", trials=4, startup_trials=3)
+    RefusalMethod().fit(ctx)
+    storage = optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(str(tmp_path / "cut" / JOURNAL))
+    )
+    study = optuna.load_study(study_name="refusal", storage=storage)
+    study.sampler = optuna.samplers.RandomSampler(seed=123)
+    running = study.ask()  # started, never told: what a SIGKILL mid-trial leaves
+    running.suggest_float("attn_peak", 0.5, 1.5)
+    ctx = _ctx(model, tok, tmp_path / "cut", sra=False, search="optuna", trials=7, startup_trials=3)
+    ctx.resume = True
+    resumed = RefusalMethod().fit(ctx)
+    assert _trials(resumed.edit, numbers=False) == _trials(whole.edit, numbers=False)
+    assert [t["number"] for t in resumed.edit.info["trials"]] == [0, 1, 2, 3, 5, 6, 7]  # 4 failed
+    assert resumed.edit.info["attn_weights"] == whole.edit.info["attn_weights"]
+    states = [t.state for t in optuna.load_study(study_name="refusal", storage=storage).trials]
+    assert states.count(optuna.trial.TrialState.FAIL) == 1
+    # without --resume the journal starts afresh
+    ctx.resume = False
+    again = RefusalMethod().fit(ctx)
+    assert _trials(again.edit) == _trials(whole.edit)
+    fresh = optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(str(tmp_path / "cut" / JOURNAL))
+    )
+    assert len(optuna.load_study(study_name="refusal", storage=fresh).trials) == 7
+
+
+def test_bad_kernel_and_search_values_are_one_line_errors():
+    for bad, match in (
+        ({"attn_profile": {"kind": "tent", "position": 1, "width": 0}}, "greater than 0"),
+        ({"attn_profile": {"kind": "tent", "position": 1, "width": 1, "peak": 3}}, "less than or equal to 2"),
+        ({"search": "bayes"}, "'grid' or 'optuna'"),
+        ({"trials": 3, "startup_trials": 5}, "exceeds trials"),
+        ({"null_space": 1.5}, "less than or equal to 1"),
+        ({"norm_preserving": "diagonal"}, "column"),
+        ({"search_space": {"attn_peak": [1.2, 0.5]}}, "low <= high"),
+    ):
+        with pytest.raises(ValueError, match=match):
+            RefusalParams(**bad)
+
+
+def test_fixed_kernel_with_grid_search_is_that_edit(tmp_path):
+    model, tok = tiny_model("llama")
+    tent = {"kind": "tent", "peak": 1.0, "position": 1.0, "floor": 0.5, "width": 1.0}
+    ctx = _ctx(
+        model,
+        tok,
+        tmp_path,
+        sra=False,
+        direction_index=0.5,
+        attn_profile=tent,
+        mlp_profile={"kind": "free", "values": [0.0, 0.25]},
+    )
+    e = RefusalMethod().fit(ctx).edit
+    an = ctx.anatomy
+    assert {op.module: op.strength for op in e.ops} == {
+        an.layer(0).o: 0.5,
+        an.layer(1).o: 1.0,
+        an.layer(1).down: 0.25,
+    }
+    assert e.info["direction_index"] == 0.5 and set(e.info["scores"]) == {"refusal_log_odds", "kl"}
+
+
+def test_apply_with_optuna_search_resumes_from_the_journal_and_the_card_shows_the_trials(tmp_path, tiny_dir):
+    from editkit import apply_recipe
+
+    for name, prompts in (("harmful", HARM), ("harmless", SAFE)):
+        (tmp_path / f"{name}.json").write_text(json.dumps([{"instruction": p} for p in prompts]))
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(
+        f"""name: tiny-refusal-search
+model: {tiny_dir("llama")}
+method:
+  name: refusal
+  n_train: 8
+  n_val: 4
+  sra: false
+  search: optuna
+  trials: 5
+  startup_trials: 2
+  eval_max_prompts: 3
+  eval_max_new_tokens: 4
+data:
+  heldout: []
+  sets:
+    harmful: {{source: {tmp_path / "harmful.json"}}}
+    harmless: {{source: {tmp_path / "harmless.json"}}}
+    harmful_test: {{source: {tmp_path / "harmful.json"}}}
+    harmless_test: {{source: {tmp_path / "harmless.json"}}}
+eval:
+  blimp: false
+  robustness: false
+  control: false
+"""
+    )
+    res = apply_recipe(recipe, out=tmp_path / "run")
+    info = res.edit.info
+    assert (tmp_path / "run" / JOURNAL).exists() and len(info["trials"]) == 5
+    assert res.metrics["export"]["max_abs_logit_diff"] <= 1e-4
+    card = (tmp_path / "run" / "model" / "README.md").read_text()
+    assert "refusal_trials.png" in card and f"Picked: trial **{info['chosen_trial']}**" in card
+    assert (tmp_path / "run" / "model" / "editkit" / "plots" / "refusal_trials.png").exists()
+    assert "| grid optimum (the first trial) |" in card
+    if not info["trials"][info["chosen_trial"]]["grid"]:
+        assert "grid optimum" in res.metrics["comparisons"]
+
+
+def test_a_stop_file_ends_the_search_with_the_trials_finished(tmp_path):
+    from editkit.methods.refusal.optuna_search import STOP
+
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    (tmp_path / STOP).touch()  # before the first trial: the grid optimum is still scored, nothing else
+    _, res = _search(tmp_path, trials=6)
+    info = res.edit.info
+    assert [t["grid"] for t in info["trials"]] == [True] and info["stopped_after"] == 1
+    assert info["chosen_trial"] == 0 and res.comparisons == {}
