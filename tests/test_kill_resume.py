@@ -50,6 +50,7 @@ eval:
   robustness: false
   control: false
   perplexity: false
+  checks: false           # the removal checks are tested apart (tests/test_removal_checks.py)
   generations: 0
   max_items: 4
   batch_size: 8

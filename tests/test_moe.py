@@ -20,7 +20,7 @@ from editkit.edit import Edit
 from editkit.errors import AnatomyError, EditkitError
 from editkit.export import check_export, export_model, logits_of, probe_inputs
 from editkit.moe import ExpertDown
-from editkit.ops import LowRank, NormPreservingProjectOut, ProjectOut, ScaleInputs, op_kinds
+from editkit.ops import LowRank, NormPreservingProjectOut, ProjectOut, ScaleInputs, WriterProjectOut, op_kinds
 from editkit.streaming import open_checkpoint, stream_merge
 from tests.tiny import CORPUS, MOE_FAMILIES, tiny_config, tiny_model, tiny_tokenizer
 
@@ -172,8 +172,28 @@ def _expert_case(kind: str, a, model, g: torch.Generator) -> Edit:
         ],
         "project_out": lambda: [ProjectOut(n, direction=r.clone(), strength=0.7) for n in writers],
         "project_out_norm": lambda: [NormPreservingProjectOut(n, direction=r.clone()) for n in writers],
+        # row norms on the attention writers; a stored update (the null-space option) and column norms on the
+        # experts' and shared experts' down projections
+        "project_out_writer": lambda: [
+            WriterProjectOut(n, direction=r.clone(), strength=1.2, norm="row")
+            if n.endswith("o_proj")
+            else WriterProjectOut(
+                n,
+                direction=r.clone(),
+                strength=0.8,
+                update=torch.randn(_inputs_of(model, n), generator=g) * 0.1,
+                norm="column",
+            )
+            for n in writers
+        ],
     }
     return Edit("moe", cases[kind]())
+
+
+def _inputs_of(model, name: str) -> int:
+    """The input width of a writer: a dense Linear's in_features, an expert's intermediate size."""
+    m = target_module(model, name)
+    return m.in_features if hasattr(m, "in_features") else m.weight.shape[-1]
 
 
 @pytest.mark.parametrize("kind", op_kinds())
