@@ -27,31 +27,22 @@ def journal_info(run: Path) -> dict:
     """A run stopped before its fit ended: the trials from the journal and the pick by the same rule."""
     import optuna
 
-    from editkit.methods.refusal.optuna_search import FINISHED, JOURNAL, STUDY
+    from editkit.methods.refusal.optuna_search import FINISHED, JOURNAL, STUDY, summarise
 
     storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(run / JOURNAL)))
     study = optuna.load_study(study_name=STUDY, storage=storage)
-    trials = [
-        {
-            "number": t.number,
-            "state": t.state.name.lower(),
-            "grid": bool(t.user_attrs.get("grid")),
-            "refusal_log_odds": t.values[0] if t.values else None,
-            "kl": t.values[1] if t.values else t.user_attrs.get("kl"),
-            "params": {k: round(v, 4) for k, v in t.params.items()},
-        }
-        for t in study.get_trials(states=FINISHED)
-    ]
-    grid = next(t for t in trials if t["grid"])
-    ok = [t for t in trials if t["state"] == "complete" and t["refusal_log_odds"] <= grid["refusal_log_odds"]]
-    chosen = min(ok, key=lambda t: (t["kl"], t["refusal_log_odds"], t["number"]))
+    grid = next(t for t in study.get_trials(states=FINISHED) if t.user_attrs.get("grid"))
+    summary = summarise(study, None, dict(grid.params), grid.values[0])  # the fit's own table and rule
+    chosen = next(t for t in summary["trials"] if t["number"] == summary["chosen_trial"])
+    grid_row = next(t for t in summary["trials"] if t["grid"])
     return {
-        "trials": trials,
-        "pareto": sorted(t.number for t in study.best_trials),
-        "chosen_trial": chosen["number"],
-        "refusal_target": grid["refusal_log_odds"],
+        **summary,
         "scores": {"refusal_log_odds": chosen["refusal_log_odds"], "kl": chosen["kl"]},
-        "grid_optimum": {"refusal_log_odds": grid["refusal_log_odds"], "kl": grid["kl"], **grid["params"]},
+        "grid_optimum": {
+            "refusal_log_odds": grid_row["refusal_log_odds"],
+            "kl": grid_row["kl"],
+            **grid_row["params"],
+        },
         "note": "from the journal: the fit did not finish in this process",
     }
 
