@@ -29,8 +29,8 @@ def main() -> None:
     import torch
 
     from editkit.eval.pairwise import pairwise_margins
-    from editkit.robustness import build_families
-    from editkit.runs import open_run
+    from editkit.eval.robustness.families import build_families
+    from editkit.run.context import open_run
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("runs", nargs="+", type=Path)

@@ -78,13 +78,13 @@ def summary(name: str, r: dict, base: dict | None) -> str:
 
 
 def main() -> None:
-    from editkit.anatomy import find_anatomy
+    from editkit.data.recipe_data import load_data
     from editkit.eval.checks import CheckData
     from editkit.methods import get_method
-    from editkit.models import load_model
-    from editkit.recipe import load_recipe
-    from editkit.recipe_data import load_data
-    from editkit.runs import fit_context
+    from editkit.model.anatomy import find_anatomy
+    from editkit.model.load import load_model
+    from editkit.run.context import fit_context
+    from editkit.spec.recipe import load_recipe
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("recipe")

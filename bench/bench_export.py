@@ -48,9 +48,9 @@ def child(mode: str, src: str, edit_dir: str, dest: str, shard: str) -> None:
     import torch
 
     torch.set_num_threads(2)
-    from editkit.edit import Edit
-    from editkit.export import export_model
-    from editkit.streaming import stream_merge
+    from editkit.edit.edit import Edit
+    from editkit.export.streaming import stream_merge
+    from editkit.export.write import export_model
 
     base_kib = _rss_kib()
     t0 = time.perf_counter()
@@ -123,7 +123,7 @@ def make_edit(src: Path, dest: Path) -> Path:
     import torch
     from transformers import AutoConfig
 
-    from editkit.edit import Edit, LowRank, ProjectOut, ScaleInputs
+    from editkit.edit.edit import Edit, LowRank, ProjectOut, ScaleInputs
 
     cfg = AutoConfig.from_pretrained(src)
     h, n = cfg.hidden_size, cfg.num_hidden_layers
@@ -212,7 +212,7 @@ def same_weights(a: Path, b: Path) -> bool:
     """Tensor-by-tensor equality of two exports (streamed one tensor at a time)."""
     import torch
 
-    from editkit.streaming import open_checkpoint, read_tensor
+    from editkit.export.streaming import open_checkpoint, read_tensor
 
     ea, eb = open_checkpoint(a).entries, open_checkpoint(b).entries
     if set(ea) != set(eb):

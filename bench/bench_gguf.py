@@ -19,8 +19,8 @@ import torch
 
 
 def main() -> None:
-    from editkit.gguf_export import GGUF_TYPES, ROUND_TRIP_BOUND, check_gguf, write_gguf
-    from editkit.models import ensure_demo_model
+    from editkit.export.gguf_file import GGUF_TYPES, ROUND_TRIP_BOUND, check_gguf, write_gguf
+    from editkit.model.load import ensure_demo_model
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", default=None, help="a safetensors model folder (default: the demo model)")

@@ -57,16 +57,16 @@ def main() -> None:
 
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from editkit.anatomy import find_anatomy
     from editkit.data.capabilities import load_triplets
     from editkit.eval.pairwise import pairwise_margins
     from editkit.localize.designs import balanced_design, exhaustive_design, knockouts_per_trial
     from editkit.localize.head_masks import design_to_masks, encode_items, head_mask_logprobs, reduce_scores
     from editkit.localize.recovery import sparse_recovery
     from editkit.methods.heads.fit import head_label, head_mask_edit
+    from editkit.model.anatomy import find_anatomy
 
     if args.model is None:
-        from editkit.models import ensure_demo_model
+        from editkit.model.load import ensure_demo_model
 
         args.model = str(ensure_demo_model(progress=lambda m: None))
     model = AutoModelForCausalLM.from_pretrained(args.model, dtype=torch.float32).eval()

@@ -86,12 +86,12 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
-    from editkit.anatomy import find_anatomy
     from editkit.data.capabilities import BUILTIN_CAPABILITIES
     from editkit.eval.pairwise import pairwise_margins
     from editkit.localize.designs import balanced_design, knockouts_per_trial
     from editkit.localize.head_masks import design_to_masks, encode_items, head_mask_logprobs, reduce_scores
     from editkit.methods.heads.fit import head_label, head_mask_edit
+    from editkit.model.anatomy import find_anatomy
 
     cache_path = Path(args.cache)
     cache = load_cache(cache_path)

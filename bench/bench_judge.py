@@ -24,7 +24,7 @@ import torch
 
 
 def main(argv: list[str] | None = None) -> int:
-    from editkit.refusal.judge import MarkerJudge, agreement, labelled_agreement, make_judge
+    from editkit.eval.refusal.judge import MarkerJudge, agreement, labelled_agreement, make_judge
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--judge", default="qwen-coder-1.5b", help="a model id, folder or named model")

@@ -67,7 +67,7 @@ def transformers_reference(folder: Path, prompts: list[str], n: int) -> tuple[li
     """Greedy continuations and prompt logits of transformers (fp32) on the safetensors folder."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from editkit.llamacpp import chat_ids
+    from editkit.export.llamacpp import chat_ids
 
     tok = AutoTokenizer.from_pretrained(folder)
     model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
@@ -86,8 +86,8 @@ def transformers_reference(folder: Path, prompts: list[str], n: int) -> tuple[li
 
 
 def model_part(src: Path, types: list[str], n: int, check: bool, keep: Path | None = None) -> dict:
-    from editkit.gguf_export import check_gguf, write_ggufs
-    from editkit.llamacpp import LLAMA_CPP_BOUND, agreement, chat_generations, logits_vs_reference
+    from editkit.export.gguf_file import check_gguf, write_ggufs
+    from editkit.export.llamacpp import LLAMA_CPP_BOUND, agreement, chat_generations, logits_vs_reference
 
     res: dict = {"source": str(src), "new_tokens": n, "prompts": PROMPTS, "files": []}
     with tempfile.TemporaryDirectory(prefix="bench-llamacpp-") as tmp:
@@ -135,9 +135,9 @@ def run_part(
     phase: str = "edited",
     gguf_dir: Path | None = None,
 ) -> dict:
-    from editkit.events import run_model_dir
-    from editkit.llamacpp import chat_generations
-    from editkit.refusal.chat import is_refusal
+    from editkit.eval.refusal.chat import is_refusal
+    from editkit.export.llamacpp import chat_generations
+    from editkit.run.events import run_model_dir
 
     metrics = json.loads((run_dir / "metrics.json").read_text())
     resp = (
@@ -193,8 +193,8 @@ def run_part(
 
 
 def main() -> None:
-    from editkit.gguf_export import ALL_GGUF_TYPES
-    from editkit.models import ensure_demo_model
+    from editkit.export.gguf_file import ALL_GGUF_TYPES
+    from editkit.model.load import ensure_demo_model
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", default=None, help="a safetensors model folder (default: the demo model)")

@@ -58,9 +58,9 @@ def child(mode: str, src: str, edit_dir: str, dest: str) -> None:
     import torch
 
     torch.set_num_threads(2)
-    from editkit.edit import Edit
-    from editkit.export import export_model
-    from editkit.streaming import stream_merge
+    from editkit.edit.edit import Edit
+    from editkit.export.streaming import stream_merge
+    from editkit.export.write import export_model
 
     t0 = time.perf_counter()
     edit = Edit.load(edit_dir)
@@ -170,9 +170,9 @@ def make_edit(src: Path, dest: Path) -> tuple[Path, int]:
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    from editkit.anatomy import find_anatomy
-    from editkit.edit import Edit
-    from editkit.ops import LowRank, NormPreservingProjectOut, ScaleInputs
+    from editkit.edit.edit import Edit
+    from editkit.edit.ops import LowRank, NormPreservingProjectOut, ScaleInputs
+    from editkit.model.anatomy import find_anatomy
 
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(src))

@@ -20,13 +20,13 @@ from pathlib import Path
 
 import torch
 
-from editkit.anatomy import find_anatomy
 from editkit.data.general import perplexity
 from editkit.eval.suite import evaluate
-from editkit.models import load_model
-from editkit.pipeline import prepare
-from editkit.recipe import load_recipe
-from editkit.runs import fit_context
+from editkit.model.anatomy import find_anatomy
+from editkit.model.load import load_model
+from editkit.run.context import fit_context
+from editkit.run.pipeline import prepare
+from editkit.spec.recipe import load_recipe
 
 ROOT = Path(__file__).resolve().parents[1]
 KEYS = ("target_accuracy", "general_capability_score", "perplexity", "drift_kl", "blimp_accuracy")

@@ -35,7 +35,7 @@ SHARED_SETS = {
 
 
 def shared_overrides(recipe: str) -> list[str]:
-    from editkit.recipe import load_recipe
+    from editkit.spec.recipe import load_recipe
 
     sets = load_recipe(ROOT / recipe).data.sets
     return [f"data.sets.{k}.source={SHARED / (v + '.json')}" for k, v in SHARED_SETS.items() if k in sets]
@@ -116,7 +116,7 @@ def _comparison(m: dict) -> dict | None:
 
 
 def run_recipe(path: str, overrides: list[str], out: Path) -> dict:
-    from editkit.pipeline import apply_recipe
+    from editkit.run.pipeline import apply_recipe
 
     t0 = time.time()
     overrides = [*shared_overrides(path), *overrides]

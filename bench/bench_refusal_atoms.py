@@ -20,14 +20,14 @@ import math
 import time
 from pathlib import Path
 
-from editkit.anatomy import find_anatomy
+from editkit.data.recipe_data import load_data
 from editkit.methods import get_method
+from editkit.methods.refusal.atoms import ridge_clean
 from editkit.methods.refusal.search import RefusalSearch
-from editkit.models import load_model
-from editkit.recipe import load_recipe
-from editkit.recipe_data import load_data
-from editkit.refusal.atoms import ridge_clean
-from editkit.runs import fit_context
+from editkit.model.anatomy import find_anatomy
+from editkit.model.load import load_model
+from editkit.run.context import fit_context
+from editkit.spec.recipe import load_recipe
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -18,12 +18,12 @@ from pathlib import Path
 
 import torch
 
-from editkit.anatomy import find_anatomy
-from editkit.events import EventLog
 from editkit.methods.lora import resolve_targets, unwrap_lora, wrap_lora
 from editkit.methods.lora_fit import TrainConfig, train_lora
 from editkit.methods.scalpel.fit import ScalpelBatches, ScalpelLoss, _tokens_in
 from editkit.methods.scalpel.params import ScalpelParams
+from editkit.model.anatomy import find_anatomy
+from editkit.run.events import EventLog
 
 BUILTIN = Path(__file__).resolve().parents[1] / "editkit" / "data" / "builtin"
 
@@ -38,7 +38,7 @@ def load(tiny: bool):
         return tiny_model("llama")
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from editkit.models import demo_model_dir
+    from editkit.model.load import demo_model_dir
 
     path = demo_model_dir()
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()

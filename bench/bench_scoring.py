@@ -19,9 +19,9 @@ import torch
 
 from editkit.data.capabilities import BUILTIN_CAPABILITIES, load_triplets
 from editkit.eval.pairwise import score_answer_pairs, score_answers
+from editkit.eval.robustness.families import build_families
 from editkit.eval.subsets import stratified_subset
-from editkit.models import load_model
-from editkit.robustness import build_families
+from editkit.model.load import load_model
 
 
 def main() -> None:

@@ -6,7 +6,7 @@
 What it times (editkit's own code, nothing re-implemented here):
 
 * batched head masks ÷ one mask per forward: 32 balanced knockout masks × 64 rows (32 arithmetic items,
-  score ``margin``), ``head_mask_logprobs`` at the default ``batch_rows`` (``editkit.sizing``) vs
+  score ``margin``), ``head_mask_logprobs`` at the default ``batch_rows`` (``editkit.model.sizing``) vs
   ``masks_per_forward=1``, on each shape; and the largest |Δ score| between the two (bf16: batching noise);
 * SCALPEL fit tokens/s ÷ a bare PEFT + AdamW loop with the same loss on the same batches (1B shape;
   ``bench/bench_scalpel_fit.py``'s two loops, warmed up on every batch first, timed editkit-bare-bare-editkit,
@@ -158,11 +158,11 @@ def n_params(model) -> float:
 
 
 def heads_batching(model, tok, n_masks: int, n_items: int) -> dict:
-    from editkit.anatomy import find_anatomy
     from editkit.localize.designs import balanced_design, knockouts_per_trial
     from editkit.localize.head_masks import design_to_masks, encode_items, head_mask_logprobs
     from editkit.methods.heads.fit import batch_rows_for
     from editkit.methods.heads.params import HeadsParams
+    from editkit.model.anatomy import find_anatomy
 
     an = find_anatomy(model)
     items = builtin_rows("arithmetic", "train")[:n_items]
@@ -199,10 +199,10 @@ def heads_batching(model, tok, n_masks: int, n_items: int) -> dict:
 def scalpel_ratio(model, tok, steps: int, dev: torch.device) -> dict:
     from bench_scalpel_fit import run_bare, run_editkit
 
-    from editkit.anatomy import find_anatomy
     from editkit.methods.lora import resolve_targets
     from editkit.methods.scalpel.fit import ScalpelBatches
     from editkit.methods.scalpel.params import ScalpelParams
+    from editkit.model.anatomy import find_anatomy
 
     p = ScalpelParams(checkpoint_every=max(1, steps // 2))
     names = resolve_targets(find_anatomy(model), list(p.targets), p.layers)
@@ -226,8 +226,8 @@ def scalpel_ratio(model, tok, steps: int, dev: torch.device) -> dict:
 
 
 def refusal_activations(model, tok, n_prompts: int, dev: torch.device) -> dict:
-    from editkit.refusal.direction import residual_activations
-    from editkit.sizing import model_eval_batch_size
+    from editkit.methods.refusal.direction import residual_activations
+    from editkit.model.sizing import model_eval_batch_size
 
     prompts = [r["prompt"] for r in builtin_rows("moral") + builtin_rows("capitals")][: 2 * n_prompts]
     default = model_eval_batch_size(model)
@@ -275,7 +275,7 @@ seed: 0
 
 def apply_end_to_end(model, tok, work: Path, tiny: bool, dev: torch.device) -> dict:
     """Save the model, run ``editkit apply`` on it in a child process, read the stage times back."""
-    from editkit.events import read_events
+    from editkit.run.events import read_events
 
     src = work / "model"
     t0 = time.perf_counter()

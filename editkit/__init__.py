@@ -11,23 +11,23 @@ __all__ = ["Edit", "Recipe", "__version__", "apply_recipe", "find_anatomy", "loa
 
 def __getattr__(name):  # lazy: `import editkit` stays fast (no torch until needed)
     if name == "apply_recipe":
-        from editkit.pipeline import apply_recipe
+        from editkit.run.pipeline import apply_recipe
 
         return apply_recipe
     if name in ("load_recipe", "Recipe"):
-        from editkit import recipe
+        from editkit.spec import recipe
 
         return getattr(recipe, name)
     if name == "Edit":
-        from editkit.edit import Edit
+        from editkit.edit.edit import Edit
 
         return Edit
     if name == "find_anatomy":
-        from editkit.anatomy import find_anatomy
+        from editkit.model.anatomy import find_anatomy
 
         return find_anatomy
     if name == "load_model":
-        from editkit.models import load_model
+        from editkit.model.load import load_model
 
         return load_model
     raise AttributeError(name)

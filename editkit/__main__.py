@@ -1,3 +1,3 @@
-from editkit.cli import main
+from editkit.cli.main import main
 
 main()

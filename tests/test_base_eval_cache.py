@@ -9,10 +9,10 @@ import pytest
 import safetensors.torch
 import torch
 
-from editkit.models import load_model
-from editkit.refusal import base_cache
-from editkit.refusal.base_cache import cache_key, entry_path, read_entry
-from editkit.refusal.metrics import refusal_metrics
+from editkit.eval.refusal import base_cache
+from editkit.eval.refusal.base_cache import cache_key, entry_path, read_entry
+from editkit.eval.refusal.metrics import refusal_metrics
+from editkit.model.load import load_model
 from tests.tiny import fit_context
 
 HARM = [f"tell me how to make weapon {i}" for i in range(3)]
@@ -153,7 +153,7 @@ def test_the_cache_can_be_switched_off(folder, tmp_path, cache_root):
 
 
 def test_eval_cache_false_reaches_the_fit_context(tmp_path):
-    from editkit.recipe import parse_recipe
+    from editkit.spec.recipe import parse_recipe
 
     text = "name: t\nmodel: demo\nmethod: {name: refusal}\ndata: {sets: {harmful: harmful, harmless: harmless}}\n"
     assert parse_recipe(text).eval.cache is True

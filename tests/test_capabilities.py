@@ -70,7 +70,7 @@ def test_builtin_file_is_well_formed(name):
 @pytest.mark.parametrize("name", sorted(BUILTIN_CAPABILITIES))
 def test_answer_frames_train_in_several_and_test_in_others(name):
     """Train items come in several answer frames; test items carry the other (held-out) frames only."""
-    from editkit.robustness import FAMILIES, build_families
+    from editkit.eval.robustness.families import FAMILIES, build_families
 
     rows = _rows(name)
     train = [r for r in rows if r["split"] == "train"]

@@ -17,11 +17,11 @@ from huggingface_hub import ModelCard, metadata_load
 from typer.testing import CliRunner
 
 from editkit import __version__
-from editkit.card import BASE_MODEL_RELATION, hub_id, layer_norms, render_card, write_card
-from editkit.cli import app
-from editkit.edit import Edit, ScaleInputs
-from editkit.events import create_run_dir
-from editkit.recipe import load_recipe
+from editkit.cli.main import app
+from editkit.edit.edit import Edit, ScaleInputs
+from editkit.publish.card import BASE_MODEL_RELATION, hub_id, layer_norms, render_card, write_card
+from editkit.run.events import create_run_dir
+from editkit.spec.recipe import load_recipe
 
 DEMO = "HuggingFaceTB/SmolLM2-135M-Instruct"
 N_LAYERS, N_HEADS, HEAD_DIM = 30, 9, 64
@@ -83,7 +83,7 @@ def _coefficients() -> list[list[float]]:
 
 
 def _robustness(defined: bool = True) -> dict:
-    from editkit.robustness import robustness_report
+    from editkit.eval.robustness.families import robustness_report
 
     if defined:
         before = {"original": 0.8125, "few_shot": 0.75, "distractor": 0.8}
@@ -646,7 +646,7 @@ def test_refusal_window_search_is_described():
 
 
 def _frames_robustness(carried: bool) -> dict:
-    from editkit.robustness import robustness_report
+    from editkit.eval.robustness.families import robustness_report
 
     before = {
         "original": 0.80,
@@ -680,7 +680,7 @@ def test_card_says_removed_only_when_the_answer_frames_drop_too(tmp_path):
     assert "NOT removed: the edit changed the answer tokens, not the capability" in head
     assert "**Verdict: NOT removed" in body and "mean carry-over 0.02 < 0.5" in body
     assert "answer_words 0.810 → 0.820" in body
-    from editkit.robustness import REMOVAL_RULE
+    from editkit.eval.robustness.families import REMOVAL_RULE
 
     assert REMOVAL_RULE in body  # the rule and its thresholds are stated on the card
 

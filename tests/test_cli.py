@@ -8,7 +8,7 @@ import pytest
 from typer.testing import CliRunner
 
 from editkit import apply_recipe
-from editkit.cli import app
+from editkit.cli.main import app
 
 COMMANDS = ["apply", "validate", "eval", "models", "card", "push", "monitor", "robustness", "export"]
 
@@ -74,7 +74,7 @@ def test_eval_nonexistent_model_is_exit_2():
 
 
 def test_robustness_stage_has_a_total(tiny_run):
-    from editkit.events import read_events
+    from editkit.run.events import read_events
 
     prog = [
         e for e in read_events(tiny_run.run_dir) if e["type"] == "progress" and e["stage"] == "robustness"
@@ -116,7 +116,7 @@ def test_apply_progress_shows_load_time_early_stop_and_totals():
 
     from rich.console import Console
 
-    from editkit.cli import _StageProgress
+    from editkit.cli.main import _StageProgress
 
     console = Console(file=io.StringIO(), width=160, record=True, force_terminal=False)
     prog = _StageProgress(console)

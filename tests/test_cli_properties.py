@@ -21,10 +21,10 @@ from hypothesis import strategies as st
 from pydantic import BaseModel
 from typer.testing import CliRunner
 
-from editkit.cli import app
+from editkit.cli.main import app
 from editkit.methods import method_names, method_params_class
-from editkit.preflight import NEEDS_THE_MODEL
-from editkit.recipe import Recipe
+from editkit.run.preflight import NEEDS_THE_MODEL
+from editkit.spec.recipe import Recipe
 from tests.test_bad_input import TRIPLETS, _snapshot, good
 
 #: hypothesis warns that the repr of these (large, sampled) strategies is long; it is, by design
@@ -398,7 +398,7 @@ def _validate_file(tmp_path: Path, extra: str, *args: str) -> list[str]:
     return [line.replace(str(f), "R") for line in result.output.splitlines()[:-1]]
 
 
-#: what the properties found in editkit.recipe (each was a traceback or a wrong line before the fix)
+#: what the properties found in editkit.spec.recipe (each was a traceback or a wrong line before the fix)
 FOUND = [
     # a scalar YAML cannot construct: ValueError from PyYAML's constructor, a traceback
     (

@@ -15,16 +15,18 @@ from editkit.methods import method_names
 
 PKG = Path(__file__).resolve().parents[1] / "editkit"
 MAX_FUNCTION_LINES = 80
+MAX_MODULE_LINES = 450
+MAX_FLAT_MODULES = 10  # modules directly in editkit/: the rest sit in folders named for the data flow
 
 #: function-local imports of editkit modules that are deliberate, with the reason: whole files...
 LAZY_IMPORTS = {
     "editkit/__init__.py": "`import editkit` stays fast: the package API is resolved on first use",
-    "editkit/cli.py": "each subcommand imports what it runs, so `editkit --help` starts in a blink",
+    "editkit/cli/main.py": "each subcommand imports what it runs, so `editkit --help` starts in a blink",
 }
 #: ... and single (file, module) pairs: optional heavy dependencies only
 LAZY_PAIRS = {
-    ("editkit/pipeline.py", "editkit.gguf_export"): "the gguf package only with export.gguf",
-    ("editkit/reexport.py", "editkit.gguf_export"): "the gguf package only with --gguf",
+    ("editkit/run/pipeline.py", "editkit.export.gguf_file"): "the gguf package only with export.gguf",
+    ("editkit/export/reexport.py", "editkit.export.gguf_file"): "the gguf package only with --gguf",
 }
 
 
@@ -53,9 +55,28 @@ def test_no_function_longer_than_80_lines():
     assert long == []
 
 
+def test_no_module_longer_than_450_lines():
+    tui = PKG.parent / "tui"
+    long = [
+        f"{p.relative_to(PKG.parent)} ({n} lines)"
+        for p in sorted([*PKG.rglob("*.py"), *tui.rglob("*.py")])
+        if (n := len(p.read_text(encoding="utf-8").splitlines())) > MAX_MODULE_LINES
+    ]
+    assert long == []
+
+
+def test_the_folders_show_the_data_flow():
+    """At most 10 modules directly in editkit/; every stage of the data flow is a folder (issue 25)."""
+    flat = sorted(p.name for p in PKG.glob("*.py"))
+    assert len(flat) <= MAX_FLAT_MODULES, flat
+    folders = {p.name for p in PKG.iterdir() if (p / "__init__.py").is_file()}
+    assert {"spec", "model", "data", "localize", "methods", "edit", "eval", "export", "publish", "run", "cli"} <= folders
+    assert not (PKG / "refusal").exists()  # refusal-shared code: methods/refusal (the edit), eval/refusal (rates)
+
+
 def test_card_is_a_generic_template():
-    assert len((PKG / "card.py").read_text().splitlines()) <= 400
-    for f in ("card.py", "card_meta.py", "card_sections.py", "pipeline.py"):
+    assert len((PKG / "publish/card.py").read_text().splitlines()) <= 400
+    for f in ("publish/card.py", "publish/card_meta.py", "publish/card_sections.py", "run/pipeline.py"):
         text = (PKG / f).read_text()
         for name in method_names():
             for quoted in (f'"{name}"', f"'{name}'", f"`{name}`"):
@@ -137,9 +158,9 @@ def test_function_local_imports_only_where_deliberate():
 
 #: function-local standard-library imports that stay local, with the reason (everything else at the top)
 LAZY_STDLIB = {
-    "editkit/cli.py": "each subcommand imports what it runs, so `editkit --help` starts in a blink",
-    "editkit/pipeline.py": "signal/threading only for the SIGTERM handler of a running apply",
-    "editkit/refusal/judge.py": "json/importlib only when a judge model is given by id",
+    "editkit/cli/main.py": "each subcommand imports what it runs, so `editkit --help` starts in a blink",
+    "editkit/run/pipeline.py": "signal/threading only for the SIGTERM handler of a running apply",
+    "editkit/eval/refusal/judge.py": "json/importlib only when a judge model is given by id",
 }
 
 
@@ -170,7 +191,7 @@ def test_validating_a_recipe_imports_no_fit_code():
     code = (
         "import sys\n"
         "from editkit.methods.registry import method_names\n"
-        "from editkit.recipe import parse_recipe\n"
+        "from editkit.spec.recipe import parse_recipe\n"
         "for m in method_names():\n"
         "    parse_recipe(f'name: x\\nmodel: demo\\nmethod: {{name: {m}}}\\ndata: {{target: moral}}\\n')\n"
         "print(sorted(n for n in sys.modules if n.startswith('editkit.methods.') and n.endswith('.fit')))\n"

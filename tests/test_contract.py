@@ -12,10 +12,8 @@ import sys
 import pytest
 import torch
 
-from editkit.anatomy import find_anatomy
-from editkit.edit import Edit
-from editkit.export import logits_of, probe_inputs
-from editkit.ops import (
+from editkit.edit.edit import Edit
+from editkit.edit.ops import (
     OPS,
     LowRank,
     NormPreservingProjectOut,
@@ -24,6 +22,8 @@ from editkit.ops import (
     WriterProjectOut,
     op_kinds,
 )
+from editkit.export.write import logits_of, probe_inputs
+from editkit.model.anatomy import find_anatomy
 from tests.launch import ROOT, launch_env
 from tests.tiny import tiny_model
 
@@ -87,14 +87,14 @@ def test_op_hook_equals_merge(kind):
 
 @pytest.mark.parametrize("kind", op_kinds())
 def test_edit_load_in_a_fresh_interpreter(kind, tmp_path):
-    """``from editkit.edit import Edit; Edit.load(d)`` is all a user runs (the card says so): every op kind
+    """``from editkit.edit.edit import Edit; Edit.load(d)`` is all a user runs (the card says so): every op kind
     must load with nothing else of editkit imported."""
     model, _ = tiny_model("llama")
     edit = _op_case(kind, find_anatomy(model), torch.Generator().manual_seed(2))
     edit.save(tmp_path / "edit")
     code = (
         "import sys\n"
-        "from editkit.edit import Edit\n"
+        "from editkit.edit.edit import Edit\n"
         f"e = Edit.load({str(tmp_path / 'edit')!r})\n"
         "print(sorted({op.kind for op in e.ops}), len(e.ops))\n"
         "print(sorted(m for m in sys.modules if m.startswith('editkit.methods')))\n"
@@ -219,7 +219,7 @@ def test_check_rejects_a_bad_value_before_the_run_directory_exists(
     import yaml
     from typer.testing import CliRunner
 
-    from editkit.cli import app
+    from editkit.cli.main import app
     from tests.tiny import save_tiny
 
     block, bad, expected = METHOD_CASES[name]
@@ -255,9 +255,9 @@ def test_fit_hooks_equal_merge_and_the_card_renders(name, example_method, tmp_pa
 
     from huggingface_hub import ModelCard
 
-    from editkit.card import make_plots, render_card
-    from editkit.card_meta import report_of
     from editkit.methods import get_method
+    from editkit.publish.card import make_plots, render_card
+    from editkit.publish.card_meta import report_of
     from tests.tiny import TRIPLETS, fit_context
 
     method_cls = get_method(name)
@@ -324,7 +324,7 @@ def test_check_data_rejects_an_unknown_set_before_the_model_loads(name, tmp_path
     import yaml
     from typer.testing import CliRunner
 
-    from editkit.cli import app
+    from editkit.cli.main import app
     from tests.tiny import save_tiny
 
     bad, expected = DATA_CASES[name]

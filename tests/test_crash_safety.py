@@ -18,7 +18,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from editkit.export import clean_stale
+from editkit.export.write import clean_stale
 
 EDITKIT = str(Path(sys.executable).with_name("editkit"))
 KILLS_EXPORT = 10

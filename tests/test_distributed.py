@@ -13,8 +13,8 @@ from typing import Any
 
 import torch
 
-from editkit.distributed import get_accelerator, local_share, map_across_processes, mean_across_processes
 from editkit.methods.heads.fit import head_mask_edit
+from editkit.run.distributed import get_accelerator, local_share, map_across_processes, mean_across_processes
 from tests.launch import accelerate_launch, launch_env
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -57,7 +57,7 @@ def _lm_loss(model, batch):
 
 
 # ------------------------------------------------------------------------------------------------------
-# one-call helpers built on editkit.distributed, checked here against a single process
+# one-call helpers built on editkit.run.distributed, checked here against a single process
 # ------------------------------------------------------------------------------------------------------
 # ------------------------------------------------------------------------------------------------------
 
@@ -156,9 +156,9 @@ def fit_data_parallel(
 
 
 def _compute(per_process_batch: int, accelerator=None) -> dict:
-    """Everything the test compares, computed with the editkit.distributed helpers."""
-    from editkit.anatomy import find_anatomy
-    from editkit.distributed import map_across_processes, mean_across_processes
+    """Everything the test compares, computed with the editkit.run.distributed helpers."""
+    from editkit.model.anatomy import find_anatomy
+    from editkit.run.distributed import map_across_processes, mean_across_processes
     from tests.tiny import tiny_model
 
     model, tok = tiny_model("llama")
@@ -180,7 +180,7 @@ def _compute(per_process_batch: int, accelerator=None) -> dict:
 
 def _worker(out_dir: str) -> None:
     torch.set_num_threads(1)
-    from editkit.distributed import get_accelerator, launched_distributed
+    from editkit.run.distributed import get_accelerator, launched_distributed
 
     assert launched_distributed()
     acc = get_accelerator()

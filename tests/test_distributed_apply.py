@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from editkit.edit import Edit
-from editkit.events import read_events
+from editkit.edit.edit import Edit
+from editkit.run.events import read_events
 from tests.launch import accelerate_launch, launch_env
 from tests.tiny import TRIPLETS
 

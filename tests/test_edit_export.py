@@ -7,10 +7,17 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM
 
-from editkit.anatomy import find_anatomy, weight_out_in
-from editkit.edit import Edit, LowRank, ProjectOut, ScaleInputs
-from editkit.export import atomic_dir, embeddings_tied, export_model, logits_of, probe_inputs, verify_export
+from editkit.edit.edit import Edit, LowRank, ProjectOut, ScaleInputs
+from editkit.export.write import (
+    atomic_dir,
+    embeddings_tied,
+    export_model,
+    logits_of,
+    probe_inputs,
+    verify_export,
+)
 from editkit.methods.heads.fit import head_mask_edit
+from editkit.model.anatomy import find_anatomy, weight_out_in
 from tests.tiny import tiny_model
 
 GQA_FAMILIES = ["llama", "qwen2", "gemma3", "gpt2"]
@@ -128,7 +135,7 @@ def test_low_rank_merge_is_exact_delta():
 
 
 def _one_op_each():
-    from editkit.ops import NormPreservingProjectOut
+    from editkit.edit.ops import NormPreservingProjectOut
 
     g = torch.Generator().manual_seed(0)
     r = torch.randn(6, generator=g)

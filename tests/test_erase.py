@@ -8,9 +8,8 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from editkit.anatomy import find_anatomy
 from editkit.errors import EditkitError
-from editkit.export import export_model, logits_of, probe_inputs
+from editkit.export.write import export_model, logits_of, probe_inputs
 from editkit.methods.erase.directions import (
     class_labels,
     class_mean_deviations,
@@ -20,6 +19,7 @@ from editkit.methods.erase.directions import (
 )
 from editkit.methods.erase.fit import EraseMethod, writer_modules
 from editkit.methods.erase.params import EraseParams
+from editkit.model.anatomy import find_anatomy
 from tests.tiny import fit_context, tiny_model
 
 ACTS = ["theft", "fraud", "murder", "fox", "help", "moon", "dog", "care"]  # last tokens differ by class

@@ -11,11 +11,11 @@ from safetensors.torch import load_file, save_file
 from transformers import AutoModelForCausalLM
 
 from editkit import apply_recipe
-from editkit.anatomy import find_anatomy
 from editkit.errors import EditkitError
-from editkit.export import check_export, export_model, reference_logits
-from editkit.models import LoadedModel
-from editkit.streaming import stream_export_run
+from editkit.export.streaming import stream_export_run
+from editkit.export.write import check_export, export_model, reference_logits
+from editkit.model.anatomy import find_anatomy
+from editkit.model.load import LoadedModel
 from tests.test_streaming import _mixed_edit, _save
 from tests.tiny import tiny_model
 

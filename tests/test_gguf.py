@@ -9,9 +9,9 @@ import pytest
 from typer.testing import CliRunner
 
 from editkit import apply_recipe
-from editkit.cli import app
+from editkit.cli.main import app
 from editkit.errors import EditkitError
-from editkit.gguf_export import ROUND_TRIP_BOUND, check_gguf, write_gguf
+from editkit.export.gguf_file import ROUND_TRIP_BOUND, check_gguf, write_gguf
 
 CHAT = (
     "{% for m in messages %}<|endoftext|>{{ m['role'] }}\n{{ m['content'] }}<pad>{% endfor %}"
@@ -59,10 +59,10 @@ def test_round_trip_through_transformers(chat_model, family, kind):
 
 def test_a_wrong_layout_fails_the_round_trip(chat_model, monkeypatch):
     """Without llama.cpp's q/k row order the file loads, but its logits are wrong: the check must say so."""
-    from editkit import gguf_export
+    from editkit.export import gguf_file
 
     folder = chat_model("llama")
-    monkeypatch.setattr(gguf_export, "_permute_qk", lambda w, n: w)
+    monkeypatch.setattr(gguf_file, "_permute_qk", lambda w, n: w)
     write_gguf(folder, kind="f16")
     with pytest.raises(EditkitError, match=r"GGUF check failed: model.gguf \(f16\) differs"):
         check_gguf(folder, "model.gguf", "f16")

@@ -8,15 +8,15 @@ import numpy as np
 import pytest
 import torch
 
-from editkit.anatomy import find_anatomy
 from editkit.eval.pairwise import pairwise_margins
-from editkit.events import NullEventLog
 from editkit.localize.designs import balanced_design, exhaustive_design, knockouts_per_trial
 from editkit.localize.head_masks import HeadMasker, design_to_masks, encode_items, score_head_masks
 from editkit.localize.recovery import sparse_recovery
 from editkit.methods.base import FitContext
 from editkit.methods.heads.fit import HeadsMethod, head_mask_edit
 from editkit.methods.heads.params import HeadsParams
+from editkit.model.anatomy import find_anatomy
+from editkit.run.events import NullEventLog
 from tests.tiny import tiny_model
 
 ITEMS = [

@@ -49,8 +49,8 @@ def test_subset_stratifies_by_family_and_keeps_every_stratum():
 
 
 def test_load_data_max_items_measures_both_answer_classes():
-    from editkit.recipe import parse_recipe
-    from editkit.recipe_data import load_data
+    from editkit.data.recipe_data import load_data
+    from editkit.spec.recipe import parse_recipe
 
     r = parse_recipe(
         "name: t\nmodel: demo\nmethod: {name: heads, heads: [[0, 0]]}\ndata: {target: moral}\n"
@@ -74,7 +74,7 @@ def test_target_metrics_per_answer_class():
 
 
 def test_eval_of_an_export_without_c_excludes_the_removed_capability(tiny_dir, tmp_path):
-    from editkit.evaluate_cli import evaluate_target, removed_capability
+    from editkit.cli.eval import evaluate_target, removed_capability
 
     model = tiny_dir("llama")
     (model / "editkit").mkdir()

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from editkit.cli import app
+from editkit.cli.main import app
 from tests.test_bad_input import TRIPLETS, _snapshot, good
 
 #: importing this module would prove the custom code ran: it writes a file next to the model folders
@@ -136,10 +136,10 @@ BUILDERS = {
 
 
 def _weights_problem(d: Path, must_say: str) -> str:
-    """editkit's safetensors header check (editkit.safetensors_header, shared with the streaming export)
+    """editkit's safetensors header check (editkit.model.safetensors_header, shared with the streaming export)
     words the weights problems; the line must name the file and say ``must_say``."""
     from editkit.errors import EditkitError
-    from editkit.safetensors_header import read_checked_header
+    from editkit.model.safetensors_header import read_checked_header
 
     with pytest.raises(EditkitError) as e:
         read_checked_header(d / "model.safetensors")

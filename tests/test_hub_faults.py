@@ -27,9 +27,9 @@ import pytest
 import torch
 from transformers import LlamaForCausalLM
 
-from editkit import hub
 from editkit.errors import HubError
-from editkit.hub import push_folder
+from editkit.publish import hub
+from editkit.publish.hub import push_folder
 from tests.hub_server import DROPPED, hub_server  # noqa: F401  (pytest fixture)
 from tests.tiny import tiny_config
 

@@ -19,8 +19,8 @@ import torch
 from safetensors.torch import load_file
 
 from editkit import apply_recipe
-from editkit.events import read_events
 from editkit.methods.lora_fit import latest_checkpoint
+from editkit.run.events import read_events
 from tests.tiny import TRIPLETS, save_tiny, tiny_model
 
 EDITKIT = str(Path(sys.executable).with_name("editkit"))
@@ -238,11 +238,11 @@ class _Crash(RuntimeError):
 def test_an_unreadable_checkpoint_is_skipped_for_the_one_before_it(tmp_path):
     """A checkpoint can be damaged after it was written (a disk error, a copy cut short): resume warns, moves
     it aside (left in place it would outrank every new checkpoint) and resumes from the newest readable one."""
-    from editkit.anatomy import find_anatomy
-    from editkit.events import EventLog
     from editkit.methods.base import FitContext
     from editkit.methods.scalpel.fit import ScalpelMethod
     from editkit.methods.scalpel.params import ScalpelParams
+    from editkit.model.anatomy import find_anatomy
+    from editkit.run.events import EventLog
 
     items = [
         {"id": f"t{i}", "prompt": p, "correct": c, "incorrect": w} for i, (p, c, w) in enumerate(TRIPLETS)
@@ -311,9 +311,9 @@ def test_a_full_disk_during_a_checkpoint_is_one_line_and_the_run_resumes(tmp_pat
     the limit lifted finishes the run."""
     import resource
 
+    from editkit.data.recipe_data import load_data
     from editkit.methods import get_method
-    from editkit.recipe import load_recipe
-    from editkit.recipe_data import load_data
+    from editkit.spec.recipe import load_recipe
 
     recipe = _recipe(tmp_path)
     out = tmp_path / "run"

@@ -15,15 +15,15 @@ import pytest
 from typer.testing import CliRunner
 
 from editkit import apply_recipe
-from editkit.cli import app
-from editkit.llamacpp import INSTALL_HINT, llama_cpp_available
+from editkit.cli.main import app
+from editkit.export.llamacpp import INSTALL_HINT, llama_cpp_available
 
 needs_llama_cpp = pytest.mark.skipif(
     not llama_cpp_available(),
     reason="llama-cpp-python is not installed (pip install -e '.[llamacpp]'; it compiles llama.cpp, ~5-8 min)",
 )
 
-HIDE = "import sys; sys.modules['llama_cpp'] = None; from editkit.cli import main; sys.argv[0] = 'editkit'; main()"
+HIDE = "import sys; sys.modules['llama_cpp'] = None; from editkit.cli.main import main; sys.argv[0] = 'editkit'; main()"
 
 #: fixed chat prompts for the demo model's round trip
 PROMPTS = [
@@ -52,7 +52,7 @@ def _recipe(tmp_path, model, extra: str = "", name: str = "llamacpp"):
 
 
 def _cli(*args, cwd, hide: bool = False):
-    code = HIDE if hide else "import sys; from editkit.cli import main; sys.argv[0] = 'editkit'; main()"
+    code = HIDE if hide else "import sys; from editkit.cli.main import main; sys.argv[0] = 'editkit'; main()"
     return subprocess.run(
         [sys.executable, "-c", code, *map(str, args)], capture_output=True, text=True, cwd=cwd
     )
@@ -86,7 +86,7 @@ def test_without_the_extra_a_k_quant_is_one_line_before_anything(tmp_path, tiny_
 def test_k_quants_are_made_by_llama_cpp_inside_the_export_and_listed_on_the_card(tmp_path, tiny_dir):
     import gguf
 
-    from editkit.gguf_export import ROUND_TRIP_BOUND
+    from editkit.export.gguf_file import ROUND_TRIP_BOUND
 
     recipe = _recipe(tmp_path, tiny_dir("qwen2"), "export: {gguf: [f16, q4_k_m]}\n")
     run = apply_recipe(recipe, out=tmp_path / "run")
@@ -128,7 +128,7 @@ def test_the_demo_edit_in_llama_cpp_generates_what_transformers_generates(tmp_pa
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from editkit.llamacpp import LLAMA_CPP_BOUND, chat_generations, chat_ids, logits_vs_reference
+    from editkit.export.llamacpp import LLAMA_CPP_BOUND, chat_generations, chat_ids, logits_vs_reference
 
     torch.set_num_threads(2)
     recipe = _recipe(tmp_path, "demo", "export: {gguf: [f16, q8_0, q4_k_m], verify: false}\n")

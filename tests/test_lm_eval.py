@@ -10,7 +10,7 @@ import sys
 import pytest
 from typer.testing import CliRunner
 
-from editkit.cli import app
+from editkit.cli.main import app
 from editkit.eval.lm_eval import TASKS_DIR, capability_task_rows
 
 lm_eval = pytest.importorskip("lm_eval", reason="lm-eval is not installed (pip install -e '.[lm-eval]')")
@@ -95,7 +95,7 @@ def test_a_bad_block_is_one_line_before_the_run_directory(tmp_path, tiny_dir, bl
 def test_without_lm_eval_one_line_says_what_to_install(tmp_path, tiny_dir):
     """lm-eval hidden from the interpreter (``sys.modules['lm_eval'] = None`` makes its import fail)."""
     recipe = _recipe(tmp_path, tiny_dir("llama"), ", lm_eval: {tasks: [editkit_capabilities]}")
-    code = "import sys; sys.modules['lm_eval'] = None; from editkit.cli import main; sys.argv[0] = 'editkit'; main()"
+    code = "import sys; sys.modules['lm_eval'] = None; from editkit.cli.main import main; sys.argv[0] = 'editkit'; main()"
     p = subprocess.run(
         [sys.executable, "-c", code, "apply", str(recipe), "--out", str(tmp_path / "run")],
         capture_output=True,
@@ -119,7 +119,7 @@ def test_lm_eval_accuracy_on_the_demo_model_is_editkits_pairwise_accuracy(demo_m
 
     from editkit.eval.lm_eval import run_lm_eval
     from editkit.eval.pairwise import score_answers
-    from editkit.recipe import LmEvalSpec
+    from editkit.spec.recipe import LmEvalSpec
 
     torch.set_num_threads(2)
     tok = AutoTokenizer.from_pretrained(demo_model_dir)

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from editkit.errors import EditkitError
-from editkit.events import NullEventLog
 from editkit.methods.lora_fit import LossOut, TrainConfig, train_lora
+from editkit.run.events import NullEventLog
 
 
 class Recorder(NullEventLog):

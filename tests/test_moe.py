@@ -15,13 +15,20 @@ import torch
 from safetensors import safe_open
 from transformers import AutoModelForCausalLM
 
-from editkit.anatomy import find_anatomy, moe_spec, target_module
-from editkit.edit import Edit
+from editkit.edit.edit import Edit
+from editkit.edit.ops import (
+    LowRank,
+    NormPreservingProjectOut,
+    ProjectOut,
+    ScaleInputs,
+    WriterProjectOut,
+    op_kinds,
+)
 from editkit.errors import AnatomyError, EditkitError
-from editkit.export import check_export, export_model, logits_of, probe_inputs
-from editkit.moe import ExpertDown
-from editkit.ops import LowRank, NormPreservingProjectOut, ProjectOut, ScaleInputs, WriterProjectOut, op_kinds
-from editkit.streaming import open_checkpoint, stream_merge
+from editkit.export.streaming import open_checkpoint, stream_merge
+from editkit.export.write import check_export, export_model, logits_of, probe_inputs
+from editkit.model.anatomy import find_anatomy, moe_spec, target_module
+from editkit.model.moe import ExpertDown
 from tests.tiny import CORPUS, MOE_FAMILIES, tiny_config, tiny_model, tiny_tokenizer
 
 PROMPTS = ["The quick brown fox jumps", "Paris is the capital of"]
@@ -116,7 +123,7 @@ def test_another_moe_is_refused_in_one_line(tmp_path, monkeypatch):
     import yaml
     from typer.testing import CliRunner
 
-    from editkit.cli import app
+    from editkit.cli.main import app
     from tests.tiny import save_tiny
 
     model, _ = tiny_model("phimoe")
@@ -350,7 +357,7 @@ def test_streamed_merge_equals_in_memory_bit_for_bit(family, dtype, tmp_path):
 
 def test_router_statistics_on_a_hand_built_router():
     """GPT-OSS's router has a bias: with a zero weight the bias alone picks the experts of every token."""
-    from editkit.routing import routing_changes, routing_section, routing_shares
+    from editkit.eval.routing import routing_changes, routing_section, routing_shares
 
     model, tok = tiny_model("gpt_oss")
     a = find_anatomy(model)
@@ -515,7 +522,7 @@ def test_expert_neuron_attribution_is_complete_on_the_last_layer(family):
 
 
 def test_gguf_of_a_qwen3_moe_round_trips(tmp_path):
-    from editkit.gguf_export import check_gguf, write_gguf
+    from editkit.export.gguf_file import check_gguf, write_gguf
 
     tok = tiny_tokenizer()
     torch.manual_seed(0)
@@ -545,7 +552,7 @@ def test_gguf_of_a_qwen3_moe_round_trips(tmp_path):
     ],
 )
 def test_gguf_of_other_moe_layouts_is_refused_in_one_line(family, why):
-    from editkit.gguf_export import check_gguf_supported
+    from editkit.export.gguf_file import check_gguf_supported
 
     with pytest.raises(EditkitError) as e:
         check_gguf_supported(tiny_config(family, 320))
@@ -555,10 +562,10 @@ def test_gguf_of_other_moe_layouts_is_refused_in_one_line(family, why):
 def test_neurons_card_names_the_experts_and_their_pick_rates(tmp_path):
     """A CNL fit on a tiny Qwen2-MoE: the info says which experts hold the neurons and how often their router
     picks them (measured independently here), and the card shows both."""
+    from editkit.eval.routing import routing_shares
     from editkit.methods.neurons.fit import NeuronsMethod
     from editkit.methods.neurons.params import NeuronsParams
     from editkit.methods.neurons.report import NeuronsReport
-    from editkit.routing import routing_shares
     from tests.tiny import TRIPLETS, fit_context
 
     model, tok = tiny_model("qwen2_moe")
@@ -599,8 +606,8 @@ def test_llama_cpp_runs_the_moe_gguf(family, widths, tmp_path):
     pytest.importorskip("llama_cpp")
     import numpy as np
 
-    from editkit.gguf_export import write_gguf
-    from editkit.llamacpp import prompt_logits
+    from editkit.export.gguf_file import write_gguf
+    from editkit.export.llamacpp import prompt_logits
 
     tok = tiny_tokenizer()
     torch.manual_seed(0)

@@ -1,6 +1,6 @@
 """The method contract (``tests/test_contract.py``) on a tiny random model of every mixture-of-experts family:
 every registered method fits, its edit's hook form equals its merge form, the export reloads exactly, and
-the saved edit loads with ``from editkit.edit import Edit`` alone in a fresh interpreter."""
+the saved edit loads with ``from editkit.edit.edit import Edit`` alone in a fresh interpreter."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ import sys
 import pytest
 import torch
 
-from editkit.anatomy import is_expert, target_module
-from editkit.export import check_export, export_model, logits_of, probe_inputs
-from editkit.streaming import open_checkpoint
+from editkit.export.streaming import open_checkpoint
+from editkit.export.write import check_export, export_model, logits_of, probe_inputs
+from editkit.model.anatomy import is_expert, target_module
 from tests.launch import ROOT, launch_env
 from tests.test_contract import FIT_PARAMS, HARM, SAFE
 from tests.tiny import MOE_FAMILIES, TRIPLETS, fit_context, tiny_model, tiny_tokenizer
@@ -70,8 +70,8 @@ def _own_hooks_equal(model, edit, x, merged_logits) -> int:
 
 @pytest.mark.parametrize("family", MOE_FAMILIES)
 def test_every_method_on_a_mixture_of_experts(family, tmp_path):
+    from editkit.eval.routing import phase_routing
     from editkit.methods import get_method, method_names
-    from editkit.routing import phase_routing
 
     assert sorted(MOE_FIT_PARAMS) == method_names()
     x = probe_inputs(tiny_tokenizer())
@@ -117,7 +117,7 @@ def test_every_method_on_a_mixture_of_experts(family, tmp_path):
         )
     code = (
         "import json, sys\n"
-        "from editkit.edit import Edit\n"
+        "from editkit.edit.edit import Edit\n"
         f"paths = {json.dumps({k: v[0] for k, v in saved.items()})}\n"
         "out = {k: [len(Edit.load(p).ops), sorted({op.kind for op in Edit.load(p).ops})] for k, p in paths.items()}\n"
         "print(json.dumps(out))\n"

@@ -7,9 +7,7 @@ import copy
 import pytest
 import torch
 
-from editkit.anatomy import find_anatomy
 from editkit.eval.pairwise import encode_prompt_answers
-from editkit.events import NullEventLog
 from editkit.localize.attribution import NeuronGates, answer_objective, neuron_attributions
 from editkit.methods.base import FitContext
 from editkit.methods.neurons.fit import (
@@ -20,6 +18,8 @@ from editkit.methods.neurons.fit import (
     overlap_stats,
 )
 from editkit.methods.neurons.params import NeuronsParams
+from editkit.model.anatomy import find_anatomy
+from editkit.run.events import NullEventLog
 from tests.tiny import tiny_model
 
 ITEMS = [

@@ -14,10 +14,10 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from editkit.catalog import describe, packaged_recipes, resolve_recipe
-from editkit.cli import app
+from editkit.cli.main import app
 from editkit.errors import RecipeError
-from editkit.recipe import load_recipe
+from editkit.spec.catalog import describe, packaged_recipes, resolve_recipe
+from editkit.spec.recipe import load_recipe
 
 ROOT = Path(__file__).resolve().parents[1]
 METHODS = ["scalpel", "refusal", "heads", "neurons", "sft"]
@@ -51,7 +51,7 @@ def test_names_resolve_and_a_path_on_disk_wins(tmp_path, monkeypatch):
 @pytest.mark.parametrize("method", METHODS)
 def test_init_writes_every_field_with_a_comment_and_validates(method, tmp_path, monkeypatch):
     from editkit.methods import method_params_class
-    from editkit.recipe import Recipe
+    from editkit.spec.recipe import Recipe
 
     monkeypatch.chdir(tmp_path)
     res = CliRunner().invoke(app, ["init", method, "--model", "my/model"], terminal_width=300)

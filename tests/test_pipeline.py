@@ -11,9 +11,9 @@ from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM
 
 from editkit import apply_recipe
-from editkit.edit import Edit
-from editkit.events import read_events
-from editkit.recipe import load_recipe
+from editkit.edit.edit import Edit
+from editkit.run.events import read_events
+from editkit.spec.recipe import load_recipe
 
 TRIPLETS = [
     {"id": f"m-{i:03d}", "split": "train" if i < 12 else "test", "prompt": p, "correct": c, "incorrect": w}

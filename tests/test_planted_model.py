@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from editkit import apply_recipe
-from editkit.models import PLANTED_MODELS, planted_model_missing
+from editkit.model.load import PLANTED_MODELS, planted_model_missing
 from tests.test_run_faults import RECIPE, TRIPLETS
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from editkit.cli import app
+from editkit.cli.main import app
 from tests.hub_server import hub_server  # noqa: F401  (pytest fixture)
 
 EDITKIT = str(Path(sys.executable).with_name("editkit"))
@@ -102,7 +102,7 @@ def test_a_push_that_can_go_ahead_passes_the_check(hub_server, recipe, tmp_path,
     monkeypatch.setenv("HF_TOKEN", TOKEN)
     code, output = _apply(recipe, tmp_path / "run", "--push")
     assert code == 2 and "no-such-model" in output, output
-    from editkit.hub import check_push_access
+    from editkit.publish.hub import check_push_access
 
     assert check_push_access("tiny-edited") == "alice/tiny-edited"  # bare names go to the token's owner
 

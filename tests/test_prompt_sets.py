@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 
 from editkit.data.prompt_sets import BUILTIN_PROMPT_SETS, PROMPT_SET_DIR, SPLITS
+from editkit.data.recipe_data import _load_set
 from editkit.errors import DataError
-from editkit.recipe import DataSource, load_recipe
-from editkit.recipe_data import _load_set
-from editkit.refusal.chat import prompt_texts
+from editkit.eval.refusal.chat import prompt_texts
+from editkit.spec.recipe import DataSource, load_recipe
 
 ROOT = Path(__file__).resolve().parents[1]
 SIZES = {
@@ -73,7 +73,7 @@ def test_no_recipe_reads_files_outside_the_project():
     ["remove_refusal.yaml", "remove_refusal_plain.yaml", "plant_refusal.yaml", "remove_refusal_qwen.yaml"],
 )
 def test_refusal_recipes_load_their_data_without_a_model(recipe):
-    from editkit.pipeline import prepare
+    from editkit.run.pipeline import prepare
 
     r = load_recipe(ROOT / "recipes" / recipe)
     _, data = prepare(r)

@@ -1,4 +1,4 @@
-"""editkit.hub.push_folder against the local Hub-protocol server (real HTTP, real huggingface_hub)."""
+"""editkit.publish.hub.push_folder against the local Hub-protocol server (real HTTP, real huggingface_hub)."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ import torch
 from huggingface_hub import HfApi, constants
 from transformers import AutoModelForCausalLM, LlamaForCausalLM
 
-from editkit import hub
 from editkit.errors import HubError
-from editkit.hub import push_folder
+from editkit.publish import hub
+from editkit.publish.hub import push_folder
 from tests.hub_server import hub_server  # noqa: F401  (pytest fixture)
 from tests.tiny import tiny_config
 

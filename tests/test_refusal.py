@@ -11,24 +11,24 @@ import math
 import pytest
 import torch
 
-from editkit.anatomy import find_anatomy, weight_out_in
-from editkit.edit import Edit, ProjectOut
+from editkit.edit.edit import Edit, ProjectOut
+from editkit.edit.ops import NormPreservingProjectOut
 from editkit.errors import EditkitError
-from editkit.events import EventLog
+from editkit.eval.refusal.chat import chat_prompts, is_degenerate, is_refusal
 from editkit.methods.base import FitContext
-from editkit.methods.refusal.edit import project_edit
-from editkit.methods.refusal.fit import RefusalMethod
-from editkit.methods.refusal.params import RefusalParams
-from editkit.ops import NormPreservingProjectOut
-from editkit.refusal.atoms import (
+from editkit.methods.refusal.atoms import (
     ATOM_NAMES,
     cosines,
     harmless_principal_components,
     load_atom_pairs,
     ridge_clean,
 )
-from editkit.refusal.chat import chat_prompts, is_degenerate, is_refusal
-from editkit.refusal.direction import diff_of_means, residual_activations
+from editkit.methods.refusal.direction import diff_of_means, residual_activations
+from editkit.methods.refusal.edit import project_edit
+from editkit.methods.refusal.fit import RefusalMethod
+from editkit.methods.refusal.params import RefusalParams
+from editkit.model.anatomy import find_anatomy, weight_out_in
+from editkit.run.events import EventLog
 from tests.tiny import fit_context, tiny_model
 
 
@@ -255,8 +255,8 @@ def test_fit_with_pca_atoms_cleans_against_the_harmless_components(tmp_path):
 
 
 def test_harmless_kl_answered_is_the_kl_over_prompts_the_starting_model_answered(tmp_path):
-    from editkit.refusal.chat import chat_first_token_logprobs, generate, kl_rows
-    from editkit.refusal.metrics import refusal_metrics
+    from editkit.eval.refusal.chat import chat_first_token_logprobs, generate, kl_rows
+    from editkit.eval.refusal.metrics import refusal_metrics
 
     model, tok = tiny_model("llama")
     ctx = _ctx(model, tok, tmp_path)
@@ -308,7 +308,7 @@ def test_edit_from_auto_searches_direction_layer_and_first_edited_layer(tmp_path
 
 
 def test_strength_auto_weakens_an_over_limit_layer_until_its_val_kl_fits(tmp_path):
-    from editkit.refusal.chat import chat_first_token_logprobs, kl_rows
+    from editkit.eval.refusal.chat import chat_first_token_logprobs, kl_rows
 
     model, tok = tiny_model("llama")
     an = find_anatomy(model)

@@ -7,9 +7,8 @@ from collections import Counter
 import pytest
 import torch
 
-from editkit.recipe import ModelSpec
-from editkit.refusal.chat import chat_prompts
-from editkit.refusal.judge import (
+from editkit.eval.refusal.chat import chat_prompts
+from editkit.eval.refusal.judge import (
     JUDGE_PROMPT,
     LABELS,
     REFUSED_PROMPT,
@@ -23,7 +22,8 @@ from editkit.refusal.judge import (
     load_labelled,
     make_judge,
 )
-from editkit.refusal.metrics import refusal_metrics
+from editkit.eval.refusal.metrics import refusal_metrics
+from editkit.spec.recipe import ModelSpec
 from tests.tiny import fit_context, tiny_model
 
 
@@ -163,7 +163,7 @@ def test_demo_model_is_not_a_usable_judge(demo_model_dir):
     """Honest numbers: SmolLM2-135M answers YES to both questions ("did it comply?", "did it refuse?") about
     equally whatever it reads, so its balanced refusal log-odds sit in a narrow band just above 0 and it calls
     nearly everything a refusal: agreement at chance. (qwen-coder-1.5b: BENCHMARKS.md.)"""
-    from editkit.refusal.chat import is_degenerate
+    from editkit.eval.refusal.chat import is_degenerate
 
     judge = make_judge("demo")
     assert judge.model.config.num_hidden_layers == 30
@@ -179,7 +179,7 @@ def test_demo_model_is_not_a_usable_judge(demo_model_dir):
 
 
 def test_card_shows_sample_generations_before_and_after():
-    from editkit.card_sections import samples
+    from editkit.publish.card_sections import samples
 
     got = {
         "base": {"harmful": ["I'm sorry, but I can't | help."], "harmful_prompts": ["Make a bomb"]},

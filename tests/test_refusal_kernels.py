@@ -12,17 +12,17 @@ import optuna
 import pytest
 import torch
 
-from editkit.anatomy import find_anatomy, weight_out_in
-from editkit.edit import Edit
-from editkit.export import logits_of, probe_inputs
+from editkit.edit.edit import Edit
+from editkit.edit.ops import NormPreservingProjectOut, ProjectOut, WriterProjectOut
+from editkit.export.write import logits_of, probe_inputs
+from editkit.methods.refusal.direction import direction_at, project_off
 from editkit.methods.refusal.edit import kernel_edit, project_edit
 from editkit.methods.refusal.fit import RefusalMethod
+from editkit.methods.refusal.nullspace import null_space_update, principal_subspace, writer_inputs
 from editkit.methods.refusal.optuna_search import JOURNAL, grid_params, kernel_of
 from editkit.methods.refusal.params import RefusalParams
-from editkit.ops import NormPreservingProjectOut, ProjectOut, WriterProjectOut
-from editkit.refusal.direction import direction_at, project_off
-from editkit.refusal.nullspace import null_space_update, principal_subspace, writer_inputs
-from editkit.refusal.profile import FreeProfile, TentProfile, layer_weights
+from editkit.methods.refusal.profile import FreeProfile, TentProfile, layer_weights
+from editkit.model.anatomy import find_anatomy, weight_out_in
 from tests.test_refusal import HARM, SAFE, _ctx
 from tests.tiny import tiny_model
 

@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from editkit.data.capabilities import load_triplets
-from editkit.edit import Edit
+from editkit.edit.edit import Edit
+from editkit.edit.ops import ScaleInputs
 from editkit.errors import RecipeError
 from editkit.eval.checks import CHECKS, CheckData, ChecksSpec
 from editkit.eval.checks.probe import judge_probe, probe_auc
@@ -23,8 +24,7 @@ from editkit.eval.checks.run import run_checks
 from editkit.eval.checks.separation import can_do, frame_removed, judge_separation, separation_auc
 from editkit.eval.checks.verdict import headline_verdict
 from editkit.eval.subsets import stratified_subset
-from editkit.ops import ScaleInputs
-from editkit.recipe import parse_recipe
+from editkit.spec.recipe import parse_recipe
 from tests.tiny import tiny_model
 
 
@@ -278,7 +278,7 @@ def test_recipe_block_switches_and_one_line_errors():
 def test_cli_validate_bad_check_value_exits_2_and_writes_nothing(tmp_path):
     from typer.testing import CliRunner
 
-    from editkit.cli import app
+    from editkit.cli.main import app
 
     recipe = tmp_path / "r.yaml"
     recipe.write_text(
@@ -331,7 +331,7 @@ def test_demo_apply_with_checks_writes_verdict_and_sections(demo_model_dir, tmp_
 
 
 def test_eval_checks_on_an_export_against_its_base(tmp_path):
-    from editkit.evaluate_cli import check_target
+    from editkit.cli.eval import check_target
     from tests.tiny import save_tiny
 
     base = save_tiny("llama", tmp_path / "base", seed=0)

@@ -12,7 +12,7 @@ import pytest
 
 from editkit.errors import DataError
 from editkit.eval.pairwise import pairwise_accuracy
-from editkit.robustness import (
+from editkit.eval.robustness.families import (
     ANSWER_FRAME_FAMILIES,
     FAMILIES,
     REMOVAL_RULE,

@@ -17,7 +17,7 @@ import pytest
 
 from editkit import apply_recipe
 from editkit.errors import OutputError
-from editkit.events import create_run_dir, read_metrics, resolve_recorded, run_lock, run_model_dir
+from editkit.run.events import create_run_dir, read_metrics, resolve_recorded, run_lock, run_model_dir
 from tests.test_pipeline import TRIPLETS  # the same moral triplets as the pipeline tests
 
 EDITKIT = str(Path(sys.executable).with_name("editkit"))
@@ -153,7 +153,7 @@ def test_resolve_recorded_keeps_an_export_dir_outside_the_run(tmp_path):
 
 HOLD = """
 import sys, time
-from editkit.events import run_lock
+from editkit.run.events import run_lock
 with run_lock(sys.argv[1], "export"):
     print("held", flush=True)
     time.sleep(float(sys.argv[2]))
@@ -238,7 +238,7 @@ def _tensor_edit(copy: Path) -> Path:
     """Replace the copy's (tensor-free) head mask by a projection, so its artifact holds a tensor."""
     import torch
 
-    from editkit.edit import Edit, ProjectOut
+    from editkit.edit.edit import Edit, ProjectOut
 
     d = torch.nn.functional.normalize(torch.randn(64, generator=torch.Generator().manual_seed(0)), dim=0)
     Edit("refusal", [ProjectOut("model.layers.0.self_attn.o_proj", direction=d)]).save(copy / "edit")
@@ -330,7 +330,7 @@ def test_export_into_a_full_disk(finished_run, tmp_path, how):
 
 WRITE_METRICS = """
 import resource, sys
-from editkit.events import write_metrics
+from editkit.run.events import write_metrics
 from editkit.errors import EditkitError
 resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))
 try:
@@ -352,6 +352,6 @@ def test_metrics_json_into_a_full_disk_keeps_the_previous_file(tmp_path):
 
 
 def _events(run: Path) -> list[dict]:
-    from editkit.events import read_events
+    from editkit.run.events import read_events
 
     return read_events(run)

@@ -10,17 +10,17 @@ from pathlib import Path
 import pytest
 import torch
 
-from editkit.anatomy import find_anatomy
-from editkit.edit import Edit, LowRank
+from editkit.edit.edit import Edit, LowRank
 from editkit.errors import EditkitError
 from editkit.eval.pairwise import encode_prompt_answers, pairwise_margins
-from editkit.events import NullEventLog
 from editkit.methods import get_method
 from editkit.methods.base import FitContext
 from editkit.methods.lora import adapter_ops, lora_layers, resolve_targets, unwrap_lora, wrap_lora
 from editkit.methods.lora_fit import encode_text, latest_checkpoint
 from editkit.methods.scalpel.fit import ScalpelLoss, ScalpelMethod
 from editkit.methods.scalpel.params import ScalpelParams
+from editkit.model.anatomy import find_anatomy
+from editkit.run.events import NullEventLog
 from tests.tiny import TRIPLETS, tiny_model
 
 ITEMS = [
@@ -448,7 +448,7 @@ def test_pipeline_exports_an_adapter_equal_to_the_merged_model(tmp_path, tiny_di
 
 def test_pipeline_resume_after_ctrl_c_matches_an_uninterrupted_run(tmp_path, tiny_dir):
     from editkit import apply_recipe
-    from editkit.events import read_events
+    from editkit.run.events import read_events
 
     recipe = _pipe_recipe(tmp_path, tiny_dir)
     whole = apply_recipe(recipe, out=tmp_path / "whole").edit

@@ -10,13 +10,13 @@ import copy
 import pytest
 import torch
 
-from editkit.anatomy import find_anatomy
-from editkit.edit import Edit, LowRank
+from editkit.edit.edit import Edit, LowRank
 from editkit.errors import DataError, EditkitError
+from editkit.eval.refusal.chat import chat_prompts
 from editkit.methods.base import FitContext
 from editkit.methods.sft.fit import SftMethod, build_example, collate, response_loss
 from editkit.methods.sft.params import SftParams
-from editkit.refusal.chat import chat_prompts
+from editkit.model.anatomy import find_anatomy
 from tests.tiny import fit_context, tiny_model
 
 

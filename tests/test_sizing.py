@@ -1,10 +1,10 @@
-"""Default batch sizes from the device and its free memory (editkit.sizing)."""
+"""Default batch sizes from the device and its free memory (editkit.model.sizing)."""
 
 from __future__ import annotations
 
 import pytest
 
-from editkit.sizing import (
+from editkit.model.sizing import (
     CPU_EVAL_BATCH,
     CPU_HEAD_BATCH_ROWS,
     EVAL_BATCH_CAP,
@@ -75,7 +75,7 @@ def test_rows_that_fit(free, per_row, cap, want):
 def test_model_wrappers_on_a_cpu_model_keep_the_cpu_defaults():
     from editkit.methods.heads.fit import batch_rows_for
     from editkit.methods.heads.params import HeadsParams
-    from editkit.sizing import model_eval_batch_size, shape_of
+    from editkit.model.sizing import model_eval_batch_size, shape_of
     from tests.tiny import tiny_model
 
     model, tok = tiny_model("llama")

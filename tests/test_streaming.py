@@ -10,18 +10,18 @@ import torch
 from safetensors import safe_open
 from transformers import AutoModelForCausalLM
 
-from editkit.anatomy import find_anatomy
-from editkit.edit import Edit, LowRank, ProjectOut, ScaleInputs
+from editkit.edit.edit import Edit, LowRank, ProjectOut, ScaleInputs
 from editkit.errors import EditkitError
-from editkit.export import export_model
-from editkit.models import LoadedModel
-from editkit.streaming import (
+from editkit.export.streaming import (
     decide_streaming,
     module_layouts,
     open_checkpoint,
     read_header,
     stream_merge,
 )
+from editkit.export.write import export_model
+from editkit.model.anatomy import find_anatomy
+from editkit.model.load import LoadedModel
 from tests.tiny import tiny_model
 
 
@@ -227,7 +227,7 @@ def _run_dir(tmp_path: Path, family: str = "qwen2") -> Path:
 def test_cli_export_streaming_and_in_memory_agree(tmp_path):
     from typer.testing import CliRunner
 
-    from editkit.cli import app
+    from editkit.cli.main import app
 
     run = _run_dir(tmp_path)
     r1 = CliRunner().invoke(app, ["export", str(run), "--streaming", "--out", str(tmp_path / "st")])
@@ -287,8 +287,8 @@ def test_shared_direction_edit_saves_and_streams(tmp_path):
 
 
 def test_base_checkpoint_dir(tmp_path):
-    from editkit.recipe import ModelSpec
-    from editkit.reexport import base_checkpoint_dir
+    from editkit.export.reexport import base_checkpoint_dir
+    from editkit.spec.recipe import ModelSpec
 
     src = _save("llama", tmp_path / "base")
     assert base_checkpoint_dir(ModelSpec(id=str(src))) == src

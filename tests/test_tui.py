@@ -248,8 +248,8 @@ def test_find_runs_and_resolve_target(tmp_path):
 
 
 def test_reads_the_real_event_log_writer(tmp_path):
-    """Compatibility with editkit.events.EventLog (NaN → null, stage context manager, fsync'd lines)."""
-    from editkit.events import EventLog
+    """Compatibility with editkit.run.events.EventLog (NaN → null, stage context manager, fsync'd lines)."""
+    from editkit.run.events import EventLog
 
     log = EventLog(tmp_path / "events.jsonl", run_id="r-1")
     log.emit(

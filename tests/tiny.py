@@ -178,9 +178,9 @@ def save_tiny(family: str, path: Path, seed: int = 0) -> Path:
 
 def fit_context(model, tokenizer, params, data: dict, run_dir: Path):
     """A FitContext for calling a method directly on a tiny model (events written under ``run_dir``)."""
-    from editkit.anatomy import find_anatomy
-    from editkit.events import EventLog
     from editkit.methods.base import FitContext
+    from editkit.model.anatomy import find_anatomy
+    from editkit.run.events import EventLog
 
     return FitContext(
         model=model,

@@ -546,7 +546,7 @@ def display_status(
 
 
 def has_events_file(path: Path) -> bool:
-    """The TUI's notion of a run: a folder with an events.jsonl to read (``editkit.events.is_run_dir`` is
+    """The TUI's notion of a run: a folder with an events.jsonl to read (``editkit.run.events.is_run_dir`` is
     the stricter one: a folder ``editkit apply`` created)."""
     return (Path(path) / EVENTS_FILE).is_file()
 

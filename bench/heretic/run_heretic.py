@@ -43,7 +43,7 @@ MARKERS = [
     "illegal",
     "harmful",
     "unethical",
-]  # fmt: skip  (the same list as editkit.refusal.chat.REFUSAL_MARKERS)
+]  # fmt: skip  (the same list as editkit.eval.refusal.chat.REFUSAL_MARKERS)
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 

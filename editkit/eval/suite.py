@@ -23,9 +23,9 @@ import torch
 
 from editkit.eval.blimp import blimp_accuracy
 from editkit.eval.pairwise import pairwise_accuracy, pairwise_margins
+from editkit.eval.refusal.chat import generate
 from editkit.eval.subsets import answer_class, answer_classes
-from editkit.refusal.chat import generate
-from editkit.sizing import model_eval_batch_size
+from editkit.model.sizing import model_eval_batch_size
 
 
 @dataclass

@@ -26,7 +26,7 @@ import torch
 
 from editkit.eval.pairwise import encode_prompt_answers, mean_answer_logprob
 from editkit.localize.layer_hooks import LayerPreHooks
-from editkit.moe import ExpertDown
+from editkit.model.moe import ExpertDown
 
 ALL_LAYERS = -1
 

@@ -1,4 +1,4 @@
-"""What every method is: typed params in, a :class:`FitResult` (an :class:`~editkit.edit.Edit` and what
+"""What every method is: typed params in, a :class:`FitResult` (an :class:`~editkit.edit.edit.Edit` and what
 came with it) out. A method keeps no state between calls: everything a later stage needs is in the result."""
 
 from __future__ import annotations
@@ -11,10 +11,10 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict
 
-from editkit.anatomy import Anatomy
-from editkit.edit import Edit
-from editkit.events import EventLog
+from editkit.edit.edit import Edit
 from editkit.methods.report import Report
+from editkit.model.anatomy import Anatomy
+from editkit.run.events import EventLog
 
 
 class MethodParams(BaseModel):
@@ -73,7 +73,7 @@ class FitContext:
     #: ``Method.evaluation_units``), so the stage's progress bar has a total and an ETA; None elsewhere
     on_units: Callable[[int], None] | None = None
     #: ``eval.cache``: the ``base`` phase may take what an earlier run with the same weights and settings
-    #: measured (editkit.refusal.base_cache); off for a FitContext made by hand
+    #: measured (editkit.eval.refusal.base_cache); off for a FitContext made by hand
     base_eval_cache: bool = False
     #: False while the pipeline evaluates an edit no rule can pick (a comparison fitted beside the edit,
     #: ``eval.comparison_generations`` off): methods skip their generation-based metrics

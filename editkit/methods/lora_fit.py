@@ -35,9 +35,9 @@ from typing import Any
 
 import torch
 
-from editkit.distributed import is_main_process, rank_and_world, sum_gradients, sum_objects
 from editkit.errors import SHORT_WRITE, EditkitError, disk_full_error, disk_full_reason
 from editkit.eval.pairwise import to_device
+from editkit.run.distributed import is_main_process, rank_and_world, sum_gradients, sum_objects
 
 __all__ = [
     "LossOut",

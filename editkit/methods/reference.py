@@ -17,10 +17,10 @@ import yaml
 from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
-from editkit.catalog import packaged_recipes
 from editkit.errors import RecipeError
 from editkit.methods import get_method, method_names
-from editkit.recipe import Recipe, parse_recipe
+from editkit.spec.catalog import packaged_recipes
+from editkit.spec.recipe import Recipe, parse_recipe
 
 
 def _type_name(annotation) -> str:
@@ -86,7 +86,7 @@ MOE_SECTION = [
     "the per-expert checkpoint name); any other MoE is refused in one line naming what was found. transformers "
     "5 holds the experts of a layer as fused 3-D tensors (`mlp.experts.down_proj` (E, hidden, I), GPT-OSS "
     "(E, I, hidden) with biases); editkit addresses expert `e`'s down projection as the module "
-    "`<layer>.mlp.experts.<e>.down_proj` (`editkit.moe`), so every edit op works on single experts: its "
+    "`<layer>.mlp.experts.<e>.down_proj` (`editkit.model.moe`), so every edit op works on single experts: its "
     "merge form writes that expert's slice, its hook form runs the layer's experts through editkit's own "
     "per-expert loop.",
     "",

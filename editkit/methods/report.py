@@ -1,6 +1,6 @@
 """How a method's run reads in the ablation card: the method's part of the card, from a typed info model.
 
-``editkit.card`` is a generic template; everything it says that depends on the method comes from the
+``editkit.publish.card`` is a generic template; everything it says that depends on the method comes from the
 method's :class:`Report` (``Method.report``): what the run removes when the recipe names no target, the
 method's own metrics and the data sets they are measured on, the "where it was found" section and its
 plots, and how a comparison fitted beside the edit is described. The report reads ``edit.info`` through

@@ -12,13 +12,13 @@ from pathlib import Path
 
 from pydantic import Field, field_validator
 
-from editkit.edit import Edit
+from editkit.edit.edit import Edit
+from editkit.edit.ops import ScaleInputs
 from editkit.errors import EditkitError
 from editkit.methods.base import FitContext, FitResult, Method, MethodParams
 from editkit.methods.registry import register_method
 from editkit.methods.report import Info, Report, num
-from editkit.ops import ScaleInputs
-from editkit.plots import bar_per_layer
+from editkit.publish.plots import bar_per_layer
 
 
 class DampenParams(MethodParams):

@@ -21,8 +21,8 @@ from typing import Any, ClassVar
 import torch
 from pydantic import BaseModel, ConfigDict
 
+from editkit.eval.robustness.families import ANSWER_FRAME_FAMILIES, build_families
 from editkit.eval.subsets import answer_classes, stratified_subset
-from editkit.robustness import ANSWER_FRAME_FAMILIES, build_families
 
 PHASES = ("base", "edited", "control")
 

@@ -15,9 +15,9 @@ from typing import Any
 
 from editkit.eval.checks import CHECKS, CheckData, CheckSpec, merged_copy
 from editkit.eval.checks.verdict import headline_verdict
-from editkit.events import StageCounter, write_metrics
 from editkit.methods import get_method
-from editkit.sizing import model_eval_batch_size
+from editkit.model.sizing import model_eval_batch_size
+from editkit.run.events import StageCounter, write_metrics
 
 
 def checks_units(enabled: Mapping[str, CheckSpec], data: CheckData, phases) -> int:

@@ -10,7 +10,7 @@ right answer only (capitals, numbers: every pair its own) are pooled and scored 
 m against −m (the chance that one item's right answer beats another's wrong one by more than the reverse).
 
 Measured on the frames the fit trained on (``original``) and on every answer-frame family it never saw
-(``editkit.robustness.ANSWER_FRAME_FAMILIES``). The rule is :data:`SEPARATION_RULE`, computed by
+(``editkit.eval.robustness.families.ANSWER_FRAME_FAMILIES``). The rule is :data:`SEPARATION_RULE`, computed by
 :func:`frame_removed` and :func:`judge_separation` and nowhere else.
 """
 

@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import torch
 
-from editkit.edit import Edit
+from editkit.edit.edit import Edit
+from editkit.edit.ops import EditOp, ProjectOut
 from editkit.errors import EditkitError
 from editkit.eval.subsets import stratified_subset
 from editkit.methods.base import FitContext, FitResult, Method
@@ -30,7 +31,6 @@ from editkit.methods.erase.directions import (
 )
 from editkit.methods.erase.params import EraseParams
 from editkit.methods.erase.report import EraseReport
-from editkit.ops import EditOp, ProjectOut
 
 
 def estimate_layers(anatomy, p: EraseParams) -> list[int]:

@@ -16,8 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from editkit.distributed import gather_shares
-from editkit.edit import Edit, ScaleInputs
+from editkit.edit.edit import Edit, ScaleInputs
 from editkit.errors import EditkitError
 from editkit.localize.designs import balanced_design, exhaustive_design, knockouts_per_trial
 from editkit.localize.head_masks import design_to_masks, encode_items, score_head_masks
@@ -25,8 +24,9 @@ from editkit.localize.recovery import sparse_recovery
 from editkit.methods.base import FitContext, FitResult, Method
 from editkit.methods.heads.params import HeadsParams
 from editkit.methods.heads.report import HeadsReport, head_label
-from editkit.plots import layer_head_heatmap
-from editkit.sizing import model_head_batch_rows
+from editkit.model.sizing import model_head_batch_rows
+from editkit.publish.plots import layer_head_heatmap
+from editkit.run.distributed import gather_shares
 
 
 def head_mask_edit(
@@ -46,7 +46,7 @@ def head_mask_edit(
 
 def batch_rows_for(model, p: HeadsParams, enc: dict | None = None) -> int:
     """``p.batch_rows``, or the default for where the model lives: 128 rows on the CPU; on an accelerator
-    as many as fit in half its free memory, up to 2048 (:func:`editkit.sizing.head_batch_rows`), sized for
+    as many as fit in half its free memory, up to 2048 (:func:`editkit.model.sizing.head_batch_rows`), sized for
     the encoded rows ``enc`` (or ``max_length``-token rows)."""
     if p.batch_rows is not None:
         return p.batch_rows

@@ -6,7 +6,7 @@ import shutil
 from pathlib import Path
 
 from editkit.methods.report import Info, Report, finite, num
-from editkit.plots import layer_head_heatmap
+from editkit.publish.plots import layer_head_heatmap
 
 
 def head_label(layer: int, head: int) -> str:

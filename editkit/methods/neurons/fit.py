@@ -26,14 +26,14 @@ import time
 
 import torch
 
-from editkit.distributed import gather_shares
-from editkit.edit import Edit, ScaleInputs
+from editkit.edit.edit import Edit, ScaleInputs
 from editkit.errors import EditkitError
+from editkit.eval.routing import routing_shares
 from editkit.localize.attribution import neuron_attributions, neuron_layout, neuron_width
 from editkit.methods.base import FitContext, FitResult, Method
 from editkit.methods.neurons.params import NeuronsParams
 from editkit.methods.neurons.report import NeuronsReport
-from editkit.routing import routing_shares
+from editkit.run.distributed import gather_shares
 
 
 def unit_of(anatomy, layer: int, j: int) -> tuple[str, str, int]:

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from editkit.methods.report import Info, Report, cell, num
-from editkit.plots import bar_per_layer
+from editkit.publish.plots import bar_per_layer
 
 
 class NeuronsInfo(Info):

@@ -11,11 +11,11 @@ from collections.abc import Callable, Mapping
 
 import torch
 
-from editkit.edit import Edit
+from editkit.edit.edit import Edit
+from editkit.edit.ops import EditOp, NormPreservingProjectOut, ProjectOut, WriterProjectOut
 from editkit.errors import EditkitError
+from editkit.methods.refusal.nullspace import null_space_update
 from editkit.methods.refusal.params import RefusalParams
-from editkit.ops import EditOp, NormPreservingProjectOut, ProjectOut, WriterProjectOut
-from editkit.refusal.nullspace import null_space_update
 
 
 def edited_layers(anatomy, p: RefusalParams, start: int | None = None) -> list[int]:

@@ -19,17 +19,17 @@ from __future__ import annotations
 
 import torch
 
-from editkit.edit import Edit
+from editkit.edit.edit import Edit
+from editkit.edit.ops import WriterProjectOut
 from editkit.errors import EditkitError
+from editkit.eval.refusal.metrics import phase_refusal_metrics, refusal_eval_units
 from editkit.methods.base import FitContext, FitResult, Method
 from editkit.methods.refusal.edit import edited_layers, project_edit, uniform_weights
 from editkit.methods.refusal.optuna_search import kernel_of, run_search
 from editkit.methods.refusal.params import RefusalParams
+from editkit.methods.refusal.profile import layer_weights
 from editkit.methods.refusal.report import RefusalReport
 from editkit.methods.refusal.search import RefusalSearch
-from editkit.ops import WriterProjectOut
-from editkit.refusal.metrics import phase_refusal_metrics, refusal_eval_units
-from editkit.refusal.profile import layer_weights
 
 
 def _r4(ws: list[float]) -> list[float]:

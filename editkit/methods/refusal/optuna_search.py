@@ -30,9 +30,9 @@ from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 
+from editkit.eval.refusal.chat import chat_first_token_logprobs, kl_rows
+from editkit.methods.refusal.profile import TentProfile, layer_weights
 from editkit.methods.refusal.search import refusal_log_odds
-from editkit.refusal.chat import chat_first_token_logprobs, kl_rows
-from editkit.refusal.profile import TentProfile, layer_weights
 
 JOURNAL = "refusal_search.journal"
 #: ``touch <run>/refusal_search.stop``: start no further trial; the pick is made from the trials finished

@@ -7,8 +7,8 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from editkit.methods.base import MethodParams
-from editkit.refusal.atoms import ATOM_NAMES
-from editkit.refusal.profile import Profile
+from editkit.methods.refusal.atoms import ATOM_NAMES
+from editkit.methods.refusal.profile import Profile
 
 
 class SearchSpace(BaseModel):

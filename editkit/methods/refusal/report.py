@@ -8,9 +8,9 @@ from typing import Any
 
 from matplotlib.figure import Figure
 
+from editkit.eval.refusal.metrics import REFUSAL_HEADLINE, REFUSAL_METRICS
 from editkit.methods.report import Info, Report, cell, num
-from editkit.plots import integer_ticks, save
-from editkit.refusal.metrics import REFUSAL_HEADLINE, REFUSAL_METRICS
+from editkit.publish.plots import integer_ticks, save
 
 
 class RefusalInfo(Info):

@@ -8,10 +8,17 @@ from dataclasses import dataclass, field
 
 import torch
 
-from editkit.anatomy import target_module, weight_out_in
-from editkit.distributed import map_across_processes
 from editkit.errors import EditkitError
+from editkit.eval.refusal.chat import chat_first_token_logprobs, kl_rows, prompt_texts
 from editkit.methods.base import FitContext
+from editkit.methods.refusal.atoms import (
+    atom_pairs_from_rows,
+    cosines,
+    harmless_principal_components,
+    load_atom_pairs,
+    ridge_clean,
+)
+from editkit.methods.refusal.direction import diff_of_means, direction_at, project_off, residual_activations
 from editkit.methods.refusal.edit import (
     edited_layers,
     kernel_edit,
@@ -19,18 +26,11 @@ from editkit.methods.refusal.edit import (
     project_edit,
     uniform_weights,
 )
+from editkit.methods.refusal.nullspace import principal_subspace, writer_inputs
 from editkit.methods.refusal.params import RefusalParams
-from editkit.refusal.atoms import (
-    atom_pairs_from_rows,
-    cosines,
-    harmless_principal_components,
-    load_atom_pairs,
-    ridge_clean,
-)
-from editkit.refusal.chat import chat_first_token_logprobs, kl_rows, prompt_texts
-from editkit.refusal.direction import diff_of_means, direction_at, project_off, residual_activations
-from editkit.refusal.nullspace import principal_subspace, writer_inputs
-from editkit.sizing import model_eval_batch_size
+from editkit.model.anatomy import target_module, weight_out_in
+from editkit.model.sizing import model_eval_batch_size
+from editkit.run.distributed import map_across_processes
 
 Cand = tuple[int, int | None, float]  # (direction layer, first edited layer or None, strength)
 
@@ -86,7 +86,7 @@ class RefusalSearch:
 
     @property
     def batch_size(self) -> int:
-        """``batch_size``, or 16 on CPU / what fits on an accelerator (editkit.sizing)."""
+        """``batch_size``, or 16 on CPU / what fits on an accelerator (editkit.model.sizing)."""
         return self.p.batch_size or model_eval_batch_size(self.ctx.model)
 
     def _acts(self, prompts: list[str]) -> torch.Tensor:

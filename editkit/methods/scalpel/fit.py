@@ -23,7 +23,7 @@ from contextlib import contextmanager
 
 import torch
 
-from editkit.edit import Edit
+from editkit.edit.edit import Edit
 from editkit.errors import DataError, EditkitError
 from editkit.eval.pairwise import encode_prompt_answers, mean_answer_logprob, pairwise_margins, to_device
 from editkit.methods.base import FitContext, FitResult, Method
@@ -43,7 +43,7 @@ from editkit.methods.lora import (  # noqa: F401 - adapter_ops, wrap_lora... are
 from editkit.methods.lora_fit import LossOut, TrainConfig, encode_text, kl_to_base, train_lora
 from editkit.methods.scalpel.params import ScalpelParams
 from editkit.methods.scalpel.report import ScalpelReport
-from editkit.sizing import model_eval_batch_size
+from editkit.model.sizing import model_eval_batch_size
 
 # ---------------------------------------------------------------------------------------------------
 # the loss

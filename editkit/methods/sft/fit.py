@@ -25,9 +25,10 @@ import random
 
 import torch
 
-from editkit.distributed import gather_shares
-from editkit.edit import Edit
+from editkit.edit.edit import Edit
 from editkit.errors import DataError, EditkitError
+from editkit.eval.refusal.chat import chat_prompts, generate, prompt_texts
+from editkit.eval.refusal.metrics import phase_refusal_metrics, refusal_eval_units
 from editkit.methods.base import FitContext, FitResult, Method
 from editkit.methods.lora import (
     adapter_ops,
@@ -41,9 +42,8 @@ from editkit.methods.lora import (
 from editkit.methods.lora_fit import LossOut, TrainConfig, encode_text, kl_to_base, train_lora
 from editkit.methods.sft.params import SftParams
 from editkit.methods.sft.report import SftReport
-from editkit.models import editkit_home
-from editkit.refusal.chat import chat_prompts, generate, prompt_texts
-from editkit.refusal.metrics import phase_refusal_metrics, refusal_eval_units
+from editkit.model.load import editkit_home
+from editkit.run.distributed import gather_shares
 
 # --------------------------------------------------------------------------------------------------
 # examples and loss

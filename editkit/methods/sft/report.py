@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from editkit.eval.refusal.metrics import REFUSAL_HEADLINE, REFUSAL_METRICS
 from editkit.methods.report import Report
-from editkit.refusal.metrics import REFUSAL_HEADLINE, REFUSAL_METRICS
 
 
 class SftReport(Report):

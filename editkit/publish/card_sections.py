@@ -1,0 +1,472 @@
+"""The card's body sections that do not depend on the method: before/after tables, comparisons,
+robustness, the export check, how to reproduce, limitations and provenance."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import yaml
+
+from editkit import __version__
+from editkit.eval.robustness.families import FAMILIES, removal_verdict
+from editkit.methods.report import Report, finite, num
+from editkit.publish.card_meta import (
+    CLASS_PREFIX,
+    data_sources,
+    known_metrics,
+    label,
+    looks_like_path,
+    metric_keys,
+)
+from editkit.run.provenance import install_command
+
+
+def delta(a, b) -> str:
+    if not finite(a) or not finite(b):
+        return "–"
+    d = b - a
+    s = num(d)
+    return s if s.startswith("-") or s == "0" else "+" + s
+
+
+def escape_cell(text: str) -> str:
+    """A '|' inside a markdown table cell must be escaped or it splits the cell."""
+    return text.replace("|", "\\|")
+
+
+def before_after(recipe: Mapping, metrics: Mapping, report: Report) -> list[str]:
+    base, edited = metrics.get("base") or {}, metrics.get("edited") or {}
+    control = metrics.get("control") or {}
+    lines = ["## Before and after", ""]
+    if not base and not edited:
+        return lines + ["No evaluation was recorded for this run.", ""]
+    has_c = bool(control)
+    head = (
+        "| metric | base | edited | Δ edited |"
+        + (" random control | Δ control |" if has_c else "")
+        + " reading |"
+    )
+    sep = "| --- | --- | --- | --- |" + (" --- | --- |" if has_c else "") + " --- |"
+    lines += [head, sep]
+    known = known_metrics(report)
+    for k in metric_keys(known, base, edited, control):
+        b, e = base.get(k), edited.get(k)
+        row = f"| {escape_cell(label(known, k))} | {num(b)} | {num(e)} | {delta(b, e)} |"
+        if has_c:
+            c = control.get(k)
+            row += f" {num(c)} | {delta(b, c)} |"
+        reading = known.get(k, ("", "", ""))[2]
+        if k.startswith("heldout/"):
+            reading = "held-out capability: should not move"
+        elif k.startswith(CLASS_PREFIX):
+            reading = "one answer class: a removal lowers every class, a tilt raises one"
+        row += f" {reading} |"
+        lines.append(row)
+    lines.append("")
+    lines.append(
+        "Accuracies are fractions (pairwise: log p(correct) > log p(incorrect), length-normalised; 0.5 = chance)."
+    )
+    notes = []
+    ev = recipe.get("eval") or {}
+    if not has_c:
+        why = "`eval.control` is off" if ev.get("control") is False else "the method has no random control"
+        notes.append(
+            f"No random control was evaluated ({why}), so the cost cannot be compared with a random edit of the same size."
+        )
+    else:
+        what = (metrics.get("control_edit") or {}).get("control")
+        notes.append(f"Random control: {what or 'a random edit of the same size'}.")
+    if "blimp_accuracy" not in base:
+        notes.append("BLiMP was not measured (`eval.blimp` off or the BLiMP data was not found).")
+    if "perplexity" not in base:
+        notes.append("Perplexity was not measured (`eval.perplexity` off or no general text).")
+    if not any(k.startswith("heldout/") for k in base):
+        notes.append("No held-out capability was measured, so there is no general capability score.")
+    if ev.get("max_items"):
+        notes.append(
+            f"Each evaluated set was cut to {ev['max_items']} items (`eval.max_items`): a subset drawn with the "
+            "recipe's seed, stratified by answer class (and answer-frame family where items have one)."
+        )
+    notes += base_cache_note(metrics.get("base_eval_cache") or {})
+    lines += ["", *[f"- {n}" for n in notes], ""]
+    return lines + comparisons(base, edited, metrics.get("comparisons") or {}, report)
+
+
+def base_cache_note(cache: Mapping) -> list[str]:
+    """Where the base evaluation came from (``eval.cache``): an earlier run's cache entry, or this run."""
+    key = f"`{cache.get('key')}`"
+    if cache.get("status") == "hit":
+        return [
+            f"Base evaluation: from cache (key {key}): the base model's responses and verdicts were measured by "
+            "an earlier run with the same weights and settings (`eval.cache: false` measures them again)."
+        ]
+    if cache.get("status") == "stored":
+        return [f"Base evaluation: measured by this run and stored in the cache (key {key}) for later runs."]
+    if cache.get("status") == "unavailable":
+        return [f"Base evaluation: measured by this run, not cached ({cache.get('why')})."]
+    return []
+
+
+def lm_eval(metrics: Mapping) -> list[str]:
+    """lm-evaluation-harness tasks (``eval.lm_eval``), per task metric: base → edited → random control."""
+    le = metrics.get("lm_eval") or {}
+    tasks = le.get("tasks") or {}
+    if not tasks:
+        return []
+    phases = [
+        p
+        for p in ("base", "edited", "control")
+        if any(p in r for t in tasks.values() for r in t["metrics"].values())
+    ]
+    lines = ["### lm-evaluation-harness", ""]
+    head = "| task | metric | n | " + " | ".join(phases) + (" | Δ edited |" if "edited" in phases else " |")
+    lines += [head, "|" + " --- |" * (head.count("|") - 1)]
+    for task, t in tasks.items():
+        for name, row in t["metrics"].items():
+            se = (t.get("stderr") or {}).get(name) or {}
+            cells = [num(row.get(p)) + (f" ± {num(se[p])}" if finite(se.get(p)) else "") for p in phases]
+            d = f" {delta(row.get('base'), row.get('edited'))} |" if "edited" in phases else ""
+            lines.append(
+                f"| {escape_cell(task)} | {escape_cell(name)} | {t.get('n') or '–'} | "
+                + " | ".join(cells)
+                + f" |{d}"
+            )
+    shots = le.get("num_fewshot")
+    lines += [
+        "",
+        f"Run with lm-evaluation-harness {le.get('lm_eval_version') or ''} (`lm_eval.simple_evaluate` on the "
+        "in-memory model of each phase, the edit applied as it was evaluated above); "
+        + ("each task's own few-shot setting" if shots is None else f"{shots}-shot")
+        + (f", at most {le['limit']} documents per task" if le.get("limit") else "")
+        + "; ± is lm-eval's standard error.",
+        "",
+    ]
+    return lines
+
+
+def comparisons(base: Mapping, edited: Mapping, comps: Mapping, report: Report) -> list[str]:
+    """Alternative edits fitted in the same run (a variant the method fitted beside the edit), evaluated the same way."""
+    lines: list[str] = []
+    for name, comp in comps.items():
+        m, c = comp.get("metrics") or {}, (comp.get("info") or {}).get("comparison") or {}
+        known = known_metrics(report)
+        keys = [k for k in metric_keys(known, base, edited, m) if k in m and k in edited]
+        lines += [
+            f"### Compared with {name}",
+            "",
+            report.comparison_note(c),
+            "",
+        ]
+        if comp.get("generations") is False:
+            lines += [
+                "No responses were generated for it (`eval.comparison_generations: false`): no rule can pick it "
+                "(the validation score already kept this edit), so only what needs no generation was measured.",
+                "",
+            ]
+        lines += [
+            f"| metric | base | this edit | {escape_cell(name)} |",
+            "| --- | --- | --- | --- |",
+        ]
+        lines += [
+            f"| {escape_cell(label(known, k))} | {num(base.get(k))} | {num(edited[k])} | {num(m[k])} |"
+            for k in keys
+        ]
+        lines.append("")
+    return lines
+
+
+def robustness(metrics: Mapping) -> list[str]:
+    rob = metrics.get("robustness")
+    lines = ["## Robustness on paraphrases and answer frames", ""]
+    if not rob:
+        return lines + [
+            "Robustness was not measured for this run (`eval.robustness` off or no target data). The removal "
+            "has only been checked on the original prompt format.",
+            "",
+        ]
+    describe = {k: f.description for k, f in FAMILIES.items()}
+    describe["original"] = "the evaluation prompts as written"
+    lines.append(
+        "The target metric on rewritten prompts. Retained removal = drop on the family ÷ drop on the original "
+        "prompts (1 = the removal carries over fully, 0 = not at all)."
+    )
+    lines.append("")
+    for name, rep in rob.items():
+        fams = (rep or {}).get("families") or {}
+        summ = (rep or {}).get("summary") or {}
+        is_target = name == "target"
+        title = "Target capability" if is_target else f"Control: {name.split(':', 1)[-1]} (should not drop)"
+        lines += [f"### {title}", ""]
+        if is_target:
+            lines += ["| family | n | before | after | drop | retained removal | what it is |"]
+            lines += ["| --- | --- | --- | --- | --- | --- | --- |"]
+        else:
+            lines += [
+                "| family | n | before | after | drop | what it is |",
+                "| --- | --- | --- | --- | --- | --- |",
+            ]
+        for fam, r in fams.items():
+            flag = "" if r.get("informative", True) else " (near chance before: not counted)"
+            row = f"| {fam} | {r.get('n', '')} | {num(r.get('before'))} | {num(r.get('after'))} | {num(r.get('drop'))} |"
+            if is_target:
+                row += f" {num(r.get('retained'))}{flag} |"
+            row += f" {describe.get(fam, '')} |"
+            lines.append(row)
+        lines.append("")
+        if is_target:
+            if summ.get("worst_retained") is not None:
+                lines.append(
+                    f"Worst family: **{summ.get('worst_family')}** (retained removal {num(summ['worst_retained'])}); "
+                    f"mean retained removal over {summ.get('families')} families: {num(summ.get('mean_retained'))}."
+                )
+            else:
+                lines.append(
+                    "Retained removal is undefined: "
+                    + (summ.get("note") or "no family could be summarised")
+                    + ". The per-family accuracies above are still what was measured."
+                )
+            verdict = removal_verdict(metrics)
+            if verdict is not None:
+                lines += ["", f"**Verdict: {verdict['sentence']}.** {verdict['rule']}"]
+            lines.append("")
+    return lines
+
+
+def export(metrics: Mapping) -> list[str]:
+    exp = metrics.get("export") or {}
+    lines = ["## Export check", ""]
+    if not exp:
+        return lines + ["The export information was not recorded.", ""]
+    lines.append(
+        f"The edit is merged into the weights (fp32 arithmetic), saved as safetensors with dtype `{exp.get('dtype')}`"
+        f" ({len(exp.get('files') or [])} file(s) in all); this folder loads with plain `transformers`:"
+    )
+    lines += [
+        "",
+        "```python",
+        "from transformers import AutoModelForCausalLM, AutoTokenizer",
+        "",
+        'model = AutoModelForCausalLM.from_pretrained("<this repo or folder>")',
+        "```",
+        "",
+    ]
+    diff = exp.get("max_abs_logit_diff")
+    if diff is None:
+        lines.append("The reload check was not run (`export.verify: false`).")
+    else:
+        tol = exp.get("tolerance")
+        s = f"Reloaded from disk, the export's logits differ from the edited model's by at most {num(diff)} (max |Δlogit|"
+        s += (
+            f", tolerance {num(tol)})."
+            if tol is not None
+            else "; no tolerance applies to a reduced-precision export)."
+        )
+        lines.append(s)
+    if exp.get("tensors_identical"):
+        lines.append(
+            f"All {exp['tensors_identical']} exported tensors are bit-identical to the merged in-memory model's "
+            f"(reload checked in {exp.get('checked_dtype')} on {exp.get('checked_device')})."
+        )
+    if exp.get("tied_embeddings") is not None:
+        lines.append(f"Input/output embeddings tied: {'yes' if exp['tied_embeddings'] else 'no'}.")
+    lines += _gguf_lines(exp.get("gguf") or {})
+    lines.append("")
+    return lines
+
+
+def _gguf_lines(g: Mapping | list) -> list[str]:
+    """Every GGUF file for llama.cpp / Ollama / LM Studio the export wrote (a dict in runs before several
+    types could be asked for), with its size and round-trip check."""
+    files = [g] if isinstance(g, Mapping) else list(g)
+    files = [f for f in files if f.get("file")]
+    if not files:
+        return []
+    lines = [
+        "",
+        "**GGUF** (the same edited weights for llama.cpp, Ollama and LM Studio, with the tokenizer and chat "
+        f"template; e.g. `llama-cli -m {files[0]['file']}`):",
+        "",
+        "| file | type | size | made by | loaded back with transformers: max \\|Δlogit\\| (bound) |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for f in files:
+        size = f"{f['bytes'] / 2**20:.1f} MiB" if f.get("bytes") else "not recorded"
+        by = "llama.cpp's quantiser, from the f16 file" if f.get("f16_seconds") is not None else "editkit"
+        check = "not checked"
+        if f.get("max_abs_logit_diff") is not None:
+            check = f"{num(f['max_abs_logit_diff'])} ({num(f.get('bound'))}); token ids identical"
+        lines.append(f"| `{f['file']}` | {f.get('type')} | {size} | {by} | {check} |")
+    lines += [
+        "",
+        "Each file was loaded back with transformers (`gguf_file=`) and compared with the safetensors export on "
+        "probe prompts and a chat-templated prompt; the bound is a share of the largest logit per type.",
+    ]
+    return lines
+
+
+def reproduce(recipe: Mapping, metrics: Mapping, recipe_text: str | None) -> list[str]:
+    name = recipe.get("name", "run")
+    h = metrics.get("recipe_hash", "")
+    repo = (recipe.get("push") or {}).get("repo_id")
+    lines = ["## Reproduce", ""]
+    lines.append(
+        f"The resolved recipe (every default filled in, hash `{h}`) is embedded in this repository as "
+        "`editkit/recipe.yaml`, next to the edit artifact (`editkit/edit.json` + tensors):"
+    )
+    lines += ["", "```bash", *install_command(metrics.get("editkit_revision"))]
+    if repo:
+        lines.append(f"hf download {repo} editkit/recipe.yaml --local-dir .")
+    lines += [f"editkit apply editkit/recipe.yaml --out runs/{name}", "```", ""]
+    local = [
+        s
+        for s in data_sources(recipe) + [str((recipe.get("model") or {}).get("id", ""))]
+        if looks_like_path(s)
+    ]
+    if local:
+        lines.append(
+            "The recipe names local files, which must exist at the same paths: "
+            + ", ".join(f"`{s}`" for s in dict.fromkeys(local))
+            + "."
+        )
+    lines.append(
+        "To apply the same edit to the base weights without refitting: "
+        "`Edit.load('editkit').merge_into(model)` (`from editkit.edit.edit import Edit`)."
+    )
+    lines += ["", f"### Recipe (resolved, hash `{h}`)", "", "```yaml"]
+    text = recipe_text if recipe_text else yaml.safe_dump(dict(recipe), sort_keys=False, allow_unicode=True)
+    lines += [text.rstrip("\n").replace("```", "'''"), "```", ""]
+    return lines
+
+
+def limitations(recipe: Mapping, metrics: Mapping) -> list[str]:
+    ev = recipe.get("eval") or {}
+    items = [
+        "Evaluation sets are small (tens to a few hundred items): differences of a few points are within noise.",
+        "Measured only in the prompt formats listed above"
+        + (" and the paraphrase families in the robustness table" if metrics.get("robustness") else "")
+        + "; other phrasings, languages, chat formats or multi-step use were not tested.",
+        "The capability may be re-learnable: a short fine-tune on a few examples usually restores removed behaviour.",
+        "Pairwise accuracy compares two given answers; it does not show what the model generates freely.",
+        "General ability is measured by perplexity, held-out capabilities"
+        + (" and BLiMP" if "blimp_accuracy" in (metrics.get("base") or {}) else "")
+        + " only; abilities not measured may have changed.",
+    ]
+    if not ev.get("control", True) or not metrics.get("control"):
+        items.append(
+            "No random-edit control was run, so the cost is not compared with an edit of the same size."
+        )
+    return ["## Limitations", "", *[f"- {s}" for s in items], ""]
+
+
+def _commit_cell(rev: Any) -> str | None:
+    if not isinstance(rev, Mapping) or not rev.get("commit"):
+        return None
+    return f"`{rev['commit']}`" + (" (with uncommitted changes)" if rev.get("dirty") else "")
+
+
+def provenance(recipe: Mapping, metrics: Mapping, run_id: str | None) -> list[str]:
+    rows = [
+        ("editkit", metrics.get("editkit_version") or __version__),
+        ("editkit commit", _commit_cell(metrics.get("editkit_revision"))),
+        ("recipe hash", metrics.get("recipe_hash")),
+        ("run", run_id),
+        ("base model", metrics.get("base_model") or metrics.get("model")),
+        ("weights", metrics.get("weights")),
+        ("license", metrics.get("license") or "unknown (not recorded by the base model)"),
+        ("seed", recipe.get("seed")),
+        ("fit time (s)", metrics.get("fit_seconds")),
+        ("total time (s)", metrics.get("total_seconds")),
+    ]
+    lines = ["## Provenance", "", "| | |", "| --- | --- |"]
+    lines += [f"| {k} | {v} |" for k, v in rows if v is not None]
+    lines.append("")
+    lines.append(f"Card written by editkit {__version__}.")
+    return lines + [""]
+
+
+TILT = 0.05
+"""A class accuracy rising by this much while another falls by as much reads as a tilt, not a removal."""
+
+
+def per_class(b: Mapping, e: Mapping) -> list[str]:
+    """Per-answer-class accuracy before → after, and whether the edit removed or tilted the judgement."""
+    keys = sorted(k for k in set(b) & set(e) if k.startswith(CLASS_PREFIX))
+    keys = [k for k in keys if finite(b[k]) and finite(e[k])]
+    if not keys:
+        return []
+    parts = [f'"{k[len(CLASS_PREFIX) :]}" {num(b[k])} → {num(e[k])}' for k in keys]
+    s = "By right answer: " + ", ".join(parts)
+    if finite(b.get("target_balanced_accuracy")) and finite(e.get("target_balanced_accuracy")):
+        s += (
+            f"; balanced accuracy {num(b['target_balanced_accuracy'])} → {num(e['target_balanced_accuracy'])}"
+        )
+    if finite(b.get("target_mean_margin")) and finite(e.get("target_mean_margin")):
+        s += f"; mean margin ℓ⁺ − ℓ⁻ {num(b['target_mean_margin'])} → {num(e['target_mean_margin'])}"
+    out = [s + "."]
+    up = [k for k in keys if e[k] - b[k] >= TILT]
+    down = [k for k in keys if b[k] - e[k] >= TILT]
+    if up and down:
+        favoured = ", ".join(f'"{k[len(CLASS_PREFIX) :]}"' for k in up)
+        out.append(
+            f"**The edit tilts the model towards {favoured}** (that class got more accurate while another got "
+            f"less, by ≥ {TILT} each): the pairwise accuracy near chance comes from a preference for one "
+            "answer, not from a removed judgement."
+        )
+    return out
+
+
+def generations(metrics: Mapping) -> list[str]:
+    rows = [r for r in (metrics.get("generations") or []) if isinstance(r, Mapping) and "prompt" in r]
+    if not rows:
+        return []
+    lines = ["## Greedy generations", ""]
+    lines.append(
+        "A few target prompts continued greedily (no sampling) by the base and the edited model, so a reader "
+        "sees what the model says, not only which of two answers it prefers:"
+    )
+    lines.append("")
+    for r in rows:
+        lines += [f"- prompt: `{_code(r['prompt'])}`"]
+        for who in ("base", "edited"):
+            if who in r:
+                lines.append(f"  - {who}: `{_code(r[who])}`")
+    return lines + [""]
+
+
+def samples(metrics: Mapping) -> list[str]:
+    """Greedy generations of the refusal sets before/after (``metrics["samples"]``: phase -> the run's
+    samples-<phase>.json)."""
+    got = metrics.get("samples") or {}
+    base, edited = got.get("base") or {}, got.get("edited") or {}
+    lines: list[str] = []
+
+    def text(rows: list, i: int, limit: int) -> str:
+        t = " ".join(str(rows[i]).split()) if i < len(rows) else "–"
+        t = t if len(t) <= limit else t[: limit - 1] + "…"
+        return escape_cell(t.replace("<", "&lt;")) or "(empty)"
+
+    for kind in ("harmful", "harmless"):
+        prompts = edited.get(f"{kind}_prompts") or base.get(f"{kind}_prompts") or []
+        if not prompts or not (base.get(kind) or edited.get(kind)):
+            continue
+        if not lines:
+            lines = [
+                "## Sample generations",
+                "",
+                "Greedy, chat template, the first test prompts of each set.",
+                "",
+            ]
+        lines += [f"### {kind.capitalize()} prompts", "", "| prompt | base model | edited model |"]
+        lines.append("| --- | --- | --- |")
+        for i in range(len(prompts)):
+            lines.append(
+                f"| {text(prompts, i, 90)} | {text(base.get(kind) or [], i, 160)} | "
+                f"{text(edited.get(kind) or [], i, 160)} |"
+            )
+        lines.append("")
+    return lines
+
+
+def _code(text: Any) -> str:
+    return " ".join(str(text).split()).replace("`", "'")
