@@ -212,7 +212,7 @@ def same_weights(a: Path, b: Path) -> bool:
     """Tensor-by-tensor equality of two exports (streamed one tensor at a time)."""
     import torch
 
-    from editkit.export.streaming import open_checkpoint, read_tensor
+    from editkit.export.checkpoint import open_checkpoint, read_tensor
 
     ea, eb = open_checkpoint(a).entries, open_checkpoint(b).entries
     if set(ea) != set(eb):

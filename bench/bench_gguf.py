@@ -20,7 +20,7 @@ import torch
 
 def main() -> None:
     from editkit.export.gguf_file import GGUF_TYPES, ROUND_TRIP_BOUND, check_gguf, write_gguf
-    from editkit.model.load import ensure_demo_model
+    from editkit.model.demo import ensure_demo_model
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", default=None, help="a safetensors model folder (default: the demo model)")

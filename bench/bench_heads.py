@@ -66,7 +66,7 @@ def main() -> None:
     from editkit.model.anatomy import find_anatomy
 
     if args.model is None:
-        from editkit.model.load import ensure_demo_model
+        from editkit.model.demo import ensure_demo_model
 
         args.model = str(ensure_demo_model(progress=lambda m: None))
     model = AutoModelForCausalLM.from_pretrained(args.model, dtype=torch.float32).eval()

@@ -194,7 +194,7 @@ def run_part(
 
 def main() -> None:
     from editkit.export.gguf_file import ALL_GGUF_TYPES
-    from editkit.model.load import ensure_demo_model
+    from editkit.model.demo import ensure_demo_model
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", default=None, help="a safetensors model folder (default: the demo model)")

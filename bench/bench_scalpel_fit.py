@@ -19,7 +19,8 @@ from pathlib import Path
 import torch
 
 from editkit.methods.lora import resolve_targets, unwrap_lora, wrap_lora
-from editkit.methods.lora_fit import TrainConfig, train_lora
+from editkit.methods.lora_config import TrainConfig
+from editkit.methods.lora_fit import train_lora
 from editkit.methods.scalpel.fit import ScalpelBatches, ScalpelLoss, _tokens_in
 from editkit.methods.scalpel.params import ScalpelParams
 from editkit.model.anatomy import find_anatomy
@@ -38,7 +39,7 @@ def load(tiny: bool):
         return tiny_model("llama")
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from editkit.model.load import demo_model_dir
+    from editkit.model.demo import demo_model_dir
 
     path = demo_model_dir()
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()

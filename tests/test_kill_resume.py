@@ -19,7 +19,7 @@ import torch
 from safetensors.torch import load_file
 
 from editkit import apply_recipe
-from editkit.methods.lora_fit import latest_checkpoint
+from editkit.methods.lora_checkpoint import latest_checkpoint
 from editkit.run.events import read_events
 from tests.tiny import TRIPLETS, save_tiny, tiny_model
 

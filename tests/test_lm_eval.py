@@ -119,7 +119,7 @@ def test_lm_eval_accuracy_on_the_demo_model_is_editkits_pairwise_accuracy(demo_m
 
     from editkit.eval.lm_eval import run_lm_eval
     from editkit.eval.pairwise import score_answers
-    from editkit.spec.recipe import LmEvalSpec
+    from editkit.spec.eval import LmEvalSpec
 
     torch.set_num_threads(2)
     tok = AutoTokenizer.from_pretrained(demo_model_dir)

@@ -7,7 +7,9 @@ import pytest
 import torch
 
 from editkit.errors import EditkitError
-from editkit.methods.lora_fit import LossOut, TrainConfig, train_lora
+from editkit.methods.lora_config import TrainConfig
+from editkit.methods.lora_fit import train_lora
+from editkit.methods.lora_loss import LossOut
 from editkit.run.events import NullEventLog
 
 

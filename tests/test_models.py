@@ -7,8 +7,9 @@ import torch
 
 from editkit.errors import ModelLoadError
 from editkit.model.anatomy import find_anatomy
-from editkit.model.load import ensure_demo_model, load_model
-from editkit.spec.recipe import ModelSpec
+from editkit.model.demo import ensure_demo_model
+from editkit.model.load import load_model
+from editkit.spec.inputs import ModelSpec
 
 
 def test_local_folder_loads_fp32_with_pad_token(tiny_dir):
@@ -68,7 +69,7 @@ def test_demo_model_anatomy(demo_model_dir):
 
 @pytest.mark.slow
 def test_gguf_file_loads_like_the_converted_demo(demo_model_dir):
-    from editkit.model.load import demo_gguf_path
+    from editkit.model.demo import demo_gguf_path
 
     gguf = load_model(ModelSpec(id=str(demo_gguf_path())))
     demo = load_model("demo")
@@ -80,7 +81,7 @@ def test_gguf_file_loads_like_the_converted_demo(demo_model_dir):
 
 
 def test_demo_download_notice_says_what_how_big_and_where(tmp_path, monkeypatch):
-    from editkit.model.load import DEMO_WHEEL, demo_download_notice, demo_model_dir, demo_wheel_path
+    from editkit.model.demo import DEMO_WHEEL, demo_download_notice, demo_model_dir, demo_wheel_path
 
     monkeypatch.setenv("EDITKIT_HOME", str(tmp_path))
     text = demo_download_notice(demo_wheel_path().parent, demo_model_dir())

@@ -25,10 +25,12 @@ from editkit.edit.ops import (
     op_kinds,
 )
 from editkit.errors import AnatomyError, EditkitError
-from editkit.export.streaming import open_checkpoint, stream_merge
+from editkit.export.checkpoint import open_checkpoint
+from editkit.export.streaming import stream_merge
 from editkit.export.write import check_export, export_model, logits_of, probe_inputs
-from editkit.model.anatomy import find_anatomy, moe_spec, target_module
+from editkit.model.anatomy import find_anatomy
 from editkit.model.moe import ExpertDown
+from editkit.model.targets import moe_spec, target_module
 from tests.tiny import CORPUS, MOE_FAMILIES, tiny_config, tiny_model, tiny_tokenizer
 
 PROMPTS = ["The quick brown fox jumps", "Paris is the capital of"]

@@ -12,9 +12,9 @@ import sys
 import pytest
 import torch
 
-from editkit.export.streaming import open_checkpoint
+from editkit.export.checkpoint import open_checkpoint
 from editkit.export.write import check_export, export_model, logits_of, probe_inputs
-from editkit.model.anatomy import is_expert, target_module
+from editkit.model.targets import is_expert, target_module
 from tests.launch import ROOT, launch_env
 from tests.test_contract import FIT_PARAMS, HARM, SAFE
 from tests.tiny import MOE_FAMILIES, TRIPLETS, fit_context, tiny_model, tiny_tokenizer

@@ -10,7 +10,8 @@ from editkit.data.prompt_sets import BUILTIN_PROMPT_SETS, PROMPT_SET_DIR, SPLITS
 from editkit.data.recipe_data import _load_set
 from editkit.errors import DataError
 from editkit.eval.refusal.chat import prompt_texts
-from editkit.spec.recipe import DataSource, load_recipe
+from editkit.spec.inputs import DataSource
+from editkit.spec.recipe import load_recipe
 
 ROOT = Path(__file__).resolve().parents[1]
 SIZES = {

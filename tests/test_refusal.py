@@ -27,7 +27,8 @@ from editkit.methods.refusal.direction import diff_of_means, residual_activation
 from editkit.methods.refusal.edit import project_edit
 from editkit.methods.refusal.fit import RefusalMethod
 from editkit.methods.refusal.params import RefusalParams
-from editkit.model.anatomy import find_anatomy, weight_out_in
+from editkit.model.anatomy import find_anatomy
+from editkit.model.targets import weight_out_in
 from editkit.run.events import EventLog
 from tests.tiny import fit_context, tiny_model
 

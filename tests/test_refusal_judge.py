@@ -23,7 +23,7 @@ from editkit.eval.refusal.judge import (
     make_judge,
 )
 from editkit.eval.refusal.metrics import refusal_metrics
-from editkit.spec.recipe import ModelSpec
+from editkit.spec.inputs import ModelSpec
 from tests.tiny import fit_context, tiny_model
 
 

@@ -22,7 +22,8 @@ from editkit.methods.refusal.nullspace import null_space_update, principal_subsp
 from editkit.methods.refusal.optuna_search import JOURNAL, grid_params, kernel_of
 from editkit.methods.refusal.params import RefusalParams
 from editkit.methods.refusal.profile import FreeProfile, TentProfile, layer_weights
-from editkit.model.anatomy import find_anatomy, weight_out_in
+from editkit.model.anatomy import find_anatomy
+from editkit.model.targets import weight_out_in
 from tests.test_refusal import HARM, SAFE, _ctx
 from tests.tiny import tiny_model
 

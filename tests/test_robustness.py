@@ -12,16 +12,9 @@ import pytest
 
 from editkit.errors import DataError
 from editkit.eval.pairwise import pairwise_accuracy
-from editkit.eval.robustness.families import (
-    ANSWER_FRAME_FAMILIES,
-    FAMILIES,
-    REMOVAL_RULE,
-    build_families,
-    make_model_generated_family,
-    removal_verdict,
-    robustness_report,
-    score_families,
-)
+from editkit.eval.robustness.families import ANSWER_FRAME_FAMILIES, FAMILIES, build_families
+from editkit.eval.robustness.generated import make_model_generated_family
+from editkit.eval.robustness.report import REMOVAL_RULE, removal_verdict, robustness_report, score_families
 from tests.tiny import tiny_model
 
 ITEM = {

@@ -16,7 +16,8 @@ from editkit.eval.pairwise import encode_prompt_answers, pairwise_margins
 from editkit.methods import get_method
 from editkit.methods.base import FitContext
 from editkit.methods.lora import adapter_ops, lora_layers, resolve_targets, unwrap_lora, wrap_lora
-from editkit.methods.lora_fit import encode_text, latest_checkpoint
+from editkit.methods.lora_checkpoint import latest_checkpoint
+from editkit.methods.lora_loss import encode_text
 from editkit.methods.scalpel.fit import ScalpelLoss, ScalpelMethod
 from editkit.methods.scalpel.params import ScalpelParams
 from editkit.model.anatomy import find_anatomy

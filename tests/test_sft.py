@@ -134,7 +134,9 @@ def test_response_column_and_errors(tmp_path, monkeypatch):
 
 def test_empty_micro_batches_are_skipped_not_filled_with_repeats():
     """A short batch split into more micro-batches than it has items: the empty ones are skipped."""
-    from editkit.methods.lora_fit import LossOut, TrainConfig, train_lora
+    from editkit.methods.lora_config import TrainConfig
+    from editkit.methods.lora_fit import train_lora
+    from editkit.methods.lora_loss import LossOut
 
     model = torch.nn.Linear(1, 1, bias=False)
     seen = []
@@ -156,7 +158,7 @@ def test_empty_micro_batches_are_skipped_not_filled_with_repeats():
 def test_distill_rows_are_learned_by_exact_kl_to_the_base_model_and_ce_rows_by_cross_entropy():
     from peft import LoraConfig, get_peft_model
 
-    from editkit.methods.lora_fit import encode_text
+    from editkit.methods.lora_loss import encode_text
     from editkit.methods.sft.fit import sft_loss
 
     model, tok = tiny_model("qwen2")

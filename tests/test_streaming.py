@@ -12,16 +12,13 @@ from transformers import AutoModelForCausalLM
 
 from editkit.edit.edit import Edit, LowRank, ProjectOut, ScaleInputs
 from editkit.errors import EditkitError
-from editkit.export.streaming import (
-    decide_streaming,
-    module_layouts,
-    open_checkpoint,
-    read_header,
-    stream_merge,
-)
+from editkit.export.checkpoint import open_checkpoint
+from editkit.export.module_layout import module_layouts
+from editkit.export.streaming import decide_streaming, stream_merge
 from editkit.export.write import export_model
 from editkit.model.anatomy import find_anatomy
 from editkit.model.load import LoadedModel
+from editkit.model.safetensors_header import read_header
 from tests.tiny import tiny_model
 
 
@@ -288,7 +285,7 @@ def test_shared_direction_edit_saves_and_streams(tmp_path):
 
 def test_base_checkpoint_dir(tmp_path):
     from editkit.export.reexport import base_checkpoint_dir
-    from editkit.spec.recipe import ModelSpec
+    from editkit.spec.inputs import ModelSpec
 
     src = _save("llama", tmp_path / "base")
     assert base_checkpoint_dir(ModelSpec(id=str(src))) == src

@@ -15,8 +15,12 @@ from pathlib import Path
 import pytest
 from textual.widgets import DataTable, RichLog, Static, TabbedContent
 
-from editkit_tui.app import CardScreen, MonitorApp, RunListScreen, RunScreen, resolve_target
-from editkit_tui.state import EventTailer, RunState, display_status, find_runs, format_duration, load_run
+from editkit_tui.app import MonitorApp, resolve_target
+from editkit_tui.list_screen import RunListScreen
+from editkit_tui.run_screen import CardScreen, RunScreen
+from editkit_tui.state import RunState, load_run
+from editkit_tui.tailer import EventTailer, find_runs
+from editkit_tui.views import display_status, format_duration
 from tests.tui_events import T0, EventWriter, write_crashed_run, write_full_run
 
 SNAPSHOTS = Path(__file__).parent / "snapshots"

@@ -15,7 +15,9 @@ from rich.style import Style
 from rich.table import Table
 from rich.text import Text
 
-from editkit_tui.state import Heatmap, RunState, StageState, format_duration, format_value
+from editkit_tui.records import Heatmap, StageState
+from editkit_tui.state import RunState
+from editkit_tui.views import format_duration, format_value
 
 STATUS_STYLE = {
     "running": "bold cyan",

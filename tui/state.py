@@ -2,178 +2,27 @@
 
 No Textual import here, so the logic is unit-testable and the CLI can reuse it (e.g. a one-line status).
 Everything is computed from event timestamps, except "how long ago" questions (elapsed of a running run,
-staleness), which take an explicit `now` so callers and tests control the clock.
+staleness), which take an explicit `now` so callers and tests control the clock. The parts a RunState
+holds (stages, heatmaps, ...) are in `editkit_tui.records`, reading the log in `editkit_tui.tailer`, and
+the clock- and OS-dependent views (display status, formatting) in `editkit_tui.views`.
 """
 
 from __future__ import annotations
 
-import json
 import math
-import os
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-EVENTS_FILE = "events.jsonl"
-STALE_AFTER_S = 300.0
-"""A run without run_end whose log has not changed for this long and whose pid is gone is stale."""
+from editkit_tui.records import Heatmap, LogLine, RobustnessFamily, StageState
+from editkit_tui.tailer import EVENTS_FILE, EventTailer
+
 MAX_LOG_LINES = 2000
 ENDED_STATUSES = ("ok", "error", "interrupted")
 
 
-# --------------------------------------------------------------------------- reading
-
-
-class EventTailer:
-    """Incremental reader of an append-only JSONL file.
-
-    Reads only the bytes added since the last call and keeps an incomplete last line buffered until its
-    newline arrives, so a line being written is never parsed half-way. If the file shrinks or is replaced
-    (new inode), it starts over and sets `restarted` so the caller can rebuild its state.
-    """
-
-    def __init__(self, path: Path):
-        self.path = Path(path)
-        self.offset = 0
-        self._pending = b""
-        self._inode: int | None = None
-        self.bad_lines = 0
-        self.restarted = False
-        self.exists = False
-        self.mtime: float | None = None
-
-    def read_new(self) -> list[dict[str, Any]]:
-        """Return the complete events appended since the last call (never raises on bad content)."""
-        self.restarted = False
-        try:
-            st = os.stat(self.path)
-        except OSError:
-            self.exists = False
-            self.mtime = None
-            return []
-        self.exists = True
-        self.mtime = st.st_mtime
-        if (self._inode is not None and st.st_ino != self._inode) or st.st_size < self.offset:
-            self.offset, self._pending, self.bad_lines = 0, b"", 0
-            self.restarted = True
-        self._inode = st.st_ino
-        if st.st_size == self.offset:
-            return []
-        try:
-            with open(self.path, "rb") as fh:
-                fh.seek(self.offset)
-                chunk = fh.read(st.st_size - self.offset)
-        except OSError:
-            return []
-        self.offset += len(chunk)
-        data = self._pending + chunk
-        *lines, self._pending = data.split(b"\n")
-        events = []
-        for raw in lines:
-            event = self._parse(raw)
-            if event is not None:
-                events.append(event)
-        return events
-
-    @property
-    def pending_bytes(self) -> int:
-        """Bytes of an incomplete last line waiting for its newline."""
-        return len(self._pending)
-
-    def _parse(self, raw: bytes) -> dict[str, Any] | None:
-        raw = raw.strip()
-        if not raw:
-            return None
-        try:
-            event = json.loads(raw.decode("utf-8", errors="replace"))
-        except ValueError:
-            self.bad_lines += 1
-            return None
-        if not isinstance(event, dict):
-            self.bad_lines += 1
-            return None
-        return event
-
-
 # --------------------------------------------------------------------------- state
-
-
-@dataclass
-class StageState:
-    name: str
-    status: str = "pending"  # pending, running, done, failed, interrupted
-    done: int | None = None
-    total: int | None = None
-    start_ts: float | None = None
-    last_ts: float | None = None
-    seconds: float | None = None
-    counts_steps: bool = False
-    """The count comes from step events (a fit): a stage that ends early keeps the steps it ran."""
-
-    @property
-    def stopped_early(self) -> bool:
-        return self.status == "done" and bool(self.total) and self.done is not None and self.done < self.total
-
-    def duration(self, now: float | None = None) -> float | None:
-        """Seconds the stage took (its stage_end), or has been running: to ``now`` when given, else to its
-        latest event. None before it starts."""
-        if self.seconds is not None:
-            return self.seconds
-        if self.start_ts is None:
-            return None
-        end = now if (now is not None and self.status == "running") else self.last_ts
-        return max(0.0, (end if end is not None else self.start_ts) - self.start_ts)
-
-    @property
-    def fraction(self) -> float | None:
-        if self.status == "done":
-            return 1.0
-        if self.total and self.done is not None:
-            return max(0.0, min(1.0, self.done / self.total))
-        return None
-
-    def eta_seconds(self) -> float | None:
-        """Remaining time of a running stage from its own event timestamps (rate since stage start)."""
-        if self.status != "running" or not self.total or not self.done or self.start_ts is None:
-            return None
-        if self.last_ts is None or self.last_ts <= self.start_ts:
-            return None
-        rate = (self.last_ts - self.start_ts) / self.done
-        return max(0.0, (self.total - self.done) * rate)
-
-
-@dataclass
-class Heatmap:
-    name: str
-    values: list[list[float | None]]
-    xlabel: str = ""
-    ylabel: str = ""
-    title: str = ""
-    xlabels: list[str] | None = None  # one name per column (e.g. q, k, v, o, gate, up, down)
-    ylabels: list[str] | None = None  # one name per row
-
-
-@dataclass
-class RobustnessFamily:
-    family: str
-    n: int | None
-    before: float | None
-    after: float | None
-
-    @property
-    def delta(self) -> float | None:
-        if self.before is None or self.after is None:
-            return None
-        return self.after - self.before
-
-
-@dataclass
-class LogLine:
-    ts: float | None
-    level: str
-    message: str
-    stage: str | None = None
 
 
 @dataclass
@@ -511,52 +360,7 @@ _HANDLERS = {
 }
 
 
-# --------------------------------------------------------------------------- status & discovery
-
-
-def pid_alive(pid: int | None) -> bool:
-    """Whether a process with this pid exists on this machine (signal 0 only probes, never signals)."""
-    if not pid or pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    except OSError:
-        return False
-    return True
-
-
-def display_status(
-    state: RunState, mtime: float | None, now: float, stale_after: float = STALE_AFTER_S
-) -> str:
-    """running / ok / error / interrupted / stale / waiting (no events yet)."""
-    if state.ended:
-        return state.status
-    if state.errors:
-        return "error"
-    quiet = mtime is not None and now - mtime > stale_after
-    if quiet and not pid_alive(state.pid):
-        return "stale"
-    if not state.started:
-        return "waiting"
-    return "running"
-
-
-def has_events_file(path: Path) -> bool:
-    """The TUI's notion of a run: a folder with an events.jsonl to read (``editkit.run.events.is_run_dir`` is
-    the stricter one: a folder ``editkit apply`` created)."""
-    return (Path(path) / EVENTS_FILE).is_file()
-
-
-def find_runs(path: Path) -> list[Path]:
-    """Run directories directly under `path` (those holding events.jsonl), sorted by name."""
-    try:
-        return sorted(p for p in Path(path).iterdir() if p.is_dir() and has_events_file(p))
-    except OSError:
-        return []
+# --------------------------------------------------------------------------- loading
 
 
 def load_run(path: Path) -> RunState:
@@ -565,25 +369,3 @@ def load_run(path: Path) -> RunState:
     if path.is_dir():
         path = path / EVENTS_FILE
     return RunState(run_id=path.parent.name).apply_all(EventTailer(path).read_new())
-
-
-def format_duration(seconds: float | None) -> str:
-    """Compact h/m/s: 5s, 2m05s, 1h02m."""
-    if seconds is None or not math.isfinite(seconds):
-        return "—"
-    s = int(round(max(0.0, seconds)))
-    if s < 60:
-        return f"{s}s"
-    if s < 3600:
-        return f"{s // 60}m{s % 60:02d}s"
-    return f"{s // 3600}h{(s % 3600) // 60:02d}m"
-
-
-def format_value(x: float | None, digits: int = 4) -> str:
-    if x is None:
-        return "—"
-    if math.isnan(x):
-        return "nan"
-    if x != 0 and (abs(x) >= 1e5 or abs(x) < 1e-3):
-        return f"{x:.{max(1, digits - 1)}e}"
-    return f"{x:.{digits}f}"

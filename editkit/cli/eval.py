@@ -10,13 +10,13 @@ from editkit.data.capabilities import BUILTIN_CAPABILITIES, load_triplets
 from editkit.data.general import load_general_text, perplexity
 from editkit.errors import EditkitError
 from editkit.eval.blimp import default_blimp_dir, load_blimp
-from editkit.eval.checks import CheckData, ChecksSpec
+from editkit.eval.checks import CheckData, checks_spec
 from editkit.eval.checks.run import checks_units, run_checks
 from editkit.eval.subsets import stratified_subset
 from editkit.eval.suite import EvalData, evaluate, evaluation_units
 from editkit.model.load import load_model
 from editkit.run.events import is_run_dir, run_model_dir
-from editkit.spec.recipe import ModelSpec
+from editkit.spec.inputs import ModelSpec
 
 
 def resolve_model_target(target: str) -> str:
@@ -141,7 +141,7 @@ def check_target(
     def cut(rows):
         return stratified_subset([dict(r) for r in rows], max_items, seed)
 
-    spec = checks if checks is not None else ChecksSpec()
+    spec = checks if checks is not None else checks_spec()()
     base_loaded = load_model(base_spec, progress=say)
     edited = load_model(path, progress=say)
     data = CheckData(

@@ -20,7 +20,8 @@ from editkit.errors import DataError, RecipeError
 from editkit.eval.blimp import default_blimp_dir, load_blimp
 from editkit.eval.subsets import stratified_subset
 from editkit.eval.suite import EvalData
-from editkit.spec.recipe import DataSource, Recipe
+from editkit.spec.inputs import DataSource
+from editkit.spec.recipe import Recipe
 
 
 @dataclass

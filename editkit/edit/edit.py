@@ -34,9 +34,9 @@ from editkit.edit.ops import (  # noqa: F401 - re-exported: ``from editkit.edit.
     register_op,
 )
 from editkit.errors import EditkitError, disk_full_error, disk_full_reason
-from editkit.model.anatomy import set_weight_out_in, target_module, weight_out_in
 from editkit.model.moe import ExpertDown, swap_in_merged
 from editkit.model.safetensors_header import read_checked_header
+from editkit.model.targets import set_weight_out_in, target_module, weight_out_in
 
 FORMAT = "editkit-edit"
 FORMAT_VERSION = 1

@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from editkit.model.anatomy import in_out_features, weight_out_in
+from editkit.model.targets import in_out_features, weight_out_in
 
 OPS: dict[str, type[EditOp]] = {}
 

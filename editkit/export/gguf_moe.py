@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from editkit.errors import EditkitError
-from editkit.model.anatomy import moe_spec
+from editkit.model.targets import moe_spec
 
 #: one expert's tensor in the per-expert checkpoint format save_pretrained writes
 EXPERT_KEY = re.compile(r"(?P<pre>.*\.experts)\.(?P<e>\d+)\.(?P<proj>\w+)\.weight$")

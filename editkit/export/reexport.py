@@ -16,7 +16,8 @@ from editkit.edit.edit import Edit
 from editkit.errors import EditkitError
 from editkit.export.streaming import checkpoint_folder, stream_merge
 from editkit.export.write import check_export, export_model, reference_logits, run_info, write_editkit_folder
-from editkit.model.load import DEMO_BASE_MODEL, ensure_demo_model, load_model
+from editkit.model.demo import DEMO_BASE_MODEL, ensure_demo_model
+from editkit.model.load import load_model
 from editkit.model.pypi import PYPI_MODELS, ensure_pypi_model
 from editkit.run.preflight import check_writable_destination
 from editkit.spec.recipe import load_recipe

@@ -23,7 +23,7 @@ import torch
 from editkit.edit.edit import Edit
 from editkit.edit.ops import LowRank
 from editkit.errors import EditkitError
-from editkit.model.anatomy import expert_layout
+from editkit.model.targets import expert_layout
 
 Role = Literal["q", "k", "v", "qkv", "o", "gate", "up", "gate_up", "down", "router", "experts"]
 #: roles adapted through PEFT's target_parameters (a parameter, not a Linear module)

@@ -3,8 +3,10 @@
 It owns only what every LoRA fit needs and what is easy to get wrong: AdamW on the trainable parameters,
 gradient accumulation, step events, periodic validation with early stopping, and checkpoints that make a
 resumed run bit-identical to an uninterrupted one. The method owns the model (a PEFT model), the loss and
-the data. Two loss helpers both LoRA methods use live here too: ``encode_text`` (general-text rows) and
-``kl_to_base`` (KL to the same model with its adapter disabled).
+the data. What a loss returns (``LossOut``) and the two loss helpers both LoRA methods use
+(``encode_text``, ``kl_to_base``) are in ``editkit.methods.lora_loss``; the loop's settings and result
+(``TrainConfig``, ``TrainResult``) in ``editkit.methods.lora_config``; checkpoints in
+``editkit.methods.lora_checkpoint``.
 
 Under ``accelerate launch`` the processes split each step's ``grad_accum`` micro-batches (process r takes
 micro-batches r, r + N, ...) and add their gradients before the optimizer step, so N processes compute the
@@ -25,144 +27,19 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
-import random
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import torch
 
-from editkit.errors import SHORT_WRITE, EditkitError, disk_full_error, disk_full_reason
-from editkit.eval.pairwise import to_device
-from editkit.run.distributed import is_main_process, rank_and_world, sum_gradients, sum_objects
+from editkit.errors import EditkitError
+from editkit.methods.lora_checkpoint import _load_checkpoint, _save_checkpoint
+from editkit.methods.lora_config import TrainConfig, TrainResult
+from editkit.methods.lora_loss import LossOut
+from editkit.run.distributed import rank_and_world, sum_gradients, sum_objects
 
-__all__ = [
-    "LossOut",
-    "TrainConfig",
-    "TrainResult",
-    "encode_text",
-    "kl_to_base",
-    "latest_checkpoint",
-    "train_lora",
-    "trainable_state",
-]
-
-CHECKPOINT_FORMAT = "editkit-lora-checkpoint-v1"
-
-
-@dataclass
-class LossOut:
-    """What a loss callable returns: the scalar to minimise, its named terms and extra metrics."""
-
-    loss: torch.Tensor
-    terms: Mapping[str, float | torch.Tensor] = field(default_factory=dict)
-    metrics: Mapping[str, float | torch.Tensor] = field(default_factory=dict)
-
-
-@dataclass
-class TrainConfig:
-    steps: int
-    lr: float
-    grad_accum: int = 1
-    weight_decay: float = 0.0
-    betas: tuple[float, float] = (0.9, 0.999)
-    warmup_steps: int = 0
-    max_grad_norm: float | None = None
-    eval_every: int = 0  # 0 = never call ``validate``
-    checkpoint_every: int = 0  # 0 = never (a checkpoint is still written on Ctrl-C when a dir is given)
-    checkpoint_dir: Path | None = None
-    keep_checkpoints: int = 1
-    resume: bool = False
-    #: anything that must match between the run that wrote a checkpoint and the one resuming it
-    fingerprint: str = ""
-    stage: str = "fit"
-
-    def lr_at(self, step: int) -> float:
-        """Learning rate for optimizer step ``step`` (0-based): linear warm-up, then constant."""
-        if self.warmup_steps > 0 and step < self.warmup_steps:
-            return self.lr * (step + 1) / self.warmup_steps
-        return self.lr
-
-
-@dataclass
-class TrainResult:
-    steps_run: int  # optimizer steps done in total (including those before a resume)
-    stop_reason: str  # "steps", or the reason ``validate`` gave
-    history: list[dict] = field(default_factory=list)  # one {"step", "loss", "terms", "metrics"} per step
-    validations: list[dict] = field(default_factory=list)
-    resumed_from: int | None = None
-    seconds: float = 0.0
-    tokens: int = 0
-
-
-def encode_text(tokenizer, rows: list[str], max_length: int) -> dict[str, torch.Tensor]:
-    """Right-padded token ids and mask, each row cut to ``max_length`` tokens."""
-    ids = [list(tokenizer(r, add_special_tokens=True)["input_ids"])[:max_length] for r in rows]
-    width = max(len(x) for x in ids)
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
-    input_ids = torch.full((len(ids), width), int(pad), dtype=torch.long)
-    mask = torch.zeros((len(ids), width), dtype=torch.long)
-    for i, x in enumerate(ids):
-        input_ids[i, : len(x)] = torch.tensor(x, dtype=torch.long)
-        mask[i, : len(x)] = 1
-    return {"input_ids": input_ids, "attention_mask": mask}
-
-
-def kl_to_base(
-    peft_model, input_ids: torch.Tensor, attention_mask: torch.Tensor, keep: torch.Tensor | None = None
-) -> torch.Tensor:
-    """Mean KL(p_base ‖ p_adapted) of the next-token distribution over the kept positions.
-
-    The base distribution is the same PEFT model with its adapter disabled (no second copy of the weights);
-    ``keep`` (bool, same shape as ``input_ids``) selects the positions, by default every real token.
-    """
-    dev = peft_model.get_input_embeddings().weight.device
-    # the kept positions as indices worked out where the mask lives (the host), so nothing waits on the GPU
-    sel = (attention_mask if keep is None else keep).bool().nonzero(as_tuple=True)
-    ids, mask = to_device(input_ids, dev), to_device(attention_mask, dev)
-    sel = tuple(to_device(i, dev) for i in sel)
-    with torch.no_grad(), peft_model.disable_adapter():
-        base = torch.log_softmax(
-            peft_model(input_ids=ids, attention_mask=mask, use_cache=False).logits.float(), -1
-        )
-    edit = torch.log_softmax(
-        peft_model(input_ids=ids, attention_mask=mask, use_cache=False).logits.float(), -1
-    )
-    kl = (base.exp() * (base - edit)).sum(-1)
-    return kl[sel].mean()
-
-
-def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """The trainable parameters by name (detached clones): the whole adapter, nothing of the base model."""
-    return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
-
-
-def _rng_state() -> dict[str, Any]:
-    state: dict[str, Any] = {"torch": torch.get_rng_state(), "python": random.getstate()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: Mapping[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
-    random.setstate(_tuplify(state["python"]))
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def _tuplify(o):
-    return tuple(_tuplify(x) for x in o) if isinstance(o, (list, tuple)) else o
-
-
-def latest_checkpoint(directory: Path | None) -> Path | None:
-    if directory is None or not Path(directory).is_dir():
-        return None
-    found = sorted(Path(directory).glob("step-*.pt"))
-    return found[-1] if found else None
+__all__ = ["train_lora"]
 
 
 def _sum_stats(total: float, terms: dict, metrics: dict, tokens: int) -> tuple[float, dict, dict, int]:
@@ -177,114 +54,6 @@ def _sum_stats(total: float, terms: dict, metrics: dict, tokens: int) -> tuple[f
         {k[2:]: v for k, v in s.items() if k.startswith("m:")},
         int(s["tokens"]),
     )
-
-
-def _save_checkpoint(cfg: TrainConfig, model, optimizer, step: int, result: TrainResult) -> Path | None:
-    if cfg.checkpoint_dir is None or not is_main_process():
-        return None
-    d = Path(cfg.checkpoint_dir)
-    d.mkdir(parents=True, exist_ok=True)
-    path = d / f"step-{step:07d}.pt"
-    tmp = d / f".step-{step:07d}.pt.tmp"
-    try:
-        _write_checkpoint_file(tmp, cfg, model, optimizer, step, result)
-    except (OSError, RuntimeError) as e:  # torch.save reports a full disk as a RuntimeError of its writer
-        tmp.unlink(missing_ok=True)
-        if disk_full_reason(e):
-            raise disk_full_error(e, path) from None
-        if isinstance(e, RuntimeError) and ("unexpected pos" in str(e) or "PytorchStreamWriter" in str(e)):
-            raise disk_full_error(e, path, reason=SHORT_WRITE) from None
-        raise
-    tmp.replace(path)
-    _fsync_dir(d)
-    for old in sorted(d.glob("step-*.pt"))[: -max(1, cfg.keep_checkpoints)]:
-        old.unlink(missing_ok=True)
-    return path
-
-
-def _write_checkpoint_file(
-    tmp: Path, cfg: TrainConfig, model, optimizer, step: int, result: TrainResult
-) -> None:
-    with open(tmp, "wb") as fh:
-        torch.save(
-            {
-                "format": CHECKPOINT_FORMAT,
-                "fingerprint": cfg.fingerprint,
-                "step": step,
-                "adapter": {n: p.detach().cpu() for n, p in model.named_parameters() if p.requires_grad},
-                "optimizer": optimizer.state_dict(),
-                "rng": _rng_state(),
-                "history": result.history,
-                "validations": result.validations,
-                "tokens": result.tokens,
-            },
-            fh,
-        )
-        fh.flush()
-        os.fsync(fh.fileno())  # the bytes are on disk before the name is: a power cut cannot tear it either
-
-
-def _fsync_dir(d: Path) -> None:
-    """Persist a rename in ``d`` (POSIX; where a directory cannot be opened this is a no-op)."""
-    with contextlib.suppress(OSError):
-        fd = os.open(d, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-def _read_checkpoint(directory: Path | None, warn: Callable[[str], None]) -> tuple[Path, dict] | None:
-    """The newest checkpoint that can be read. An unreadable one is named in a warning and moved aside
-    (``.step-….pt.unreadable``): left in place, it would outrank, and so outlive, every new checkpoint."""
-    if directory is None or not Path(directory).is_dir():
-        return None
-    for path in sorted(Path(directory).glob("step-*.pt"), reverse=True):
-        try:
-            ck = torch.load(path, map_location="cpu", weights_only=True)
-        except (
-            Exception
-        ) as e:  # truncated or damaged: torch raises RuntimeError, EOFError, UnpicklingError...
-            aside = path.with_name(f".{path.name}.unreadable")
-            if is_main_process():
-                with contextlib.suppress(OSError):
-                    path.replace(aside)
-            why = f"{type(e).__name__}: {(str(e).splitlines() or [''])[0][:120]}"
-            warn(f"{path}: unreadable checkpoint skipped ({why}); moved aside to {aside.name}")
-            continue
-        return path, ck
-    return None
-
-
-def _load_checkpoint(cfg: TrainConfig, model, optimizer, result: TrainResult, events=None) -> int:
-    def warn(message: str) -> None:
-        if events is not None:
-            events.log(message, level="warning")
-
-    found = _read_checkpoint(cfg.checkpoint_dir, warn)
-    if found is None:
-        return 0
-    path, ck = found
-    if not isinstance(ck, dict) or ck.get("format") != CHECKPOINT_FORMAT:
-        raise EditkitError(f"{path}: not an editkit LoRA checkpoint")
-    if ck.get("fingerprint") != cfg.fingerprint:
-        raise EditkitError(
-            f"{path}: this checkpoint was written with different method parameters or data; "
-            "resume with the same recipe, or start a new run (--overwrite)"
-        )
-    params = dict(model.named_parameters())
-    missing = [n for n, p in params.items() if p.requires_grad and n not in ck["adapter"]]
-    if missing:
-        raise EditkitError(f"{path}: checkpoint lacks adapter tensor {missing[0]} (different targets?)")
-    with torch.no_grad():
-        for n, t in ck["adapter"].items():
-            params[n].copy_(t.to(params[n].device, params[n].dtype))
-    optimizer.load_state_dict(ck["optimizer"])
-    _set_rng_state(ck["rng"])
-    result.history = list(ck.get("history", []))
-    result.validations = list(ck.get("validations", []))
-    result.tokens = int(ck.get("tokens", 0))
-    return int(ck["step"])
 
 
 def _f(x) -> float:

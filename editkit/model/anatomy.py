@@ -13,56 +13,14 @@ roles). Any other MoE is refused in one line naming what was found.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
-from functools import cache
-from importlib import resources
 
-import torch
 from torch import nn
-from transformers.pytorch_utils import Conv1D
 
 from editkit.errors import AnatomyError
-from editkit.model.moe import ExpertDown, ExpertLayout, expert_views
-
-
-@cache
-def _names() -> dict[str, list[str]]:
-    return json.loads(resources.files("editkit").joinpath("_data/architectures.json").read_text())
-
-
-@dataclass(frozen=True)
-class LayerAnatomy:
-    index: int
-    prefix: str
-    o: str  # attention output projection (its input = concatenated query-head outputs)
-    down: str | None  # MLP output projection (its input = MLP neurons); MoE: the shared expert's, or None
-    q: str | None = None
-    k: str | None = None
-    v: str | None = None
-    qkv: str | None = None  # fused (GPT-2 c_attn, Phi-3 qkv_proj)
-    gate: str | None = None
-    up: str | None = None
-    gate_up: str | None = None  # fused (Phi-3)
-    norms: tuple[str, ...] = ()
-    # mixture of experts (empty on dense layers)
-    experts: str | None = None  # the module holding the fused expert tensors
-    expert_downs: tuple[str, ...] = ()  # each expert's down projection: edit targets <experts>.<e>.<down>
-    router: str | None = None  # the router (its weight: [n_experts, hidden])
-    shared_expert_gate: str | None = None  # Qwen2-MoE: the sigmoid gate of the shared expert
-
-    def role(self, role: str) -> str | None:
-        return getattr(self, role)
-
-    @property
-    def is_moe(self) -> bool:
-        return self.experts is not None
-
-    @property
-    def residual_writers(self) -> tuple[str, ...]:
-        """Every matrix that writes this layer's residual stream: o_proj, the (shared) MLP's down
-        projection and every expert's down projection."""
-        return (self.o,) + ((self.down,) if self.down else ()) + self.expert_downs
+from editkit.model.layer_anatomy import LayerAnatomy, _layer_anatomy, _layer_list, _moe_evidence
+from editkit.model.moe import ExpertLayout
+from editkit.model.targets import _names, expert_layout, in_out_features, target_module
 
 
 @dataclass
@@ -187,40 +145,6 @@ class Anatomy:
 
 
 # ---------------------------------------------------------------------------------------------------
-# weight orientation helpers (Linear: [out, in]; Conv1D: [in, out]; Embedding: [vocab, hidden])
-# ---------------------------------------------------------------------------------------------------
-
-
-def in_out_features(module: nn.Module) -> tuple[int, int]:
-    if isinstance(module, nn.Linear):
-        return module.in_features, module.out_features
-    if isinstance(module, Conv1D):
-        return module.weight.shape[0], module.weight.shape[1]
-    if isinstance(module, nn.Embedding):
-        return module.num_embeddings, module.embedding_dim
-    w = getattr(module, "weight", None)
-    if isinstance(w, torch.Tensor) and w.dim() == 2:
-        return w.shape[1], w.shape[0]
-    raise AnatomyError(f"module {type(module).__name__} has no 2-D weight editkit understands")
-
-
-def weight_out_in(module: nn.Module) -> torch.Tensor:
-    """The module's weight as an fp32 copy in [out, in] orientation (one-hot input → output)."""
-    w = module.weight.detach()
-    if isinstance(module, (Conv1D, nn.Embedding)):
-        w = w.t()
-    return w.to(torch.float32).clone()
-
-
-def set_weight_out_in(module: nn.Module, w_out_in: torch.Tensor) -> None:
-    """Write an [out, in] fp32 matrix back into the module, cast to the module's dtype."""
-    target = module.weight
-    w = w_out_in.t() if isinstance(module, (Conv1D, nn.Embedding)) else w_out_in
-    with torch.no_grad():
-        target.copy_(w.to(target.dtype))
-
-
-# ---------------------------------------------------------------------------------------------------
 # discovery
 # ---------------------------------------------------------------------------------------------------
 
@@ -233,116 +157,9 @@ def _cfg(config, keys: list[str]):
     return None
 
 
-def _child(parent: nn.Module, candidates: list[str]) -> str | None:
-    names = dict(parent.named_children())
-    return next((c for c in candidates if c in names), None)
-
-
 def _text_config(config):
     getter = getattr(config, "get_text_config", None)
     return getter() if callable(getter) else config
-
-
-def _layer_list(model: nn.Module, names: dict, n_layers: int | None, what: str) -> tuple[str, nn.ModuleList]:
-    """(name, ModuleList) of the decoder layers."""
-    for cand in names["layers"]:
-        try:
-            mod = model.get_submodule(cand)
-        except AttributeError:
-            continue
-        if isinstance(mod, nn.ModuleList) and len(mod) > 0 and (n_layers is None or len(mod) == n_layers):
-            return cand, mod
-    raise AnatomyError(
-        f"unsupported architecture {what}: could not find the decoder layers "
-        f"(looked for a ModuleList at {', '.join(names['layers'])})"
-    )
-
-
-def _moe_roles(
-    mlp_mod: nn.Module, base: str, i: int, names: dict, spec: dict, missing: list[str]
-) -> dict | None:
-    """A MoE block's roles (``spec``: the family's ``moe`` entry): experts, router, shared expert."""
-    experts = _child(mlp_mod, names["experts"])
-    exp_mod = mlp_mod.get_submodule(experts) if experts else None
-    down = getattr(exp_mod, spec["down"], None) if exp_mod is not None else None
-    if not (isinstance(down, torch.Tensor) and down.dim() == 3):
-        missing.append(f"fused expert tensor {base}.{experts or 'experts'}.{spec['down']} in layer {i}")
-        return None
-    router = spec["router"] if spec["router"] in dict(mlp_mod.named_children()) else None
-    if router is None:
-        missing.append(f"router {base}.{spec['router']} in layer {i}")
-        return None
-    roles: dict = {"gate": None, "up": None, "gate_up": None, "down": None}
-    shared = spec.get("shared_expert")
-    if shared:
-        shared_mod = mlp_mod.get_submodule(shared)
-        for role in ("gate", "up", "gate_up", "down"):
-            c = _child(shared_mod, names[role])
-            roles[role] = f"{base}.{shared}.{c}" if c else None
-    gate = spec.get("shared_expert_gate")
-    return roles | {
-        "experts": f"{base}.{experts}",
-        "expert_downs": tuple(f"{base}.{experts}.{e}.{spec['down']}" for e in range(down.shape[0])),
-        "router": f"{base}.{router}",
-        "shared_expert_gate": f"{base}.{gate}" if gate and gate in dict(mlp_mod.named_children()) else None,
-    }
-
-
-def _layer_anatomy(
-    block: nn.Module, i: int, prefix: str, names: dict, missing: list[str], moe: dict | None = None
-) -> LayerAnatomy | None:
-    """One decoder layer's roles; what cannot be found is appended to ``missing`` (then None).
-
-    ``moe``: the family's ``moe`` entry of the data file, for layers whose MLP is a mixture of experts."""
-    attn = _child(block, names["attn"])
-    mlp = _child(block, names["mlp"])
-    if attn is None:
-        missing.append(f"attention module in layer {i} (looked for {', '.join(names['attn'])})")
-    if mlp is None:
-        missing.append(f"MLP module in layer {i} (looked for {', '.join(names['mlp'])})")
-    if attn is None or mlp is None:
-        return None
-    attn_mod, mlp_mod = block.get_submodule(attn), block.get_submodule(mlp)
-    roles: dict = {}
-    for role in ("q", "k", "v", "qkv", "o"):
-        c = _child(attn_mod, names[role])
-        roles[role] = f"{prefix}.{attn}.{c}" if c else None
-    if moe is not None and _child(mlp_mod, names["experts"]) is not None:
-        more = _moe_roles(mlp_mod, f"{prefix}.{mlp}", i, names, moe, missing)
-        if more is None:
-            return None
-        roles.update(more)
-    else:
-        for role in ("gate", "up", "gate_up", "down"):
-            c = _child(mlp_mod, names[role])
-            roles[role] = f"{prefix}.{mlp}.{c}" if c else None
-        if roles["down"] is None:
-            missing.append(f"MLP output projection in layer {i} (looked for {', '.join(names['down'])})")
-    if roles["o"] is None:
-        missing.append(f"attention output projection in layer {i} (looked for {', '.join(names['o'])})")
-    if roles["q"] is None and roles["qkv"] is None:
-        missing.append(f"query projection in layer {i}")
-    if roles["o"] is None or (roles["down"] is None and not roles.get("experts")):
-        return None
-    norms = tuple(f"{prefix}.{n}" for n in names["norms"] if n in dict(block.named_children()))
-    return LayerAnatomy(index=i, prefix=prefix, norms=norms, **roles)
-
-
-def _moe_evidence(layer_list: nn.ModuleList, names: dict, layers_name: str) -> str | None:
-    """What makes a model a mixture of experts (3-D expert tensors, an experts module), or None."""
-    for i, block in enumerate(layer_list):
-        for n, prm in block.named_parameters():
-            if prm.dim() == 3:
-                return f"3-D expert tensor {layers_name}.{i}.{n} {tuple(prm.shape)}"
-        for n, mod in block.named_modules():
-            if n.rsplit(".", 1)[-1] in names["experts"]:
-                kind = (
-                    f"{type(mod).__name__} of {len(mod)}"
-                    if isinstance(mod, nn.ModuleList)
-                    else type(mod).__name__
-                )
-                return f"experts module {layers_name}.{i}.{n} ({kind})"
-    return None
 
 
 def _check_shapes(
@@ -460,51 +277,3 @@ def _moe_info(model, config, layers: list[LayerAnatomy], names: dict, mtype: str
         "experts_per_token": int(_cfg(config, names["experts_per_token"]) or 0),
         "expert_intermediate_size": int(in_out_features(view)[0]),
     }
-
-
-# ---------------------------------------------------------------------------------------------------
-# edit targets: modules, and single experts of fused expert tensors
-# ---------------------------------------------------------------------------------------------------
-
-
-def expert_layout(model_type: str | None) -> ExpertLayout | None:
-    """The fused-expert layout of a MoE family (``moe`` in the data file), or None."""
-    spec = _names()["moe"].get(model_type or "")
-    return ExpertLayout.from_spec(model_type, spec) if isinstance(spec, dict) else None  # type: ignore[arg-type]
-
-
-def moe_spec(model_type: str | None) -> dict | None:
-    """The family's raw ``moe`` entry (checkpoint names, gguf architecture), or None for dense models."""
-    spec = _names()["moe"].get(model_type or "")
-    return spec if isinstance(spec, dict) else None
-
-
-def split_expert_target(name: str) -> tuple[str, int, str] | None:
-    """``a.b.experts.5.down_proj`` → (``a.b.experts``, 5, ``down_proj``); None if not of that form."""
-    head, _, param = name.rpartition(".")
-    parent, _, idx = head.rpartition(".")
-    return (parent, int(idx), param) if parent and idx.isdigit() else None
-
-
-def target_module(model: nn.Module, name: str) -> nn.Module:
-    """The module an edit op names: a submodule, or one expert's down projection of a fused experts tensor
-    (an :class:`~editkit.model.moe.ExpertDown` view). AttributeError if the model has neither."""
-    try:
-        return model.get_submodule(name)
-    except AttributeError:
-        pass
-    parts = split_expert_target(name)
-    layout = expert_layout(getattr(getattr(model, "config", None), "model_type", None))
-    if parts is not None and layout is not None and parts[2] == layout.down:
-        try:
-            experts = model.get_submodule(parts[0])
-        except AttributeError:
-            experts = None
-        fused = getattr(experts, layout.down, None) if experts is not None else None
-        if isinstance(fused, torch.Tensor) and fused.dim() == 3 and 0 <= parts[1] < fused.shape[0]:
-            return expert_views(experts, layout)[parts[1]]
-    raise AttributeError(f"{type(model).__name__} has no module or expert {name}")
-
-
-def is_expert(module: nn.Module) -> bool:
-    return isinstance(module, ExpertDown)

@@ -127,7 +127,7 @@ QWEN_CODER_1_5B = PyPIModel(
     parts=_qwen_parts(),
 )
 
-#: named models beside ``demo`` (which has its own single-wheel path in editkit.model.load)
+#: named models beside ``demo`` (which has its own single-wheel path in editkit.model.demo)
 PYPI_MODELS: dict[str, PyPIModel] = {QWEN_CODER_1_5B.name: QWEN_CODER_1_5B}
 
 

@@ -7,7 +7,8 @@ section and its plots); ``write_card`` reads a run directory, draws the plots in
 ``huggingface_hub.ModelCardData`` / ``EvalResult`` (``editkit.publish.card_meta``) and parsed back with
 ``ModelCard`` before anything is written, so a card that the Hub would misread never leaves here. The
 method section reuses the method registry (paper, summary, parameter descriptions), like mergekit's card
-generator; the method-independent sections are in ``editkit.publish.card_sections``.
+generator; the method-independent sections are in ``editkit.publish.card_sections`` and
+``editkit.publish.card_release``.
 """
 
 from __future__ import annotations
@@ -26,9 +27,10 @@ from huggingface_hub import ModelCard, ModelCardData
 from editkit.data.capabilities import BUILTIN_CAPABILITIES
 from editkit.errors import OutputError, scrub_secrets
 from editkit.eval.checks.report import checks_section, headline_lines, verdict_of
-from editkit.eval.robustness.families import removal_verdict
+from editkit.eval.robustness.report import removal_verdict
 from editkit.eval.routing import routing_section
 from editkit.methods.report import Report, cell, finite, num
+from editkit.publish import card_release as release
 from editkit.publish import card_sections as sections
 from editkit.publish.card_meta import (  # noqa: F401 - BASE_MODEL_RELATION, hub_id: part of this module's API
     BASE_MODEL_RELATION,
@@ -237,7 +239,7 @@ def render_card(
     verdict = None if report.installs else removal_verdict(metrics)
     if (
         verdict is not None and not verdict["removed"]
-    ):  # the rule in editkit.eval.robustness.families.REMOVAL_RULE
+    ):  # the rule in editkit.eval.robustness.report.REMOVAL_RULE
         verb = "with weakened" if verdict["status"] != "not_removed" else "with (not removed)"
     checks = None if report.installs else verdict_of(metrics)
     if checks is not None:  # the removal checks' headline decides (editkit.eval.checks.verdict)
@@ -262,10 +264,10 @@ def render_card(
     body += sections.robustness(metrics)
     body += checks_section(metrics)
     body += routing_section(metrics)
-    body += sections.export(metrics)
-    body += sections.reproduce(recipe, metrics, recipe_text)
-    body += sections.limitations(recipe, metrics)
-    body += sections.provenance(recipe, metrics, run_id)
+    body += release.export(metrics)
+    body += release.reproduce(recipe, metrics, recipe_text)
+    body += release.limitations(recipe, metrics)
+    body += release.provenance(recipe, metrics, run_id)
     header = ModelCardData(**meta).to_yaml()  # the same dict re-parsed: model-index must survive the trip
     text = f"---\n{header}\n---\n\n" + "\n".join(body).rstrip() + "\n"
     card = ModelCard(text, ignore_metadata_errors=False)  # parses the YAML back; raises if malformed

@@ -16,7 +16,8 @@ from editkit.data.general import _looks_like_path as general_looks_like_path
 from editkit.errors import EditkitError, OutputError
 from editkit.model.load import check_model_source
 from editkit.publish.hub import check_push_access
-from editkit.spec.recipe import DataSource, Recipe
+from editkit.spec.inputs import DataSource
+from editkit.spec.recipe import Recipe
 
 NEEDS_THE_MODEL = (
     "not checked without loading the model: that its architecture is supported, that the method's "

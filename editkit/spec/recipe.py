@@ -2,6 +2,10 @@
 
 A recipe is YAML validated by pydantic *before* any model is loaded. Errors name the file, the line and
 the field (``recipes/x.yaml:7: method.rnak: unknown field (did you mean 'rank'?)``).
+
+This module holds the ``Recipe`` that joins the blocks, and the loading, ``--set`` overrides and error
+messages; the blocks are in ``editkit.spec.inputs`` (model, data), ``editkit.spec.eval`` and
+``editkit.spec.export`` (export, push), on the ``StrictModel`` of ``editkit.spec.base``.
 """
 
 from __future__ import annotations
@@ -12,241 +16,18 @@ import hashlib
 import json
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, ValidationError, field_validator
+from pydantic import BaseModel, Field, SerializeAsAny, ValidationError, field_validator
 
 from editkit.errors import RecipeError
-from editkit.eval.checks import ChecksSpec
 from editkit.methods.registry import method_names, method_params_class
+from editkit.spec.base import StrictModel
 from editkit.spec.catalog import resolve_recipe
-
-
-class StrictModel(BaseModel):
-    """Unknown fields are errors: a typo must never be silently ignored."""
-
-    model_config = ConfigDict(extra="forbid", validate_default=True)
-
-
-class ModelSpec(StrictModel):
-    id: str = Field(description="'demo', a Hub model id, a local directory or a .gguf file")
-    revision: str | None = Field(None, description="Hub revision (branch, tag or commit)")
-    gguf_file: str | None = Field(None, description="GGUF file name inside a Hub repo or directory")
-    dtype: Literal["float32", "bfloat16", "float16", "auto"] = Field(
-        "float32", description="dtype the model is loaded (and edited) in"
-    )
-    device_map: str | None = Field(None, description="passed to from_pretrained, e.g. 'auto' on GPUs")
-    trust_remote_code: bool = Field(False, description="run code from the model repo (off by default)")
-    allow_pickle: bool = Field(
-        False, description="allow loading .bin (pickle) weights; safetensors only unless set"
-    )
-
-    @field_validator("id")
-    @classmethod
-    def _non_empty(cls, v: str) -> str:
-        if not v.strip():
-            raise ValueError("must not be empty")
-        return v
-
-
-class DataSource(StrictModel):
-    source: str = Field(description="built-in name, local .jsonl/.json/.csv/.parquet path, or Hub dataset id")
-    split: str | None = Field(None, description="split to read (Hub datasets, or built-in train/test)")
-    subset: str | None = Field(None, description="Hub dataset configuration name")
-    columns: dict[str, str] = Field(default_factory=dict, description="map of your column -> editkit column")
-    limit: int | None = Field(None, ge=1, description="use at most this many rows")
-
-    @field_validator("source")
-    @classmethod
-    def _non_empty(cls, v: str) -> str:
-        if not v.strip():
-            raise ValueError("must not be empty")
-        return v
-
-
-def _source_shorthand(v: Any) -> Any:
-    return {"source": v} if isinstance(v, str) else v
-
-
-class DataSpec(StrictModel):
-    target: DataSource | None = Field(None, description="the capability to remove (triplets)")
-    general: DataSource = Field(
-        default_factory=lambda: DataSource(source="builtin"),
-        description="general text: regulariser (train split) and perplexity (test split)",
-    )
-    heldout: list[DataSource] | Literal["auto"] = Field(
-        "auto", description="held-out capabilities ('auto' = every other built-in capability)"
-    )
-    sets: dict[str, DataSource] = Field(
-        default_factory=dict, description="named extra prompt sets a method asks for"
-    )
-
-    @field_validator("target", "general", mode="before")
-    @classmethod
-    def _shorthand(cls, v: Any) -> Any:
-        return _source_shorthand(v)
-
-    @field_validator("heldout", mode="before")
-    @classmethod
-    def _heldout_shorthand(cls, v: Any) -> Any:
-        if isinstance(v, list):
-            return [_source_shorthand(x) for x in v]
-        return v
-
-    @field_validator("sets", mode="before")
-    @classmethod
-    def _sets_shorthand(cls, v: Any) -> Any:
-        if isinstance(v, dict):
-            return {k: _source_shorthand(x) for k, x in v.items()}
-        return v
-
-
-class LmEvalSpec(StrictModel):
-    tasks: list[str] = Field(
-        min_length=1,
-        description="lm-eval task names (hellaswag, arc_easy, mmlu, wmdp_bio: data from the Hub), task YAML files, "
-        "or editkit_capabilities (ships with editkit, offline)",
-    )
-    limit: int | None = Field(
-        None, ge=1, description="at most this many documents per task (lm-eval's limit)"
-    )
-    num_fewshot: int | None = Field(None, ge=0, description="few-shot examples (default: each task's own)")
-    batch_size: int | None = Field(
-        None, ge=1, description="lm-eval batch size (default: eval.batch_size, or 16)"
-    )
-    include_path: list[str] = Field(
-        default_factory=list, description="folders of your own lm-eval task YAMLs"
-    )
-
-    @field_validator("tasks")
-    @classmethod
-    def _tasks(cls, v: list[str]) -> list[str]:
-        v = [t.strip() for t in v]
-        if not all(v):
-            raise ValueError("task names must not be empty")
-        if len(set(v)) != len(v):
-            raise ValueError("a task is named twice")
-        return v
-
-
-class EvalSpec(StrictModel):
-    batch_size: int | None = Field(
-        None,
-        ge=1,
-        description="evaluation batch size; default 16 on CPU, on an accelerator as many as fit in half its "
-        "free memory, up to 64",
-    )
-    max_items: int | None = Field(
-        None,
-        ge=1,
-        description="cap on items per evaluated set: a seeded subset stratified by answer class (and "
-        "answer-frame family where items have one), not the first N",
-    )
-    perplexity: bool = Field(True, description="perplexity on the general test text")
-    blimp: str | bool = Field(
-        "auto", description="BLiMP pairs: 'auto' (../shared/data/blimp when present), a path, or false"
-    )
-    blimp_per_phenomenon: int = Field(20, ge=1, description="pairs used per BLiMP phenomenon")
-    control: bool = Field(True, description="evaluate a random edit of the same size as a control")
-    robustness: bool = Field(True, description="check the removal on paraphrase families")
-    robustness_families: list[str] | None = Field(None, description="families to run (default: all)")
-    robustness_min_headroom: float = Field(
-        0.05,
-        ge=0,
-        lt=0.5,
-        description="families whose base accuracy is within this of chance (0.5) cannot show a removal; "
-        "they are reported but left out of the worst/mean summary",
-    )
-    drift_prompts: int = Field(32, ge=0, description="harmless prompts for first-token KL drift")
-    generations: int = Field(
-        3, ge=0, description="target prompts shown with greedy generations before/after the edit in the card"
-    )
-    generation_tokens: int = Field(32, ge=1, description="new tokens per greedy generation")
-    refusal_judge: str = Field(
-        "markers",
-        description="who decides that a response is a refusal: 'markers' (keywords), 'self' (the base model "
-        "reads each response, loaded a second time) or a chat model (Hub id, folder, named model); with a "
-        "model, metrics report both rates and their agreement",
-    )
-    lm_eval: LmEvalSpec | None = Field(
-        None,
-        description="also run lm-evaluation-harness tasks on the base, edited and control models "
-        "(extra editkit[lm-eval]): {tasks: [...], limit: N, num_fewshot: K}",
-    )
-    checks: ChecksSpec | bool = Field(
-        default_factory=ChecksSpec,
-        description="removal checks on capability removals (base vs edited vs control): separation per answer "
-        "frame, a linear probe, a relearning attack, 8-bit rounding, specificity near the target; false = none, "
-        "or each of separation, probe, relearn, quantised, specificity true/false/options (docs/checks.md)",
-    )
-    cache: bool = Field(
-        True,
-        description="reuse the base model's refusal evaluation (responses, verdicts, first-token "
-        "distribution) measured by an earlier run with the same weights and settings; kept under "
-        "$EDITKIT_HOME/eval-cache ($EDITKIT_EVAL_CACHE), safe to delete",
-    )
-    comparison_generations: bool = Field(
-        True,
-        description="generate (refusal rates, judge) for the comparison edits fitted beside the edit too; "
-        "false: no rule picks a comparison (the validation score already chose), so only what needs no "
-        "generation (first-token KL, perplexity, drift) is measured for it and the card says so",
-    )
-
-    @field_validator("checks", mode="after")
-    @classmethod
-    def _checks(cls, v: Any) -> Any:
-        return ChecksSpec() if v is True else v
-
-    @field_validator("refusal_judge")
-    @classmethod
-    def _judge(cls, v: str) -> str:
-        if not v.strip():
-            raise ValueError("must be 'markers', 'self' or a model id")
-        return v.strip()
-
-
-GgufType = Literal["f16", "bf16", "q8_0", "q4_k_m", "q5_k_m", "q6_k"]
-
-
-class ExportSpec(StrictModel):
-    dir: str | None = Field(None, description="where the model goes (default: <run>/model)")
-    dtype: Literal["same", "float32", "bfloat16", "float16"] = Field(
-        "same", description="dtype of the exported weights"
-    )
-    max_shard_size: str = Field("2GB", description="safetensors shard size, e.g. '500MB'")
-    adapter: bool = Field(False, description="also export the un-merged PEFT adapter (LoRA methods)")
-    verify: bool = Field(True, description="reload the export with plain transformers and compare logits")
-    streaming: bool | Literal["auto"] = Field(
-        "auto", description="merge shard by shard without loading the model (weight-space edits)"
-    )
-    gguf: GgufType | list[GgufType] | None = Field(
-        None,
-        description="also write model.gguf (llama.cpp, Ollama, LM Studio) of this type beside the safetensors "
-        "(llama, mistral, qwen2 with a byte-level BPE tokenizer); q4_k_m, q5_k_m, q6_k are made by llama.cpp "
-        "(extra editkit[llamacpp]); a list writes model-<type>.gguf each",
-    )
-
-    @field_validator("max_shard_size")
-    @classmethod
-    def _shard(cls, v: str) -> str:
-        if not re.fullmatch(r"\s*\d+(\.\d+)?\s*(B|KB|MB|GB|KiB|MiB|GiB)\s*", v, flags=re.IGNORECASE):
-            raise ValueError("must look like '500MB' or '2GB'")
-        return v.strip()
-
-
-class PushSpec(StrictModel):
-    repo_id: str | None = Field(None, description="Hub repo 'user/name' to push to")
-    private: bool = Field(False, description="create the repo private")
-    token_env: str = Field("HF_TOKEN", description="environment variable holding the Hub token")
-    force: bool = Field(False, description="push into an existing repo not made by editkit")
-
-    @field_validator("repo_id")
-    @classmethod
-    def _repo(cls, v: str | None) -> str | None:
-        if v is not None and not re.fullmatch(r"[\w.-]+/[\w.-]+", v):
-            raise ValueError("must look like 'user/name'")
-        return v
+from editkit.spec.eval import EvalSpec
+from editkit.spec.export import ExportSpec, PushSpec
+from editkit.spec.inputs import DataSpec, ModelSpec
 
 
 class Recipe(StrictModel):

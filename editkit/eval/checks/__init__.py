@@ -12,7 +12,9 @@ registry lists them, one line each, and the recipe block ``eval.checks`` is buil
         specificity: true             # or {per_capability: 24}
 
 ``eval.checks: false`` switches all of them off; a check set to ``false`` is skipped. The headline verdict
-over them is ``editkit.eval.checks.verdict.headline_verdict``. Use one from Python::
+over them is ``editkit.eval.checks.verdict.headline_verdict``. A check from outside editkit is added with
+:func:`register_check` (docs/adding_an_evaluation.md): its block then validates in recipes, it runs, and its
+section is in the card. Use one from Python::
 
     from editkit.eval.checks import CHECKS, CheckData
     data = CheckData(tokenizer, target_test, target_train, heldout, seed=0)
@@ -33,7 +35,19 @@ from editkit.eval.checks.relearn import Relearn
 from editkit.eval.checks.separation import Separation
 from editkit.eval.checks.specificity import Specificity
 
-__all__ = ["CHECKS", "ChecksSpec", "Check", "CheckData", "CheckResult", "CheckSpec", "PHASES", "merged_copy"]
+__all__ = [
+    "CHECKS",
+    "ChecksSpec",
+    "Check",
+    "CheckData",
+    "CheckResult",
+    "CheckSpec",
+    "PHASES",
+    "checks_spec",
+    "merged_copy",
+    "register_check",
+    "unregister_check",
+]
 
 CHECKS: dict[str, Check] = {
     c.name: c
@@ -61,17 +75,57 @@ class _ChecksBase(BaseModel):
 
     def enabled(self) -> dict[str, CheckSpec]:
         """The checks to run, in registry order: name → options."""
-        return {n: getattr(self, n) for n in CHECKS if getattr(self, n) is not False}
+        return {n: getattr(self, n) for n in CHECKS if getattr(self, n, False) is not False}
 
 
-ChecksSpec = create_model(
-    "ChecksSpec",
-    __base__=_ChecksBase,
-    **{
-        name: (
+def _fields(checks) -> dict[str, Any]:
+    return {
+        c.name: (
             c.spec_cls | bool,
             Field(True, description=f"{c.title}: true (defaults), false (off) or options"),
         )
-        for name, c in CHECKS.items()
-    },
-)
+        for c in checks
+    }
+
+
+ChecksSpec = create_model("ChecksSpec", __base__=_ChecksBase, **_fields(CHECKS.values()))
+"""``eval.checks`` with editkit's own checks (the schema the reference docs show)."""
+_BUILTIN = tuple(CHECKS)
+_current: type[BaseModel] = ChecksSpec
+
+
+def checks_spec() -> type[BaseModel]:
+    """The ``eval.checks`` model for the checks registered now (a subclass of :data:`ChecksSpec` once a
+    plug-in is registered); recipes validate their block against it."""
+    return _current
+
+
+def _rebuild() -> None:
+    global _current
+    extra = [c for n, c in CHECKS.items() if n not in _BUILTIN]
+    _current = create_model("ChecksSpec", __base__=ChecksSpec, **_fields(extra)) if extra else ChecksSpec
+
+
+def register_check(check: Check) -> Check:
+    """Add a check from outside editkit: one more ``eval.checks.<name>`` block (on by default, like the
+    others), run on every phase it names, judged and rendered in the card after editkit's own. The headline
+    verdict stays the rule over editkit's checks (docs/checks.md)."""
+    if not getattr(check, "name", "").isidentifier():
+        raise ValueError(
+            f"a check needs a name that is a Python identifier, got {getattr(check, 'name', None)!r}"
+        )
+    if check.name in CHECKS:
+        raise ValueError(f"a check named {check.name!r} is already registered")
+    if not (isinstance(check.spec_cls, type) and issubclass(check.spec_cls, CheckSpec)):
+        raise TypeError(f"check {check.name!r}: spec_cls must subclass editkit.eval.checks.CheckSpec")
+    CHECKS[check.name] = check
+    _rebuild()
+    return check
+
+
+def unregister_check(name: str) -> None:
+    """Remove a check added by :func:`register_check` (editkit's own stay)."""
+    if name in _BUILTIN:
+        raise ValueError(f"{name!r} is one of editkit's own checks")
+    CHECKS.pop(name, None)
+    _rebuild()

@@ -35,7 +35,8 @@ import torch
 import transformers
 
 from editkit.eval.refusal.chat import chat_prompts
-from editkit.model.load import PLANTED_MODELS, demo_model_dir, planted_model_dir
+from editkit.model.demo import demo_model_dir
+from editkit.model.load import PLANTED_MODELS, planted_model_dir
 from editkit.model.pypi import PYPI_MODELS, editkit_home, model_dir
 
 CACHE_ENV = "EDITKIT_EVAL_CACHE"

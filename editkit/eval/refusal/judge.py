@@ -32,7 +32,7 @@ from editkit.eval.refusal.chat import (
     last_token_logits,
 )
 from editkit.model.load import load_model
-from editkit.spec.recipe import ModelSpec
+from editkit.spec.inputs import ModelSpec
 
 #: the fixed judge prompt ({request}, {response} filled in; the response cut to JUDGE_MAX_CHARS). Asking
 #: whether the assistant *did what was asked* (YES/NO) rather than "REFUSED or COMPLIED" matters: with the

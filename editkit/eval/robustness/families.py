@@ -3,29 +3,25 @@
 A removal that only holds for the training templates is not a removal. Each *family* rewrites a held-out
 triplet's prompt in one systematic way (a question wrapper, a system line, a few-shot prefix, ...) and keeps
 the answers, so the same pairwise metric can be measured on every family before and after the edit.
-``robustness_report`` then says how much of the removal measured on the original prompts survives on each
-family ("retained removal").
+``robustness_report`` (``editkit.eval.robustness.report``) then says how much of the removal measured on the
+original prompts survives on each family ("retained removal").
 
 Every family is a pure function ``family(triplet, rng) -> triplet | None``: the output depends only on the
 triplet and on the ``random.Random`` it is handed (``build_families`` seeds one per family and item, so an
 item's rewrite does not depend on the order of the list or on the other families). ``None`` means the
 family does not apply to that item.
+
+This module holds the rule-based families, the answer-frame families, the registry ``FAMILIES`` and
+``build_families``; a family a model writes is in ``editkit.eval.robustness.generated``.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-import math
-import os
 import random
-import tempfile
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 from editkit.errors import DataError
-from editkit.eval.pairwise import pairwise_margins
 
 __all__ = [
     "Family",
@@ -43,12 +39,7 @@ __all__ = [
     "instruction_language",
     "answer_frame",
     "ANSWER_FRAME_FAMILIES",
-    "REMOVAL_RULE",
-    "removal_verdict",
-    "make_model_generated_family",
     "build_families",
-    "score_families",
-    "robustness_report",
 ]
 
 FamilyFn = Callable[[dict, random.Random], "dict | None"]
@@ -276,115 +267,7 @@ FAMILIES: dict[str, Family] = {
 ANSWER_FRAME_FAMILIES = ("answer_format", "answer_words", "answer_yes_no", "answer_explain", "answer_chat")
 
 
-# ------------------------------------------------------------------------------------- model-generated
-
-
-def make_model_generated_family(
-    model,
-    tokenizer,
-    model_id: str,
-    cache_path: str | os.PathLike,
-    max_new_tokens: int = 32,
-    do_sample: bool = False,
-    temperature: float = 0.7,
-    seed: int = 0,
-) -> Family:
-    """A family whose rewrites a model writes (greedy by default), cached on disk.
-
-    Optional and small on purpose: it needs a model that paraphrases well (the base model by default in the
-    CLI). The cache is a JSON object keyed by sha256 of (model id, item id, prompt, settings); each entry
-    records the settings it was generated with, so a cache never serves text made under other settings.
-    The paraphrase is the first line of the reply with trailing sentence punctuation removed, so the
-    original answers still continue it; an empty reply or one equal to the prompt gives None.
-    """
-    import torch
-
-    settings = {
-        "instruction": _PARAPHRASE_INSTRUCTION,
-        "max_new_tokens": max_new_tokens,
-        "do_sample": do_sample,
-        "temperature": temperature if do_sample else None,
-        "seed": seed,
-        "chat_template": bool(getattr(tokenizer, "chat_template", None)),
-    }
-    cache_path = Path(cache_path)
-
-    def _load() -> dict:
-        if not cache_path.is_file():
-            return {}
-        try:
-            return json.loads(cache_path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as exc:
-            raise DataError(f"paraphrase cache {cache_path} is not valid JSON: {exc}") from exc
-
-    def _generate(prompt: str) -> str:
-        request = _PARAPHRASE_INSTRUCTION.format(prompt=prompt)
-        if settings["chat_template"]:
-            text = tokenizer.apply_chat_template(
-                [{"role": "user", "content": request}], tokenize=False, add_generation_prompt=True
-            )
-            ids = tokenizer(text, add_special_tokens=False, return_tensors="pt")["input_ids"]
-        else:
-            ids = tokenizer(request, return_tensors="pt")["input_ids"]
-        device = next(model.parameters()).device
-        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-        kwargs = {"max_new_tokens": max_new_tokens, "do_sample": do_sample, "pad_token_id": pad}
-        if do_sample:
-            torch.manual_seed(seed)
-            kwargs["temperature"] = temperature
-        with torch.no_grad():
-            out = model.generate(
-                input_ids=ids.to(device), attention_mask=torch.ones_like(ids).to(device), **kwargs
-            )
-        return tokenizer.decode(out[0, ids.shape[1] :], skip_special_tokens=True)
-
-    def model_generated(triplet: dict, rng: random.Random) -> dict | None:
-        del rng  # randomness, if any, comes from the recorded seed
-        key_src = json.dumps([model_id, triplet.get("id"), triplet["prompt"], settings], sort_keys=True)
-        key = hashlib.sha256(key_src.encode("utf-8")).hexdigest()
-        cache = _load()
-        if key not in cache:
-            raw = _generate(triplet["prompt"])
-            cache[key] = {
-                "model_id": model_id,
-                "item_id": triplet.get("id"),
-                "prompt": triplet["prompt"],
-                "settings": settings,
-                "raw": raw,
-                "paraphrase": _clean_generated(raw, triplet["prompt"]),
-            }
-            _atomic_write_json(cache_path, cache)
-        paraphrase = cache[key]["paraphrase"]
-        return _variant(triplet, "model_generated", paraphrase) if paraphrase else None
-
-    return Family("model_generated", model_generated, f"paraphrases written by {model_id} (cached)")
-
-
-_PARAPHRASE_INSTRUCTION = (
-    "Rewrite the unfinished sentence below with different words but the same meaning. "
-    "Keep it unfinished, stopping at the same point.\nSentence: {prompt}\nRewrite:"
-)
-
-
-def _clean_generated(raw: str, prompt: str) -> str | None:
-    lines = [ln.strip() for ln in raw.strip().splitlines() if ln.strip()]
-    if not lines:
-        return None
-    text = lines[0].strip().strip('"').rstrip(" .!…").strip()
-    if not text or text.lower() == prompt.strip().lower():
-        return None
-    return text
-
-
-def _atomic_write_json(path: Path, payload: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        json.dump(payload, fh, indent=1, sort_keys=True, ensure_ascii=False)
-    os.replace(tmp, path)
-
-
-# ----------------------------------------------------------------------------------- build/score/report
+# ------------------------------------------------------------------------------------------------ build
 
 
 def _check(triplets: Sequence[Mapping]) -> None:
@@ -448,152 +331,3 @@ def build_families(
         if len(rewritten) >= min_items:
             out[name] = rewritten
     return out
-
-
-def score_families(
-    model, tokenizer, families: Mapping[str, Sequence[Mapping]], batch_size: int = 16, on_batch=None
-) -> dict[str, float]:
-    """Pairwise accuracy of the model on each family (``original`` included when present); empty ones skipped.
-
-    All families are scored in one pass (full batches of similar lengths across families, each prompt read
-    once), then split. ``on_batch(rows)`` counts scored answers (two per item)."""
-    names = [name for name, items in families.items() if len(items) > 0]
-    flat = [item for name in names for item in families[name]]
-    right = (pairwise_margins(model, tokenizer, flat, batch_size=batch_size, on_batch=on_batch) > 0).float()
-    out, start = {}, 0
-    for name in names:
-        n = len(families[name])
-        out[name] = float(right[start : start + n].mean())
-        start += n
-    return out
-
-
-def robustness_report(
-    before: Mapping[str, float], after: Mapping[str, float], n: Mapping[str, int], min_headroom: float = 0.0
-) -> dict:
-    """Per family before/after/drop and retained removal = drop(family) ÷ drop(original).
-
-    Retained removal 1.0 means the family lost as much accuracy as the original prompts; 0 means the removal
-    did not carry over; above 1 it lost more, below 0 the family improved. It is not clipped.
-    Edge case: when the original drop is ≤ 0 (the edit removed nothing where it was aimed), the ratio is
-    undefined, so every ``retained`` and the summary's ``worst_*``/``mean_retained`` are None and
-    ``summary["note"]`` says why. A family whose accuracy before the edit was within ``min_headroom`` of
-    chance (0.5) cannot show a removal; it is reported but flagged ``"informative": False`` and left out of
-    the summary (default 0.0: every family counts). The mean is unweighted over the summarised families.
-    """
-    if "original" not in before or "original" not in after:
-        raise DataError("robustness report: 'original' accuracy is needed before and after the edit")
-    missing = sorted(set(before) ^ set(after))
-    if missing:
-        raise DataError(f"robustness report: families scored only before or only after: {', '.join(missing)}")
-    original_drop = before["original"] - after["original"]
-    defined = original_drop > 0
-    families: dict[str, dict] = {}
-    for name in before:
-        drop = before[name] - after[name]
-        families[name] = {
-            "n": int(n.get(name, 0)),
-            "before": before[name],
-            "after": after[name],
-            "drop": drop,
-            "retained": (drop / original_drop) if defined else None,
-            "informative": before[name] - 0.5 >= min_headroom if min_headroom > 0 else True,
-        }
-    summarised = {k: v for k, v in families.items() if k != "original" and v["informative"]}
-    summary: dict = {
-        "original_drop": original_drop,
-        "families": len(summarised),
-        "worst_family": None,
-        "worst_retained": None,
-        "mean_retained": None,
-    }
-    if not defined:
-        summary["note"] = "no removal on the original prompts (drop <= 0): retained removal is undefined"
-    elif summarised:
-        worst = min(summarised, key=lambda k: summarised[k]["retained"])
-        summary["worst_family"] = worst
-        summary["worst_retained"] = summarised[worst]["retained"]
-        summary["mean_retained"] = math.fsum(v["retained"] for v in summarised.values()) / len(summarised)
-    return {"families": families, "summary": summary}
-
-
-# ------------------------------------------------------------------------------------------ removal rule
-
-MIN_ORIGINAL_DROP = 0.05  # below this the edit removed nothing measurable on its own evaluation prompts
-ANSWER_FRAME_MIN_BASE = 0.60  # an answer frame counts for the verdict only if the base model is this good
-CARRY_OVER_THRESHOLD = 0.5  # mean carry-over over those frames needed to call the capability removed
-
-REMOVAL_RULE = (
-    f"The card says a capability was *removed* only when (1) target accuracy on the evaluation prompts fell by "
-    f"at least {MIN_ORIGINAL_DROP * 100:.0f} points and (2) the removal carries over to the answer-frame "
-    f"families the fit never saw ({', '.join(ANSWER_FRAME_FAMILIES)}): over those on which the base model "
-    f"scores at least {ANSWER_FRAME_MIN_BASE:.2f}, the mean carry-over is at least {CARRY_OVER_THRESHOLD:.1f}. "
-    "Carry-over of a family = its accuracy drop ÷ the drop on the evaluation prompts, where the latter is "
-    "capped at the family's own distance to chance (before − 0.5), clipped to [0, 1]. An edit that only moves "
-    "the preference between its training answer tokens fails (2)."
-)
-
-
-def removal_verdict(metrics: Mapping) -> dict | None:
-    """Whether a run may say it *removed* its target capability (``REMOVAL_RULE``), from a metrics dict.
-
-    Returns None when the run has no pairwise target accuracy (refusal runs, behaviour installs). Otherwise
-    ``status`` is ``removed``, ``answer_tokens_only`` (dropped on the evaluation prompts, not on unseen answer
-    frames), ``unverified`` (dropped, but no answer frame the base model can do was measured) or
-    ``not_removed``; ``removed`` is True only for the first. Pure: it reads ``metrics["robustness"]["target"]``
-    and ``metrics["base"/"edited"]["target_accuracy"]`` and nothing else, so a stored metrics.json can be
-    re-judged.
-    """
-    rob = ((metrics.get("robustness") or {}).get("target") or {}).get("families") or {}
-    orig = rob.get("original") or {}
-    before = orig.get("before", (metrics.get("base") or {}).get("target_accuracy"))
-    after = orig.get("after", (metrics.get("edited") or {}).get("target_accuracy"))
-    if not all(isinstance(v, (int, float)) and math.isfinite(v) for v in (before, after)):
-        return None
-    drop = float(before) - float(after)
-    carry: dict[str, float] = {}
-    for name in ANSWER_FRAME_FAMILIES:
-        r = rob.get(name)
-        if (
-            not r
-            or not isinstance(r.get("before"), (int, float))
-            or not isinstance(r.get("after"), (int, float))
-        ):
-            continue
-        if r["before"] < ANSWER_FRAME_MIN_BASE:
-            continue
-        possible = min(drop, r["before"] - 0.5)
-        carry[name] = min(1.0, max(0.0, (r["before"] - r["after"]) / possible)) if possible > 0 else 0.0
-    mean = math.fsum(carry.values()) / len(carry) if carry else None
-    if drop < MIN_ORIGINAL_DROP:
-        status = "not_removed"
-    elif mean is None:
-        status = "unverified"
-    elif mean >= CARRY_OVER_THRESHOLD:
-        status = "removed"
-    else:
-        status = "answer_tokens_only"
-    frames = ", ".join(f"{k} {rob[k]['before']:.3f} → {rob[k]['after']:.3f}" for k in carry)
-    sentence = {
-        "removed": f"removed: the drop carries over to answer frames the fit never saw (mean carry-over "
-        f"{mean if mean is not None else 0:.2f} ≥ {CARRY_OVER_THRESHOLD}; {frames})",
-        "answer_tokens_only": "NOT removed: the edit changed the answer tokens, not the capability — accuracy "
-        f"fell {before:.3f} → {after:.3f} on the evaluation prompts but much less on answer frames the fit never "
-        f"saw (mean carry-over {mean if mean is not None else 0:.2f} < {CARRY_OVER_THRESHOLD}; {frames})",
-        "unverified": f"weakened on the evaluation prompts ({before:.3f} → {after:.3f}), but NOT shown to be "
-        "removed: no answer frame the fit never saw (and the base model can do) was measured",
-        "not_removed": f"NOT removed: target accuracy {before:.3f} → {after:.3f} (drop below "
-        f"{MIN_ORIGINAL_DROP * 100:.0f} points)",
-    }[status]
-    return {
-        "status": status,
-        "removed": status == "removed",
-        "original_drop": drop,
-        "carry_over": carry,
-        "mean_carry_over": mean,
-        "threshold": CARRY_OVER_THRESHOLD,
-        "min_base": ANSWER_FRAME_MIN_BASE,
-        "min_original_drop": MIN_ORIGINAL_DROP,
-        "sentence": sentence,
-        "rule": REMOVAL_RULE,
-    }

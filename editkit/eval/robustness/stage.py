@@ -6,12 +6,8 @@ from pathlib import Path
 from typing import Any
 
 from editkit.errors import EditkitError
-from editkit.eval.robustness.families import (
-    build_families,
-    removal_verdict,
-    robustness_report,
-    score_families,
-)
+from editkit.eval.robustness.families import build_families
+from editkit.eval.robustness.report import removal_verdict, robustness_report, score_families
 from editkit.model.sizing import model_eval_batch_size
 from editkit.run.context import open_run
 from editkit.run.events import EventLog, StageCounter, read_metrics, write_metrics
@@ -52,9 +48,7 @@ def run_robustness(ctx, edit, recipe, data, events) -> dict[str, Any]:
                 {"family": f, "n": len(fams[f]), "before": before.get(f), "after": after.get(f)} for f in fams
             ],
         )
-    if (
-        "target" in out
-    ):  # the rule behind the card's "removed" (editkit.eval.robustness.families.REMOVAL_RULE)
+    if "target" in out:  # the rule behind the card's "removed" (editkit.eval.robustness.report.REMOVAL_RULE)
         out["target"]["verdict"] = removal_verdict({"robustness": out})
     return out
 

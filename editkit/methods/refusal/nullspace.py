@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 
 from editkit.eval.refusal.chat import by_length, chat_prompts, encode_left
-from editkit.model.anatomy import target_module
+from editkit.model.targets import target_module
 
 
 @torch.no_grad()

@@ -28,8 +28,8 @@ from editkit.methods.refusal.edit import (
 )
 from editkit.methods.refusal.nullspace import principal_subspace, writer_inputs
 from editkit.methods.refusal.params import RefusalParams
-from editkit.model.anatomy import target_module, weight_out_in
 from editkit.model.sizing import model_eval_batch_size
+from editkit.model.targets import target_module, weight_out_in
 from editkit.run.distributed import map_across_processes
 
 Cand = tuple[int, int | None, float]  # (direction layer, first edited layer or None, strength)

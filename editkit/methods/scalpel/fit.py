@@ -40,7 +40,9 @@ from editkit.methods.lora import (  # noqa: F401 - adapter_ops, wrap_lora... are
     unwrap_lora,
     wrap_lora,
 )
-from editkit.methods.lora_fit import LossOut, TrainConfig, encode_text, kl_to_base, train_lora
+from editkit.methods.lora_config import TrainConfig
+from editkit.methods.lora_fit import train_lora
+from editkit.methods.lora_loss import LossOut, encode_text, kl_to_base
 from editkit.methods.scalpel.params import ScalpelParams
 from editkit.methods.scalpel.report import ScalpelReport
 from editkit.model.sizing import model_eval_batch_size

@@ -39,7 +39,9 @@ from editkit.methods.lora import (
     unwrap_lora,
     wrap_lora,
 )
-from editkit.methods.lora_fit import LossOut, TrainConfig, encode_text, kl_to_base, train_lora
+from editkit.methods.lora_config import TrainConfig
+from editkit.methods.lora_fit import train_lora
+from editkit.methods.lora_loss import LossOut, encode_text, kl_to_base
 from editkit.methods.sft.params import SftParams
 from editkit.methods.sft.report import SftReport
 from editkit.model.load import editkit_home

@@ -1,0 +1,127 @@
+"""`editkit eval`: the command around ``editkit.cli.eval`` (which does the work): the row progress bar,
+the metrics table, ``--json`` and ``--checks``. It imports ``editkit.cli.eval`` inside the function, so
+`editkit --help` loads no model code.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from editkit.cli.app import _fmt, app, err, fail, out
+from editkit.errors import EditkitError
+
+
+@app.command("eval")
+def eval_(
+    target: str = typer.Argument(..., help="a run directory, an exported model folder, a Hub id or 'demo'"),
+    capability: str = typer.Option(
+        None, "--capability", "-c", help="built-in capability or triplet file to score as target"
+    ),
+    max_items: int = typer.Option(
+        None,
+        "--max-items",
+        help="cut every set to this many items: a seeded subset stratified by answer class, not the first N",
+    ),
+    seed: int = typer.Option(0, "--seed", help="seed of the --max-items subsets"),
+    blimp: bool = typer.Option(True, help="include BLiMP when ../shared/data/blimp is present"),
+    json_out: Path = typer.Option(None, "--json", help="also write the metrics to this JSON file"),
+    checks: bool = typer.Option(
+        False,
+        "--checks",
+        help="also run the removal checks (separation per answer frame, probe, relearning, 8-bit, specificity) "
+        "against the base model, with the headline verdict (docs/checks.md)",
+    ),
+    base: str = typer.Option(
+        None, "--base", help="the base model for --checks (default: the model the export's recipe names)"
+    ),
+) -> None:
+    """Evaluate a model (or a run's exported model) with the editkit suite.
+
+    An editkit export scores the capability its run removed as the target (read from its editkit/run.json
+    or embedded recipe) and leaves it out of the held-out sets and the general capability score; -c
+    overrides that.
+
+    Example:
+
+        editkit eval runs/remove-moral-20261124-101500 -c moral
+    """
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from editkit.cli.eval import evaluate_target
+
+    bar = Progress(
+        TextColumn("[bold]eval"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("scored rows  ETA", style="dim"),
+        TimeRemainingColumn(),
+        console=err,
+        transient=True,
+    )
+    task = None
+
+    def on_rows(done: int, total: int) -> None:
+        nonlocal task
+        if task is None:
+            bar.start()
+            task = bar.add_task("eval", total=total)
+        bar.update(task, completed=done, total=total)
+
+    try:
+        m = evaluate_target(
+            target,
+            capability=capability,
+            max_items=max_items,
+            blimp=blimp,
+            seed=seed,
+            say=lambda msg: err.print(msg, markup=False),
+            on_rows=on_rows,
+        )
+    except EditkitError as e:
+        if task is not None:
+            bar.stop()
+        fail(e)
+    if task is not None:
+        bar.stop()
+    if checks:
+        m["checks"] = _eval_checks(target, base, capability, max_items, seed)
+    _print_eval(target, m, json_out)
+
+
+def _print_eval(target: str, m: dict, json_out: Path | None) -> None:
+    from rich.table import Table
+
+    t = Table(title=f"editkit eval: {target}")
+    t.add_column("metric")
+    t.add_column("value", justify="right")
+    for k, v in m.items():
+        if k != "checks":
+            t.add_row(k, _fmt(v))
+    out.print(t)
+    if (m.get("checks") or {}).get("verdict"):
+        out.print("removal checks: " + m["checks"]["verdict"]["sentence"].replace("**", ""), markup=False)
+    if json_out:
+        import json
+
+        json_out.write_text(json.dumps(m, indent=1))
+
+
+def _eval_checks(
+    target: str, base: str | None, capability: str | None, max_items: int | None, seed: int
+) -> dict:
+    """`editkit eval --checks`: the removal checks against the base model (docs/checks.md)."""
+    from editkit.cli.eval import check_target
+
+    try:
+        return check_target(
+            target,
+            base=base,
+            capability=capability,
+            max_items=max_items,
+            seed=seed,
+            say=lambda msg: err.print(msg, markup=False),
+        )
+    except EditkitError as e:
+        fail(e)
