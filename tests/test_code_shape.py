@@ -225,3 +225,20 @@ def test_validating_a_recipe_imports_no_fit_code():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_export_is_last_among_the_models_users():
+    """Export merges the edit into the loaded model in place (no copy of a model that may be 4 GiB): so no
+    stage after it may read the model. Checked on the source of every stage that follows it in STAGES."""
+    import inspect
+    import textwrap
+
+    from editkit.run.stages import STAGES
+
+    names = [s.name for s in STAGES]
+    after = STAGES[names.index("export") + 1 :]
+    assert [s.name for s in after] == ["card", "push"]
+    for stage in after:
+        tree = ast.parse(textwrap.dedent(inspect.getsource(stage.run)))
+        used = {n.attr for n in ast.walk(tree) if isinstance(n, ast.Attribute)}
+        assert not used & {"model", "ctx", "loaded", "edit", "control"}, (stage.name, used)

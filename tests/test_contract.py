@@ -25,7 +25,7 @@ from editkit.edit.ops import (
 from editkit.export.write import logits_of, probe_inputs
 from editkit.model.anatomy import find_anatomy
 from tests.launch import ROOT, launch_env
-from tests.tiny import tiny_model
+from tests.tiny import FAMILIES, tiny_model
 
 
 def _op_case(kind: str, anatomy, g: torch.Generator) -> Edit:
@@ -249,8 +249,11 @@ def test_check_rejects_a_bad_value_before_the_run_directory_exists(
     assert not runs.exists(), "a run directory was created before the method's check ran"
 
 
+@pytest.mark.parametrize("family", FAMILIES)
 @pytest.mark.parametrize("name", _all_methods())
-def test_fit_hooks_equal_merge_and_the_card_renders(name, example_method, tmp_path):
+def test_fit_hooks_equal_merge_and_the_card_renders(name, family, example_method, tmp_path):
+    """Every method on every dense family of ``tests/tiny.py`` (the mixture-of-experts ones:
+    tests/test_moe_contract.py): a real fit, hooks ≡ merge, a control, and the card."""
     import copy
 
     from huggingface_hub import ModelCard
@@ -261,7 +264,7 @@ def test_fit_hooks_equal_merge_and_the_card_renders(name, example_method, tmp_pa
     from tests.tiny import TRIPLETS, fit_context
 
     method_cls = get_method(name)
-    model, tok = tiny_model("llama")
+    model, tok = tiny_model(family)
     triplets = [
         {"id": f"t{i}", "prompt": p, "correct": c, "incorrect": w} for i, (p, c, w) in enumerate(TRIPLETS)
     ]

@@ -50,7 +50,7 @@ eval:
   robustness: false
   control: false
   perplexity: false
-  checks: false           # the removal checks are tested apart (tests/test_removal_checks.py)
+  checks: {{relearn: {{steps: 2, examples: 4}}, specificity: false, quantised: false}}
   generations: 0
   max_items: 4
   batch_size: 8
@@ -59,7 +59,7 @@ seed: 3
 """
 
 #: what legitimately differs between the reference and the killed-and-resumed run
-TIMING_KEYS = {"fit_seconds", "total_seconds"}  # wall-clock seconds
+TIMING_KEYS = {"fit_seconds", "total_seconds", "seconds"}  # wall-clock seconds (checks.<name>.seconds too)
 RESUME_KEYS = {"resumed_from"}  # edit.info: None in the reference, the checkpoint step when resumed
 
 
@@ -211,6 +211,8 @@ def test_sigkill_during_fit_then_resume_is_bit_identical(tmp_path):
     assert got["edit"]["info"]["resumed_from"] == last_checkpoint
     assert want["edit"]["info"]["resumed_from"] is None
     assert got["edit"]["info"]["steps_run"] == STEPS
+    # the removal checks ran after the resumed fit and agree with the reference (their wall-clock seconds aside)
+    assert {"separation", "probe", "relearn", "verdict"} <= set(got["checks"]), sorted(got["checks"])
     drop = TIMING_KEYS | RESUME_KEYS
     # the fit-derived numbers first (the clearest failure message), then everything else
     for key in ("edited", "edit_norms"):

@@ -7,7 +7,6 @@ edited tensor). The base model is whatever the run's resolved ``recipe.yaml`` na
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ from editkit.export.write import check_export, export_model, reference_logits, r
 from editkit.model.demo import DEMO_BASE_MODEL, ensure_demo_model
 from editkit.model.load import load_model
 from editkit.model.pypi import PYPI_MODELS, ensure_pypi_model
+from editkit.run.events import read_record
 from editkit.run.preflight import check_writable_destination
 from editkit.spec.recipe import load_recipe
 
@@ -50,15 +50,12 @@ def base_checkpoint_dir(spec) -> Path:
 
 def _provenance(run_dir: Path, recipe) -> tuple[str | None, str | None, str | None]:
     """(base model, license, weights) as the run recorded them in metrics.json; else what the recipe names."""
-    try:
-        m = json.loads((run_dir / "metrics.json").read_text())
-    except (OSError, json.JSONDecodeError):
-        m = {}
+    m = read_record(run_dir)  # a damaged or foreign metrics.json: one line naming the field
     named = PYPI_MODELS.get(recipe.model.id)
-    base = m.get("base_model") or (
+    base = m.base_model or (
         DEMO_BASE_MODEL if recipe.model.id == "demo" else named.base_model if named else recipe.model.id
     )
-    return base, m.get("license"), m.get("weights")
+    return base, m.license, m.weights
 
 
 def _extra_files(run_dir: Path, recipe, edit: Edit, old_export: Path | None, streaming: bool):

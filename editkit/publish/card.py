@@ -42,6 +42,7 @@ from editkit.publish.card_meta import (  # noqa: F401 - BASE_MODEL_RELATION, hub
 )
 from editkit.publish.plots import bar_per_layer
 from editkit.run.events import is_run_dir, run_model_dir
+from editkit.run.record import validate_record
 
 PLOTS_DIR = "editkit/plots"
 #: the title's verb for each removal-checks verdict other than "removed"
@@ -310,6 +311,10 @@ def _load_run(run_dir: Path) -> tuple[dict, dict, str]:
         raise OutputError(f"{run_dir}: unreadable recipe.yaml or metrics.json ({type(e).__name__})") from None
     if not isinstance(recipe, dict) or not isinstance(metrics, dict):
         raise OutputError(f"{run_dir}: recipe.yaml or metrics.json is not a mapping")
+    try:
+        validate_record(metrics, str(mpath))
+    except ValueError as e:
+        raise OutputError(str(e)) from None
     return recipe, metrics, text
 
 

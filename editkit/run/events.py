@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from editkit.errors import OutputError, disk_full_error, disk_full_reason
+from editkit.run.record import RunRecord, validate_record
 
 RUN_MARKER = ".editkit-run"
 EVENTS = "events.jsonl"
@@ -215,6 +216,7 @@ def write_metrics(run_dir: Path, metrics: dict) -> None:
     """``metrics.json`` of a run, replaced atomically (NaN/inf as null); a full disk keeps the previous
     file and says so in one line."""
     tmp = Path(run_dir) / ".metrics.json.tmp"
+    validate_record(metrics, "metrics.json (as this run would write it)")  # a stage wrote a wrong section
     text = json.dumps(_clean(metrics), indent=1)
     try:
         tmp.write_text(text)
@@ -227,7 +229,8 @@ def write_metrics(run_dir: Path, metrics: dict) -> None:
 
 
 def read_metrics(run_dir: Path, missing_ok: bool = True) -> dict:
-    """A run's ``metrics.json`` ({} when absent and ``missing_ok``); a damaged file is one line."""
+    """A run's ``metrics.json`` ({} when absent and ``missing_ok``), checked against the run record
+    (``editkit.run.record.RunRecord``); a damaged or foreign file is one line naming the field."""
     path = Path(run_dir) / "metrics.json"
     if not path.exists():
         if missing_ok:
@@ -241,6 +244,10 @@ def read_metrics(run_dir: Path, missing_ok: bool = True) -> dict:
         ) from None
     if not isinstance(metrics, dict):
         raise OutputError(f"{path}: damaged: not a JSON object")
+    try:
+        validate_record(metrics, str(path))
+    except ValueError as e:
+        raise OutputError(str(e)) from None
     return metrics
 
 
@@ -274,6 +281,11 @@ def resolve_recorded(run_dir: Path, stored: str | None, default: str = "model") 
     if owner is not None:
         return run_dir / p.relative_to(owner)
     return p
+
+
+def read_record(run_dir: Path, missing_ok: bool = True) -> RunRecord:
+    """A run's ``metrics.json`` as the typed run record (empty when absent and ``missing_ok``)."""
+    return RunRecord.model_validate(read_metrics(run_dir, missing_ok))
 
 
 def run_model_dir(run_dir: Path, metrics: dict | None = None) -> Path:

@@ -80,9 +80,15 @@ def evaluate_phase(run: Run, phase: str, counter: StageCounter | None = None) ->
     )
     ctx.on_units = counter.add if counter is not None else None
     try:
-        m.update(run.method.evaluate(ctx, phase))
+        own = run.method.evaluate(ctx, phase)
     finally:
         ctx.on_units = None
+    clash = sorted(set(own) & set(m))
+    if clash:  # the method's own metrics sit beside the suite's in one phase section: no key may be both
+        raise RuntimeError(
+            f"method {recipe.method.name!r}: evaluate() returned {clash}, which the suite measures"
+        )
+    m.update(own)
     if recipe.eval.lm_eval is not None and phase in ("base", "edited", "control"):
         run.say(f"{phase}: lm-eval {', '.join(recipe.eval.lm_eval.tasks)}")
         record_lm_eval_phase(run.metrics, phase, ctx.model, ctx.tokenizer, recipe, counter)
