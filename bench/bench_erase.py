@@ -21,10 +21,13 @@ from pathlib import Path
 
 import torch
 
+from editkit.eval.parts import Baseline
+from editkit.eval.parts.drift import first_token_logprobs
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
-def measure(model, tok, anatomy, cdata, data, general: bool, probe: bool) -> dict:
+def measure(model, tok, anatomy, cdata, data, general: bool, probe: bool, baseline, phase: str) -> dict:
     """The separation and probe checks (editkit.eval.checks, as the card runs them) and the general suite."""
     from editkit.data.general import perplexity
     from editkit.eval.checks import CHECKS
@@ -37,7 +40,9 @@ def measure(model, tok, anatomy, cdata, data, general: bool, probe: bool) -> dic
         pr = CHECKS["probe"]
         out["probe"] = pr.run("x", model, cdata, pr.spec_cls()).to_dict()
     if general:
-        out["general"] = evaluate(model, tok, data.eval, batch_size=16, perplexity_fn=perplexity)
+        out["general"] = evaluate(
+            model, tok, data.eval, phase=phase, baseline=baseline, batch_size=16, perplexity_fn=perplexity
+        )
     return out
 
 
@@ -108,6 +113,9 @@ def main() -> None:
     cdata = CheckData(tok, list(data.eval.target_test), list(data.roles["target_train"]), seed=recipe.seed)
     general, probe = not args.no_general, not args.no_probe
     results: dict = json.loads(args.json.read_text()) if args.json and args.json.exists() else {}
+    # drift compares with the base model's first-token distribution, measured here even when the base
+    # numbers come from --base-cache (a cached base once left every edit's drift_kl at 0: KL to itself)
+    baseline = Baseline(first_token_logprobs(model, tok, data.eval.drift_prompts, batch_size=16))
     base = None
     if args.base_cache and args.base_cache.exists():
         base = json.loads(args.base_cache.read_text())
@@ -115,7 +123,7 @@ def main() -> None:
             base = None
     if base is None:
         t = time.time()
-        base = measure(model, tok, anatomy, cdata, data, general, probe)
+        base = measure(model, tok, anatomy, cdata, data, general, probe, Baseline(), "base")
         base["measure_s"] = time.time() - t
         if args.base_cache:
             args.base_cache.write_text(json.dumps(base, indent=1))
@@ -128,7 +136,7 @@ def main() -> None:
         fit = method_cls().fit(ctx)
         fit_s = time.time() - t
         with fit.edit.applied(model):
-            res = measure(model, tok, anatomy, cdata, data, general, probe)
+            res = measure(model, tok, anatomy, cdata, data, general, probe, baseline, "edited")
         res.update(
             judge=judged(base, res),
             fit_s=fit_s,

@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 
 from editkit.data.general import perplexity
+from editkit.eval.parts import Baseline
 from editkit.eval.suite import evaluate
 from editkit.model.anatomy import find_anatomy
 from editkit.model.load import load_model
@@ -32,10 +33,13 @@ ROOT = Path(__file__).resolve().parents[1]
 KEYS = ("target_accuracy", "general_capability_score", "perplexity", "drift_kl", "blimp_accuracy")
 
 
-def _evaluate(ctx, method, recipe, data, phase: str) -> dict:
+def _evaluate(ctx, method, recipe, data, phase: str, baseline: Baseline) -> dict:
     """The pipeline's evaluation of one phase (general suite + the method's own metrics)."""
     pf = perplexity if recipe.eval.perplexity else None
-    m = evaluate(ctx.model, ctx.tokenizer, data.eval, batch_size=recipe.eval.batch_size, perplexity_fn=pf)
+    bs = recipe.eval.batch_size
+    m = evaluate(
+        ctx.model, ctx.tokenizer, data.eval, phase=phase, baseline=baseline, batch_size=bs, perplexity_fn=pf
+    )
     m.update(method.evaluate(ctx, phase))
     return m
 
@@ -63,7 +67,8 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             ctx = fit_context(recipe, loaded, find_anatomy(model), data, Path(tmp))
             t = time.time()
-            base = _evaluate(ctx, method, recipe, data, "base")
+            baseline = Baseline()
+            base = _evaluate(ctx, method, recipe, data, "base", baseline)
             print(
                 f"{cap}: base {json.dumps({k: base.get(k) for k in KEYS})} ({time.time() - t:.0f}s)",
                 flush=True,
@@ -75,7 +80,7 @@ def main() -> None:
                 edit = method.fit(ctx).edit
                 fit_s = time.time() - t
                 with edit.applied(model):
-                    edited = _evaluate(ctx, method, recipe, data, "edited")
+                    edited = _evaluate(ctx, method, recipe, data, "edited", baseline)
                 row = {
                     "capability": cap,
                     "rank": r,

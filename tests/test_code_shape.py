@@ -242,3 +242,20 @@ def test_export_is_last_among_the_models_users():
         tree = ast.parse(textwrap.dedent(inspect.getsource(stage.run)))
         used = {n.attr for n in ast.walk(tree) if isinstance(n, ast.Attribute)}
         assert not used & {"model", "ctx", "loaded", "edit", "control"}, (stage.name, used)
+
+
+def test_no_check_is_named_outside_its_own_folder():
+    """A removal check is known by name only in ``editkit/eval/checks/`` (its module and the registry): the
+    card, the pipeline, the CLI and the TUI iterate over ``CHECKS``."""
+    from editkit.eval.checks import CHECKS
+
+    checks_dir = PKG / "eval" / "checks"
+    found = []
+    for p in sorted([*PKG.rglob("*.py"), *(PKG.parent / "tui").rglob("*.py")]):
+        if checks_dir in p.parents:
+            continue
+        text = p.read_text(encoding="utf-8")
+        found += [
+            f"{p.relative_to(PKG.parent)} names {n}" for n in CHECKS for q in "\"'`" if f"{q}{n}{q}" in text
+        ]
+    assert found == []

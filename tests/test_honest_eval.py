@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from editkit.data.capabilities import load_triplets
+from editkit.eval.parts.target import target_metrics
 from editkit.eval.subsets import answer_classes, stratified_subset
-from editkit.eval.suite import target_metrics
 
 
 def _moral_test() -> list[dict]:

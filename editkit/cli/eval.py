@@ -92,7 +92,7 @@ def evaluate_target(
         drift_prompts=[],
     )
     loaded = load_model(path, progress=say)
-    total, done = evaluation_units(data), 0
+    total, done = evaluation_units(data, perplexity), 0
 
     def count(k: int) -> None:
         nonlocal done

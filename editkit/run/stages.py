@@ -19,6 +19,7 @@ from editkit.data.recipe_data import LoadedData
 from editkit.edit.edit import Edit
 from editkit.eval.checks.run import checks_wanted, stage_checks
 from editkit.eval.lm_eval import record_lm_eval_phase
+from editkit.eval.parts import Baseline
 from editkit.eval.robustness.stage import run_robustness
 from editkit.eval.routing import phase_routing
 from editkit.eval.suite import evaluate, evaluation_units, greedy_generations
@@ -53,6 +54,8 @@ class Run:
     push_info: dict | None = None
     control: Edit | None = None  # the random control edit, once the control stage made it
     current: str = "setup"  # the stage running now (named in the error event)
+    #: what the base phase measured for the later ones (drift's base distribution); eval_base fills it
+    baseline: Baseline = field(default_factory=Baseline)
 
     @property
     def edit(self) -> Edit:
@@ -65,16 +68,17 @@ def evaluate_phase(run: Run, phase: str, counter: StageCounter | None = None) ->
 
     ``counter`` (the stage's progress) grows by the rows this evaluation scores and counts them."""
     recipe, ctx = run.recipe, run.ctx
+    pf = perplexity if recipe.eval.perplexity else None
     if counter is not None:
-        counter.grow(
-            evaluation_units(run.data.eval, recipe.eval.perplexity) + run.method.evaluation_units(ctx)
-        )
+        counter.grow(evaluation_units(run.data.eval, pf) + run.method.evaluation_units(ctx))
     m = evaluate(
         ctx.model,
         ctx.tokenizer,
         run.data.eval,
+        phase=phase,
+        baseline=run.baseline,
         batch_size=recipe.eval.batch_size,
-        perplexity_fn=perplexity if recipe.eval.perplexity else None,
+        perplexity_fn=pf,
         progress=lambda s: run.say(f"{phase}: {s}"),
         on_rows=counter.add if counter is not None else None,
     )

@@ -1,0 +1,21 @@
+"""The evaluation suite every run measures on every phase, one module per part, registered here in the order
+they run (one line each). ``editkit.eval.suite.evaluate`` runs them; ``evaluation_units`` sums their units.
+
+Add a part: a ``SuitePart`` subclass in its own module (``name``, ``label``, ``units``, ``run`` returning flat
+metric names → numbers) and one line below; its metrics then appear in every phase's section of metrics.json
+and in the card's before/after table."""
+
+from __future__ import annotations
+
+from editkit.eval.parts.base import Baseline, SuiteOptions, SuitePart
+from editkit.eval.parts.blimp_part import Blimp
+from editkit.eval.parts.drift import Drift
+from editkit.eval.parts.heldout import Heldout
+from editkit.eval.parts.perplexity import Perplexity
+from editkit.eval.parts.target import TargetAccuracy
+
+__all__ = ["PARTS", "Baseline", "SuiteOptions", "SuitePart"]
+
+PARTS: dict[str, SuitePart] = {
+    p.name: p for p in (TargetAccuracy(), Heldout(), Perplexity(), Blimp(), Drift())
+}
