@@ -334,20 +334,20 @@ from editkit.run.events import write_metrics
 from editkit.errors import EditkitError
 resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))
 try:
-    write_metrics(sys.argv[1], {"big": "x" * 100000})
+    write_metrics(sys.argv[1], {"weights": "x" * 100000})
 except EditkitError as e:
     print(e)
 """
 
 
 def test_metrics_json_into_a_full_disk_keeps_the_previous_file(tmp_path):
-    (tmp_path / "metrics.json").write_text('{"ok": 1}')
+    (tmp_path / "metrics.json").write_text('{"model": "demo"}')
     p = subprocess.run(
         [sys.executable, "-c", WRITE_METRICS, str(tmp_path)], capture_output=True, text=True, timeout=60
     )
     assert p.returncode == 0, p.stderr
     assert "metrics.json: could not be written: the file-size limit (ulimit -f) was reached" in p.stdout
-    assert json.loads((tmp_path / "metrics.json").read_text()) == {"ok": 1}
+    assert json.loads((tmp_path / "metrics.json").read_text()) == {"model": "demo"}
     assert sorted(x.name for x in tmp_path.iterdir()) == ["metrics.json"]
 
 
