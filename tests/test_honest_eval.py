@@ -74,7 +74,7 @@ def test_target_metrics_per_answer_class():
 
 
 def test_eval_of_an_export_without_c_excludes_the_removed_capability(tiny_dir, tmp_path):
-    from editkit.cli.eval import evaluate_target, removed_capability
+    from editkit.eval.any_model import evaluate_target, removed_capability
 
     model = tiny_dir("llama")
     (model / "editkit").mkdir()

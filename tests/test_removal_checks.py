@@ -331,7 +331,7 @@ def test_demo_apply_with_checks_writes_verdict_and_sections(demo_model_dir, tmp_
 
 
 def test_eval_checks_on_an_export_against_its_base(tmp_path):
-    from editkit.cli.eval import check_target
+    from editkit.eval.any_model import check_target
     from tests.tiny import save_tiny
 
     base = save_tiny("llama", tmp_path / "base", seed=0)

@@ -1,5 +1,5 @@
-"""`editkit eval`: the command around ``editkit.cli.eval`` (which does the work): the row progress bar,
-the metrics table, ``--json`` and ``--checks``. It imports ``editkit.cli.eval`` inside the function, so
+"""`editkit eval`: the command around ``editkit.eval.any_model`` (which does the work): the row progress bar,
+the metrics table, ``--json`` and ``--checks``. It imports ``editkit.eval.any_model`` inside the function, so
 `editkit --help` loads no model code.
 """
 
@@ -49,7 +49,7 @@ def eval_(
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from editkit.cli.eval import evaluate_target
+    from editkit.eval.any_model import evaluate_target
 
     bar = Progress(
         TextColumn("[bold]eval"),
@@ -112,7 +112,7 @@ def _eval_checks(
     target: str, base: str | None, capability: str | None, max_items: int | None, seed: int
 ) -> dict:
     """`editkit eval --checks`: the removal checks against the base model (docs/checks.md)."""
-    from editkit.cli.eval import check_target
+    from editkit.eval.any_model import check_target
 
     try:
         return check_target(
