@@ -109,6 +109,12 @@ class Report:
         name."""
         return {}
 
+    def removal_verdict(self, base: Mapping[str, Any], edited: Mapping[str, Any]) -> dict[str, Any] | None:
+        """The method's own rule for saying *removed*, for runs the pairwise rules cannot judge (no target
+        accuracy: refusal): ``{"removed", "status" (removed / weakened / not_removed), "sentence"}`` from the
+        base and edited phases' metrics; None: no rule of its own."""
+        return None
+
     def comparison_note(self, comparison: Mapping[str, Any]) -> str:
         """How an alternative edit fitted in the same run was made (the card's "Compared with" table)."""
         return "Fitted in the same run and evaluated on the same prompts; it was not exported."

@@ -85,13 +85,24 @@ _DISCLAIMER = (
 )
 
 
+def _verdict(metrics: Mapping, report: Report) -> dict | None:
+    """Whether the card may say *removed*: the pairwise rule (``removal_verdict``) where the run has a target
+    accuracy, else the method's own rule (``Report.removal_verdict``: refusal's held-out rate)."""
+    if report.installs:
+        return None
+    verdict = removal_verdict(metrics)
+    if verdict is None:
+        verdict = report.removal_verdict(metrics.get("base") or {}, metrics.get("edited") or {})
+    return verdict
+
+
 def _what_removed(recipe: Mapping, metrics: Mapping, report: Report) -> list[str]:
     cap = capability_of(recipe, report)
     data = recipe.get("data") or {}
     target = (data.get("target") or {}).get("source")
     base_model = metrics.get("base_model") or metrics.get("model") or (recipe.get("model") or {}).get("id")
     verb = "installed in" if report.installs else "removed from"
-    verdict = None if report.installs else removal_verdict(metrics)
+    verdict = _verdict(metrics, report)
     checks = None if report.installs else verdict_of(metrics)
     if checks is not None:  # the removal checks' headline decides (editkit.eval.checks.verdict)
         verdict = None
@@ -237,7 +248,7 @@ def render_card(
     base = metrics.get("base_model") or metrics.get("model") or (recipe.get("model") or {}).get("id")
     title = (recipe.get("push") or {}).get("repo_id") or recipe.get("name", "edited model")
     verb = "with" if report.installs else "without"
-    verdict = None if report.installs else removal_verdict(metrics)
+    verdict = _verdict(metrics, report)
     if (
         verdict is not None and not verdict["removed"]
     ):  # the rule in editkit.eval.robustness.report.REMOVAL_RULE
