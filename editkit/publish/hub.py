@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from editkit.errors import HubError, scrub_secrets
-from editkit.run.events import is_run_dir, read_record, run_model_dir
+from editkit.run.events import is_run_dir, load_metrics, run_model_dir
 
 RUN_MARKER = "editkit/run.json"  # present in every editkit push; how a later push recognises the repo
 RETRY_BASE_WAIT_S = 1.0  # first backoff wait; doubles on each retry
@@ -361,8 +361,8 @@ def push_run(
     repo_id = repo_id or push_cfg.get("repo_id")
     if not repo_id:
         raise HubError(f"{run_dir}: no repo id; pass --repo user/name or set push.repo_id in the recipe")
-    record = read_record(run_dir)
-    model_dir = run_model_dir(run_dir, record.model_dump())
+    metrics, record = load_metrics(run_dir)
+    model_dir = run_model_dir(run_dir, metrics)
     if not (model_dir / "config.json").exists():
         raise HubError(f"{run_dir}: no exported model to push (run `editkit apply` to the end first)")
     target = ((recipe.get("data") or {}).get("target") or {}).get("source")

@@ -228,13 +228,14 @@ def write_metrics(run_dir: Path, metrics: dict) -> None:
     tmp.replace(Path(run_dir) / "metrics.json")
 
 
-def read_metrics(run_dir: Path, missing_ok: bool = True) -> dict:
-    """A run's ``metrics.json`` ({} when absent and ``missing_ok``), checked against the run record
-    (``editkit.run.record.RunRecord``); a damaged or foreign file is one line naming the field."""
+def load_metrics(run_dir: Path, missing_ok: bool = True) -> tuple[dict, RunRecord]:
+    """A run's ``metrics.json``, read and checked against the run record once: (the dict as stored, the
+    typed ``RunRecord``); empty when absent and ``missing_ok``. A damaged or foreign file is one line
+    naming the field."""
     path = Path(run_dir) / "metrics.json"
     if not path.exists():
         if missing_ok:
-            return {}
+            return {}, RunRecord()
         raise OutputError(f"{Path(run_dir)}: has no metrics.json (the run did not get far enough)")
     try:
         metrics = json.loads(path.read_text(encoding="utf-8"))
@@ -245,10 +246,19 @@ def read_metrics(run_dir: Path, missing_ok: bool = True) -> dict:
     if not isinstance(metrics, dict):
         raise OutputError(f"{path}: damaged: not a JSON object")
     try:
-        validate_record(metrics, str(path))
+        return metrics, validate_record(metrics, str(path))
     except ValueError as e:
         raise OutputError(str(e)) from None
-    return metrics
+
+
+def read_metrics(run_dir: Path, missing_ok: bool = True) -> dict:
+    """A run's ``metrics.json`` as stored, checked (:func:`load_metrics`)."""
+    return load_metrics(run_dir, missing_ok)[0]
+
+
+def read_record(run_dir: Path, missing_ok: bool = True) -> RunRecord:
+    """A run's ``metrics.json`` as the typed run record (:func:`load_metrics`)."""
+    return load_metrics(run_dir, missing_ok)[1]
 
 
 def recorded_path(run_dir: Path, path: Path) -> str:
@@ -281,11 +291,6 @@ def resolve_recorded(run_dir: Path, stored: str | None, default: str = "model") 
     if owner is not None:
         return run_dir / p.relative_to(owner)
     return p
-
-
-def read_record(run_dir: Path, missing_ok: bool = True) -> RunRecord:
-    """A run's ``metrics.json`` as the typed run record (empty when absent and ``missing_ok``)."""
-    return RunRecord.model_validate(read_metrics(run_dir, missing_ok))
 
 
 def run_model_dir(run_dir: Path, metrics: dict | None = None) -> Path:
