@@ -1,4 +1,5 @@
-"""Test environment: offline Hub, a temporary HF_HOME, 2 CPU threads, shared fixtures."""
+"""Test environment: offline Hub, a temporary HF_HOME, 2 CPU threads (1 per worker under pytest-xdist,
+for the worker and the processes it starts), shared fixtures."""
 
 from __future__ import annotations
 
@@ -14,14 +15,28 @@ os.environ["HF_HUB_DISABLE_XET"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # the base evaluation cache (editkit.eval.refusal.base_cache) of this session only, not the user's
 os.environ["EDITKIT_EVAL_CACHE"] = tempfile.mkdtemp(prefix="editkit-test-eval-cache-")
+#: under `pytest -n N` (pytest-xdist) every worker and every process it starts keeps to one thread, so N
+#: workers on N cores do not oversubscribe them
+XDIST_WORKER = os.environ.get("PYTEST_XDIST_WORKER")
+if XDIST_WORKER:
+    os.environ["OMP_NUM_THREADS"] = "1"
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-torch.set_num_threads(2)
+THREADS = 1 if XDIST_WORKER else 2
+torch.set_num_threads(THREADS)
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
+
+
+@pytest.fixture(autouse=True)
+def _threads_as_configured():
+    """A test that sets its own thread count gives it back (the next test on this worker starts alike)."""
+    yield
+    if torch.get_num_threads() != THREADS:
+        torch.set_num_threads(THREADS)
 
 
 @pytest.fixture(scope="session")

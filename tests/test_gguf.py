@@ -106,6 +106,17 @@ def test_apply_writes_checks_and_lists_the_gguf_and_export_adds_one(chat_model, 
 
     reader = gguf.GGUFReader(run.model_dir / "model.gguf")
     assert {t.tensor_type.name for t in reader.tensors} == {"BF16", "F32"}
+    # the card and metrics.json name the new file, not the q8_0 one it replaced
+    [g] = json.loads((run.run_dir / "metrics.json").read_text())["export"]["gguf"]
+    assert g["type"] == "bf16" and g["bytes"] == (run.model_dir / "model.gguf").stat().st_size
+    card = (run.model_dir / "README.md").read_text()
+    assert "| `model.gguf` | bf16 | " in card and "| q8_0 |" not in card
+
+    res = CliRunner().invoke(app, ["export", str(run.run_dir)], terminal_width=200)  # no GGUF this time
+    assert res.exit_code == 0, res.output
+    assert not (run.model_dir / "model.gguf").exists()
+    assert json.loads((run.run_dir / "metrics.json").read_text())["export"]["gguf"] is None
+    assert "**GGUF**" not in (run.model_dir / "README.md").read_text()
 
 
 @pytest.mark.parametrize("family", ["gpt2", "phi3"])

@@ -107,8 +107,18 @@ def test_model_judge_scores_are_the_two_prompts_averaged():
         label_logprobs(model, tok, judge_texts(tok, req, resp, t), 2) for t in (JUDGE_PROMPT, REFUSED_PROMPT)
     ]
     want = (lps[0][:, 0] - lps[0][:, 1] + lps[1][:, 1] - lps[1][:, 0]) / 2
+    calls = []
+    hook = model.register_forward_hook(lambda *_a: calls.append(1))
     torch.testing.assert_close(judge.scores(req, resp), want)
+    assert len(calls) == 2  # one batch of 2 texts per prompt
     assert judge.refusals(req, resp) == [bool(x > 0) for x in want]
+    assert len(calls) == 2  # the same lists again: read once
+    judge.scores(req, resp).zero_()  # a caller writing into its copy does not change the next answer
+    torch.testing.assert_close(judge.scores(req[:1], resp[:1]), want[:1])
+    assert len(calls) == 4
+    torch.testing.assert_close(judge.scores(req[:1], resp[:1]), want[:1])
+    assert len(calls) == 4
+    hook.remove()
 
 
 def test_model_judge_calls_degenerate_output_a_refusal_whatever_the_model_says():

@@ -312,7 +312,7 @@ def test_demo_apply_with_checks_writes_verdict_and_sections(demo_model_dir, tmp_
             "data.heldout=[capitals]",
             "eval.checks.relearn.steps=2",
             "eval.checks.relearn.examples=4",
-            "eval.checks.probe.layer_stride=6",
+            "eval.checks.probe.layer_stride=10",
             "eval.checks.specificity.per_capability=4",
         ],
     )

@@ -41,7 +41,7 @@ from editkit.publish.card_meta import (  # noqa: F401 - BASE_MODEL_RELATION, hub
     report_of,
 )
 from editkit.publish.plots import bar_per_layer
-from editkit.run.events import is_run_dir, read_metrics, run_model_dir
+from editkit.run.events import is_run_dir, read_metrics, run_model_dir, write_metrics
 
 PLOTS_DIR = "editkit/plots"
 #: the title's verb for each removal-checks verdict other than "removed"
@@ -321,11 +321,37 @@ def _load_run(run_dir: Path) -> tuple[dict, dict, str]:
     return recipe, metrics, text
 
 
-def write_card(run_dir: str | Path) -> Path:
-    """Write ``<export>/README.md`` (and ``<export>/editkit/plots/*.png``) for a finished run; returns the path."""
+def refresh_card(run_dir: str | Path, export_info: Mapping) -> Path | None:
+    """After ``editkit export``: the files of the new export (its GGUF files, or none) replace what the run
+    recorded — in metrics.json when the export went to the run's own folder — and the card of the new export
+    is written again from them, so it never lists a GGUF file of the previous export. None when the run has
+    no card to refresh (no metrics, or the old export had no README)."""
+    run_dir = Path(run_dir)
+    dest = Path(export_info["path"])
+    if not (dest / "README.md").exists() or not (run_dir / "metrics.json").exists():
+        return None
+    metrics = read_metrics(run_dir, missing_ok=False)
+    export = dict(metrics.get("export") or {})
+    export["gguf"] = list(export_info.get("gguf") or []) or None
+    if export_info.get("files"):
+        export["files"] = list(export_info["files"])
+    if dest.resolve() == run_model_dir(run_dir, metrics).resolve():
+        write_metrics(run_dir, {**metrics, "export": export})
+    return write_card(run_dir, model_dir=dest, export=export)
+
+
+def write_card(
+    run_dir: str | Path, model_dir: str | Path | None = None, export: Mapping | None = None
+) -> Path:
+    """Write ``<export>/README.md`` (and ``<export>/editkit/plots/*.png``) for a finished run; returns the path.
+
+    ``model_dir``: another export of the same run (default: the one metrics.json records); ``export``: its
+    ``export`` section, in place of the recorded one."""
     run_dir = Path(run_dir)
     recipe, metrics, recipe_text = _load_run(run_dir)
-    model_dir = run_model_dir(run_dir, metrics)
+    if export is not None:
+        metrics["export"] = dict(export)
+    model_dir = Path(model_dir) if model_dir is not None else run_model_dir(run_dir, metrics)
     if not model_dir.is_dir():
         raise OutputError(f"{run_dir}: has no exported model folder ({model_dir})")
     if not (metrics.get("edit") or {}).get("info"):  # older metrics: the artifact still says where

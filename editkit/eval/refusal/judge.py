@@ -116,9 +116,14 @@ class ModelJudge:
 
     def __init__(self, model, tokenizer, name: str, batch_size: int = 8):
         self.model, self.tokenizer, self.name, self.batch_size = model, tokenizer, name, batch_size
+        self._last: tuple[tuple, torch.Tensor] | None = None  # the last call's scores (verdicts, then scores)
 
     def scores(self, requests: list[str], responses: list[str]) -> torch.Tensor:
-        """Refusal log-odds per response (``balanced_refusal_scores`` of the two prompts)."""
+        """Refusal log-odds per response (``balanced_refusal_scores`` of the two prompts). The same lists
+        asked twice in a row (verdicts, then the scores behind them) are read once."""
+        key = (tuple(requests), tuple(responses))
+        if self._last is not None and self._last[0] == key:
+            return self._last[1].clone()
         lps = [
             label_logprobs(
                 self.model,
@@ -128,7 +133,9 @@ class ModelJudge:
             )
             for t in (JUDGE_PROMPT, REFUSED_PROMPT)
         ]
-        return balanced_refusal_scores(*lps)
+        out = balanced_refusal_scores(*lps)
+        self._last = (key, out.clone())
+        return out
 
     def refusals(self, requests: list[str], responses: list[str]) -> list[bool]:
         if not responses:
