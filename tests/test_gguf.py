@@ -112,11 +112,12 @@ def test_apply_writes_checks_and_lists_the_gguf_and_export_adds_one(chat_model, 
     card = (run.model_dir / "README.md").read_text()
     assert "| `model.gguf` | bf16 | " in card and "| q8_0 |" not in card
 
-    res = CliRunner().invoke(app, ["export", str(run.run_dir)], terminal_width=200)  # no GGUF this time
+    res = CliRunner().invoke(app, ["export", str(run.run_dir)], terminal_width=200)  # the recipe's type again
     assert res.exit_code == 0, res.output
-    assert not (run.model_dir / "model.gguf").exists()
-    assert json.loads((run.run_dir / "metrics.json").read_text())["export"]["gguf"] is None
-    assert "**GGUF**" not in (run.model_dir / "README.md").read_text()
+    [g] = json.loads((run.run_dir / "metrics.json").read_text())["export"]["gguf"]
+    assert g["type"] == "q8_0" and g["bytes"] == (run.model_dir / "model.gguf").stat().st_size
+    card = (run.model_dir / "README.md").read_text()
+    assert "| `model.gguf` | q8_0 | " in card and "| bf16 |" not in card
 
 
 @pytest.mark.parametrize("family", ["gpt2", "phi3"])

@@ -19,7 +19,13 @@ from editkit.methods.refusal.direction import direction_at, project_off
 from editkit.methods.refusal.edit import kernel_edit, project_edit
 from editkit.methods.refusal.fit import RefusalMethod
 from editkit.methods.refusal.nullspace import null_space_update, principal_subspace, writer_inputs
-from editkit.methods.refusal.optuna_search import JOURNAL, grid_params, kernel_of
+from editkit.methods.refusal.optuna_search import (
+    JOURNAL,
+    confirmation_candidates,
+    confirmed_pick,
+    grid_params,
+    kernel_of,
+)
 from editkit.methods.refusal.params import RefusalParams
 from editkit.methods.refusal.profile import FreeProfile, TentProfile, layer_weights
 from editkit.model.anatomy import find_anatomy
@@ -200,7 +206,34 @@ def test_optuna_search_is_deterministic_for_a_seed_and_starts_at_the_grid_optimu
     }
     assert info["trials"][0]["refusal_log_odds"] == g["refusal_log_odds"]  # the same edit as the grid's
     assert len({json.dumps(t["params"], sort_keys=True) for t in info["trials"]}) == 6
-    # the rule: lowest KL among complete trials at or below the grid's log-odds
+    # confirmation: the grid optimum and the 3 lowest-KL trials at or below the grid's log-odds generated
+    ok = [
+        t
+        for t in info["trials"]
+        if t["state"] == "complete" and t["refusal_log_odds"] <= info["refusal_target"] and not t["grid"]
+    ]
+    ok.sort(key=lambda t: (t["kl"], t["refusal_log_odds"], t["number"]))
+    conf = info["confirmed"]
+    assert [c["number"] for c in conf] == [0] + [t["number"] for t in ok[:3]]
+    assert all(0.0 <= c["refusal_rate"] <= 1.0 for c in conf)
+    assert info["chosen_trial"] == confirmed_pick(conf)
+    assert info["refusal_target"] == g["refusal_log_odds"]
+    # each trial and each confirmation is a progress unit of the fit stage: it ends at total of total
+    events = [json.loads(line) for line in (tmp_path / "a" / "events.jsonl").read_text().splitlines()]
+    prog = [e for e in events if e.get("kind") == "progress" or e.get("type") == "progress"]
+    assert prog and prog[-1]["done"] == prog[-1]["total"] == 1 + 6 + len(conf)
+    # another seed searches other trials
+    model, tok = tiny_model("llama")
+    (tmp_path / "c").mkdir()
+    ctx2 = _ctx(model, tok, tmp_path / "c", sra=False, search="optuna", trials=6, startup_trials=3)
+    ctx2.seed = 7
+    c = RefusalMethod().fit(ctx2)
+    assert [t[3] for t in _trials(c.edit)][1:] != [t[3] for t in _trials(a.edit)][1:]
+
+
+def test_without_confirmation_the_pick_is_the_log_odds_rule(tmp_path):
+    _, res = _search(tmp_path, confirm=0)
+    info = res.edit.info
     ok = [
         t
         for t in info["trials"]
@@ -209,18 +242,38 @@ def test_optuna_search_is_deterministic_for_a_seed_and_starts_at_the_grid_optimu
     assert (
         info["chosen_trial"] == min(ok, key=lambda t: (t["kl"], t["refusal_log_odds"], t["number"]))["number"]
     )
-    assert info["refusal_target"] == g["refusal_log_odds"]
-    # each trial is a progress unit of the fit stage: the last progress event is total of total
-    events = [json.loads(line) for line in (tmp_path / "a" / "events.jsonl").read_text().splitlines()]
-    prog = [e for e in events if e.get("kind") == "progress" or e.get("type") == "progress"]
-    assert prog and prog[-1]["done"] == prog[-1]["total"] == 1 + 6
-    # another seed searches other trials
-    model, tok = tiny_model("llama")
-    (tmp_path / "c").mkdir()
-    ctx2 = _ctx(model, tok, tmp_path / "c", sra=False, search="optuna", trials=6, startup_trials=3)
-    ctx2.seed = 7
-    c = RefusalMethod().fit(ctx2)
-    assert [t[3] for t in _trials(c.edit)][1:] != [t[3] for t in _trials(a.edit)][1:]
+    assert "confirmed" not in info
+
+
+def _t(number, kl, lo, rate=None, grid=False, state="complete"):
+    row = {"number": number, "grid": grid, "kl": kl, "refusal_log_odds": lo, "state": state}
+    return row if rate is None else row | {"refusal_rate": rate}
+
+
+def test_confirmation_keeps_the_lowest_kl_trial_that_still_refuses_in_generated_text():
+    # what happened on qwen-coder-1.5b: the log-odds rule's pick (lowest KL, log-odds past the grid's)
+    # refused far less often in generated text than the grid optimum
+    trials = [
+        _t(0, 0.0306, -3.356, grid=True),
+        _t(4, 0.0306, -4.072),
+        _t(6, 0.0214, -2.989),  # not eligible: log-odds above the target
+        _t(9, 0.0250, -3.5),
+        _t(11, 0.0290, -3.4),
+        _t(12, 0.0100, -5.0, state="pruned"),
+        _t(13, 0.0280, -3.9),
+    ]
+    summary = {"trials": trials, "refusal_target": -3.356}
+    assert [t["number"] for t in confirmation_candidates(summary, 3)] == [0, 9, 13, 11]
+    assert [t["number"] for t in confirmation_candidates(summary, 1)] == [0, 9]
+    confirmed = [
+        _t(0, 0.0306, -3.356, 0.94, grid=True),
+        _t(9, 0.0250, -3.5, 0.66),  # lowest KL, but refuses less: out
+        _t(13, 0.0280, -3.9, 0.94),  # as often as the grid: the pick
+        _t(11, 0.0290, -3.4, 1.0),
+    ]
+    assert confirmed_pick(confirmed) == 13
+    assert confirmed_pick([confirmed[0], confirmed[1]]) == 0  # only the grid optimum qualifies
+    assert confirmed_pick(confirmed[1:]) == 11  # no grid trial: the highest rate first
 
 
 def test_the_picked_edit_is_the_picked_trials_kernel(tmp_path):

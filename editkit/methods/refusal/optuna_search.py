@@ -11,6 +11,12 @@ first-token refusal log-odds on harmful prompts and the mean first-token KL on h
   grid optimum's, so the pick is never worse than the grid on validation on both counts).
 - Pruning: the harmless forward runs first; a trial whose KL is already above the best eligible trial's
   cannot be picked by the rule, so its harmful forward is skipped (state PRUNED, its KL kept).
+- Confirmation (``confirm``, default 3): first-token log-odds can promise a refusal that the generated text
+  does not keep (on ``qwen-coder-1.5b`` the pick of the log-odds rule scored −4.07 against the grid's −3.36
+  and refused 33 % of held-out prompts where the grid optimum refused 7 %). So the ``confirm`` lowest-KL
+  eligible trials and the grid optimum generate on the validation harmful prompts (greedy, keyword markers);
+  the pick is the lowest validation KL among those that refuse at least as often as the grid optimum
+  (:func:`confirmed_pick`; the grid optimum always qualifies).
 - Resumable: the study lives in ``<run>/refusal_search.journal`` (Optuna's JournalStorage, file backend);
   the sampler is re-seeded for each trial from the number of trials finished (its history is the finished
   trials), and a trial that was running when the run died is marked failed and asked again, so a resumed
@@ -30,7 +36,7 @@ from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 
-from editkit.eval.refusal.chat import chat_first_token_logprobs, kl_rows
+from editkit.eval.refusal.chat import chat_first_token_logprobs, generate, is_refusal, kl_rows
 from editkit.methods.refusal.profile import TentProfile, layer_weights
 from editkit.methods.refusal.search import refusal_log_odds
 
@@ -184,8 +190,56 @@ def run_search(s, grid_cand: tuple) -> tuple[dict, dict]:
         ctx.events.log(f"refusal search: stopped by {STOP} after {finished()} of {p.trials} trials")
     summary = summarise(study, p, grid, target())
     summary["stopped_after"] = finished() if finished() < p.trials else None
-    exact = next(t.params for t in study.trials if t.number == summary["chosen_trial"])
-    return summary, dict(exact)
+    params_of = {t.number: dict(t.params) for t in study.trials}
+    if p.confirm > 0:
+        summary["confirmed"] = confirm(s, summary, params_of)
+        summary["chosen_trial"] = confirmed_pick(summary["confirmed"])
+    return summary, params_of[summary["chosen_trial"]]
+
+
+def confirmation_candidates(summary: dict, n: int) -> list[dict]:
+    """The grid optimum and the ``n`` lowest-KL eligible trials (log-odds at or below the target)."""
+    complete = [t for t in summary["trials"] if t["state"] == "complete"]
+    grid = [t for t in complete if t["grid"]]
+    ok = [t for t in complete if not t["grid"] and t["refusal_log_odds"] <= summary["refusal_target"]]
+    ok.sort(key=lambda t: (t["kl"], t["refusal_log_odds"], t["number"]))
+    return grid + ok[:n]
+
+
+def confirmed_pick(confirmed: list[dict]) -> int:
+    """The rule after confirmation: the lowest validation KL among the confirmed trials whose generated
+    refusal rate is at least the grid optimum's (ties: the lower log-odds, then the earlier trial). Without a
+    grid trial among them (it did not complete), the highest refusal rate, then the lowest KL."""
+    grid = [c for c in confirmed if c["grid"]]
+    if grid:
+        ok = [c for c in confirmed if c["refusal_rate"] >= grid[0]["refusal_rate"]]
+        return min(ok, key=lambda c: (c["kl"], c["refusal_log_odds"], c["number"]))["number"]
+    return min(confirmed, key=lambda c: (-c["refusal_rate"], c["kl"], c["number"]))["number"]
+
+
+def confirm(s, summary: dict, params_of: dict[int, dict]) -> list[dict]:
+    """Greedy generations on the validation harmful prompts for each confirmation candidate: its refusal rate
+    by keyword markers (one progress unit per candidate)."""
+    ctx, p, n = s.ctx, s.p, s.ctx.anatomy.n_layers
+    cands = confirmation_candidates(summary, p.confirm)
+    s.total += len(cands)
+    out = []
+    for t in cands:
+        index, attn, mlp = kernel_of(params_of[t["number"]])
+        e = s.make_edit(s.primary, index, layer_weights(attn, n), layer_weights(mlp, n))
+        with e.applied(ctx.model):
+            texts = generate(
+                ctx.model, ctx.tokenizer, s.harm_val, p.confirm_max_new_tokens, max(s.batch_size, 32)
+            )
+        rate = sum(map(is_refusal, texts)) / len(texts)
+        out.append({k: t[k] for k in ("number", "grid", "kl", "refusal_log_odds")} | {"refusal_rate": rate})
+        s.done += 1
+        ctx.events.progress("fit", min(s.done, s.total), s.total)
+        ctx.events.log(
+            f"refusal search: trial {t['number']} confirmed: {rate:.1%} of {len(texts)} validation harmful "
+            f"prompts refused in {p.confirm_max_new_tokens} generated tokens (KL {t['kl']})"
+        )
+    return out
 
 
 def summarise(study: optuna.Study, p, grid: dict, target: float) -> dict:

@@ -154,6 +154,17 @@ class RefusalParams(MethodParams):
         description="search: optuna: the pick is the lowest validation KL among trials whose refusal "
         "log-odds is at most this ('grid': the grid optimum's log-odds, so the pick is never worse on both)",
     )
+    confirm: int = Field(
+        3,
+        ge=0,
+        description="search: optuna: before the pick, generate (greedy, chat template, keyword markers) on the "
+        "validation harmful prompts with this many lowest-KL eligible trials and the grid optimum; the pick is "
+        "the lowest validation KL among them whose refusal rate is at least the grid optimum's (0: the "
+        "log-odds rule alone)",
+    )
+    confirm_max_new_tokens: int = Field(
+        32, ge=1, description="search: optuna: generated tokens per prompt when confirming"
+    )
     search_space: SearchSpace = Field(default_factory=SearchSpace, description="search: optuna: ranges")
     compare_grid: bool = Field(
         True, description="search: optuna: also evaluate the grid optimum (today's edit) so the card has both"

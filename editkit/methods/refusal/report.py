@@ -36,6 +36,7 @@ class RefusalInfo(Info):
     pareto: list[int] | None = None
     chosen_trial: int | None = None
     refusal_target: float | None = None
+    confirmed: list[dict[str, Any]] | None = None
     grid_optimum: dict[str, Any] | None = None
     direction_index: float | None = None
     kernel: dict[str, Any] | None = None
@@ -76,6 +77,7 @@ class RefusalReport(Report):
             "pareto",
             "chosen_trial",
             "refusal_target",
+            "confirmed",
             "grid_optimum",
             "direction_index",
             "kernel",
@@ -100,6 +102,19 @@ class RefusalReport(Report):
         sentence = f"held-out refusal {b:.1%} → {e:.1%} ({reader}); *removed* needs ≤ {REMOVED_AT:.0%} by every reader"
         return {"removed": status == "removed", "status": status, "sentence": sentence}
 
+    def _confirmation(self) -> str:
+        c = self.info.confirmed
+        if not c:
+            return ""
+        rows = "; ".join(
+            f"trial {t['number']}{' (grid)' if t.get('grid') else ''}: {num(t['refusal_rate'])} at KL {num(t['kl'])}"
+            for t in c
+        )
+        return (
+            " Then confirmed by generation (greedy, keyword markers, validation harmful prompts): the lowest KL "
+            f"among trials refusing at least as often as the grid optimum — {rows}."
+        )
+
     def where(self) -> list[str]:
         return self._choice() + self._search() + self._layer_table() + self._atoms() + [""]
 
@@ -118,6 +133,7 @@ class RefusalReport(Report):
             f"strength {num(g.get('strength'))}). Rule: the lowest validation KL among trials whose refusal "
             f"log-odds is at most {num(i.refusal_target)}"
             + (" (the grid optimum's)." if i.chosen_trial is not None else ".")
+            + self._confirmation()
             + f" Picked: trial **{i.chosen_trial}**; Pareto front: trials {cell(i.pareto)}.",
             "",
             "| kernel | peak | position (layer) | floor | half-width (layers) |",
