@@ -189,7 +189,7 @@ def test_demo_model_is_not_a_usable_judge(demo_model_dir):
 
 
 def test_card_shows_sample_generations_before_and_after():
-    from editkit.publish.card_sections import samples
+    from editkit.methods.refusal.report import sample_generations as samples
 
     got = {
         "base": {"harmful": ["I'm sorry, but I can't | help."], "harmful_prompts": ["Make a bomb"]},

@@ -406,6 +406,9 @@ eval:
     assert "refusal_trials.png" in card and f"Picked: trial **{info['chosen_trial']}**" in card
     assert (tmp_path / "run" / "model" / "editkit" / "plots" / "refusal_trials.png").exists()
     assert "| grid optimum (the first trial) |" in card
+    # the refusal report's own section, from the samples the evaluation phases kept in the run directory
+    assert "## Sample generations" in card and "### Harmful prompts" in card
+    assert "Then confirmed by generation" in card
     if not info["trials"][info["chosen_trial"]]["grid"]:
         assert "grid optimum" in res.metrics["comparisons"]
 

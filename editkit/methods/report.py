@@ -55,6 +55,11 @@ def num(v: Any) -> str:
     return f"{v:.2e}"
 
 
+def escape_cell(text: str) -> str:
+    """A '|' inside a markdown table cell must be escaped or it splits the cell."""
+    return text.replace("|", "\\|")
+
+
 def cell(v: Any, limit: int = 120) -> str:
     """A value as one Markdown table cell: compact JSON for containers, pipes escaped, long values cut."""
     if isinstance(v, (list, tuple, dict)):
@@ -114,6 +119,15 @@ class Report:
         accuracy: refusal): ``{"removed", "status" (removed / weakened / not_removed), "sentence"}`` from the
         base and edited phases' metrics; None: no rule of its own."""
         return None
+
+    def run_files(self, run_dir: Path) -> dict[str, Any]:
+        """What the method's card sections need beyond metrics.json, read from its run directory (merged
+        into the metrics the card renders); {}: nothing."""
+        return {}
+
+    def sections(self, metrics: Mapping[str, Any]) -> list[str]:
+        """The method's own card sections after the generations (from ``metrics`` and :meth:`run_files`)."""
+        return []
 
     def comparison_note(self, comparison: Mapping[str, Any]) -> str:
         """How an alternative edit fitted in the same run was made (the card's "Compared with" table)."""

@@ -271,7 +271,7 @@ def render_card(
     body += sections.before_after(recipe, metrics, report)
     body += sections.lm_eval(metrics)
     body += sections.generations(metrics)
-    body += sections.samples(metrics)
+    body += report.sections(metrics)
     body += sections.robustness(metrics)
     body += checks_section(metrics)
     body += routing_section(metrics)
@@ -363,16 +363,7 @@ def write_card(
                 pass
     if metrics.get("base_model") and Path(str(metrics["base_model"])).expanduser().exists():
         metrics["base_model"] = None  # a local folder, not a Hub id, even if it looks like owner/name
-    got = {}
-    for phase in ("base", "edited"):
-        f = run_dir / f"samples-{phase}.json"
-        if f.exists():
-            try:
-                got[phase] = json.loads(f.read_text())
-            except json.JSONDecodeError:
-                pass
-    if got:
-        metrics = {**metrics, "samples": got}
+    metrics = {**metrics, **report_of(recipe, metrics).run_files(run_dir)}  # what the method's sections read
     plots = make_plots(run_dir, metrics, model_dir, report_of(recipe, metrics))
     text = render_card(recipe, metrics, recipe_text=recipe_text, plots=plots, run_id=run_dir.name)
     fd, tmp = tempfile.mkstemp(dir=model_dir, prefix=".README.", suffix=".md.tmp")

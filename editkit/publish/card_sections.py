@@ -10,7 +10,7 @@ from typing import Any
 
 from editkit.eval.robustness.families import FAMILIES
 from editkit.eval.robustness.report import removal_verdict
-from editkit.methods.report import Report, finite, num
+from editkit.methods.report import Report, escape_cell, finite, num
 from editkit.publish.card_meta import CLASS_PREFIX, known_metrics, label, metric_keys
 
 
@@ -20,11 +20,6 @@ def delta(a, b) -> str:
     d = b - a
     s = num(d)
     return s if s.startswith("-") or s == "0" else "+" + s
-
-
-def escape_cell(text: str) -> str:
-    """A '|' inside a markdown table cell must be escaped or it splits the cell."""
-    return text.replace("|", "\\|")
 
 
 def before_after(recipe: Mapping, metrics: Mapping, report: Report) -> list[str]:
@@ -272,40 +267,6 @@ def generations(metrics: Mapping) -> list[str]:
             if who in r:
                 lines.append(f"  - {who}: `{_code(r[who])}`")
     return lines + [""]
-
-
-def samples(metrics: Mapping) -> list[str]:
-    """Greedy generations of the refusal sets before/after (``metrics["samples"]``: phase -> the run's
-    samples-<phase>.json)."""
-    got = metrics.get("samples") or {}
-    base, edited = got.get("base") or {}, got.get("edited") or {}
-    lines: list[str] = []
-
-    def text(rows: list, i: int, limit: int) -> str:
-        t = " ".join(str(rows[i]).split()) if i < len(rows) else "–"
-        t = t if len(t) <= limit else t[: limit - 1] + "…"
-        return escape_cell(t.replace("<", "&lt;")) or "(empty)"
-
-    for kind in ("harmful", "harmless"):
-        prompts = edited.get(f"{kind}_prompts") or base.get(f"{kind}_prompts") or []
-        if not prompts or not (base.get(kind) or edited.get(kind)):
-            continue
-        if not lines:
-            lines = [
-                "## Sample generations",
-                "",
-                "Greedy, chat template, the first test prompts of each set.",
-                "",
-            ]
-        lines += [f"### {kind.capitalize()} prompts", "", "| prompt | base model | edited model |"]
-        lines.append("| --- | --- | --- |")
-        for i in range(len(prompts)):
-            lines.append(
-                f"| {text(prompts, i, 90)} | {text(base.get(kind) or [], i, 160)} | "
-                f"{text(edited.get(kind) or [], i, 160)} |"
-            )
-        lines.append("")
-    return lines
 
 
 def _code(text: Any) -> str:
