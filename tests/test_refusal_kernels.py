@@ -250,9 +250,9 @@ def _t(number, kl, lo, rate=None, grid=False, state="complete"):
     return row if rate is None else row | {"refusal_rate": rate}
 
 
-def test_confirmation_keeps_the_lowest_kl_trial_that_still_refuses_in_generated_text():
-    # what happened on qwen-coder-1.5b: the log-odds rule's pick (lowest KL, log-odds past the grid's)
-    # refused far less often in generated text than the grid optimum
+def test_confirmation_drops_a_trial_whose_generated_text_refuses_more_than_the_grid_optimums():
+    # what happened on qwen-coder-1.5b: the log-odds rule's pick (trial 4: the grid's KL, better log-odds)
+    # refused 5/32 validation prompts in generated text where the grid optimum refused 2/32
     trials = [
         _t(0, 0.0306, -3.356, grid=True),
         _t(4, 0.0306, -4.072),
@@ -266,14 +266,15 @@ def test_confirmation_keeps_the_lowest_kl_trial_that_still_refuses_in_generated_
     assert [t["number"] for t in confirmation_candidates(summary, 3)] == [0, 9, 13, 11]
     assert [t["number"] for t in confirmation_candidates(summary, 1)] == [0, 9]
     confirmed = [
-        _t(0, 0.0306, -3.356, 0.94, grid=True),
-        _t(9, 0.0250, -3.5, 0.66),  # lowest KL, but refuses less: out
-        _t(13, 0.0280, -3.9, 0.94),  # as often as the grid: the pick
-        _t(11, 0.0290, -3.4, 1.0),
+        _t(0, 0.0306, -3.356, 0.0625, grid=True),
+        _t(9, 0.0250, -3.5, 0.15625),  # lowest KL, but refuses more than the grid optimum: out
+        _t(13, 0.0280, -3.9, 0.0625),  # as often as the grid optimum, at a lower KL: the pick
+        _t(11, 0.0290, -3.4, 0.0),
     ]
     assert confirmed_pick(confirmed) == 13
     assert confirmed_pick([confirmed[0], confirmed[1]]) == 0  # only the grid optimum qualifies
-    assert confirmed_pick(confirmed[1:]) == 11  # no grid trial: the highest rate first
+    assert confirmed_pick(confirmed[1:]) == 11  # no grid trial: the lowest rate first
+    assert confirmed_pick([_t(0, 0.0306, -3.356, 0.0625, grid=True), _t(4, 0.0306, -4.07, 0.15625)]) == 0
 
 
 def test_the_picked_edit_is_the_picked_trials_kernel(tmp_path):

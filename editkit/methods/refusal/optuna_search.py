@@ -15,7 +15,7 @@ first-token refusal log-odds on harmful prompts and the mean first-token KL on h
   does not keep (on ``qwen-coder-1.5b`` the pick of the log-odds rule scored −4.07 against the grid's −3.36
   and refused 33 % of held-out prompts where the grid optimum refused 7 %). So the ``confirm`` lowest-KL
   eligible trials and the grid optimum generate on the validation harmful prompts (greedy, keyword markers);
-  the pick is the lowest validation KL among those that refuse at least as often as the grid optimum
+  the pick is the lowest validation KL among those that refuse no more often than the grid optimum
   (:func:`confirmed_pick`; the grid optimum always qualifies).
 - Resumable: the study lives in ``<run>/refusal_search.journal`` (Optuna's JournalStorage, file backend);
   the sampler is re-seeded for each trial from the number of trials finished (its history is the finished
@@ -208,13 +208,13 @@ def confirmation_candidates(summary: dict, n: int) -> list[dict]:
 
 def confirmed_pick(confirmed: list[dict]) -> int:
     """The rule after confirmation: the lowest validation KL among the confirmed trials whose generated
-    refusal rate is at least the grid optimum's (ties: the lower log-odds, then the earlier trial). Without a
-    grid trial among them (it did not complete), the highest refusal rate, then the lowest KL."""
+    refusal rate is at most the grid optimum's (ties: the lower log-odds, then the earlier trial). Without a
+    grid trial among them (it did not complete), the lowest refusal rate, then the lowest KL."""
     grid = [c for c in confirmed if c["grid"]]
     if grid:
-        ok = [c for c in confirmed if c["refusal_rate"] >= grid[0]["refusal_rate"]]
+        ok = [c for c in confirmed if c["refusal_rate"] <= grid[0]["refusal_rate"]]
         return min(ok, key=lambda c: (c["kl"], c["refusal_log_odds"], c["number"]))["number"]
-    return min(confirmed, key=lambda c: (-c["refusal_rate"], c["kl"], c["number"]))["number"]
+    return min(confirmed, key=lambda c: (c["refusal_rate"], c["kl"], c["number"]))["number"]
 
 
 def confirm(s, summary: dict, params_of: dict[int, dict]) -> list[dict]:

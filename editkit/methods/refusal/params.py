@@ -159,7 +159,7 @@ class RefusalParams(MethodParams):
         ge=0,
         description="search: optuna: before the pick, generate (greedy, chat template, keyword markers) on the "
         "validation harmful prompts with this many lowest-KL eligible trials and the grid optimum; the pick is "
-        "the lowest validation KL among them whose refusal rate is at least the grid optimum's (0: the "
+        "the lowest validation KL among them whose refusal rate is at most the grid optimum's (0: the "
         "log-odds rule alone)",
     )
     confirm_max_new_tokens: int = Field(

@@ -162,7 +162,7 @@ class RefusalReport(Report):
         )
         return (
             " Then confirmed by generation (greedy, keyword markers, validation harmful prompts): the lowest KL "
-            f"among trials refusing at least as often as the grid optimum — {rows}."
+            f"among trials refusing no more often than the grid optimum — {rows}."
         )
 
     def where(self) -> list[str]:
