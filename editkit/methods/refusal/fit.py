@@ -64,7 +64,9 @@ GUIDE = """
   refusal log-odds on harmful and first-token KL on harmless validation prompts (one forward each, no
   generation); its first trial is the grid optimum, trials whose KL is already above the best eligible one are
   pruned, and the pick is the lowest KL among trials at or below `refusal_target` (default the grid optimum's
-  log-odds). The study is journaled in the run directory: `editkit apply --resume` continues the same trials.
+  log-odds) — confirmed by generation first (`confirm`: the grid optimum and that many lowest-KL eligible trials
+  answer the validation harmful prompts; a trial that refuses more often than the grid optimum is dropped, since
+  the first token alone can promise a refusal removal the generated text does not keep). The study is journaled in the run directory: `editkit apply --resume` continues the same trials.
   `compare_grid` evaluates the grid optimum on the test prompts beside the pick.
 
 Use the grid when a run must be short or the model is new to you (one number to read: the layer); use `optuna`
