@@ -151,3 +151,58 @@ def test_rounds_add_directions_and_the_control_matches_the_size(tmp_path):
     assert len(control.ops) == len(two.edit.ops) and control.modules == two.edit.modules
     dirs = torch.stack([op.direction for op in control.ops if op.module == control.modules[0]]).double()
     assert torch.allclose(dirs @ dirs.t(), torch.eye(2, dtype=torch.float64), atol=1e-6)
+
+
+def test_protected_directions_are_left_alone(tmp_path):
+    """protect: the erased directions are orthogonal to the protected capability's class directions, so at the
+    edited embedding output its class means along them do not move at all."""
+    import json
+
+    from editkit.data.capabilities import load_triplets
+    from editkit.methods.erase.fit import protected_basis
+
+    words = {" good": ["great", "lovely", "fine", "nice"], " bad": ["awful", "dull", "poor", "grim"]}
+    rows = [  # a second two-class capability whose prompts end in class-specific words (seen at layer 0)
+        {
+            "split": "train",
+            "prompt": f"The film was {w}",
+            "correct": c,
+            "incorrect": " bad" if c == " good" else " good",
+        }
+        for c, ws in words.items()
+        for w in ws
+    ]
+    other = tmp_path / "sentiment_like.jsonl"
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    other.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    model, tok, ctx, result = _fit(
+        tmp_path, rank=4, layers=[0], embeddings=True, protect=[str(other)], protect_rank=1
+    )
+    info = result.info
+    assert info["protected"] == {str(other): 1}
+    assert all(0.0 <= v <= 1.0 for d in info["directions"] for v in d["in_protected_span"])
+    decoder = [model.get_submodule(la.prefix) for la in ctx.anatomy.layers]
+    kept, _ = protected_basis(ctx, ctx.params, decoder, [0])
+    erased = torch.stack([op.direction.double() for op in result.edit.ops if op.module == ctx.anatomy.embed])
+    assert (erased @ kept.t()).abs().max() <= 1e-6
+    items = [dict(t) for t in load_triplets(str(other), split="train")]
+    frames, labels = [str(t.get("frame", "main")) for t in items], class_labels(items)
+    prompts = [t["prompt"] for t in items]
+    before = prompt_activations(model, tok, decoder, prompts, [0])[:, 0]
+    with result.edit.applied(model):
+        after = prompt_activations(model, tok, decoder, prompts, [0])[:, 0]
+    dev_b, _ = class_mean_deviations(before, frames, labels)
+    dev_a, _ = class_mean_deviations(after, frames, labels)
+    torch.testing.assert_close(dev_a @ kept.t(), dev_b @ kept.t(), rtol=0, atol=1e-5)
+    # without protect the same fit moves them
+    (tmp_path / "plain").mkdir()
+    _, _, _, plain = _fit(tmp_path / "plain", rank=4, layers=[0], embeddings=True)
+    with plain.edit.applied(model):
+        moved = prompt_activations(model, tok, decoder, prompts, [0])[:, 0]
+    dev_m, _ = class_mean_deviations(moved, frames, labels)
+    assert (dev_m @ kept.t() - dev_b @ kept.t()).abs().max() > 1e-3
+
+
+def test_protect_names_a_known_capability():
+    with pytest.raises(ValueError, match="'sentimnet' is neither a built-in capability"):
+        EraseParams(protect=["sentimnet"])

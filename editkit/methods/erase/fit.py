@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import torch
 
+from editkit.data.capabilities import load_triplets
 from editkit.edit.edit import Edit
 from editkit.edit.ops import EditOp, ProjectOut
-from editkit.errors import EditkitError
+from editkit.errors import DataError, EditkitError
 from editkit.eval.subsets import stratified_subset
 from editkit.methods.base import FitContext, FitResult, Method
 from editkit.methods.erase.directions import (
@@ -62,6 +63,52 @@ def erase_edit(
         for r in rows:
             ops.append(ProjectOut(module=name, direction=r.clone(), strength=p.strength))
     return Edit(method=method, ops=ops, info=info or {})
+
+
+def protected_basis(
+    ctx: FitContext, p: EraseParams, decoder, layers: list[int]
+) -> tuple[torch.Tensor | None, dict]:
+    """Orthonormal rows spanning every protected capability's top class directions at every estimated layer
+    (its train split, each frame centred, as for the target), and what each one contributed."""
+    if not p.protect:
+        return None, {}
+    basis: torch.Tensor | None = None
+    got: dict[str, int] = {}
+    for name in p.protect:
+        try:
+            items = [dict(t) for t in load_triplets(name, split="train")]
+        except DataError as e:
+            raise EditkitError(f"method.protect: {e}") from None
+        items = stratified_subset(items, p.max_items, ctx.seed)
+        labels = class_labels(items, p.classes)
+        if len(set(labels)) < 2:
+            raise EditkitError(f"method.protect: '{name}' has a single answer class in its train split")
+        frames = [str(t.get("frame", "main")) for t in items]
+        a = prompt_activations(
+            ctx.model, ctx.tokenizer, decoder, [t["prompt"] for t in items], layers, p.positions, p.batch_size
+        )
+        before = 0 if basis is None else len(basis)
+        for k in range(len(layers)):
+            dev, _ = class_mean_deviations(a[:, k], frames, labels, p.min_class_items)
+            basis = orthonormal_extend(basis, top_directions(dev, p.protect_rank)[0])
+        got[name] = len(basis) - before
+    return basis, got
+
+
+#: a class direction with more than this share of its squared norm in the protected span is dropped, not
+#: renormalised (what is left of it is too little to be a direction of its own)
+DROP_INSIDE = 0.95
+
+
+def without(dirs: torch.Tensor, basis: torch.Tensor | None) -> tuple[torch.Tensor, list[float]]:
+    """``dirs`` (unit rows) with their components in the span of ``basis`` removed, rows more than
+    ``DROP_INSIDE`` inside it dropped; and the share of each row's squared norm that was in that span."""
+    if basis is None or not len(basis):
+        return dirs, [0.0] * len(dirs)
+    inside = (dirs @ basis.T) @ basis
+    share = (inside**2).sum(-1)
+    rest = dirs - inside
+    return rest[share <= DROP_INSIDE], [float(v) for v in share]
 
 
 def train_items(ctx: FitContext, p: EraseParams) -> list[dict]:
@@ -140,6 +187,7 @@ class EraseMethod(Method):
                 ctx.model, ctx.tokenizer, decoder, prompts, layers, p.positions, p.batch_size
             )
 
+        kept, protected_dirs = protected_basis(ctx, p, decoder, layers)
         basis: torch.Tensor | None = None
         found: list[dict] = []
         share_before: dict[str, float] = {}
@@ -156,6 +204,7 @@ class EraseMethod(Method):
                     share_before[str(li)] = separated_share(x, frames, labels)
                 dev, _ = class_mean_deviations(x, frames, labels, p.min_class_items)
                 dirs, shares = top_directions(dev, p.rank)
+                dirs, in_protected = without(dirs, kept)
                 before = 0 if basis is None else len(basis)
                 basis = orthonormal_extend(basis, dirs)
                 found.append(
@@ -164,7 +213,13 @@ class EraseMethod(Method):
                         "layer": li,
                         "added": len(basis) - before,
                         "scatter_share": shares.tolist(),
+                        **({"in_protected_span": [round(v, 4) for v in in_protected]} if p.protect else {}),
                     }
+                )
+            if not len(basis):
+                raise EditkitError(
+                    "method 'erase': every class direction lies in the protected capabilities' span "
+                    f"({', '.join(p.protect)}); nothing is left to erase"
                 )
             edit = erase_edit(ctx.anatomy, basis, p)
             ctx.events.log(f"erase: round {rnd + 1}/{p.rounds}: {len(basis)} directions at layers {layers}")
@@ -184,6 +239,7 @@ class EraseMethod(Method):
             "between_class_share_before": share_before,
             "between_class_share_after": share_after,
             "directions": found,
+            **({"protected": protected_dirs} if p.protect else {}),
         }
         ctx.events.log(
             "erase: between-class share of the train activations "

@@ -71,6 +71,28 @@ class EraseParams(MethodParams):
         1.0, ge=0.0, le=1.0, description="s in W ← W − s·Σ r rᵀ·W (1 = every direction removed fully)"
     )
     batch_size: int = Field(16, ge=1, description="prompts per forward pass while collecting activations")
+    protect: list[str] = Field(
+        default_factory=list,
+        description="capabilities to keep (built-in names or triplet files): their own class directions are "
+        "estimated at the same layers from their train split, and the erased directions are made orthogonal "
+        "to all of them (moral shares valence with sentiment: protect: [sentiment])",
+    )
+    protect_rank: int = Field(
+        1, ge=1, le=16, description="class directions per protected capability and estimated layer"
+    )
+
+    @field_validator("protect")
+    @classmethod
+    def _protect(cls, v):
+        from pathlib import Path
+
+        from editkit.data.capabilities import BUILTIN_CAPABILITIES
+
+        for name in v:
+            if name not in BUILTIN_CAPABILITIES and not Path(name).expanduser().is_file():
+                known = ", ".join(BUILTIN_CAPABILITIES)
+                raise ValueError(f"'{name}' is neither a built-in capability ({known}) nor a triplet file")
+        return list(dict.fromkeys(v))
 
     @field_validator("layer_fracs")
     @classmethod
