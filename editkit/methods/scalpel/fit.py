@@ -45,6 +45,12 @@ from editkit.methods.lora_fit import train_lora
 from editkit.methods.lora_loss import LossOut, encode_text, kl_to_base
 from editkit.methods.scalpel.params import ScalpelParams
 from editkit.methods.scalpel.report import ScalpelReport
+from editkit.methods.scalpel.representation import (
+    ResidualCapture,
+    prompt_ends,
+    repr_layers,
+    representation_term,
+)
 from editkit.model.sizing import model_eval_batch_size
 
 # ---------------------------------------------------------------------------------------------------
@@ -104,20 +110,26 @@ def magnitude_text_reg(peft_model, layers, text: dict[str, torch.Tensor]) -> tor
 
 
 class ScalpelLoss:
-    """L = L_eq + λ_t·TextReg + λ_n·NormReg + λ_s·SparsityReg on one batch; every term reported."""
+    """L = L_eq + λ_t·TextReg + λ_n·NormReg + λ_s·SparsityReg (+ λ_r·Repr) on one batch; every term reported."""
 
-    def __init__(self, peft_model, names: list[str], p: ScalpelParams):
+    def __init__(self, peft_model, names: list[str], p: ScalpelParams, decoder_layers=None):
         self.model = peft_model
         self.layers = lora_layers(peft_model, names)
         self.p = p
+        self.capture = ResidualCapture(decoder_layers or [])
 
     def __call__(self, batch: dict) -> LossOut:
         p = self.p
         n = batch["n"]
-        lp = mean_answer_logprob(self.model, batch["pairs"])
+        with self.capture:
+            lp = mean_answer_logprob(self.model, batch["pairs"])
         diff = lp[:n] - lp[n:]
         eq = diff.pow(2).mean() if p.equalisation == "squared" else diff.abs().mean()
         zero = eq.new_zeros(())
+        rep = zero
+        if p.lambda_repr > 0 and self.capture.got:
+            ends = prompt_ends(batch["pairs"]["answer_mask"])
+            rep = representation_term(self.capture.got, n, ends, batch["classes"], batch["frames"])
         text = zero
         if p.lambda_text > 0 and batch.get("text") is not None:
             if p.text_reg == "kl":
@@ -127,10 +139,14 @@ class ScalpelLoss:
         norm = norm_reg(self.layers) if p.lambda_norm > 0 else zero
         sparse = sparse_reg(self.layers) if p.lambda_sparse > 0 else zero
         loss = eq + p.lambda_text * text + p.lambda_norm * norm + p.lambda_sparse * sparse
+        terms = {"eq": eq, "text": text, "norm": norm, "sparse": sparse}
+        if p.lambda_repr > 0:
+            loss = loss + p.lambda_repr * rep
+            terms["repr"] = rep
         d = diff.detach()
         return LossOut(
             loss=loss,
-            terms={"eq": eq, "text": text, "norm": norm, "sparse": sparse},
+            terms=terms,
             metrics={"gap": d.mean(), "abs_gap": d.abs().mean(), "acc": (d > 0).float().mean()},
         )
 
@@ -171,6 +187,9 @@ class ScalpelBatches:
             max_length=p.max_length,
         )
         batch = {"n": k, "pairs": pairs, "text": None}
+        if p.lambda_repr > 0:  # the representation term's statistics: each item's class and frame
+            batch["classes"] = [str(it["correct"]).strip().lower() for it in items]
+            batch["frames"] = [str(it.get("frame", "main")) for it in items]
         if p.lambda_text > 0 and self.texts:
             rows = rng.sample(self.texts, min(p.text_batch_size, len(self.texts)))
             batch["text"] = encode_text(self.tok, rows, p.text_max_length)
@@ -316,7 +335,13 @@ class ScalpelMethod(Method):
             peft_model.eval()  # base dropout off; only LoRA dropout (if any) is active while fitting
             for _, layer in lora_layers(peft_model, names):
                 layer.lora_dropout[ADAPTER].train(p.dropout > 0)
-            loss = ScalpelLoss(peft_model, names, p)
+            decoder = None
+            if p.lambda_repr > 0:
+                base = peft_model.get_base_model()
+                li = repr_layers(ctx.anatomy.n_layers, p.repr_layer_fracs)
+                decoder = [base.get_submodule(ctx.anatomy.layers[i].prefix) for i in li]
+                ctx.events.log(f"scalpel: representation term λ={p.lambda_repr} at the input of layers {li}")
+            loss = ScalpelLoss(peft_model, names, p, decoder)
             batches = ScalpelBatches(ctx.tokenizer, train, texts, p, ctx.seed)
 
             validate = _validator(peft_model, ctx.tokenizer, names, val, p)

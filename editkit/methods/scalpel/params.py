@@ -37,6 +37,17 @@ class ScalpelParams(MethodParams):
     lambda_text: float = Field(1.0, ge=0, description="weight of the general-text regulariser")
     lambda_norm: float = Field(0.0, ge=0, description="weight of Σ‖(α/r)BA‖²_F")
     lambda_sparse: float = Field(0.0, ge=0, description="weight of the group lasso Σ‖(α/r)BA‖_F")
+    lambda_repr: float = Field(
+        0.0,
+        ge=0,
+        description="weight of the representation term: the answer classes' between-class share of the residual "
+        "stream at the last prompt token (frames centred apart), at repr_layer_fracs of the depth, pushed to 0 — "
+        "so no linear probe reads the class there (LEACE's condition); 0 = the paper's loss alone",
+    )
+    repr_layer_fracs: list[float] = Field(
+        default_factory=lambda: [0.25, 0.5],
+        description="with lambda_repr: the layers (fractions of the depth) whose input the term reads",
+    )
     text_batch_size: int = Field(4, ge=1, description="general-text rows per micro-batch")
     text_max_length: int = Field(64, ge=2, description="tokens per general-text row")
     max_length: int = Field(128, ge=2, description="tokens per prompt+answer row")
