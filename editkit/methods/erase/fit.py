@@ -111,6 +111,14 @@ def without(dirs: torch.Tensor, basis: torch.Tensor | None) -> tuple[torch.Tenso
     return rest[share <= DROP_INSIDE], [float(v) for v in share]
 
 
+def _require_directions(basis: torch.Tensor | None, p: EraseParams) -> None:
+    if basis is None or not len(basis):
+        raise EditkitError(
+            "method 'erase': every class direction lies in the protected capabilities' span "
+            f"({', '.join(p.protect)}); nothing is left to erase"
+        )
+
+
 def train_items(ctx: FitContext, p: EraseParams) -> list[dict]:
     items = [dict(t) for t in ctx.data["target_train"]]
     if p.frames is not None:
@@ -216,11 +224,7 @@ class EraseMethod(Method):
                         **({"in_protected_span": [round(v, 4) for v in in_protected]} if p.protect else {}),
                     }
                 )
-            if not len(basis):
-                raise EditkitError(
-                    "method 'erase': every class direction lies in the protected capabilities' span "
-                    f"({', '.join(p.protect)}); nothing is left to erase"
-                )
+            _require_directions(basis, p)
             edit = erase_edit(ctx.anatomy, basis, p)
             ctx.events.log(f"erase: round {rnd + 1}/{p.rounds}: {len(basis)} directions at layers {layers}")
         with edit.applied(ctx.model):

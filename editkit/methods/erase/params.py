@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, field_validator
 
+from editkit.data.capabilities import BUILTIN_CAPABILITIES
 from editkit.methods.base import MethodParams
 
 WRITERS = ("o", "down")
@@ -84,10 +86,6 @@ class EraseParams(MethodParams):
     @field_validator("protect")
     @classmethod
     def _protect(cls, v):
-        from pathlib import Path
-
-        from editkit.data.capabilities import BUILTIN_CAPABILITIES
-
         for name in v:
             if name not in BUILTIN_CAPABILITIES and not Path(name).expanduser().is_file():
                 known = ", ".join(BUILTIN_CAPABILITIES)

@@ -226,6 +226,16 @@ def _fingerprint(p: ScalpelParams, names: list[str], train: list[dict], seed: in
 # ---------------------------------------------------------------------------------------------------
 
 
+def _repr_decoder(ctx: FitContext, p: ScalpelParams, peft_model) -> list | None:
+    """The decoder layers whose input the representation term reads (None: the term is off)."""
+    if p.lambda_repr <= 0:
+        return None
+    base = peft_model.get_base_model()
+    li = repr_layers(ctx.anatomy.n_layers, p.repr_layer_fracs)
+    ctx.events.log(f"scalpel: representation term λ={p.lambda_repr} at the input of layers {li}")
+    return [base.get_submodule(ctx.anatomy.layers[i].prefix) for i in li]
+
+
 def _validator(peft_model, tokenizer, names: list[str], val: list[dict], p: ScalpelParams):
     """validate(step) for train_lora: the gap on the validation slice, and whether it says stop."""
 
@@ -335,13 +345,7 @@ class ScalpelMethod(Method):
             peft_model.eval()  # base dropout off; only LoRA dropout (if any) is active while fitting
             for _, layer in lora_layers(peft_model, names):
                 layer.lora_dropout[ADAPTER].train(p.dropout > 0)
-            decoder = None
-            if p.lambda_repr > 0:
-                base = peft_model.get_base_model()
-                li = repr_layers(ctx.anatomy.n_layers, p.repr_layer_fracs)
-                decoder = [base.get_submodule(ctx.anatomy.layers[i].prefix) for i in li]
-                ctx.events.log(f"scalpel: representation term λ={p.lambda_repr} at the input of layers {li}")
-            loss = ScalpelLoss(peft_model, names, p, decoder)
+            loss = ScalpelLoss(peft_model, names, p, _repr_decoder(ctx, p, peft_model))
             batches = ScalpelBatches(ctx.tokenizer, train, texts, p, ctx.seed)
 
             validate = _validator(peft_model, ctx.tokenizer, names, val, p)
