@@ -72,3 +72,26 @@ def test_the_fit_lowers_the_between_class_share(tmp_path):
     events.close()
     steps = [json.loads(x) for x in (tmp_path / "plain" / "events.jsonl").read_text().splitlines()]
     assert all("repr" not in e["terms"] for e in steps if e["type"] == "step")
+
+
+def test_a_target_with_about_one_item_per_class_gets_a_warning(tmp_path):
+    """Eight triplets with eight different answers (capitals-like) in a batch of 8: the class means are the
+    items, so the term would only shrink the residual stream; the fit says so."""
+    import json
+
+    events = EventLog(tmp_path / "events.jsonl", "t")
+    ctx = make_ctx(tmp_path, events=events, steps=1, batch_size=8, val_fraction=0.0, lambda_repr=1.0)
+    ScalpelMethod().fit(ctx)
+    events.close()
+    logs = [json.loads(x) for x in (tmp_path / "events.jsonl").read_text().splitlines()]
+    warned = [e["message"] for e in logs if e["type"] == "log" and e.get("level") == "warning"]
+    assert any("holds 1.00 items per answer class" in m for m in warned)
+    # the two-class target of the fit test: no warning
+    (tmp_path / "two").mkdir()
+    events = EventLog(tmp_path / "two" / "events.jsonl", "t")
+    ctx = make_ctx(tmp_path / "two", events=events, steps=1, batch_size=8, val_fraction=0.0, lambda_repr=1.0)
+    ctx.data["target_train"] = TWO_CLASSES
+    ScalpelMethod().fit(ctx)
+    events.close()
+    logs = [json.loads(x) for x in (tmp_path / "two" / "events.jsonl").read_text().splitlines()]
+    assert not [e for e in logs if e["type"] == "log" and e.get("level") == "warning"]

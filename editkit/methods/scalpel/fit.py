@@ -226,13 +226,23 @@ def _fingerprint(p: ScalpelParams, names: list[str], train: list[dict], seed: in
 # ---------------------------------------------------------------------------------------------------
 
 
-def _repr_decoder(ctx: FitContext, p: ScalpelParams, peft_model) -> list | None:
-    """The decoder layers whose input the representation term reads (None: the term is off)."""
+def _repr_decoder(ctx: FitContext, p: ScalpelParams, peft_model, train: list[dict]) -> list | None:
+    """The decoder layers whose input the representation term reads (None: the term is off); a warning when
+    the target has so many answer classes that a batch holds fewer than two items of each."""
     if p.lambda_repr <= 0:
         return None
     base = peft_model.get_base_model()
     li = repr_layers(ctx.anatomy.n_layers, p.repr_layer_fracs)
     ctx.events.log(f"scalpel: representation term λ={p.lambda_repr} at the input of layers {li}")
+    per_class = p.batch_size / max(1, len({str(t["correct"]).strip().lower() for t in train}))
+    if per_class < 2:
+        ctx.events.log(
+            f"scalpel: lambda_repr: a batch of {p.batch_size} triplets holds {per_class:.2f} items per answer "
+            "class on average; with about one item per class the class means are the items themselves and the "
+            "term only shrinks the residual stream — use it for targets with few answer classes (moral, "
+            "sentiment) or raise batch_size",
+            level="warning",
+        )
     return [base.get_submodule(ctx.anatomy.layers[i].prefix) for i in li]
 
 
@@ -345,7 +355,7 @@ class ScalpelMethod(Method):
             peft_model.eval()  # base dropout off; only LoRA dropout (if any) is active while fitting
             for _, layer in lora_layers(peft_model, names):
                 layer.lora_dropout[ADAPTER].train(p.dropout > 0)
-            loss = ScalpelLoss(peft_model, names, p, _repr_decoder(ctx, p, peft_model))
+            loss = ScalpelLoss(peft_model, names, p, _repr_decoder(ctx, p, peft_model, train))
             batches = ScalpelBatches(ctx.tokenizer, train, texts, p, ctx.seed)
 
             validate = _validator(peft_model, ctx.tokenizer, names, val, p)
