@@ -33,10 +33,9 @@ def main() -> None:
         confirm,
         confirmed_pick,
         grid_params,
-        kernel_of,
         summarise,
+        trial_edit,
     )
-    from editkit.methods.refusal.profile import layer_weights
     from editkit.methods.refusal.search import RefusalSearch
     from editkit.run.context import open_run
 
@@ -102,11 +101,7 @@ def main() -> None:
         harm = prompt_texts(list(ctx.data[p.harmful_test]), "harmful_test", n)
         safe = prompt_texts(list(ctx.data[p.harmless_test]), "harmless_test", n)
         base_lp = chat_first_token_logprobs(ctx.model, ctx.tokenizer, safe)
-        index, attn, mlp = kernel_of(params_of[chosen])
-        e = s.make_edit(
-            s.primary, index, layer_weights(attn, anatomy.n_layers), layer_weights(mlp, anatomy.n_layers)
-        )
-        with e.applied(ctx.model):
+        with trial_edit(s, params_of[chosen]).applied(ctx.model):
             rate, outs = refusal_rate(ctx.model, ctx.tokenizer, harm, max_new)
             over, _ = refusal_rate(ctx.model, ctx.tokenizer, safe, max_new)
             lp = chat_first_token_logprobs(ctx.model, ctx.tokenizer, safe)

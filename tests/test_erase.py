@@ -10,13 +10,8 @@ from transformers import AutoModelForCausalLM
 
 from editkit.errors import EditkitError
 from editkit.export.write import export_model, logits_of, probe_inputs
-from editkit.methods.erase.directions import (
-    class_labels,
-    class_mean_deviations,
-    orthonormal_extend,
-    prompt_activations,
-    top_directions,
-)
+from editkit.localize.class_stats import class_labels, class_mean_deviations
+from editkit.methods.erase.directions import orthonormal_extend, prompt_activations, top_directions
 from editkit.methods.erase.fit import EraseMethod, writer_modules
 from editkit.methods.erase.params import EraseParams
 from editkit.model.anatomy import find_anatomy

@@ -5,6 +5,8 @@
 * :mod:`editkit.localize.designs` — which heads each trial knocks out (balanced random, exhaustive).
 * :mod:`editkit.localize.recovery` — sparse recovery of per-head effects from trial scores (scikit-learn).
 * :mod:`editkit.localize.attribution` — integrated-gradient / activation×gradient attribution of MLP neurons.
+* :mod:`editkit.localize.class_stats` — class-conditional statistics of the residual stream (frame-centred class
+  means, between-class share): where a linear probe could read a capability.
 """
 
 from editkit.localize.attribution import neuron_attributions

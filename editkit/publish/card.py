@@ -363,8 +363,9 @@ def write_card(
                 pass
     if metrics.get("base_model") and Path(str(metrics["base_model"])).expanduser().exists():
         metrics["base_model"] = None  # a local folder, not a Hub id, even if it looks like owner/name
-    metrics = {**metrics, **report_of(recipe, metrics).run_files(run_dir)}  # what the method's sections read
-    plots = make_plots(run_dir, metrics, model_dir, report_of(recipe, metrics))
+    report = report_of(recipe, metrics)
+    metrics = {**metrics, **report.run_files(run_dir)}  # what the method's sections read
+    plots = make_plots(run_dir, metrics, model_dir, report)
     text = render_card(recipe, metrics, recipe_text=recipe_text, plots=plots, run_id=run_dir.name)
     fd, tmp = tempfile.mkstemp(dir=model_dir, prefix=".README.", suffix=".md.tmp")
     try:

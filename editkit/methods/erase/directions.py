@@ -1,4 +1,5 @@
-"""Class-conditional statistics of the residual stream and the directions that separate the classes.
+"""The residual stream at the capability's prompts and the directions that separate its classes (the class
+statistics themselves are in :mod:`editkit.localize.class_stats`).
 
 A linear probe can separate two classes at a layer exactly when their class-conditional means differ there
 (Belrose et al. 2023, LEACE: equal class means ⇔ no linear classifier beats a constant, for every loss). Removing
@@ -14,8 +15,7 @@ i.e. the between-class scatter) are the erased directions. Sums are float64.
 
 from __future__ import annotations
 
-from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
 import torch
 
@@ -24,15 +24,6 @@ from editkit.eval.pairwise import model_device
 
 class _Stop(Exception):
     """Raised by the last capturing hook: the layers above the deepest estimated one are not needed."""
-
-
-def class_labels(items: Sequence[Mapping], classes: str = "answer") -> list[str]:
-    """Each item's class: its correct answer (``answer``) or which side of its sorted answer pair is correct."""
-    out = []
-    for it in items:
-        c, w = str(it["correct"]).strip().lower(), str(it["incorrect"]).strip().lower()
-        out.append(c if classes == "answer" else f"{min(c, w)}|{max(c, w)}|{int(c < w)}")
-    return out
 
 
 @torch.no_grad()
@@ -93,36 +84,6 @@ def prompt_activations(
     return out
 
 
-def frame_centred(acts: torch.Tensor, frames: Sequence[str]) -> torch.Tensor:
-    """Subtract each frame's mean (acts: [n, hidden])."""
-    out = acts.clone()
-    groups: dict[str, list[int]] = defaultdict(list)
-    for i, f in enumerate(frames):
-        groups[f].append(i)
-    for rows in groups.values():
-        out[rows] -= acts[rows].mean(0)
-    return out
-
-
-def class_mean_deviations(
-    acts: torch.Tensor, frames: Sequence[str], labels: Sequence[str], min_items: int = 1
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """(rows √n_c·m_c [C, hidden], n_c [C]) of the frame-centred class means m_c: their Gram is the
-    between-class scatter, so its right singular vectors are the directions a probe separates along."""
-    centred = frame_centred(acts, frames)
-    groups: dict[str, list[int]] = defaultdict(list)
-    for i, c in enumerate(labels):
-        groups[c].append(i)
-    kept = [rows for rows in groups.values() if len(rows) >= min_items]
-    if len(kept) < 2:
-        raise ValueError("fewer than two classes with enough items to compare")
-    n = torch.tensor([len(r) for r in kept], dtype=torch.float64)
-    means = torch.stack([centred[r].mean(0) for r in kept])
-    # re-centre on the (weighted) grand mean of the kept classes (a dropped class would otherwise shift it)
-    means = means - (n[:, None] * means).sum(0) / n.sum()
-    return means * n.sqrt()[:, None], n
-
-
 def top_directions(deviations: torch.Tensor, rank: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(unit directions [k, hidden], share of the between-class scatter each one carries [k]), k ≤ rank."""
     _, s, vh = torch.linalg.svd(deviations, full_matrices=False)
@@ -148,11 +109,3 @@ def orthonormal_extend(basis: torch.Tensor | None, new: torch.Tensor, tol: float
     if not rows:
         return torch.zeros(0, new.shape[-1], dtype=torch.float64)
     return torch.stack(rows)
-
-
-def separated_share(acts: torch.Tensor, frames: Sequence[str], labels: Sequence[str]) -> float:
-    """Between-class share of the frame-centred variance (trace S_B / trace S_T): 0 = class means coincide."""
-    centred = frame_centred(acts, frames)
-    dev, _ = class_mean_deviations(acts, frames, labels)
-    total = float((centred**2).sum())
-    return float((dev**2).sum()) / total if total > 0 else 0.0

@@ -21,15 +21,9 @@ from editkit.edit.edit import Edit
 from editkit.edit.ops import EditOp, ProjectOut
 from editkit.errors import DataError, EditkitError
 from editkit.eval.subsets import stratified_subset
+from editkit.localize.class_stats import class_labels, class_mean_deviations, separated_share
 from editkit.methods.base import FitContext, FitResult, Method
-from editkit.methods.erase.directions import (
-    class_labels,
-    class_mean_deviations,
-    orthonormal_extend,
-    prompt_activations,
-    separated_share,
-    top_directions,
-)
+from editkit.methods.erase.directions import orthonormal_extend, prompt_activations, top_directions
 from editkit.methods.erase.params import EraseParams
 from editkit.methods.erase.report import EraseReport
 

@@ -90,6 +90,13 @@ def kernel_of(params: dict) -> tuple[float | None, TentProfile, TentProfile]:
     return index, tents[0], tents[1]
 
 
+def trial_edit(s, params: dict):
+    """The edit of a trial's parameters: the search's direction kind at the trial's index, its two tents."""
+    n = s.ctx.anatomy.n_layers
+    index, attn, mlp = kernel_of(params)
+    return s.make_edit(s.primary, index, layer_weights(attn, n), layer_weights(mlp, n))
+
+
 def _sampler(p, seed: int, finished: int) -> optuna.samplers.TPESampler:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -127,7 +134,6 @@ def run_search(s, grid_cand: tuple) -> tuple[dict, dict]:
     study = open_study(Path(ctx.run_dir) / JOURNAL, ctx.resume)
     if not study.get_trials(deepcopy=False, states=(*FINISHED, TrialState.WAITING)):
         study.enqueue_trial(grid, user_attrs={"grid": True})
-    kind = s.primary
 
     def target() -> float:
         if p.refusal_target != "grid":
@@ -154,8 +160,7 @@ def run_search(s, grid_cand: tuple) -> tuple[dict, dict]:
             params["direction_scope"] = trial.suggest_categorical("direction_scope", ["global", "per_layer"])
         for k, (lo, hi) in bounds.items():
             params[k] = trial.suggest_float(k, lo, hi)
-        index, attn, mlp = kernel_of(params)
-        e = s.make_edit(kind, index, layer_weights(attn, n), layer_weights(mlp, n))
+        e = trial_edit(s, params)
         model, tok = ctx.model, ctx.tokenizer
         with e.applied(model):
             lp_s = chat_first_token_logprobs(model, tok, s.safe_val, s.batch_size)
@@ -220,14 +225,12 @@ def confirmed_pick(confirmed: list[dict]) -> int:
 def confirm(s, summary: dict, params_of: dict[int, dict]) -> list[dict]:
     """Greedy generations on the validation harmful prompts for each confirmation candidate: its refusal rate
     by keyword markers (one progress unit per candidate)."""
-    ctx, p, n = s.ctx, s.p, s.ctx.anatomy.n_layers
+    ctx, p = s.ctx, s.p
     cands = confirmation_candidates(summary, p.confirm)
     s.total += len(cands)
     out = []
     for t in cands:
-        index, attn, mlp = kernel_of(params_of[t["number"]])
-        e = s.make_edit(s.primary, index, layer_weights(attn, n), layer_weights(mlp, n))
-        with e.applied(ctx.model):
+        with trial_edit(s, params_of[t["number"]]).applied(ctx.model):
             texts = generate(
                 ctx.model, ctx.tokenizer, s.harm_val, p.confirm_max_new_tokens, max(s.batch_size, 32)
             )

@@ -26,6 +26,7 @@ import torch
 from editkit.edit.edit import Edit
 from editkit.errors import DataError, EditkitError
 from editkit.eval.pairwise import encode_prompt_answers, mean_answer_logprob, pairwise_margins, to_device
+from editkit.localize.class_stats import class_labels
 from editkit.methods.base import FitContext, FitResult, Method
 from editkit.methods.lora import (  # noqa: F401 - adapter_ops, wrap_lora... are this method's API too
     ADAPTER,
@@ -188,7 +189,7 @@ class ScalpelBatches:
         )
         batch = {"n": k, "pairs": pairs, "text": None}
         if p.lambda_repr > 0:  # the representation term's statistics: each item's class and frame
-            batch["classes"] = [str(it["correct"]).strip().lower() for it in items]
+            batch["classes"] = class_labels(items)
             batch["frames"] = [str(it.get("frame", "main")) for it in items]
         if p.lambda_text > 0 and self.texts:
             rows = rng.sample(self.texts, min(p.text_batch_size, len(self.texts)))
@@ -234,7 +235,7 @@ def _repr_decoder(ctx: FitContext, p: ScalpelParams, peft_model, train: list[dic
     base = peft_model.get_base_model()
     li = repr_layers(ctx.anatomy.n_layers, p.repr_layer_fracs)
     ctx.events.log(f"scalpel: representation term λ={p.lambda_repr} at the input of layers {li}")
-    per_class = p.batch_size / max(1, len({str(t["correct"]).strip().lower() for t in train}))
+    per_class = p.batch_size / max(1, len(set(class_labels(train))))
     if per_class < 2:
         ctx.events.log(
             f"scalpel: lambda_repr: a batch of {p.batch_size} triplets holds {per_class:.2f} items per answer "

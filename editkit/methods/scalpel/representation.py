@@ -12,10 +12,11 @@ and the probe check do).
 from __future__ import annotations
 
 import math
-from collections import defaultdict
 from collections.abc import Sequence
 
 import torch
+
+from editkit.localize.class_stats import class_scatter
 
 
 def repr_layers(n_layers: int, fracs: Sequence[float]) -> list[int]:
@@ -47,24 +48,14 @@ class ResidualCapture:
 
 
 def between_class_share(h: torch.Tensor, classes: Sequence[str], frames: Sequence[str]) -> torch.Tensor:
-    """S_B / S_T of ``h`` [n, hidden] (differentiable in S_B; S_T detached): rows centred on their frame's mean,
-    then the size-weighted squared norms of the class means over the total squared norm. 0 when the class
-    means coincide within every frame; a batch with one class gives 0."""
+    """S_B / S_T of ``h`` [n, hidden] (:func:`editkit.localize.class_stats.class_scatter`; differentiable in
+    S_B, S_T detached): 0 when the class means coincide within every frame; a batch with one class gives 0."""
     h = h.float()
-    by_frame: dict[str, list[int]] = defaultdict(list)
-    for i, f in enumerate(frames):
-        by_frame[f].append(i)
-    centred = h.clone()
-    for rows in by_frame.values():
-        centred[rows] = h[rows] - h[rows].mean(0, keepdim=True)
-    by_class: dict[str, list[int]] = defaultdict(list)
-    for i, c in enumerate(classes):
-        by_class[c].append(i)
-    if len(by_class) < 2:
+    try:
+        s_b, s_t = class_scatter(h, frames, classes)
+    except ValueError:  # fewer than two classes in the batch: nothing to separate
         return h.new_zeros(())
-    s_b = sum(len(rows) * centred[rows].mean(0).pow(2).sum() for rows in by_class.values())
-    s_t = centred.pow(2).sum().detach().clamp_min(1e-12)
-    return s_b / s_t
+    return (s_b / s_t.detach().clamp_min(1e-12)).to(h.dtype)
 
 
 def prompt_ends(answer_mask: torch.Tensor) -> torch.Tensor:
