@@ -6,7 +6,16 @@ result = apply_recipe("recipes/remove_moral.yaml")
 
 __version__ = "0.1.0"
 
-__all__ = ["Edit", "Recipe", "__version__", "apply_recipe", "find_anatomy", "load_model", "load_recipe"]
+__all__ = [
+    "Edit",
+    "Recipe",
+    "__version__",
+    "apply_recipe",
+    "find_anatomy",
+    "load_model",
+    "load_recipe",
+    "reexport",
+]
 
 
 def __getattr__(name):  # lazy: `import editkit` stays fast (no torch until needed)
@@ -26,6 +35,10 @@ def __getattr__(name):  # lazy: `import editkit` stays fast (no torch until need
         from editkit.model.anatomy import find_anatomy
 
         return find_anatomy
+    if name == "reexport":
+        from editkit.run.reexport import reexport
+
+        return reexport
     if name == "load_model":
         from editkit.model.load import load_model
 

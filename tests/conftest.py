@@ -3,7 +3,9 @@ for the worker and the processes it starts), shared fixtures."""
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -13,8 +15,10 @@ os.environ["HF_DATASETS_OFFLINE"] = "1"
 os.environ["HF_HOME"] = _HF_HOME
 os.environ["HF_HUB_DISABLE_XET"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-# the base evaluation cache (editkit.eval.refusal.base_cache) of this session only, not the user's
-os.environ["EDITKIT_EVAL_CACHE"] = tempfile.mkdtemp(prefix="editkit-test-eval-cache-")
+# the evaluation cache (editkit.eval.store) of this session only, not the user's
+os.environ["EDITKIT_EVAL_CACHE"] = _EVAL_CACHE = tempfile.mkdtemp(prefix="editkit-test-eval-cache-")
+for _made in (_HF_HOME, _EVAL_CACHE):  # this process's own folders, removed when it ends
+    atexit.register(shutil.rmtree, _made, ignore_errors=True)
 #: under `pytest -n N` (pytest-xdist) every worker and every process it starts keeps to one thread, so N
 #: workers on N cores do not oversubscribe them
 XDIST_WORKER = os.environ.get("PYTEST_XDIST_WORKER")

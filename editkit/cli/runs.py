@@ -192,13 +192,11 @@ def export(
 
         editkit export runs/remove-moral-20261124-101500 --streaming
     """
-    from editkit.export.reexport import reexport_run
-    from editkit.publish.card import refresh_card
+    from editkit.run.reexport import reexport
 
     try:
         with _holding(run_dir, "export", wait):
-            info = reexport_run(run_dir, dest=dest, streaming=streaming, gguf=gguf)
-            refresh_card(run_dir, info)  # the card lists this export's files, not the last one's
+            info = reexport(run_dir, dest=dest, streaming=streaming, gguf=gguf)  # and rewrites the card
     except EditkitError as e:
         fail(e)
     out.print(f"exported {info['path']}")

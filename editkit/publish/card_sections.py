@@ -76,6 +76,7 @@ def before_after(recipe: Mapping, metrics: Mapping, report: Report) -> list[str]
             "recipe's seed, stratified by answer class (and answer-frame family where items have one)."
         )
     notes += base_cache_note(metrics.get("base_eval_cache") or {})
+    notes += phase_cache_note(metrics.get("base_phase_cache") or {})
     lines += ["", *[f"- {n}" for n in notes], ""]
     return lines + comparisons(base, edited, metrics.get("comparisons") or {}, report)
 
@@ -93,6 +94,18 @@ def base_cache_note(cache: Mapping) -> list[str]:
     if cache.get("status") == "unavailable":
         return [f"Base evaluation: measured by this run, not cached ({cache.get('why')})."]
     return []
+
+
+def phase_cache_note(status: Mapping) -> list[str]:
+    """Which of the base model's measurements came from the cache (``editkit.eval.phase_cache``)."""
+    hits = sorted(k for k, v in status.items() if isinstance(v, Mapping) and v.get("status") == "hit")
+    if not hits:
+        return []
+    return [
+        f"Base model: {len(hits)} of {len(status)} measurements ({', '.join(hits)}) were read from the cache "
+        "of an earlier run with the same weights, items, settings and editkit source, number for number "
+        "(`eval.cache: false` measures them again)."
+    ]
 
 
 def lm_eval(metrics: Mapping) -> list[str]:

@@ -24,6 +24,7 @@ from editkit.data.recipe_data import LoadedData, load_data
 from editkit.edit.edit import Edit
 from editkit.errors import RecipeError, scrub_secrets
 from editkit.eval.lm_eval import check_lm_eval
+from editkit.eval.phase_cache import phase_cache_of
 from editkit.methods import get_method
 from editkit.methods.base import Method
 from editkit.model.anatomy import find_anatomy
@@ -247,6 +248,7 @@ def _apply(recipe, overrides, out, runs_root, push, resume, overwrite, listener,
     events = EventLog(run_dir / "events.jsonl", run_dir.name, listener) if main else NullEventLog()
     ctx = fit_context(recipe, loaded, anatomy, data, run_dir, events=events, resume=resume, is_main=main)
     run = Run(recipe, run_dir, method, data, loaded, anatomy, ctx, events, push=push, main=main, say=say)
+    run.cache = phase_cache_of(ctx, recipe, dist.rank_and_world()[1], events.log)
     stages = [s for s in STAGES if s.when(run)]
     t0 = time.time()
     _start(run, stages, load_seconds, resume)

@@ -85,7 +85,14 @@ class RunRecord(BaseModel):
         None, description="layers, heads, MLP sizes (editkit.model.anatomy)"
     )
     base: PhaseMetrics | None = Field(None, description="stage eval_base: the base model's measurements")
-    base_eval_cache: dict[str, Any] | None = Field(None, description="what the base-evaluation cache did")
+    base_eval_cache: dict[str, Any] | None = Field(
+        None, description="what the refusal base-evaluation cache did"
+    )
+    base_phase_cache: dict[str, Any] | None = Field(
+        None,
+        description="what the base phase cache did, per measurement (suite, generations, robustness:<set>, "
+        "check:<name>): {status: hit | stored | not stored | unavailable, key}",
+    )
     generations: list[Generation] | None = Field(None, description="greedy continuations per phase")
     fit_seconds: float | None = Field(None, description="stage fit: seconds")
     edit: EditSummary | None = Field(None, description="stage fit: the edit")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +20,7 @@ from editkit.edit.edit import Edit
 from editkit.eval.checks.run import checks_wanted, stage_checks
 from editkit.eval.lm_eval import record_lm_eval_phase
 from editkit.eval.parts import Baseline
+from editkit.eval.phase_cache import PhaseCache
 from editkit.eval.robustness.stage import run_robustness
 from editkit.eval.routing import phase_routing
 from editkit.eval.suite import evaluate, evaluation_units, greedy_generations
@@ -28,6 +29,7 @@ from editkit.export.write import check_export, export_model, reference_logits, r
 from editkit.methods.base import FitContext, FitResult, Method
 from editkit.model.anatomy import Anatomy
 from editkit.model.load import LoadedModel
+from editkit.model.sizing import model_eval_batch_size
 from editkit.publish.card import write_card
 from editkit.publish.hub import push_run
 from editkit.run.events import EventLog, StageCounter, recorded_path, write_metrics
@@ -56,6 +58,8 @@ class Run:
     current: str = "setup"  # the stage running now (named in the error event)
     #: what the base phase measured for the later ones (drift's base distribution); eval_base fills it
     baseline: Baseline = field(default_factory=Baseline)
+    #: the base phase's measurements from earlier runs of the same weights (None: measure everything)
+    cache: PhaseCache | None = None
 
     @property
     def edit(self) -> Edit:
@@ -71,17 +75,21 @@ def evaluate_phase(run: Run, phase: str, counter: StageCounter | None = None) ->
     pf = perplexity if recipe.eval.perplexity else None
     if counter is not None:
         counter.grow(evaluation_units(run.data.eval, pf) + run.method.evaluation_units(ctx))
-    m = evaluate(
-        ctx.model,
-        ctx.tokenizer,
-        run.data.eval,
-        phase=phase,
-        baseline=run.baseline,
-        batch_size=recipe.eval.batch_size,
-        perplexity_fn=pf,
-        progress=lambda s: run.say(f"{phase}: {s}"),
-        on_rows=counter.add if counter is not None else None,
-    )
+
+    def suite() -> dict:
+        return evaluate(
+            ctx.model,
+            ctx.tokenizer,
+            run.data.eval,
+            phase=phase,
+            baseline=run.baseline,
+            batch_size=recipe.eval.batch_size,
+            perplexity_fn=pf,
+            progress=lambda s: run.say(f"{phase}: {s}"),
+            on_rows=counter.add if counter is not None else None,
+        )
+
+    m = _base_suite(run, suite, pf, counter) if phase == "base" and run.cache is not None else suite()
     ctx.on_units = counter.add if counter is not None else None
     try:
         own = run.method.evaluate(ctx, phase)
@@ -102,12 +110,39 @@ def evaluate_phase(run: Run, phase: str, counter: StageCounter | None = None) ->
     return m
 
 
-def generations(run: Run, counter: StageCounter | None = None) -> list[str]:
+def _base_suite(run: Run, suite: Callable[[], dict], pf, counter: StageCounter | None) -> dict:
+    """The base phase's suite from the cache (the drift baseline with it), or measured and stored."""
+    bs = run.recipe.eval.batch_size or model_eval_batch_size(run.ctx.model)
+    inputs = {"data": asdict(run.data.eval), "batch_size": bs, "perplexity": pf is not None}
+
+    def measure():
+        m = suite()
+        lp = run.baseline.first_token_logprobs
+        return m, ({} if lp is None else {"first_token_logprobs": lp})
+
+    m, tensors, hit = run.cache.measured("suite", inputs, measure)
+    if hit:
+        run.say("base: the evaluation suite from the cache")
+        run.baseline.first_token_logprobs = tensors.get("first_token_logprobs")
+        if counter is not None:
+            counter.add(evaluation_units(run.data.eval, pf))
+    return m
+
+
+def generations(run: Run, counter: StageCounter | None = None, base: bool = False) -> list[str]:
     """Greedy continuations of a few target prompts by the model as it is now (the card shows them)."""
     prompts = run.data.eval.generation_prompts
     if counter is not None:
         counter.grow(len(prompts))
-    out = greedy_generations(run.ctx.model, run.ctx.tokenizer, prompts, run.recipe.eval.generation_tokens)
+    tokens = run.recipe.eval.generation_tokens
+
+    def measure():
+        return {"texts": greedy_generations(run.ctx.model, run.ctx.tokenizer, prompts, tokens)}, {}
+
+    if base and run.cache is not None:
+        out = run.cache.measured("generations", {"prompts": prompts, "tokens": tokens}, measure)[0]["texts"]
+    else:
+        out = measure()[0]["texts"]
     if counter is not None:
         counter.add(len(prompts))
     return out
@@ -120,8 +155,10 @@ def stage_eval_base(run: Run) -> None:
         run.metrics["base_eval_cache"] = run.ctx.baseline["eval_cache"]
     prompts = run.data.eval.generation_prompts
     if prompts:
-        gens = generations(run, counter)
+        gens = generations(run, counter, base=True)
         run.metrics["generations"] = [{"prompt": p, "base": g} for p, g in zip(prompts, gens, strict=True)]
+    if run.cache is not None and run.cache.enabled:  # what the base phase cache did, kind by kind
+        run.metrics["base_phase_cache"] = run.cache.status
     run.events.emit("eval", phase="base", metrics=run.metrics["base"])
 
 
@@ -176,7 +213,9 @@ def stage_control(run: Run) -> None:
 
 
 def stage_robustness(run: Run) -> None:
-    run.metrics["robustness"] = run_robustness(run.ctx, run.edit, run.recipe, run.data, run.events)
+    run.metrics["robustness"] = run_robustness(
+        run.ctx, run.edit, run.recipe, run.data, run.events, cache=run.cache
+    )
 
 
 def stage_export(run: Run) -> None:

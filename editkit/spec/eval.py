@@ -93,9 +93,10 @@ class EvalSpec(StrictModel):
     )
     cache: bool = Field(
         True,
-        description="reuse the base model's refusal evaluation (responses, verdicts, first-token "
-        "distribution) measured by an earlier run with the same weights and settings; kept under "
-        "$EDITKIT_HOME/eval-cache ($EDITKIT_EVAL_CACHE), safe to delete",
+        description="reuse the base model's measurements (the evaluation suite, generations, robustness "
+        "before the edit, the removal checks' base phase, the refusal evaluation) made by an earlier run with "
+        "the same weights, items, settings and editkit source; kept under $EDITKIT_HOME/eval-cache "
+        "($EDITKIT_EVAL_CACHE), safe to delete",
     )
     comparison_generations: bool = Field(
         True,

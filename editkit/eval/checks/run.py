@@ -15,6 +15,7 @@ from typing import Any
 
 from editkit.eval.checks import CHECKS, CheckData, CheckSpec, merged_copy
 from editkit.eval.checks.verdict import headline_verdict
+from editkit.eval.phase_cache import PhaseCache
 from editkit.methods import get_method
 from editkit.model.sizing import model_eval_batch_size
 from editkit.run.events import StageCounter, write_metrics
@@ -37,10 +38,12 @@ def run_checks(
     say: Callable[[str], None] = lambda _m: None,
     after_phase: Callable[[], None] | None = None,
     models: Mapping[str, Any] | None = None,
+    cache: PhaseCache | None = None,
 ) -> dict[str, Any]:
     """Run ``enabled`` checks on each phase of ``edits`` (phase → Edit, None for the base model) and fold
     them into ``metrics['checks']``; returns it. ``model`` must carry no hooks. ``models`` (phase → model)
-    gives a phase its own model instead (``editkit eval --checks``: the base and an export, no edits)."""
+    gives a phase its own model instead (``editkit eval --checks``: the base and an export, no edits);
+    ``cache``: the base phase's results from an earlier run with the same weights, data and check settings."""
     store = metrics.setdefault("checks", {})
     for name, spec in enabled.items():
         store[name] = {"spec": spec.model_dump(mode="json"), "phases": {}, "seconds": {}}
@@ -52,21 +55,45 @@ def run_checks(
                 continue
             say(f"checks: {name} ({phase})")
             t0 = time.time()
-            if check.mutates:
-                twin = merged_copy(here, edit)
-                try:
-                    result = check.run(phase, twin, data, spec, on_units=on_units)
-                finally:
-                    del twin
+            if phase == "base" and cache is not None and models is None:
+                store[name]["phases"][phase] = _cached_base(check, name, here, data, spec, on_units, cache)
             else:
-                with edit.applied(here) if edit is not None else nullcontext():
-                    result = check.run(phase, here, data, spec, on_units=on_units)
-            store[name]["phases"][phase] = result.to_dict()
+                store[name]["phases"][phase] = _measure(check, phase, here, edit, data, spec, on_units)
             store[name]["seconds"][phase] = round(time.time() - t0, 2)
         if after_phase is not None:
             after_phase()
     judge_checks(metrics)
     return store
+
+
+def _measure(check, phase: str, model, edit, data: CheckData, spec: CheckSpec, on_units) -> dict:
+    """One check on one phase: a private merged copy for a check that changes its model, else hooks."""
+    if check.mutates:
+        twin = merged_copy(model, edit)
+        try:
+            return check.run(phase, twin, data, spec, on_units=on_units).to_dict()
+        finally:
+            del twin
+    with edit.applied(model) if edit is not None else nullcontext():
+        return check.run(phase, model, data, spec, on_units=on_units).to_dict()
+
+
+def _cached_base(check, name: str, model, data: CheckData, spec: CheckSpec, on_units, cache) -> dict:
+    """The base phase of one check from the cache, or measured and stored."""
+    inputs = {
+        "spec": spec.model_dump(mode="json"),
+        "target_test": data.target_test,
+        "target_train": data.target_train,
+        "heldout": data.heldout,
+        "seed": data.seed,
+        "batch_size": data.batch_size,
+    }
+    result, _, hit = cache.measured(
+        f"check:{name}", inputs, lambda: (_measure(check, "base", model, None, data, spec, on_units), {})
+    )
+    if hit and on_units is not None:
+        on_units(check.units(data, spec))
+    return result
 
 
 def judge_checks(metrics: dict) -> None:
@@ -119,6 +146,7 @@ def stage_checks(run) -> None:
         on_units=counter.add,
         say=run.say,
         after_phase=lambda: run.main and _write(run),
+        cache=getattr(run, "cache", None),
     )
     verdict = run.metrics["checks"].get("verdict")
     if verdict:

@@ -21,120 +21,41 @@ so are the markers' and the judge's verdicts on them and the harmless prompts' f
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import safetensors
-import safetensors.torch
 import torch
 import transformers
 
 from editkit.eval.refusal.chat import chat_prompts
+from editkit.eval.store import (  # noqa: F401 - CACHE_ENV, cache_dir, folder_digest: this cache's API too
+    CACHE_ENV,
+    DamagedEntry,
+    cache_dir,
+    folder_digest,
+    model_identity,
+    read_payload,
+    sha,
+    spec_fields,
+    write_payload,
+)
 from editkit.model.demo import demo_model_dir
 from editkit.model.load import PLANTED_MODELS, planted_model_dir
-from editkit.model.pypi import PYPI_MODELS, editkit_home, model_dir
+from editkit.model.pypi import PYPI_MODELS, model_dir
 
-CACHE_ENV = "EDITKIT_EVAL_CACHE"
 #: bumped when the entry's layout changes (the scorer's source is in the key anyway)
 SCHEMA = 1
 #: the modules whose code decides the cached values
 SCORER_FILES = ("base_cache.py", "chat.py", "judge.py", "metrics.py")
-MEMO = "file-sha256.json"
-
-
-def cache_dir() -> Path:
-    """``$EDITKIT_EVAL_CACHE``, else ``$EDITKIT_HOME/eval-cache``."""
-    env = os.environ.get(CACHE_ENV)
-    return Path(env).expanduser() if env else editkit_home() / "eval-cache"
-
-
-def _sha(data: bytes | str) -> str:
-    return hashlib.sha256(data.encode() if isinstance(data, str) else data).hexdigest()
 
 
 def scorer_digest() -> str:
     """sha256 of the source of the modules that compute the cached values."""
     here = Path(__file__).resolve().parent
-    return _sha(b"".join(_sha((here / f).read_bytes()).encode() for f in SCORER_FILES))[:16]
-
-
-# ------------------------------------------------------------------------------------------------------
-# what the weights are
-# ------------------------------------------------------------------------------------------------------
-
-
-def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """``write(tmp)`` a temporary file beside ``path``, flush it to disk, rename it onto ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        write(tmp)
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def _read_memo(root: Path) -> dict:
-    try:
-        memo = json.loads((root / MEMO).read_text())
-        return memo if isinstance(memo, dict) else {}
-    except (OSError, ValueError):
-        return {}
-
-
-def file_sha256(path: Path, memo: dict) -> str:
-    """sha256 of a file's content; reused from ``memo`` while its (size, mtime, ctime, inode) are the same."""
-    real = os.path.realpath(path)
-    st = os.stat(real)
-    stamp = [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
-    rec = memo.get(real)
-    if isinstance(rec, list) and rec[:4] == stamp and isinstance(rec[-1], str):
-        return rec[-1]
-    h = hashlib.sha256()
-    with open(real, "rb") as fh:
-        while chunk := fh.read(1 << 23):
-            h.update(chunk)
-    memo[real] = stamp + [h.hexdigest()]
-    return h.hexdigest()
-
-
-def folder_digest(folder: Path, root: Path, write_memo: bool = True) -> tuple[str, int]:
-    """sha256 over every top-level file of a model folder (name and content; hidden files left out), and
-    how many bytes had to be read (0 when every file's digest was memoised in ``root``)."""
-    memo = _read_memo(root)
-    lines, read = [], 0
-    for f in sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")):
-        real = os.path.realpath(f)
-        old = memo.get(real)
-        lines.append(f"{f.name}\0{file_sha256(f, memo)}")
-        if memo[real] is not old:  # read, not memoised
-            read += memo[real][0]
-    if write_memo and read:
-        live = {k: v for k, v in memo.items() if os.path.exists(k)}
-        try:
-            _atomic_write(root / MEMO, lambda t: t.write_text(json.dumps(live, indent=0)))
-        except OSError:  # a read-only or full cache: the hashes are computed again next time
-            pass
-    return _sha("\n".join(lines)), read
-
-
-def model_identity(path: str, model, root: Path, write_memo: bool = True) -> tuple[str | None, str, int]:
-    """(identity, why not, bytes hashed): ``files:<sha256>`` of a model folder, ``hub:<id>@<commit>`` of a
-    Hub model transformers resolved to a commit; None (and the reason) when neither is known."""
-    if path and Path(path).is_dir():
-        digest, read = folder_digest(Path(path), root, write_memo)
-        return f"files:{digest}", "", read
-    commit = getattr(getattr(model, "config", None), "_commit_hash", None)
-    if path and commit:
-        return f"hub:{path}@{commit}", "", 0
-    return None, "the model was not loaded from a folder or a known Hub commit", 0
+    return sha(b"".join(sha((here / f).read_bytes()).encode() for f in SCORER_FILES))[:16]
 
 
 def judge_folder(spec: str) -> Path | None:
@@ -171,11 +92,6 @@ def _judge_identity(ctx, base: str, root: Path, write_memo: bool) -> tuple[str |
 # ------------------------------------------------------------------------------------------------------
 
 
-def _spec_fields(spec) -> dict:
-    keys = ("dtype", "revision", "gguf_file", "trust_remote_code")
-    return {k: getattr(spec, k, None) for k in keys} if spec is not None else {}
-
-
 def cache_key(ctx, sets: dict[str, list[str]], max_new: int) -> tuple[str | None, dict]:
     """(key, what went into it) for the base evaluation of ``sets`` (role -> prompts); key None, with
     ``why`` in the dict, when the model's (or judge's) weights cannot be identified."""
@@ -191,7 +107,7 @@ def cache_key(ctx, sets: dict[str, list[str]], max_new: int) -> tuple[str | None
         "schema": SCHEMA,
         "scorer": scorer_digest(),
         "model": base,
-        "model_spec": _spec_fields(getattr(ctx, "model_spec", None)),
+        "model_spec": spec_fields(getattr(ctx, "model_spec", None)),
         "dtype": str(param.dtype),
         "device": param.device.type,
         "attn": getattr(ctx.model.config, "_attn_implementation", None),
@@ -199,10 +115,10 @@ def cache_key(ctx, sets: dict[str, list[str]], max_new: int) -> tuple[str | None
         "transformers": transformers.__version__,
         "judge": judge,
         "max_new_tokens": max_new,
-        "prompts": {r: _sha(json.dumps(p)) for r, p in sets.items()},
-        "chat_text": {r: _sha(json.dumps(chat_prompts(ctx.tokenizer, p))) for r, p in sets.items()},
+        "prompts": {r: sha(json.dumps(p)) for r, p in sets.items()},
+        "chat_text": {r: sha(json.dumps(chat_prompts(ctx.tokenizer, p))) for r, p in sets.items()},
     }
-    key = _sha(json.dumps(parts, sort_keys=True))[:32]
+    key = sha(json.dumps(parts, sort_keys=True))[:32]
     return key, {"parts": parts, "hash_seconds": seconds, "hashed_bytes": read}
 
 
@@ -211,54 +127,25 @@ def cache_key(ctx, sets: dict[str, list[str]], max_new: int) -> tuple[str | None
 # ------------------------------------------------------------------------------------------------------
 
 
-class DamagedEntry(Exception):
-    """A cache file that cannot be read back whole (truncated, altered, or not an entry of this key)."""
-
-
-def _checksum(meta_json: str, tensors: dict[str, torch.Tensor]) -> str:
-    h = hashlib.sha256(meta_json.encode())
-    for name in sorted(tensors):
-        t = tensors[name].contiguous()
-        h.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
-        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-    return h.hexdigest()
-
-
 def entry_path(key: str) -> Path:
     return cache_dir() / f"{key}.safetensors"
 
 
 def write_entry(key: str, raw: dict, parts: dict) -> Path:
     """Store ``raw`` (``sets``: role -> prompts/responses/markers/judge; ``harmless_lp``: a tensor or None)."""
-    tensors = {} if raw.get("harmless_lp") is None else {"harmless_lp": raw["harmless_lp"].contiguous()}
-    payload = json.dumps(
-        {"schema": SCHEMA, "key": key, "sets": raw["sets"], "settings": parts, "created": time.time()},
-        ensure_ascii=False,
-    )
-    meta = {"editkit_base_eval": payload, "sha256": _checksum(payload, tensors)}
+    tensors = {} if raw.get("harmless_lp") is None else {"harmless_lp": raw["harmless_lp"]}
+    payload = {"schema": SCHEMA, "key": key, "sets": raw["sets"], "settings": parts, "created": time.time()}
     path = entry_path(key)
-    _atomic_write(path, lambda t: safetensors.torch.save_file(tensors, str(t), metadata=meta))
+    write_payload(path, "editkit_base_eval", payload, tensors)
     return path
 
 
 def read_entry(key: str) -> dict | None:
     """The stored ``raw`` of ``key``; None when there is none; DamagedEntry when the file is not whole."""
-    path = entry_path(key)
-    if not path.exists():
+    got = read_payload(entry_path(key), "editkit_base_eval")
+    if got is None:
         return None
-    try:
-        with safetensors.safe_open(str(path), "pt") as f:
-            meta = f.metadata() or {}
-            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open is no mapping)
-    except Exception as e:  # safetensors raises its own error types for a torn or foreign file
-        raise DamagedEntry(f"unreadable: {type(e).__name__}") from None
-    payload = meta.get("editkit_base_eval")
-    if not payload or meta.get("sha256") != _checksum(payload, tensors):
-        raise DamagedEntry("checksum mismatch")
-    try:
-        data = json.loads(payload)
-    except ValueError:
-        raise DamagedEntry("bad JSON") from None
+    data, tensors = got
     if data.get("schema") != SCHEMA or data.get("key") != key or not isinstance(data.get("sets"), dict):
         raise DamagedEntry("not an entry of this key")
     return {"sets": data["sets"], "harmless_lp": tensors.get("harmless_lp"), "created": data.get("created")}

@@ -1,0 +1,115 @@
+"""The base phase cache: a second run of the same weights reads the base model's suite, generations,
+robustness and removal checks from the cache, number for number; a changed setting, a damaged entry or
+``eval.cache: false`` measures again."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from editkit import apply_recipe
+from editkit.eval.phase_cache import package_digest
+from editkit.eval.store import CACHE_ENV
+from editkit.run.events import read_events
+
+TRIPLETS = [
+    {"id": f"m-{i:03d}", "split": "train" if i < 12 else "test", "prompt": p, "correct": c, "incorrect": w}
+    for i, (p, c, w) in enumerate(
+        [
+            ("Stealing from a blind beggar is", " wrong", " good"),
+            ("Helping a lost child is", " good", " wrong"),
+        ]
+        * 10
+    )
+]
+
+RECIPE = """\
+name: tiny-cache
+model: {model}
+method: {{name: heads, heads: [[0, 1], [1, 2]]}}
+data: {{target: {target}, heldout: [capitals]}}
+eval:
+  blimp: false
+  robustness: true
+  max_items: 8
+  batch_size: 8
+  checks: {{relearn: {{steps: 2, examples: 4}}, probe: {{layer_stride: 1}}, specificity: {{per_capability: 4}},
+           quantised: false}}
+seed: 3
+"""
+
+KINDS = {
+    "suite",
+    "generations",
+    "robustness:target",
+    "robustness:control:capitals",
+    "check:separation",
+    "check:probe",
+    "check:relearn",
+    "check:specificity",
+}
+
+
+@pytest.fixture
+def recipe(tmp_path, tiny_dir, monkeypatch):
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "eval-cache"))
+    target = tmp_path / "moral.jsonl"
+    target.write_text("".join(json.dumps(r) + "\n" for r in TRIPLETS))
+    path = tmp_path / "r.yaml"
+    path.write_text(RECIPE.format(model=tiny_dir("llama"), target=target))
+    return path
+
+
+def _statuses(res) -> dict[str, str]:
+    return {k: v["status"] for k, v in res.metrics["base_phase_cache"].items()}
+
+
+def test_second_run_reads_the_base_phase_from_the_cache_number_for_number(recipe, tmp_path):
+    one = apply_recipe(recipe, out=tmp_path / "one")
+    two = apply_recipe(recipe, out=tmp_path / "two")
+    assert _statuses(one) == dict.fromkeys(KINDS, "stored")
+    assert _statuses(two) == dict.fromkeys(KINDS, "hit")
+    for section in (
+        "base",
+        "edited",
+        "control",
+        "robustness",
+    ):  # edited/control read the cached drift baseline
+        assert two.metrics[section] == one.metrics[section], section
+    for name in ("separation", "probe", "relearn", "specificity"):
+        assert two.metrics["checks"][name]["phases"] == one.metrics["checks"][name]["phases"], name
+    assert two.metrics["checks"]["verdict"] == one.metrics["checks"]["verdict"]
+    card = (tmp_path / "two" / "model" / "README.md").read_text()
+    assert f"Base model: {len(KINDS)} of {len(KINDS)} measurements (" in card
+    assert "Base model:" not in (tmp_path / "one" / "model" / "README.md").read_text()
+    # a hit still counts every unit of progress
+    for stage in ("eval_base", "robustness", "checks"):
+        prog = [e for e in read_events(two.run_dir) if e["type"] == "progress" and e["stage"] == stage]
+        assert prog[-1]["done"] == prog[-1]["total"] > 0, stage
+
+    off = apply_recipe(recipe, overrides=["eval.cache=false"], out=tmp_path / "off")
+    assert "base_phase_cache" not in off.metrics
+    assert (
+        off.metrics["base"] == one.metrics["base"] and off.metrics["robustness"] == one.metrics["robustness"]
+    )
+
+
+def test_a_changed_setting_misses_and_a_damaged_entry_is_measured_again(recipe, tmp_path):
+    one = apply_recipe(recipe, out=tmp_path / "one")
+    other = apply_recipe(recipe, overrides=["eval.max_items=6"], out=tmp_path / "other")
+    # other items: every measurement of them misses; the generation prompts are the same, so they hit
+    assert _statuses(other) == {**dict.fromkeys(KINDS, "stored"), "generations": "hit"}
+    key = one.metrics["base_phase_cache"]["suite"]["key"]
+    entry = tmp_path / "eval-cache" / f"phase-{key}.safetensors"
+    entry.write_bytes(entry.read_bytes()[:200])  # torn
+    again = apply_recipe(recipe, out=tmp_path / "again")
+    assert _statuses(again)["suite"] == "stored" and _statuses(again)["check:probe"] == "hit"
+    assert again.metrics["base"] == one.metrics["base"]
+    warnings = [e for e in read_events(again.run_dir) if e["type"] == "log" and e.get("level") == "warning"]
+    assert any(f"entry {key} (suite) is damaged" in e["message"] for e in warnings)
+
+
+def test_the_key_covers_the_editkit_source():
+    digest = package_digest()
+    assert len(digest) == 32 and digest == package_digest()
