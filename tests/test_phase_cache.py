@@ -12,17 +12,7 @@ from editkit import apply_recipe
 from editkit.eval.phase_cache import package_digest
 from editkit.eval.store import CACHE_ENV
 from editkit.run.events import read_events
-
-TRIPLETS = [
-    {"id": f"m-{i:03d}", "split": "train" if i < 12 else "test", "prompt": p, "correct": c, "incorrect": w}
-    for i, (p, c, w) in enumerate(
-        [
-            ("Stealing from a blind beggar is", " wrong", " good"),
-            ("Helping a lost child is", " good", " wrong"),
-        ]
-        * 10
-    )
-]
+from tests.test_pipeline import TRIPLETS  # the same tiny moral target
 
 RECIPE = """\
 name: tiny-cache
