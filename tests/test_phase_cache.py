@@ -9,7 +9,7 @@ import json
 import pytest
 
 from editkit import apply_recipe
-from editkit.eval.phase_cache import package_digest
+from editkit.eval.phase_cache import code_digest, package_digest
 from editkit.eval.store import CACHE_ENV
 from editkit.run.events import read_events
 from tests.test_pipeline import TRIPLETS  # the same tiny moral target
@@ -103,3 +103,17 @@ def test_a_changed_setting_misses_and_a_damaged_entry_is_measured_again(recipe, 
 def test_the_key_covers_the_editkit_source():
     digest = package_digest()
     assert len(digest) == 32 and digest == package_digest()
+
+
+def test_a_measurement_defined_outside_editkit_is_keyed_by_its_own_source(tmp_path, monkeypatch):
+    mod = tmp_path / "outside_check.py"
+    mod.write_text("class OutsideCheck:\n    pass\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import outside_check
+
+    before = code_digest(outside_check.OutsideCheck())
+    mod.write_text(
+        "class OutsideCheck:\n    threshold = 0.7\n"
+    )  # its code changed: its cached base phase is stale
+    after = code_digest(outside_check.OutsideCheck())
+    assert before != after and "unknown" not in before + after

@@ -10,7 +10,8 @@ robustness and a third of the checks.
 * Key (per kind of measurement: ``suite``, ``generations``, ``robustness``, ``check:<name>``): the weights'
   content (``editkit.eval.store``), the model spec's dtype/revision, the parameters' dtype and device, the
   attention implementation, torch and transformers versions, **every source file of the editkit package**
-  (any change to editkit's code is a miss), and the measurement's own inputs (its items, prompts, batch size
+  (any change to editkit's code is a miss) and of each suite part or check defined outside it (``code_digest``),
+  and the measurement's own inputs (its items, prompts, batch size
   and options) — so a hit returns exactly what measuring would, number for number.
 * Entry: ``phase-<key>.safetensors`` beside the refusal cache's entries (``editkit.eval.store``): tensors as
   tensors, the rest as JSON.
@@ -19,6 +20,7 @@ robustness and a third of the checks.
 
 from __future__ import annotations
 
+import inspect
 import json
 import time
 from collections.abc import Callable
@@ -52,6 +54,19 @@ def package_digest() -> str:
     root = Path(__file__).resolve().parents[1]
     files = sorted(root.rglob("*.py"))
     return sha("\n".join(f"{f.relative_to(root)}\0{sha(f.read_bytes())}" for f in files))[:32]
+
+
+def code_digest(*objs: Any) -> list[str]:
+    """sha256 of the source file of each object's class or module — what makes a measurement defined outside
+    editkit (a check added with ``register_check``, a suite part added to ``PARTS``) part of the key."""
+    out = []
+    for obj in objs:
+        try:
+            path = inspect.getsourcefile(obj if inspect.isclass(obj) or inspect.ismodule(obj) else type(obj))
+            out.append(sha(Path(path).read_bytes())[:16] if path else "unknown")
+        except (TypeError, OSError):
+            out.append("unknown")
+    return out
 
 
 def _jsonable(x: Any) -> Any:

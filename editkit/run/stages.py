@@ -19,8 +19,8 @@ from editkit.data.recipe_data import LoadedData
 from editkit.edit.edit import Edit
 from editkit.eval.checks.run import checks_wanted, stage_checks
 from editkit.eval.lm_eval import record_lm_eval_phase
-from editkit.eval.parts import Baseline
-from editkit.eval.phase_cache import PhaseCache
+from editkit.eval.parts import PARTS, Baseline
+from editkit.eval.phase_cache import PhaseCache, code_digest
 from editkit.eval.robustness.stage import run_robustness
 from editkit.eval.routing import phase_routing
 from editkit.eval.suite import evaluate, evaluation_units, greedy_generations
@@ -113,7 +113,12 @@ def evaluate_phase(run: Run, phase: str, counter: StageCounter | None = None) ->
 def _base_suite(run: Run, suite: Callable[[], dict], pf, counter: StageCounter | None) -> dict:
     """The base phase's suite from the cache (the drift baseline with it), or measured and stored."""
     bs = run.recipe.eval.batch_size or model_eval_batch_size(run.ctx.model)
-    inputs = {"data": asdict(run.data.eval), "batch_size": bs, "perplexity": pf is not None}
+    inputs = {
+        "data": asdict(run.data.eval),
+        "batch_size": bs,
+        "perplexity": pf is not None,
+        "parts": {name: code_digest(part) for name, part in PARTS.items()},
+    }
 
     def measure():
         m = suite()

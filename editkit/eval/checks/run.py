@@ -15,7 +15,7 @@ from typing import Any
 
 from editkit.eval.checks import CHECKS, CheckData, CheckSpec, merged_copy
 from editkit.eval.checks.verdict import headline_verdict
-from editkit.eval.phase_cache import PhaseCache
+from editkit.eval.phase_cache import PhaseCache, code_digest
 from editkit.methods import get_method
 from editkit.model.sizing import model_eval_batch_size
 from editkit.run.events import StageCounter, write_metrics
@@ -82,6 +82,7 @@ def _cached_base(check, name: str, model, data: CheckData, spec: CheckSpec, on_u
     """The base phase of one check from the cache, or measured and stored."""
     inputs = {
         "spec": spec.model_dump(mode="json"),
+        "code": code_digest(check),
         "target_test": data.target_test,
         "target_train": data.target_train,
         "heldout": data.heldout,
