@@ -30,15 +30,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import transformers
 
 from editkit.eval.store import (
     DamagedEntry,
     cache_dir,
     model_identity,
     read_payload,
+    runtime_fields,
     sha,
-    spec_fields,
     write_payload,
 )
 
@@ -101,17 +100,11 @@ class PhaseCache:
             if ident is None:
                 self._why = why
                 return None
-            param = next(self.model.parameters())
             self._identity = {
                 "schema": SCHEMA,
                 "editkit": package_digest(),
                 "model": ident,
-                "model_spec": spec_fields(self.model_spec),
-                "dtype": str(param.dtype),
-                "device": param.device.type,
-                "attn": getattr(getattr(self.model, "config", None), "_attn_implementation", None),
-                "torch": torch.__version__,
-                "transformers": transformers.__version__,
+                **runtime_fields(self.model, self.model_spec),
             }
         return self._identity
 

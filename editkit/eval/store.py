@@ -24,6 +24,7 @@ from pathlib import Path
 import safetensors
 import safetensors.torch
 import torch
+import transformers
 
 from editkit.model.pypi import editkit_home
 
@@ -119,6 +120,20 @@ def spec_fields(spec) -> dict:
     """The model spec's fields that change the loaded weights (beyond the folder's content)."""
     keys = ("dtype", "revision", "gguf_file", "trust_remote_code")
     return {k: getattr(spec, k, None) for k in keys} if spec is not None else {}
+
+
+def runtime_fields(model, spec) -> dict:
+    """What besides the weights' content decides a loaded model's outputs: the spec's loading fields, the
+    parameters' dtype and device, the attention implementation, the torch and transformers versions."""
+    param = next(model.parameters())
+    return {
+        "model_spec": spec_fields(spec),
+        "dtype": str(param.dtype),
+        "device": param.device.type,
+        "attn": getattr(getattr(model, "config", None), "_attn_implementation", None),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+    }
 
 
 # ------------------------------------------------------------------------------------------------------

@@ -162,8 +162,10 @@ def stage_eval_base(run: Run) -> None:
     if prompts:
         gens = generations(run, counter, base=True)
         run.metrics["generations"] = [{"prompt": p, "base": g} for p, g in zip(prompts, gens, strict=True)]
-    if run.cache is not None and run.cache.enabled:  # what the base phase cache did, kind by kind
-        run.metrics["base_phase_cache"] = run.cache.status
+    if run.cache is not None and run.cache.enabled:  # what the base phase cache did, kind by kind: the
+        run.metrics["base_phase_cache"] = (
+            run.cache.status
+        )  # cache's own dict, robustness and checks add theirs
     run.events.emit("eval", phase="base", metrics=run.metrics["base"])
 
 

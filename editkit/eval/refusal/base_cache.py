@@ -27,9 +27,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import torch
-import transformers
-
 from editkit.eval.refusal.chat import chat_prompts
 from editkit.eval.store import (  # noqa: F401 - CACHE_ENV, cache_dir, folder_digest: this cache's API too
     CACHE_ENV,
@@ -38,8 +35,8 @@ from editkit.eval.store import (  # noqa: F401 - CACHE_ENV, cache_dir, folder_di
     folder_digest,
     model_identity,
     read_payload,
+    runtime_fields,
     sha,
-    spec_fields,
     write_payload,
 )
 from editkit.model.demo import demo_model_dir
@@ -102,17 +99,11 @@ def cache_key(ctx, sets: dict[str, list[str]], max_new: int) -> tuple[str | None
     seconds = round(time.time() - t0, 2)
     if base is None or judge is None:
         return None, {"why": why or why_j}
-    param = next(ctx.model.parameters())
     parts: dict[str, Any] = {
         "schema": SCHEMA,
         "scorer": scorer_digest(),
         "model": base,
-        "model_spec": spec_fields(getattr(ctx, "model_spec", None)),
-        "dtype": str(param.dtype),
-        "device": param.device.type,
-        "attn": getattr(ctx.model.config, "_attn_implementation", None),
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
+        **runtime_fields(ctx.model, getattr(ctx, "model_spec", None)),
         "judge": judge,
         "max_new_tokens": max_new,
         "prompts": {r: sha(json.dumps(p)) for r, p in sets.items()},
