@@ -201,3 +201,22 @@ def test_one_prompt_pass_scores_both_answers_as_two_passes_do(family):
     assert (
         len(tok("Paris is the capital of " * 12)["input_ids"]) > 40
     )  # the long item really took the old path
+
+
+def test_score_answers_batches_items_by_their_length_in_tokens(tiny_llama, word_tokenizer):
+    """Batches are cut from the items sorted by token count, not by characters: short words and long words
+    in one list still give batches with no padding, and every score is the one the item gets alone."""
+    prompts = ["beggar beggar", "a a a a a", "steal steal", "1 + 2 = 3 +"]  # 2, 5, 2 and 6 tokens
+    answers = ["cat"] * 4
+    widths: list[tuple[int, int]] = []
+    hook = tiny_llama.register_forward_pre_hook(
+        lambda _m, _a, kw: widths.append(tuple(kw["input_ids"].shape)), with_kwargs=True
+    )
+    try:
+        got = score_answers(tiny_llama, word_tokenizer, prompts, answers, batch_size=2)
+    finally:
+        hook.remove()
+    # the two 2-word prompts together, then the 5- and 6-word ones (a character sort gives widths 6 and 7)
+    assert widths == [(2, 2 + 1), (2, 6 + 1)]  # prompt + answer tokens (this tokenizer adds no BOS)
+    alone = [score_answers(tiny_llama, word_tokenizer, [p], ["cat"])[0] for p in prompts]
+    assert torch.allclose(got, torch.stack(alone), atol=1e-5)

@@ -163,6 +163,47 @@ def test_every_loss_term_matches_a_hand_computation(equalisation, text_reg):
     unwrap_lora(peft_model, flags)
 
 
+@pytest.mark.parametrize("family", ["llama", "qwen2", "gemma3"])
+def test_training_batches_read_each_prompt_once_with_the_same_loss_and_gradients(family):
+    """ScalpelBatches gives the fit each prompt once for both answers (a KV cache shared by the two): the
+    equalisation term and every adapter gradient are those of the one-row-per-answer batch, to fp32
+    rounding; with the representation term on, the batch keeps one row per answer (the term reads them)."""
+    from editkit.methods.scalpel.fit import ScalpelBatches
+
+    model, tok = tiny_model(family)
+    anatomy = find_anatomy(model)
+    p = ScalpelParams(batch_size=5, lambda_text=0.0)
+    names = resolve_targets(anatomy, list(p.targets), p.layers)
+    peft_model, flags = wrap_lora(model, names, p, seed=0)
+    _randomise_adapter(peft_model, names)
+    batch = ScalpelBatches(tok, ITEMS, TEXTS, p, seed=0)(step=3, micro=0)
+    assert "shared" in batch and "pairs" not in batch and len(batch["shared"]) == 5
+    prompts = [tok.decode(q, skip_special_tokens=True) for q, _, _ in batch["shared"]]
+    items = [next(it for it in ITEMS if it["prompt"] == q) for q in prompts]
+    rows = {
+        "n": 5,
+        "text": None,
+        "pairs": encode_prompt_answers(
+            tok,
+            [it["prompt"] for it in items] * 2,
+            [it["correct"] for it in items] + [it["incorrect"] for it in items],
+        ),
+    }
+    loss = ScalpelLoss(peft_model, names, p)
+    grads = []
+    for b in (batch, rows):
+        peft_model.zero_grad()
+        out = loss(b)
+        out.loss.backward()
+        grads.append(torch.cat([t.grad.flatten() for t in peft_model.parameters() if t.grad is not None]))
+        grads.append(out.terms["eq"].detach())
+    assert float(grads[1]) > 0 and torch.allclose(grads[1], grads[3], rtol=1e-4, atol=1e-6)
+    assert grads[0].abs().max() > 0 and torch.allclose(grads[0], grads[2], rtol=1e-3, atol=1e-5)
+    unwrap_lora(peft_model, flags)
+    with_repr = ScalpelParams(batch_size=5, lambda_text=0.0, lambda_repr=1.0)
+    assert "pairs" in ScalpelBatches(tok, ITEMS, TEXTS, with_repr, seed=0)(step=3, micro=0)
+
+
 def test_kl_base_side_is_the_adapter_disabled_model():
     """KL is exactly 0 while B = 0 (PEFT's init), so the base side really is the base model."""
     model, tok = tiny_model("llama")

@@ -20,13 +20,15 @@ __all__ = [
     "mean_answer_logprob",
     "score_answers",
     "score_answer_pairs",
+    "encode_pair_items",
+    "pair_answer_logprobs",
     "pairwise_margins",
     "pairwise_correctness",
     "pairwise_accuracy",
 ]
 
 
-def _pad_id(tokenizer) -> int:
+def pad_id(tokenizer) -> int:
     pad = tokenizer.pad_token_id
     if pad is None:
         pad = tokenizer.eos_token_id
@@ -64,15 +66,24 @@ def encode_prompt_answers(
         raise ValueError(f"got {len(prompts)} prompts but {len(answers)} answers")
     if max_length < 2:
         raise ValueError("max_length must be at least 2 (one prompt token and one answer token)")
+    return _right_padded(_encoded_rows(tokenizer, prompts, answers, max_length), pad_id(tokenizer))
+
+
+def _encoded_rows(
+    tokenizer, prompts: Sequence[str], answers: Sequence[str], max_length: int
+) -> list[tuple[list[int], list[int]]]:
+    """(prompt ids, answer ids) of every item, cut to ``max_length`` as ``encode_prompt_answers`` says."""
     rows: list[tuple[list[int], list[int]]] = []
     for i, (prompt, answer) in enumerate(zip(prompts, answers, strict=True)):
         p_ids, (a_ids,) = _token_ids(tokenizer, i, prompt, answer)
         a_ids = a_ids[: max_length - 1]
         p_ids = p_ids[-(max_length - len(a_ids)) :]
         rows.append((p_ids, a_ids))
+    return rows
 
+
+def _right_padded(rows: Sequence[tuple[list[int], list[int]]], pad: int) -> dict[str, torch.Tensor]:
     width = max(len(p) + len(a) for p, a in rows)
-    pad = _pad_id(tokenizer)
     input_ids = torch.full((len(rows), width), pad, dtype=torch.long)
     attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
     answer_mask = torch.zeros((len(rows), width), dtype=torch.bool)
@@ -219,7 +230,8 @@ def score_answers(
 ) -> torch.Tensor:
     """Length-normalised log p(answer | prompt) for many items, batched, without gradients (CPU fp32 out).
 
-    Items are sorted by length before batching so padding stays small; the result is in input order.
+    Items are sorted by their length in tokens before batching so padding stays small (the prompts and
+    answers are tokenised once); the result is in input order.
     ``on_batch(rows)`` is called after each batch (progress reporting).
     """
     if len(prompts) != len(answers):
@@ -228,16 +240,18 @@ def score_answers(
     out = torch.empty(n, dtype=torch.float32)
     if n == 0:
         return out
-    order = sorted(range(n), key=lambda i: len(prompts[i]) + len(answers[i]))
+    if max_length < 2:
+        raise ValueError("max_length must be at least 2 (one prompt token and one answer token)")
+    rows = _encoded_rows(tokenizer, prompts, answers, max_length)
+    order = sorted(range(n), key=lambda i: len(rows[i][0]) + len(rows[i][1]))  # stable: ties keep input order
+    pad = pad_id(tokenizer)
     was_training = model.training
     model.eval()
     try:
         with torch.no_grad():
             for start in range(0, n, batch_size):
                 idx = order[start : start + batch_size]
-                batch = encode_prompt_answers(
-                    tokenizer, [prompts[i] for i in idx], [answers[i] for i in idx], max_length=max_length
-                )
+                batch = _right_padded([rows[i] for i in idx], pad)
                 out[torch.tensor(idx)] = mean_answer_logprob(model, batch).float().cpu()
                 if on_batch is not None:
                     on_batch(len(idx))
@@ -256,6 +270,21 @@ def _triplet_fields(triplets: Iterable[Mapping]) -> tuple[list[str], list[str], 
         correct.append(item["correct"])
         incorrect.append(item["incorrect"])
     return prompts, correct, incorrect
+
+
+def encode_pair_items(
+    tokenizer,
+    prompts: Sequence[str],
+    answers_a: Sequence[str],
+    answers_b: Sequence[str],
+    max_length: int = 256,
+) -> list[tuple[list[int], list[int], list[int]] | None]:
+    """(prompt ids, a ids, b ids) of every item for :func:`pair_answer_logprobs`; None for an item too long to
+    share one prompt (``encode_prompt_answers`` cuts its prompt per answer)."""
+    return [
+        _pair_item(tokenizer, i, *x, max_length)
+        for i, x in enumerate(zip(prompts, answers_a, answers_b, strict=True))
+    ]
 
 
 def _pair_item(tokenizer, i: int, prompt: str, a: str, b: str, max_length: int):
@@ -294,10 +323,15 @@ def _cache_kwarg(model) -> str:
     return "cache" if "cache" in params else "past_key_values"
 
 
-def _score_pairs_batch(model, pad: int, items: list[tuple[list[int], list[int], list[int]]]):
-    """Mean log p of answers a and b of every item, the prompt read once: the prompts (left-padded) run
-    with a KV cache, which is repeated for the two answers; only answers longer than one token need the
-    second forward (the first answer token is predicted by the prompt's last position)."""
+def pair_answer_logprobs(
+    model, pad: int, items: Sequence[tuple[list[int], list[int], list[int]]]
+) -> torch.Tensor:
+    """Mean log p of answers a and b of every item ``(prompt ids, a ids, b ids)`` (from
+    :func:`encode_pair_items`), [n, 2] on the model's device, the prompt read once: the prompts (left-padded)
+    run with a KV cache, which is repeated for the two answers; only answers longer than one token need the
+    second forward (the first answer token is predicted by the prompt's last position).
+
+    Differentiable (SCALPEL trains on it: the shared prompt is about half of a moral item's tokens)."""
     device = model_device(model)
     n = len(items)
     lp = max(len(p) for p, _, _ in items)
@@ -317,7 +351,7 @@ def _score_pairs_batch(model, pad: int, items: list[tuple[list[int], list[int], 
     }
     first, out = _gathered_logprobs(model, kwargs, torch.arange(n), torch.full((n,), lp - 1))
     first_ids = torch.tensor([x[0] for x in answers]).view(n, 2)
-    totals = first.cpu().gather(1, first_ids)  # [n, 2]: log p of each answer's first token
+    totals = first.gather(1, to_device(first_ids, device))  # [n, 2]: log p of each answer's first token
     if longest > 1:
         width = longest - 1  # feed each answer but its last token; position j predicts token j + 1
         feed = torch.full((2 * n, width), pad, dtype=torch.long)
@@ -342,10 +376,10 @@ def _score_pairs_batch(model, pad: int, items: list[tuple[list[int], list[int], 
             "use_cache": True,
         }
         rest, _ = _gathered_logprobs(model, kwargs, torch.tensor(rows), torch.tensor(cols))
-        picked = rest.cpu().gather(1, torch.tensor(targets)[:, None]).squeeze(1)
-        totals = totals.view(-1).index_add(0, torch.tensor(rows), picked).view(n, 2)
+        picked = rest.gather(1, to_device(torch.tensor(targets)[:, None], device)).squeeze(1)
+        totals = totals.reshape(-1).index_add(0, to_device(torch.tensor(rows), device), picked).view(n, 2)
     lengths = torch.tensor([len(x) for x in answers], dtype=torch.float32).view(n, 2)
-    return totals / lengths
+    return totals / to_device(lengths, device)
 
 
 def score_answer_pairs(
@@ -369,10 +403,7 @@ def score_answer_pairs(
     if not (n == len(answers_a) == len(answers_b)):
         raise ValueError(f"got {n} prompts, {len(answers_a)} and {len(answers_b)} answers")
     a_out, b_out = torch.empty(n, dtype=torch.float32), torch.empty(n, dtype=torch.float32)
-    encoded = [
-        _pair_item(tokenizer, i, *x, max_length)
-        for i, x in enumerate(zip(prompts, answers_a, answers_b, strict=True))
-    ]
+    encoded = encode_pair_items(tokenizer, prompts, answers_a, answers_b, max_length)
     long = [i for i, e in enumerate(encoded) if e is None]
     if long:
         both = score_answers(
@@ -386,14 +417,14 @@ def score_answer_pairs(
         )
         a_out[long], b_out[long] = both[: len(long)], both[len(long) :]
     order = sorted((i for i, e in enumerate(encoded) if e is not None), key=lambda i: len(encoded[i][0]))
-    pad = _pad_id(tokenizer)
+    pad = pad_id(tokenizer)
     was_training = model.training
     model.eval()
     try:
         with torch.no_grad():
             for start in range(0, len(order), batch_size):
                 idx = order[start : start + batch_size]
-                scores = _score_pairs_batch(model, pad, [encoded[i] for i in idx])
+                scores = pair_answer_logprobs(model, pad, [encoded[i] for i in idx]).float().cpu()
                 a_out[idx], b_out[idx] = scores[:, 0], scores[:, 1]
                 if on_batch is not None:
                     on_batch(2 * len(idx))

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable
 import torch
 
 from editkit.errors import DataError
-from editkit.eval.pairwise import accepts_logits_to_keep
+from editkit.eval.pairwise import accepts_logits_to_keep, pad_id
 
 #: lower-case substrings that mark a refusal (DESIGN.md); matched anywhere in the completion
 REFUSAL_MARKERS: tuple[str, ...] = (
@@ -101,11 +101,6 @@ def last_token_logits(model, enc: dict[str, torch.Tensor]) -> torch.Tensor:
     return model(**enc, use_cache=False, **last_only(model)).logits[:, -1, :]
 
 
-def _pad_id(tokenizer) -> int:
-    pid = tokenizer.pad_token_id
-    return int(pid if pid is not None else tokenizer.eos_token_id)
-
-
 @torch.no_grad()
 def generate(
     model,
@@ -130,7 +125,7 @@ def generate(
             temperature=None,
             top_p=None,
             top_k=None,
-            pad_token_id=_pad_id(tokenizer),
+            pad_token_id=pad_id(tokenizer),
         )
         new = gen[:, enc["input_ids"].shape[1] :]
         out += tokenizer.batch_decode(new, skip_special_tokens=True)

@@ -25,7 +25,15 @@ import torch
 
 from editkit.edit.edit import Edit
 from editkit.errors import DataError, EditkitError
-from editkit.eval.pairwise import encode_prompt_answers, mean_answer_logprob, pairwise_margins, to_device
+from editkit.eval.pairwise import (
+    encode_pair_items,
+    encode_prompt_answers,
+    mean_answer_logprob,
+    pad_id,
+    pair_answer_logprobs,
+    pairwise_margins,
+    to_device,
+)
 from editkit.localize.class_stats import class_labels
 from editkit.methods.base import FitContext, FitResult, Method
 from editkit.methods.lora import (  # noqa: F401 - adapter_ops, wrap_lora... are this method's API too
@@ -121,10 +129,14 @@ class ScalpelLoss:
 
     def __call__(self, batch: dict) -> LossOut:
         p = self.p
-        n = batch["n"]
-        with self.capture:
-            lp = mean_answer_logprob(self.model, batch["pairs"])
-        diff = lp[:n] - lp[n:]
+        if "shared" in batch:  # each prompt read once for both answers
+            lp = pair_answer_logprobs(self.model, batch["pad"], batch["shared"])
+            diff = lp[:, 0] - lp[:, 1]
+        else:
+            n = batch["n"]
+            with self.capture:
+                lp = mean_answer_logprob(self.model, batch["pairs"])
+            diff = lp[:n] - lp[n:]
         eq = diff.pow(2).mean() if p.equalisation == "squared" else diff.abs().mean()
         zero = eq.new_zeros(())
         rep = zero
@@ -181,13 +193,17 @@ class ScalpelBatches:
         k = min(p.batch_size, len(self.train))
         items = rng.sample(self.train, k)
         prompts = [it["prompt"] for it in items]
-        pairs = encode_prompt_answers(
-            self.tok,
-            prompts + prompts,
-            [it["correct"] for it in items] + [it["incorrect"] for it in items],
-            max_length=p.max_length,
-        )
-        batch = {"n": k, "pairs": pairs, "text": None}
+        correct, incorrect = [it["correct"] for it in items], [it["incorrect"] for it in items]
+        shared = encode_pair_items(self.tok, prompts, correct, incorrect, p.max_length)
+        if p.lambda_repr <= 0 and all(e is not None for e in shared):
+            # the prompt runs once with a KV cache for both answers (the representation term reads the
+            # residual stream of the prompt+answer rows, so it keeps the one-row-per-answer batch)
+            batch = {"n": k, "shared": shared, "pad": pad_id(self.tok), "text": None}
+        else:
+            pairs = encode_prompt_answers(
+                self.tok, prompts + prompts, correct + incorrect, max_length=p.max_length
+            )
+            batch = {"n": k, "pairs": pairs, "text": None}
         if p.lambda_repr > 0:  # the representation term's statistics: each item's class and frame
             batch["classes"] = class_labels(items)
             batch["frames"] = [str(it.get("frame", "main")) for it in items]
@@ -198,7 +214,10 @@ class ScalpelBatches:
 
 
 def _tokens_in(batch: dict) -> int:
-    n = int(batch["pairs"]["attention_mask"].sum())
+    if "shared" in batch:
+        n = sum(len(q) + len(a) + len(b) for q, a, b in batch["shared"])
+    else:
+        n = int(batch["pairs"]["attention_mask"].sum())
     if batch.get("text") is not None:
         n += int(batch["text"]["attention_mask"].sum())
     return n
