@@ -170,6 +170,29 @@ def test_probe_reads_planted_separable_states_and_not_shuffled_labels():
     assert all(abs(a - 0.5) < 0.2 for a in aucs)
 
 
+@pytest.mark.parametrize("family", ["llama", "qwen2", "gpt2"])
+def test_probe_states_are_the_residual_stream_and_the_head_runs_on_one_position(family):
+    """last_token_states gives every layer's output at the last token, exactly as a plain forward does,
+    while the output head (whose logits the probe never reads) runs on one position per row."""
+    from editkit.eval.checks.probe import last_token_states
+    from editkit.eval.forward import output_head
+
+    model, tok = tiny_model(family)
+    texts = ["Paris is the capital of", "Hot is", "The opposite of up is the word"]
+    rows: list[int] = []
+    hook = output_head(model).register_forward_pre_hook(lambda _m, a: rows.append(a[0].shape[1]))
+    try:
+        got = last_token_states(model, tok, texts, batch_size=3)
+    finally:
+        hook.remove()
+    assert rows == [1] and got.shape == (3, model.config.num_hidden_layers, model.config.hidden_size)
+    for i, t in enumerate(texts):
+        with torch.no_grad():
+            hs = model(**tok(t, return_tensors="pt"), output_hidden_states=True).hidden_states[1:]
+        want = torch.stack([h[0, -1].float() for h in hs])
+        assert torch.allclose(got[i], want, atol=1e-5, rtol=1e-4)
+
+
 def test_quantised_round_trip_matches_gguf_numerics():
     gq = pytest.importorskip("gguf.quants")
     torch.manual_seed(0)

@@ -165,18 +165,20 @@ def test_every_loss_term_matches_a_hand_computation(equalisation, text_reg):
 
 @pytest.mark.parametrize("family", ["llama", "qwen2", "gemma3"])
 def test_training_batches_read_each_prompt_once_with_the_same_loss_and_gradients(family):
-    """ScalpelBatches gives the fit each prompt once for both answers (a KV cache shared by the two): the
-    equalisation term and every adapter gradient are those of the one-row-per-answer batch, to fp32
-    rounding; with the representation term on, the batch keeps one row per answer (the term reads them)."""
+    """With ``prompt_once`` (off by default) ScalpelBatches gives the fit each prompt once for both answers
+    (a KV cache shared by the two): the equalisation term and every adapter gradient are those of the
+    one-row-per-answer batch, to fp32 rounding; with the representation term on, the batch keeps one row per
+    answer (the term reads them)."""
     from editkit.methods.scalpel.fit import ScalpelBatches
 
     model, tok = tiny_model(family)
     anatomy = find_anatomy(model)
-    p = ScalpelParams(batch_size=5, lambda_text=0.0)
+    p = ScalpelParams(batch_size=5, lambda_text=0.0, prompt_once=True)
     names = resolve_targets(anatomy, list(p.targets), p.layers)
     peft_model, flags = wrap_lora(model, names, p, seed=0)
     _randomise_adapter(peft_model, names)
     batch = ScalpelBatches(tok, ITEMS, TEXTS, p, seed=0)(step=3, micro=0)
+    assert "pairs" in ScalpelBatches(tok, ITEMS, TEXTS, ScalpelParams(batch_size=5), seed=0)(step=3, micro=0)
     assert "shared" in batch and "pairs" not in batch and len(batch["shared"]) == 5
     prompts = [tok.decode(q, skip_special_tokens=True) for q, _, _ in batch["shared"]]
     items = [next(it for it in ITEMS if it["prompt"] == q) for q in prompts]
@@ -200,7 +202,7 @@ def test_training_batches_read_each_prompt_once_with_the_same_loss_and_gradients
     assert float(grads[1]) > 0 and torch.allclose(grads[1], grads[3], rtol=1e-4, atol=1e-6)
     assert grads[0].abs().max() > 0 and torch.allclose(grads[0], grads[2], rtol=1e-3, atol=1e-5)
     unwrap_lora(peft_model, flags)
-    with_repr = ScalpelParams(batch_size=5, lambda_text=0.0, lambda_repr=1.0)
+    with_repr = ScalpelParams(batch_size=5, lambda_text=0.0, lambda_repr=1.0, prompt_once=True)
     assert "pairs" in ScalpelBatches(tok, ITEMS, TEXTS, with_repr, seed=0)(step=3, micro=0)
 
 

@@ -7,13 +7,12 @@ place guarantees that "accuracy before" and "accuracy after" are measured identi
 
 from __future__ import annotations
 
-import inspect
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import torch
 
 from editkit.errors import DataError
+from editkit.eval.forward import accepts_logits_to_keep, cache_kwarg, head_input, model_device, to_device
 
 __all__ = [
     "encode_prompt_answers",
@@ -93,65 +92,6 @@ def _right_padded(rows: Sequence[tuple[list[int], list[int]]], pad: int) -> dict
         attention_mask[r, :n] = 1
         answer_mask[r, n_p:n] = True
     return {"input_ids": input_ids, "attention_mask": attention_mask, "answer_mask": answer_mask}
-
-
-def _unwrapped(model):
-    """The transformers model inside a PEFT wrapper (or ``model`` itself)."""
-    return model.get_base_model() if hasattr(model, "get_base_model") else model
-
-
-def accepts_logits_to_keep(model) -> bool:
-    """True when the (possibly PEFT-wrapped) model can skip computing logits for leading positions."""
-    try:
-        return "logits_to_keep" in inspect.signature(_unwrapped(model).forward).parameters
-    except (TypeError, ValueError):
-        return False
-
-
-def output_head(model) -> torch.nn.Module | None:
-    """The (possibly PEFT-wrapped) model's output projection (``lm_head``), or None."""
-    get = getattr(_unwrapped(model), "get_output_embeddings", None)
-    head = get() if callable(get) else None
-    return head if isinstance(head, torch.nn.Module) else None
-
-
-@contextmanager
-def head_input(model, fn: Callable[[torch.Tensor], torch.Tensor]) -> Iterator[bool]:
-    """While active, the output head sees ``fn(hidden_states)`` instead of its input; yields whether it could.
-
-    Used to run the vocabulary projection only on the positions that are scored. Besides the compute, this
-    avoids a CPU trap: a causal LM slices its hidden states before the head (``logits_to_keep``), and for a
-    non-contiguous 3-D input whose weight does not require grad (a frozen PEFT base, an attribution pass)
-    ``torch.matmul`` takes the batched path with the weight *expanded* over the batch, which oneDNN makes
-    contiguous: one full copy of the vocabulary matrix per row (466 MiB per row on a 1.5B Qwen).
-    """
-    head = output_head(model)
-    if head is None:
-        yield False
-        return
-    handle = head.register_forward_pre_hook(lambda _mod, args: (fn(args[0]), *args[1:]))
-    try:
-        yield True
-    finally:
-        handle.remove()
-
-
-def model_device(model) -> torch.device:
-    emb = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
-    if emb is not None and getattr(emb, "weight", None) is not None:
-        return emb.weight.device
-    return next(model.parameters()).device
-
-
-def to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """``t.to(device)`` without a host sync for host→CUDA copies.
-
-    A plain ``.to("cuda")`` waits for the copy (and so for every kernel queued before it); host→device
-    copies with ``non_blocking`` are safe from pageable memory (CUDA stages the data before returning),
-    so the host can keep queueing kernels. Device→host copies are never made non-blocking here.
-    """
-    device = torch.device(device)
-    return t.to(device, non_blocking=t.device.type == "cpu" and device.type == "cuda")
 
 
 def mean_answer_logprob(model, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
@@ -314,15 +254,6 @@ def _gathered_logprobs(model, kwargs: dict, rows: torch.Tensor, cols: torch.Tens
     return torch.log_softmax(picked.float(), dim=-1), out
 
 
-def _cache_kwarg(model) -> str:
-    """The forward's name for a KV cache: ``cache`` from transformers 5.25, ``past_key_values`` before."""
-    try:
-        params = inspect.signature(_unwrapped(model).forward).parameters
-    except (TypeError, ValueError):
-        return "past_key_values"
-    return "cache" if "cache" in params else "past_key_values"
-
-
 def pair_answer_logprobs(
     model, pad: int, items: Sequence[tuple[list[int], list[int], list[int]]]
 ) -> torch.Tensor:
@@ -372,7 +303,7 @@ def pair_answer_logprobs(
             "input_ids": to_device(feed, device),
             "attention_mask": to_device(torch.cat([mask.repeat_interleave(2, 0), feed_mask], 1), device),
             "position_ids": to_device(prompt_len[:, None] + torch.arange(width)[None, :], device),
-            _cache_kwarg(model): cache,
+            cache_kwarg(model): cache,
             "use_cache": True,
         }
         rest, _ = _gathered_logprobs(model, kwargs, torch.tensor(rows), torch.tensor(cols))

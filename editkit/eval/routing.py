@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 
 import torch
 
-from editkit.eval.pairwise import model_device
+from editkit.eval.forward import model_device
 
 #: rows of the card's "largest changes" table
 TOP_CHANGES = 8

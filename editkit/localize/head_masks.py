@@ -12,7 +12,8 @@ from collections.abc import Callable, Mapping, Sequence
 
 import torch
 
-from editkit.eval.pairwise import encode_prompt_answers, mean_answer_logprob, model_device, to_device
+from editkit.eval.forward import model_device, to_device
+from editkit.eval.pairwise import encode_prompt_answers, mean_answer_logprob
 from editkit.localize.layer_hooks import LayerPreHooks
 
 SCORES = ("logprob", "margin", "accuracy")

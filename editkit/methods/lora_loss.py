@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from editkit.eval.pairwise import to_device
+from editkit.eval.forward import to_device
 
 __all__ = ["LossOut", "encode_text", "kl_to_base"]
 

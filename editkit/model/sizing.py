@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import torch
 
-from editkit.eval.pairwise import model_device
+from editkit.eval.forward import model_device
 
 #: CPU defaults (unchanged from before sizing existed; the numbers in BENCHMARKS.md were made with them)
 CPU_HEAD_BATCH_ROWS = 128

@@ -25,7 +25,8 @@ import torch
 from pydantic import Field
 
 from editkit.eval.checks.base import Check, CheckData, CheckResult, CheckSpec, fmt, present
-from editkit.eval.pairwise import model_device
+from editkit.eval.forward import last_only, model_device
+from editkit.eval.refusal.chat import by_length
 
 PASS_AUC = 0.60
 PASS_SHARE = 0.25
@@ -75,14 +76,21 @@ def last_token_states(
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     dev = model_device(model)
-    out = []
+    out, order = [], []
     try:
         with torch.no_grad():
-            for i in range(0, len(texts), batch_size):
-                chunk = list(texts[i : i + batch_size])
-                enc = tokenizer(chunk, return_tensors="pt", padding=True, add_special_tokens=True)
+            for idx in by_length(tokenizer, list(texts), batch_size):  # little padding; input order restored
+                order += idx
+                chunk = [texts[i] for i in idx]
+                enc = dict(tokenizer(chunk, return_tensors="pt", padding=True, add_special_tokens=True))
+                # positions count from each row's first real token: a left-padded row of a model with learned
+                # absolute positions (GPT-2) would otherwise be read at shifted positions
+                enc["position_ids"] = (enc["attention_mask"].cumsum(-1) - 1).clamp(min=0)
                 res = model(
-                    **{k: v.to(dev) for k, v in enc.items()}, output_hidden_states=True, use_cache=False
+                    **{k: v.to(dev) for k, v in enc.items()},
+                    output_hidden_states=True,
+                    use_cache=False,
+                    **last_only(model),  # the head's output is not read: run it on one position only
                 )
                 hs = res.hidden_states[1:]  # after each decoder layer (the embeddings are hidden_states[0])
                 out.append(torch.stack([h[:, -1, :].float().cpu() for h in hs], dim=1))
@@ -90,7 +98,11 @@ def last_token_states(
                     on_units(len(chunk))
     finally:
         tokenizer.padding_side = side
-    return torch.cat(out) if out else torch.empty(0)
+    if not out:
+        return torch.empty(0)
+    states = torch.empty_like(torch.cat(out))
+    states[torch.tensor(order)] = torch.cat(out)
+    return states
 
 
 def _halves(items: np.ndarray, labels: np.ndarray, seed: int) -> dict[int, int]:

@@ -13,7 +13,8 @@ from collections.abc import Callable, Iterable
 import torch
 
 from editkit.errors import DataError
-from editkit.eval.pairwise import accepts_logits_to_keep, pad_id
+from editkit.eval.forward import last_only
+from editkit.eval.pairwise import pad_id
 
 #: lower-case substrings that mark a refusal (DESIGN.md); matched anywhere in the completion
 REFUSAL_MARKERS: tuple[str, ...] = (
@@ -88,12 +89,6 @@ def by_length(tokenizer, texts: list[str], batch_size: int) -> list[list[int]]:
     lens = [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
     order = sorted(range(len(texts)), key=lambda i: lens[i])
     return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
-
-
-def last_only(model) -> dict[str, int]:
-    """``{"logits_to_keep": 1}`` where the model takes it, else ``{}``: logits at the last position only
-    (the output head over a 49k vocabulary is a fifth of a small model's compute on every position)."""
-    return {"logits_to_keep": 1} if accepts_logits_to_keep(model) else {}
 
 
 def last_token_logits(model, enc: dict[str, torch.Tensor]) -> torch.Tensor:

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 
 import torch
 
-from editkit.eval.pairwise import model_device
+from editkit.eval.forward import model_device
 
 
 class _Stop(Exception):

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import torch
 
-from editkit.eval.refusal.chat import by_length, chat_prompts, encode_left, last_only
+from editkit.eval.forward import last_only
+from editkit.eval.refusal.chat import by_length, chat_prompts, encode_left
 from editkit.run.distributed import gather_shares
 
 

@@ -194,8 +194,10 @@ class ScalpelBatches:
         items = rng.sample(self.train, k)
         prompts = [it["prompt"] for it in items]
         correct, incorrect = [it["correct"] for it in items], [it["incorrect"] for it in items]
-        shared = encode_pair_items(self.tok, prompts, correct, incorrect, p.max_length)
-        if p.lambda_repr <= 0 and all(e is not None for e in shared):
+        shared = (
+            encode_pair_items(self.tok, prompts, correct, incorrect, p.max_length) if p.prompt_once else []
+        )
+        if p.prompt_once and p.lambda_repr <= 0 and all(e is not None for e in shared):
             # the prompt runs once with a KV cache for both answers (the representation term reads the
             # residual stream of the prompt+answer rows, so it keeps the one-row-per-answer batch)
             batch = {"n": k, "shared": shared, "pad": pad_id(self.tok), "text": None}

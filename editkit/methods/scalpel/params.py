@@ -48,6 +48,13 @@ class ScalpelParams(MethodParams):
         default_factory=lambda: [0.25, 0.5],
         description="with lambda_repr: the layers (fractions of the depth) whose input the term reads",
     )
+    prompt_once: bool = Field(
+        False,
+        description="read each target prompt once for both answers (a KV cache shared by the two): the same loss, "
+        "~10 % faster fits on short prompts (demo remove_moral: fit 303 → 272 s), but other kernel shapes, so the "
+        "edit differs from the default's in the last digits (demo: edited perplexity 30.235 → 30.215); no effect "
+        "with lambda_repr > 0, whose term reads one row per answer",
+    )
     text_batch_size: int = Field(4, ge=1, description="general-text rows per micro-batch")
     text_max_length: int = Field(64, ge=2, description="tokens per general-text row")
     max_length: int = Field(128, ge=2, description="tokens per prompt+answer row")
