@@ -58,9 +58,8 @@ def blimp_accuracy(
     ``on_batch(rows)`` counts scored sentences (two per pair)."""
     flat = [(ph, r) for ph, rows in pairs.items() for r in rows]
     sentences = [r["sentence_good"] for _, r in flat] + [r["sentence_bad"] for _, r in flat]
-    scores = _sentence_logprob(
-        model, tokenizer, sentences, batch_size, on_batch
-    )  # one call: batches by length
+    # one call, so good and bad sentences share the length-sorted batches
+    scores = _sentence_logprob(model, tokenizer, sentences, batch_size, on_batch)
     good, bad = scores[: len(flat)], scores[len(flat) :]
     per: dict[str, list[bool]] = {}
     for (ph, _), g, b in zip(flat, good, bad, strict=True):

@@ -63,8 +63,6 @@ def encode_prompt_answers(
     """
     if len(prompts) != len(answers):
         raise ValueError(f"got {len(prompts)} prompts but {len(answers)} answers")
-    if max_length < 2:
-        raise ValueError("max_length must be at least 2 (one prompt token and one answer token)")
     return _right_padded(_encoded_rows(tokenizer, prompts, answers, max_length), pad_id(tokenizer))
 
 
@@ -72,6 +70,8 @@ def _encoded_rows(
     tokenizer, prompts: Sequence[str], answers: Sequence[str], max_length: int
 ) -> list[tuple[list[int], list[int]]]:
     """(prompt ids, answer ids) of every item, cut to ``max_length`` as ``encode_prompt_answers`` says."""
+    if max_length < 2:
+        raise ValueError("max_length must be at least 2 (one prompt token and one answer token)")
     rows: list[tuple[list[int], list[int]]] = []
     for i, (prompt, answer) in enumerate(zip(prompts, answers, strict=True)):
         p_ids, (a_ids,) = _token_ids(tokenizer, i, prompt, answer)
@@ -180,8 +180,6 @@ def score_answers(
     out = torch.empty(n, dtype=torch.float32)
     if n == 0:
         return out
-    if max_length < 2:
-        raise ValueError("max_length must be at least 2 (one prompt token and one answer token)")
     rows = _encoded_rows(tokenizer, prompts, answers, max_length)
     order = sorted(range(n), key=lambda i: len(rows[i][0]) + len(rows[i][1]))  # stable: ties keep input order
     pad = pad_id(tokenizer)

@@ -162,10 +162,9 @@ def stage_eval_base(run: Run) -> None:
     if prompts:
         gens = generations(run, counter, base=True)
         run.metrics["generations"] = [{"prompt": p, "base": g} for p, g in zip(prompts, gens, strict=True)]
-    if run.cache is not None and run.cache.enabled:  # what the base phase cache did, kind by kind: the
-        run.metrics["base_phase_cache"] = (
-            run.cache.status
-        )  # cache's own dict, robustness and checks add theirs
+    if run.cache is not None and run.cache.enabled:
+        # what the base phase cache did, kind by kind: the cache's own dict, robustness and checks add theirs
+        run.metrics["base_phase_cache"] = run.cache.status
     run.events.emit("eval", phase="base", metrics=run.metrics["base"])
 
 

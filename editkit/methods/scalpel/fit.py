@@ -25,6 +25,7 @@ import torch
 
 from editkit.edit.edit import Edit
 from editkit.errors import DataError, EditkitError
+from editkit.eval.forward import to_device
 from editkit.eval.pairwise import (
     encode_pair_items,
     encode_prompt_answers,
@@ -32,7 +33,6 @@ from editkit.eval.pairwise import (
     pad_id,
     pair_answer_logprobs,
     pairwise_margins,
-    to_device,
 )
 from editkit.localize.class_stats import class_labels
 from editkit.methods.base import FitContext, FitResult, Method
@@ -194,12 +194,11 @@ class ScalpelBatches:
         items = rng.sample(self.train, k)
         prompts = [it["prompt"] for it in items]
         correct, incorrect = [it["correct"] for it in items], [it["incorrect"] for it in items]
-        shared = (
-            encode_pair_items(self.tok, prompts, correct, incorrect, p.max_length) if p.prompt_once else []
-        )
-        if p.prompt_once and p.lambda_repr <= 0 and all(e is not None for e in shared):
-            # the prompt runs once with a KV cache for both answers (the representation term reads the
-            # residual stream of the prompt+answer rows, so it keeps the one-row-per-answer batch)
+        # with prompt_once the prompt runs once with a KV cache for both answers (the representation term
+        # reads the residual stream of the prompt+answer rows, so it keeps the one-row-per-answer batch)
+        once = p.prompt_once and p.lambda_repr <= 0
+        shared = encode_pair_items(self.tok, prompts, correct, incorrect, p.max_length) if once else []
+        if once and all(e is not None for e in shared):
             batch = {"n": k, "shared": shared, "pad": pad_id(self.tok), "text": None}
         else:
             pairs = encode_prompt_answers(
