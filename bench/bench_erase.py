@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 from editkit.eval.parts import Baseline
-from editkit.eval.parts.drift import first_token_logprobs
+from editkit.eval.parts.drift import drift_prompts, first_token_logprobs
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -115,7 +115,7 @@ def main() -> None:
     results: dict = json.loads(args.json.read_text()) if args.json and args.json.exists() else {}
     # drift compares with the base model's first-token distribution, measured here even when the base
     # numbers come from --base-cache (a cached base once left every edit's drift_kl at 0: KL to itself)
-    baseline = Baseline(first_token_logprobs(model, tok, data.eval.drift_prompts, batch_size=16))
+    baseline = Baseline(first_token_logprobs(model, tok, drift_prompts(data.eval), batch_size=16))
     base = None
     if args.base_cache and args.base_cache.exists():
         base = json.loads(args.base_cache.read_text())

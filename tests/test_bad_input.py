@@ -263,7 +263,7 @@ def test_hub_model_without_network_is_one_line(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "HF_HUB_OFFLINE"}
     env.update(HF_ENDPOINT="http://127.0.0.1:9", HF_HOME=str(tmp_path / "hf"), COLUMNS="300")
     res = subprocess.run(
-        [str(exe), "eval", "someone/some-model", "--no-blimp"], capture_output=True, text=True, env=env
+        [str(exe), "eval", "someone/some-model", "--skip", "blimp"], capture_output=True, text=True, env=env
     )
     assert res.returncode == 2
     lines = res.stderr.strip().splitlines()

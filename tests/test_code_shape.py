@@ -259,3 +259,43 @@ def test_no_check_is_named_outside_its_own_folder():
             f"{p.relative_to(PKG.parent)} names {n}" for n in CHECKS for q in "\"'`" if f"{q}{n}{q}" in text
         ]
     assert found == []
+
+
+#: suite parts whose name is also a recipe data role (``data.target``, ``data.heldout``): the name there means
+#: the data, which methods and loaders read too; the part's metrics and fields are still checked
+DATA_ROLES = {"target", "heldout"}
+
+
+def _strings(tree: ast.Module):
+    """Every string constant of a module but the names listed in ``__all__`` (function names, not evaluations)."""
+    skip = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Assign) and any(getattr(t, "id", "") == "__all__" for t in node.targets):
+            skip |= {id(c) for c in ast.walk(node.value)}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in skip:
+            yield node.value
+
+
+def test_no_suite_part_is_named_outside_its_own_folder():
+    """A part of the per-phase suite — its name, its metrics, its recipe fields — is known only in
+    ``editkit/eval/parts/`` (its module and the registry): the recipe schema, the data loader, the preflight,
+    the card, the model-index and ``editkit eval`` iterate over ``PARTS``."""
+    import re
+
+    from editkit.eval.parts import PARTS
+
+    names = {p.name for p in PARTS.values() if p.name not in DATA_ROLES}
+    names |= {k for p in PARTS.values() for k in [*p.metrics, *p.fields]}
+    fields = {k for p in PARTS.values() for k in p.fields}
+    quoted = re.compile(r"(?:^|[`'\"])(" + "|".join(map(re.escape, sorted(names))) + r")(?:$|[`'\"])")
+    dotted = re.compile(r"\beval\.(" + "|".join(map(re.escape, sorted(fields))) + r")\b")
+    parts_dir = PKG / "eval" / "parts"
+    found = []
+    for p in sorted([*PKG.rglob("*.py"), *(PKG.parent / "tui").rglob("*.py")]):
+        if parts_dir in p.parents:
+            continue
+        for s in _strings(ast.parse(p.read_text(encoding="utf-8"))):
+            found += [f"{p.relative_to(PKG.parent)} names {m}" for m in quoted.findall(s) + dotted.findall(s)]
+    assert names >= {"blimp", "blimp_accuracy", "drift_kl", "perplexity", "general_capability_score"}
+    assert found == []

@@ -80,7 +80,7 @@ def test_eval_of_an_export_without_c_excludes_the_removed_capability(tiny_dir, t
     (model / "editkit").mkdir()
     (model / "editkit" / "run.json").write_text(json.dumps({"capability": "moral", "run_id": "r"}))
     said = []
-    m = evaluate_target(str(model), max_items=2, blimp=False, say=said.append)
+    m = evaluate_target(str(model), max_items=2, skip=("blimp",), say=said.append)
     assert "heldout/moral" not in m and "target_accuracy" in m and "heldout/arithmetic" in m
     heldout = [v for k, v in m.items() if k.startswith("heldout/")]
     assert m["general_capability_score"] == pytest.approx(sum(heldout) / len(heldout))

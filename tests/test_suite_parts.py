@@ -25,8 +25,11 @@ def _data() -> EvalData:
         target_test=items[:6],
         heldout={"other": items[6:]},
         general_test=list(CORPUS[:3]),
-        blimp={"agreement": [{"sentence_good": "The cat runs.", "sentence_bad": "The cat run."}] * 2},
-        drift_prompts=["The weather today", "Once upon a time"],
+        parts={
+            "perplexity": list(CORPUS[:3]),
+            "blimp": {"agreement": [{"sentence_good": "The cat runs.", "sentence_bad": "The cat run."}] * 2},
+            "drift": ["The weather today", "Once upon a time"],
+        },
     )
 
 
@@ -85,11 +88,11 @@ def test_a_registered_part_is_measured(tiny, monkeypatch):
         name, label = "prompts", "prompt count"
 
         def units(self, data, opts):
-            return len(data.drift_prompts)
+            return len(data.parts["drift"])
 
         def run(self, model, tokenizer, data, opts, on_batch, baseline, phase):
-            on_batch(len(data.drift_prompts))
-            return {"prompt_count": float(len(data.drift_prompts))}
+            on_batch(len(data.parts["drift"]))
+            return {"prompt_count": float(len(data.parts["drift"]))}
 
     monkeypatch.setitem(PARTS, "prompts", PromptCount())
     model, tok = tiny

@@ -25,7 +25,12 @@ def eval_(
         help="cut every set to this many items: a seeded subset stratified by answer class, not the first N",
     ),
     seed: int = typer.Option(0, "--seed", help="seed of the --max-items subsets"),
-    blimp: bool = typer.Option(True, help="include BLiMP when ../shared/data/blimp is present"),
+    skip: list[str] = typer.Option(
+        [],
+        "--skip",
+        help="leave out a part of the evaluation suite by name (repeatable), e.g. --skip blimp; an unknown name "
+        "lists the parts (editkit.eval.parts.PARTS)",
+    ),
     json_out: Path = typer.Option(None, "--json", help="also write the metrics to this JSON file"),
     checks: bool = typer.Option(
         False,
@@ -74,7 +79,7 @@ def eval_(
             target,
             capability=capability,
             max_items=max_items,
-            blimp=blimp,
+            skip=tuple(skip),
             seed=seed,
             say=lambda msg: err.print(msg, markup=False),
             on_rows=on_rows,

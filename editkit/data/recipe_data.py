@@ -1,8 +1,8 @@
 """The datasets a recipe names, loaded before any model (so a mistake in them surfaces in seconds).
 
 ``load_data`` returns the roles a method reads (``target_train``, ``general_train``, ``data.sets`` names,
-...) and the evaluation data every run measures (target test, held-out capabilities, general text,
-BLiMP, drift prompts). Every error names the recipe field.
+...) and the evaluation data every run measures (target test, held-out capabilities, general text, and
+each suite part's own data). Every error names the recipe field.
 """
 
 from __future__ import annotations
@@ -17,9 +17,8 @@ from editkit.data.capabilities import BUILTIN_CAPABILITIES, load_triplets
 from editkit.data.general import load_general_text
 from editkit.data.prompt_sets import BUILTIN_PROMPT_SETS, load_prompt_set
 from editkit.errors import DataError, RecipeError
-from editkit.eval.blimp import default_blimp_dir, load_blimp
 from editkit.eval.subsets import stratified_subset
-from editkit.eval.suite import EvalData
+from editkit.eval.suite import EvalData, part_data
 from editkit.spec.inputs import DataSource
 from editkit.spec.recipe import Recipe
 
@@ -77,21 +76,12 @@ def load_data(recipe: Recipe, method_needs: tuple[str, ...]) -> LoadedData:
     out.roles["general_test"] = general_test
     for name, src in d.sets.items():
         out.roles[name] = _load_set(src, f"data.sets.{name}")
-    blimp = None
-    if ev.blimp is not False:
-        src = default_blimp_dir() if ev.blimp in ("auto", True) else Path(str(ev.blimp))
-        if src is not None:
-            if not Path(src).exists():
-                raise DataError(f"eval.blimp: {src} does not exist")
-            blimp = load_blimp(src, ev.blimp_per_phenomenon)
-    drift = [" ".join(t.split()[:12]) for t in general_test[: ev.drift_prompts]]
     gen = [t["prompt"] for t in stratified_subset(target_test or [], ev.generations, recipe.seed)]
     out.eval = EvalData(
         target_test=target_test,
         heldout=heldout,
         general_test=general_test,
-        blimp=blimp,
-        drift_prompts=drift,
+        parts=part_data(ev, general_test, recipe.seed),
         generation_prompts=gen[: ev.generations],
     )
     for role in method_needs:

@@ -9,13 +9,14 @@ from pathlib import Path
 from editkit.data.capabilities import BUILTIN_CAPABILITIES, load_triplets
 from editkit.data.general import load_general_text, perplexity
 from editkit.errors import EditkitError
-from editkit.eval.blimp import default_blimp_dir, load_blimp
 from editkit.eval.checks import CheckData, checks_spec
 from editkit.eval.checks.run import checks_units, run_checks
+from editkit.eval.parts import PARTS
 from editkit.eval.subsets import stratified_subset
-from editkit.eval.suite import EvalData, evaluate, evaluation_units
+from editkit.eval.suite import EvalData, evaluate, evaluation_units, part_data
 from editkit.model.load import load_model
 from editkit.run.events import is_run_dir, run_model_dir
+from editkit.spec.eval import EvalSpec
 from editkit.spec.inputs import ModelSpec
 
 
@@ -61,14 +62,19 @@ def evaluate_target(
     target: str,
     capability: str | None = None,
     max_items: int | None = None,
-    blimp: bool = True,
+    skip: tuple[str, ...] = (),
     seed: int = 0,
     say: Callable[[str], None] = lambda _m: None,
     on_rows: Callable[[int, int], None] | None = None,
 ) -> dict:
-    """The suite on ``target``. ``max_items`` cuts every set to a seeded, answer-class-stratified subset.
+    """The suite on ``target``, every registered part with its recipe defaults but the ``skip``ped ones (parts
+    that compare with a base phase, such as drift, have none to compare with here). ``max_items`` cuts every
+    set to a seeded, answer-class-stratified subset.
 
     ``on_rows(done, total)`` reports scored rows (a progress bar with a total)."""
+    unknown = sorted(set(skip) - set(PARTS))
+    if unknown:
+        raise EditkitError(f"--skip: no suite part {unknown[0]!r} (the parts: {', '.join(PARTS)})")
 
     path = resolve_model_target(target)
     if capability is None and Path(path).is_dir():
@@ -83,13 +89,12 @@ def evaluate_target(
     target_test = cut(load_triplets(capability, split="test")) if capability else None
     heldout = {n: cut(load_triplets(n, split="test")) for n in BUILTIN_CAPABILITIES if n != capability}
     general = list(load_general_text("builtin", split="test")["text"])
-    bdir = default_blimp_dir() if blimp else None
+    parts = part_data(EvalSpec(), general, seed, with_base=False)
     data = EvalData(
         target_test=target_test,
         heldout=heldout,
         general_test=general,
-        blimp=load_blimp(bdir) if bdir else None,
-        drift_prompts=[],
+        parts={k: v for k, v in parts.items() if k not in skip},
     )
     loaded = load_model(path, progress=say)
     total, done = evaluation_units(data, perplexity), 0

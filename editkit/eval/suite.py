@@ -1,13 +1,13 @@
 """The evaluation suite every method gets, run on the base model, the edited model, the control and every
-comparison edit: the parts registered in ``editkit.eval.parts.PARTS`` (target accuracy, held-out capabilities,
-perplexity, BLiMP, drift), in that order, each one module. What a part writes is documented in its module;
-every name is flat, in metrics.json and the card.
+comparison edit: the parts registered in ``editkit.eval.parts.PARTS``, in registry order, each one module. What a
+part writes is documented in its module; every name is flat, in metrics.json and the card.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from editkit.eval.parts import PARTS, Baseline, SuiteOptions
 from editkit.eval.refusal.chat import generate
@@ -19,9 +19,22 @@ class EvalData:
     target_test: list[dict] | None
     heldout: dict[str, list[dict]]
     general_test: list[str]
-    blimp: dict[str, list[dict]] | None
-    drift_prompts: list[str]
+    #: each part's own data (``SuitePart.load``: BLiMP's pairs, drift's prompts, ...), by part name
+    parts: dict[str, Any] = field(default_factory=dict)
     generation_prompts: list[str] = field(default_factory=list)
+
+
+def part_data(ev, general_test: list[str], seed: int, *, with_base: bool = True) -> dict[str, Any]:
+    """Every registered part's own data from a validated ``eval`` block (``with_base=False``: leave out the
+    parts that compare with a base phase, for a model evaluated on its own)."""
+    out: dict[str, Any] = {}
+    for part in PARTS.values():
+        if part.needs_base and not with_base:
+            continue
+        got = part.load(ev, general_test, seed)
+        if got is not None:
+            out[part.name] = got
+    return out
 
 
 def evaluation_units(data: EvalData, perplexity_fn: Callable | None = None) -> int:

@@ -27,6 +27,7 @@ from huggingface_hub import ModelCard, ModelCardData
 from editkit.data.capabilities import BUILTIN_CAPABILITIES
 from editkit.errors import OutputError, scrub_secrets
 from editkit.eval.checks.report import checks_section, headline_lines, verdict_of
+from editkit.eval.parts import PARTS
 from editkit.eval.robustness.report import removal_verdict
 from editkit.eval.routing import routing_section
 from editkit.methods.report import Report, cell, finite, num
@@ -122,21 +123,8 @@ def _what_removed(recipe: Mapping, metrics: Mapping, report: Report) -> list[str
         lines.append(f"Target data: `{target}` (triplets: prompt, correct answer, incorrect answer).")
     b, e = (metrics.get("base") or {}), (metrics.get("edited") or {})
     c = metrics.get("control") or {}
-    if finite(b.get("target_accuracy")) and finite(e.get("target_accuracy")):
-        s = (
-            f"Target pairwise accuracy went from {num(b['target_accuracy'])} to "
-            f"{num(e['target_accuracy'])} (0.5 = chance: the model prefers the correct and the incorrect "
-            "answer equally often)"
-        )
-        if finite(c.get("target_accuracy")):
-            s += f"; a random edit of the same size gives {num(c['target_accuracy'])}"
-        lines.append(s + ".")
-        if not report.installs and e["target_accuracy"] >= b["target_accuracy"]:
-            lines.append(
-                "**The target accuracy did not drop: this run removed nothing measurable** (see the "
-                "tables below before using this model as an ablation)."
-            )
-    lines += sections.per_class(b, e)
+    for part in PARTS.values():
+        lines += part.headline(b, e, c, report.installs)
     for key, sentence in report.headline.items():  # the method's own headline numbers
         if finite(b.get(key)) and finite(e.get(key)):
             lines.append(sentence.format(base=num(b[key]), edited=num(e[key])))

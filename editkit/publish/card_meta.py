@@ -13,6 +13,7 @@ from pathlib import Path
 from huggingface_hub import EvalResult, ModelCardData
 
 from editkit.data.capabilities import BUILTIN_CAPABILITIES
+from editkit.eval.parts import PARTS, Datasets
 from editkit.methods import get_method
 from editkit.methods.base import Method
 from editkit.methods.report import Report, finite
@@ -23,30 +24,11 @@ from editkit.methods.report import Report, finite
 BASE_MODEL_RELATION = "finetune"
 TASK_TYPE = "text-generation"
 
-# metric key -> (label, model-index metric type, how to read it); methods add theirs (Report.metrics)
+# metric key -> (label, model-index metric type, how to read it): the suite parts' own (each part declares
+# its metrics in its module, editkit/eval/parts/), then the method's (Report.metrics)
 GENERAL_METRICS: dict[str, tuple[str, str, str]] = {
-    "target_accuracy": ("target pairwise accuracy", "accuracy", "the capability removed: lower = removed"),
-    "general_capability_score": (
-        "general capability score",
-        "accuracy",
-        "mean of the held-out capabilities: should not move",
-    ),
-    "perplexity": ("perplexity (general text)", "perplexity", "lower is better; should not move"),
-    "blimp_accuracy": ("BLiMP accuracy", "accuracy", "grammar minimal pairs: should not move"),
-    "drift_kl": ("drift KL(base ‖ model)", "kl_divergence", "first token on general prompts; 0 = unchanged"),
-    "target_balanced_accuracy": (
-        "target balanced accuracy",
-        "balanced_accuracy",
-        "mean over answer classes: lower = removed",
-    ),
-    "target_mean_margin": (
-        "target mean margin ℓ⁺ − ℓ⁻",
-        "mean_margin",
-        "> 0 prefers the right answer; towards 0 = removed, < 0 = flipped",
-    ),
+    k: v for p in PARTS.values() for k, v in p.metrics.items()
 }
-#: per-answer-class target accuracy: ``target_accuracy/<right answer>``
-CLASS_PREFIX = "target_accuracy/"
 
 
 def method_of(recipe: Mapping) -> type[Method] | None:
@@ -69,27 +51,20 @@ def known_metrics(report: Report) -> dict[str, tuple[str, str, str]]:
 
 
 def metric_keys(known: Mapping, *phases: Mapping) -> list[str]:
-    """Target first (then its answer classes, balanced accuracy, mean margin), then held-out capabilities
-    (sorted), then the known metrics in order, then the rest."""
+    """The suite parts' metrics in registry order (each part orders its own: the target first, then its answer
+    classes...), then the other known metrics (the method's) in order, then the rest."""
     keys: list[str] = []
     for ph in phases:
         keys += [k for k in ph if k not in keys]
-    heldout = sorted(k for k in keys if k.startswith("heldout/"))
-    classes = sorted(k for k in keys if k.startswith(CLASS_PREFIX))
-    ordered = [k for k in ("target_accuracy",) if k in keys] + classes
-    ordered += [k for k in ("target_balanced_accuracy", "target_mean_margin") if k in keys]
-    ordered += heldout + [k for k in known if k in keys and k not in ordered]
+    ordered = [k for p in PARTS.values() for k in p.order(keys)]
+    ordered += [k for k in known if k in keys and k not in ordered]
     return ordered + [k for k in keys if k not in ordered]
 
 
 def label(known: Mapping, key: str) -> str:
     if key in known:
         return known[key][0]
-    if key.startswith("heldout/"):
-        return f"held-out: {key.split('/', 1)[1]} accuracy"
-    if key.startswith(CLASS_PREFIX):
-        return f'target accuracy where "{key[len(CLASS_PREFIX) :]}" is right'
-    return key
+    return next((lab for p in PARTS.values() if (lab := p.label_of(key))), key)
 
 
 def looks_like_path(s: str) -> bool:
@@ -155,23 +130,21 @@ def _ds_type(src: str) -> str:
     return Path(src).name if looks_like_path(src) else src
 
 
-def _dataset_of(key: str, recipe: Mapping, report: Report, heldout: list[str]) -> tuple[str, str, str]:
+def _dataset_of(key: str, recipe: Mapping, report: Report, phase: Mapping) -> tuple[str, str, str]:
     """(dataset type, dataset name, split) a metric of the edited model was measured on."""
     data, method = recipe.get("data") or {}, recipe.get("method") or {}
     cap = capability_of(recipe, report)
-    if key.startswith("target_"):
-        target = str(((data.get("target") or {}).get("source")) or cap)
-        return _ds_type(target), f"{cap} (capability triplets, pairwise)", "test"
-    if key.startswith("heldout/"):
-        name = key.split("/", 1)[1]
-        return name, f"{name} (held-out capability, pairwise)", "test"
-    if key == "general_capability_score":
-        return "editkit-heldout-capabilities", "mean of held-out capabilities: " + ", ".join(heldout), "test"
-    if key in ("perplexity", "drift_kl"):
-        general = str((data.get("general") or {}).get("source") or "builtin")
-        return _ds_type(general), f"general text ({source_name(general)})", "test"
-    if key == "blimp_accuracy":
-        return "blimp", "BLiMP minimal pairs", "train"
+    target = str(((data.get("target") or {}).get("source")) or cap)
+    general = str((data.get("general") or {}).get("source") or "builtin")
+    where = Datasets(
+        target=(_ds_type(target), f"{cap} (capability triplets, pairwise)"),
+        general=(_ds_type(general), f"general text ({source_name(general)})"),
+        phase=phase,
+    )
+    for part in PARTS.values():
+        got = part.dataset(key, where)
+        if got is not None:
+            return got
     if key in report.metric_sets:
         what, params = report.metric_sets[key]
         name = next((method[p] for p in params if method.get(p)), None)
@@ -184,16 +157,15 @@ def eval_results(recipe: Mapping, metrics: Mapping, report: Report) -> list:
     """model-index entries: every number measured on the EDITED model, each with the data it was measured on."""
     edited = metrics.get("edited") or {}
     known = known_metrics(report)
-    heldout = sorted(k.split("/", 1)[1] for k in edited if k.startswith("heldout/"))
     out = []
     for key in metric_keys(known, edited):
         v = edited[key]
         if not finite(v):
             continue
-        name, mtype, _ = known.get(key, (label(known, key), key.replace("/", "_"), ""))
-        if key.startswith(("heldout/", CLASS_PREFIX)):
-            mtype = "accuracy"
-        dtype, dname, split = _dataset_of(key, recipe, report, heldout)
+        types = [t for p in PARTS.values() if (t := p.metric_type(key))]
+        mtype = known[key][1] if key in known else (types[0] if types else key.replace("/", "_"))
+        dtype, dname, split = _dataset_of(key, recipe, report, edited)
+        name = label(known, key)
         out.append(
             EvalResult(
                 task_type=TASK_TYPE,

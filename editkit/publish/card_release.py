@@ -11,6 +11,7 @@ from typing import Any
 import yaml
 
 from editkit import __version__
+from editkit.eval.parts import PARTS
 from editkit.methods.report import num
 from editkit.publish.card_meta import data_sources, looks_like_path
 from editkit.run.provenance import install_command
@@ -122,6 +123,15 @@ def reproduce(recipe: Mapping, metrics: Mapping, recipe_text: str | None) -> lis
     return lines
 
 
+def general_ability(base: Mapping) -> str:
+    """What the suite measured of general ability, from the parts that say they measure it."""
+    words = [p.ability for p in PARTS.values() if p.ability and p.measured(base)]
+    if not words:
+        return "General ability was not measured; it may have changed."
+    said = words[0] if len(words) == 1 else ", ".join(words[:-1]) + " and " + words[-1]
+    return f"General ability is measured by {said} only; abilities not measured may have changed."
+
+
 def limitations(recipe: Mapping, metrics: Mapping) -> list[str]:
     ev = recipe.get("eval") or {}
     items = [
@@ -131,9 +141,7 @@ def limitations(recipe: Mapping, metrics: Mapping) -> list[str]:
         + "; other phrasings, languages, chat formats or multi-step use were not tested.",
         "The capability may be re-learnable: a short fine-tune on a few examples usually restores removed behaviour.",
         "Pairwise accuracy compares two given answers; it does not show what the model generates freely.",
-        "General ability is measured by perplexity, held-out capabilities"
-        + (" and BLiMP" if "blimp_accuracy" in (metrics.get("base") or {}) else "")
-        + " only; abilities not measured may have changed.",
+        general_ability(metrics.get("base") or {}),
     ]
     if not ev.get("control", True) or not metrics.get("control"):
         items.append(

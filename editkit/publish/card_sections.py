@@ -8,10 +8,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from editkit.eval.parts import PARTS
 from editkit.eval.robustness.families import FAMILIES
 from editkit.eval.robustness.report import removal_verdict
 from editkit.methods.report import Report, escape_cell, finite, num
-from editkit.publish.card_meta import CLASS_PREFIX, known_metrics, label, metric_keys
+from editkit.publish.card_meta import known_metrics, label, metric_keys
 
 
 def delta(a, b) -> str:
@@ -43,11 +44,9 @@ def before_after(recipe: Mapping, metrics: Mapping, report: Report) -> list[str]
         if has_c:
             c = control.get(k)
             row += f" {num(c)} | {delta(b, c)} |"
-        reading = known.get(k, ("", "", ""))[2]
-        if k.startswith("heldout/"):
-            reading = "held-out capability: should not move"
-        elif k.startswith(CLASS_PREFIX):
-            reading = "one answer class: a removal lowers every class, a tilt raises one"
+        reading = known.get(k, ("", "", ""))[2] or next(
+            (r for p in PARTS.values() if (r := p.reading(k))), ""
+        )
         row += f" {reading} |"
         lines.append(row)
     lines.append("")
@@ -64,12 +63,7 @@ def before_after(recipe: Mapping, metrics: Mapping, report: Report) -> list[str]
     else:
         what = (metrics.get("control_edit") or {}).get("control")
         notes.append(f"Random control: {what or 'a random edit of the same size'}.")
-    if "blimp_accuracy" not in base:
-        notes.append("BLiMP was not measured (`eval.blimp` off or the BLiMP data was not found).")
-    if "perplexity" not in base:
-        notes.append("Perplexity was not measured (`eval.perplexity` off or no general text).")
-    if not any(k.startswith("heldout/") for k in base):
-        notes.append("No held-out capability was measured, so there is no general capability score.")
+    notes += [p.missing_note for p in PARTS.values() if p.missing_note and not p.measured(base)]
     if ev.get("max_items"):
         notes.append(
             f"Each evaluated set was cut to {ev['max_items']} items (`eval.max_items`): a subset drawn with the "
@@ -231,37 +225,6 @@ def robustness(metrics: Mapping) -> list[str]:
                 lines += ["", f"**Verdict: {verdict['sentence']}.** {verdict['rule']}"]
             lines.append("")
     return lines
-
-
-TILT = 0.05
-"""A class accuracy rising by this much while another falls by as much reads as a tilt, not a removal."""
-
-
-def per_class(b: Mapping, e: Mapping) -> list[str]:
-    """Per-answer-class accuracy before → after, and whether the edit removed or tilted the judgement."""
-    keys = sorted(k for k in set(b) & set(e) if k.startswith(CLASS_PREFIX))
-    keys = [k for k in keys if finite(b[k]) and finite(e[k])]
-    if not keys:
-        return []
-    parts = [f'"{k[len(CLASS_PREFIX) :]}" {num(b[k])} → {num(e[k])}' for k in keys]
-    s = "By right answer: " + ", ".join(parts)
-    if finite(b.get("target_balanced_accuracy")) and finite(e.get("target_balanced_accuracy")):
-        s += (
-            f"; balanced accuracy {num(b['target_balanced_accuracy'])} → {num(e['target_balanced_accuracy'])}"
-        )
-    if finite(b.get("target_mean_margin")) and finite(e.get("target_mean_margin")):
-        s += f"; mean margin ℓ⁺ − ℓ⁻ {num(b['target_mean_margin'])} → {num(e['target_mean_margin'])}"
-    out = [s + "."]
-    up = [k for k in keys if e[k] - b[k] >= TILT]
-    down = [k for k in keys if b[k] - e[k] >= TILT]
-    if up and down:
-        favoured = ", ".join(f'"{k[len(CLASS_PREFIX) :]}"' for k in up)
-        out.append(
-            f"**The edit tilts the model towards {favoured}** (that class got more accurate while another got "
-            f"less, by ≥ {TILT} each): the pairwise accuracy near chance comes from a preference for one "
-            "answer, not from a removed judgement."
-        )
-    return out
 
 
 def generations(metrics: Mapping) -> list[str]:

@@ -14,6 +14,7 @@ from pathlib import Path
 from editkit.data.capabilities import BUILTIN_CAPABILITIES, _looks_like_path, builtin_path
 from editkit.data.general import _looks_like_path as general_looks_like_path
 from editkit.errors import EditkitError, OutputError
+from editkit.eval.parts import PARTS
 from editkit.model.load import check_model_source
 from editkit.publish.hub import check_push_access
 from editkit.spec.inputs import DataSource
@@ -69,9 +70,8 @@ def local_problems(recipe: Recipe) -> list[str]:
         p = Path(src.source).expanduser()
         if p.suffix.lower() in _DATA_SUFFIXES or p.exists() or src.source.startswith((".", "/", "~")):
             out.append(_local_file(src, f"data.sets.{name}", _DATA_SUFFIXES))
-    blimp = recipe.eval.blimp
-    if isinstance(blimp, str) and blimp != "auto" and not Path(blimp).expanduser().exists():
-        out.append(f"eval.blimp: {blimp} does not exist")
+    for part in PARTS.values():
+        out += part.preflight(recipe.eval)
     return [p for p in out if p]
 
 

@@ -72,7 +72,7 @@ def evaluate_phase(run: Run, phase: str, counter: StageCounter | None = None) ->
 
     ``counter`` (the stage's progress) grows by the rows this evaluation scores and counts them."""
     recipe, ctx = run.recipe, run.ctx
-    pf = perplexity if recipe.eval.perplexity else None
+    pf = perplexity  # the perplexity part measures only where eval.perplexity gave it texts
     if counter is not None:
         counter.grow(evaluation_units(run.data.eval, pf) + run.method.evaluation_units(ctx))
 
@@ -116,7 +116,6 @@ def _base_suite(run: Run, suite: Callable[[], dict], pf, counter: StageCounter |
     inputs = {
         "data": asdict(run.data.eval),
         "batch_size": bs,
-        "perplexity": pf is not None,
         "parts": {name: code_digest(part) for name, part in PARTS.items()},
     }
 

@@ -1,15 +1,17 @@
-"""The recipe's ``eval`` block: ``EvalSpec`` (what is measured before and after the edit: perplexity, BLiMP,
-the random control, paraphrase robustness, drift, generations, the refusal judge, the removal checks, the
-base-evaluation cache) and ``LmEvalSpec`` (the optional lm-evaluation-harness tasks).
+"""The recipe's ``eval`` block: ``EvalSpec`` (what is measured before and after the edit: the random control,
+paraphrase robustness, generations, the refusal judge, the removal checks, the base-evaluation cache, and the
+fields of every registered suite part — perplexity, BLiMP, drift, ... — which each part declares in its own
+module, ``editkit/eval/parts/``) and ``LmEvalSpec`` (the optional lm-evaluation-harness tasks).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from pydantic import Field, field_validator
+from pydantic import Field, create_model, field_validator
 
 from editkit.eval.checks import ChecksSpec, checks_spec
+from editkit.eval.parts import PARTS
 from editkit.spec.base import StrictModel
 
 
@@ -41,7 +43,7 @@ class LmEvalSpec(StrictModel):
         return v
 
 
-class EvalSpec(StrictModel):
+class _EvalFields(StrictModel):
     batch_size: int | None = Field(
         None,
         ge=1,
@@ -54,11 +56,6 @@ class EvalSpec(StrictModel):
         description="cap on items per evaluated set: a seeded subset stratified by answer class (and "
         "answer-frame family where items have one), not the first N",
     )
-    perplexity: bool = Field(True, description="perplexity on the general test text")
-    blimp: str | bool = Field(
-        "auto", description="BLiMP pairs: 'auto' (../shared/data/blimp when present), a path, or false"
-    )
-    blimp_per_phenomenon: int = Field(20, ge=1, description="pairs used per BLiMP phenomenon")
     control: bool = Field(True, description="evaluate a random edit of the same size as a control")
     robustness: bool = Field(True, description="check the removal on paraphrase families")
     robustness_families: list[str] | None = Field(None, description="families to run (default: all)")
@@ -69,7 +66,6 @@ class EvalSpec(StrictModel):
         description="families whose base accuracy is within this of chance (0.5) cannot show a removal; "
         "they are reported but left out of the worst/mean summary",
     )
-    drift_prompts: int = Field(32, ge=0, description="harmless prompts for first-token KL drift")
     generations: int = Field(
         3, ge=0, description="target prompts shown with greedy generations before/after the edit in the card"
     )
@@ -118,3 +114,18 @@ class EvalSpec(StrictModel):
         if not v.strip():
             raise ValueError("must be 'markers', 'self' or a model id")
         return v.strip()
+
+
+def _part_fields() -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for part in PARTS.values():
+        for name, spec in part.fields.items():
+            if name in _EvalFields.model_fields or name in out:
+                raise RuntimeError(f"suite part {part.name!r}: eval.{name} is declared twice")
+            out[name] = spec
+    return out
+
+
+EvalSpec = create_model(
+    "EvalSpec", __base__=_EvalFields, __module__=__name__, __doc__=_EvalFields.__doc__, **_part_fields()
+)

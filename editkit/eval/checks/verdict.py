@@ -8,6 +8,8 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
+from editkit.eval.parts.target import TARGET
+
 MIN_DROP = 0.05
 """Target accuracy drop (trained frame) below which, with no separation closed either, nothing was removed."""
 TOKENS_ONLY_CLOSED = 0.5
@@ -50,8 +52,8 @@ def headline_verdict(metrics: Mapping) -> dict[str, Any] | None:
     sep = (checks.get("separation") or {}).get("judge")
     if not sep:
         return None
-    b = (metrics.get("base") or {}).get("target_accuracy")
-    e = (metrics.get("edited") or {}).get("target_accuracy")
+    b = (metrics.get("base") or {}).get(TARGET)
+    e = (metrics.get("edited") or {}).get(TARGET)
     if not (_finite(b) and _finite(e)):  # `editkit eval --checks`: the separation check's own trained frame
         phases = (checks.get("separation") or {}).get("phases") or {}
         b, e = (
@@ -78,7 +80,7 @@ def headline_verdict(metrics: Mapping) -> dict[str, Any] | None:
     else:
         status = "weakened"
     numbers: dict[str, Any] = {
-        "target_accuracy": [b, e],
+        TARGET: [b, e],
         "separation_pass": sep.get("pass"),
         "mean_closed_unseen": mean_closed,
         "probe_auc": [

@@ -2,19 +2,21 @@
 they run (one line each). ``editkit.eval.suite.evaluate`` runs them; ``evaluation_units`` sums their units.
 
 Add a part: a ``SuitePart`` subclass in its own module (``name``, ``label``, ``units``, ``run`` returning flat
-metric names → numbers) and one line below; its metrics then appear in every phase's section of metrics.json
-and in the card's before/after table."""
+metric names → numbers; its recipe ``fields``, ``load`` for its data, ``metrics`` for the card and the
+model-index) and one line below; its fields then validate in every recipe's ``eval:`` block, its data loads
+with the recipe's, and its metrics appear in every phase's section of metrics.json and in the card's
+before/after table."""
 
 from __future__ import annotations
 
-from editkit.eval.parts.base import Baseline, SuiteOptions, SuitePart
-from editkit.eval.parts.blimp_part import Blimp
+from editkit.eval.parts.base import Baseline, Datasets, SuiteOptions, SuitePart
+from editkit.eval.parts.blimp import Blimp
 from editkit.eval.parts.drift import Drift
 from editkit.eval.parts.heldout import Heldout
 from editkit.eval.parts.perplexity import Perplexity
 from editkit.eval.parts.target import TargetAccuracy
 
-__all__ = ["PARTS", "Baseline", "SuiteOptions", "SuitePart"]
+__all__ = ["PARTS", "Baseline", "Datasets", "SuiteOptions", "SuitePart"]
 
 PARTS: dict[str, SuitePart] = {
     p.name: p for p in (TargetAccuracy(), Heldout(), Perplexity(), Blimp(), Drift())

@@ -1,14 +1,17 @@
-"""What every part of the evaluation suite is: a name, the rows it scores (for progress), and ``run`` on the
-model as it is in one phase; and the one piece of state a later phase needs from the base phase.
+"""What every part of the evaluation suite is: its recipe fields, its data, the rows it scores (for progress),
+``run`` on the model as it is in one phase, and what the card and the model-index say about its metrics; and
+the one piece of state a later phase needs from the base phase.
 
 The suite (``editkit.eval.suite.evaluate``) runs the registered parts in order on the base model, the edited
 model, the random control and every comparison edit; each returns flat metric names → numbers for that
-phase's section of metrics.json.
+phase's section of metrics.json. Nothing outside ``editkit/eval/parts/`` names a part, its metrics or its
+recipe fields: the recipe schema, the data loader, the preflight, the card and ``editkit eval`` iterate over
+``PARTS`` (``tests/test_code_shape.py`` greps for it).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -33,12 +36,78 @@ class SuiteOptions:
     say: Callable[[str], None] = lambda _m: None
 
 
+@dataclass(frozen=True)
+class Datasets:
+    """What a run measured on, as the model-index names it — (dataset type, dataset name) per data role —
+    resolved from the recipe by the card (``editkit.publish.card_meta``), and the phase's metrics."""
+
+    target: tuple[str, str]
+    general: tuple[str, str]
+    phase: Mapping[str, Any]
+
+
 class SuitePart:
-    """One evaluation of the suite. Subclasses set ``name`` and ``label`` and implement the three methods."""
+    """One evaluation of the suite. Subclasses set ``name`` and ``label`` and implement ``units`` and ``run``;
+    the rest has defaults (no recipe fields, no data of its own, no card vocabulary)."""
 
     name: ClassVar[str]
     #: what the progress line says while it runs (None: the part says it itself)
     label: ClassVar[str | None]
+    #: its fields of the recipe's ``eval:`` block: field name → (annotation, ``pydantic.Field(...)``); the
+    #: recipe schema (``editkit.spec.eval.EvalSpec``) is built with them, so they validate with the rest
+    fields: ClassVar[dict[str, tuple[Any, Any]]] = {}
+    #: metric name → (card label, model-index metric type, how to read it), in the card's order
+    metrics: ClassVar[dict[str, tuple[str, str, str]]] = {}
+    #: the card's note when the base phase has none of its metrics (None: nothing to say)
+    missing_note: ClassVar[str | None] = None
+    #: its words in the card's "general ability is measured by ..." limitation (None: not general ability)
+    ability: ClassVar[str | None] = None
+    #: compares with the base phase (``Baseline``): left out where there is no base phase (``editkit eval``)
+    needs_base: ClassVar[bool] = False
+
+    def load(self, ev: Any, general_test: list[str], seed: int) -> Any:
+        """Its own data for ``EvalData.parts[name]`` from the validated ``eval`` block (None: none). Raises
+        ``DataError`` naming the recipe field when the data is not there."""
+        return None
+
+    def preflight(self, ev: Any) -> list[str]:
+        """Problems with its recipe fields found before anything is loaded (one line each)."""
+        return []
+
+    def owns(self, key: str) -> bool:
+        """Whether metric ``key`` is one of its own (``metrics``, or a family such as ``heldout/<name>``)."""
+        return key in self.metrics
+
+    def order(self, keys: list[str]) -> list[str]:
+        """Its metrics among ``keys``, in the order the card lists them."""
+        return [k for k in self.metrics if k in keys]
+
+    def label_of(self, key: str) -> str | None:
+        """The card's label of one of its metrics (None: not its own)."""
+        return self.metrics[key][0] if key in self.metrics else None
+
+    def reading(self, key: str) -> str | None:
+        """How to read one of its metrics in the card's table (None: not its own)."""
+        return self.metrics[key][2] if key in self.metrics else None
+
+    def metric_type(self, key: str) -> str | None:
+        """The model-index metric type of one of its metrics (None: not its own)."""
+        return self.metrics[key][1] if key in self.metrics else None
+
+    def measured(self, phase: Mapping[str, Any]) -> bool:
+        """Whether a phase's metrics hold any of its own."""
+        return any(self.owns(k) for k in phase)
+
+    def dataset(self, key: str, where: Datasets) -> tuple[str, str, str] | None:
+        """(model-index dataset type, dataset name, split) metric ``key`` was measured on (None: not its own)."""
+        return None
+
+    def headline(
+        self, base: Mapping[str, Any], edited: Mapping[str, Any], control: Mapping[str, Any], installs: bool
+    ) -> list[str]:
+        """Its sentences in the card's opening section, from the phases' metrics (``installs``: the method
+        adds a behaviour rather than removing one)."""
+        return []
 
     def units(self, data: Any, opts: SuiteOptions) -> int:
         """Rows ``run`` reports through ``on_batch``."""

@@ -6,10 +6,51 @@ from __future__ import annotations
 from editkit.eval.pairwise import pairwise_accuracy
 from editkit.eval.parts.base import SuitePart
 
+PREFIX = "heldout/"
+
 
 class Heldout(SuitePart):
     name = "heldout"
     label = None  # one line per capability
+    metrics = {
+        "general_capability_score": (
+            "general capability score",
+            "accuracy",
+            "mean of the held-out capabilities: should not move",
+        ),
+    }
+    missing_note = "No held-out capability was measured, so there is no general capability score."
+    ability = "held-out capabilities"
+
+    def owns(self, key: str) -> bool:
+        return key in self.metrics or key.startswith(PREFIX)
+
+    def order(self, keys: list[str]) -> list[str]:
+        return sorted(k for k in keys if k.startswith(PREFIX)) + super().order(keys)
+
+    def label_of(self, key: str) -> str | None:
+        if key.startswith(PREFIX):
+            return f"held-out: {key[len(PREFIX) :]} accuracy"
+        return super().label_of(key)
+
+    def reading(self, key: str) -> str | None:
+        return "held-out capability: should not move" if key.startswith(PREFIX) else super().reading(key)
+
+    def metric_type(self, key: str) -> str | None:
+        return "accuracy" if key.startswith(PREFIX) else super().metric_type(key)
+
+    def measured(self, phase) -> bool:
+        return any(k.startswith(PREFIX) for k in phase)
+
+    def dataset(self, key, where):
+        if key.startswith(PREFIX):
+            name = key[len(PREFIX) :]
+            return name, f"{name} (held-out capability, pairwise)", "test"
+        if key in self.metrics:
+            names = sorted(k[len(PREFIX) :] for k in where.phase if k.startswith(PREFIX))
+            what = "mean of held-out capabilities: " + ", ".join(names)
+            return "editkit-heldout-capabilities", what, "test"
+        return None
 
     def units(self, data, opts) -> int:
         return sum(2 * len(v) for v in data.heldout.values())
@@ -21,7 +62,7 @@ class Heldout(SuitePart):
         m = {}
         for name, items in data.heldout.items():
             opts.say(f"held-out: {name}")
-            m[f"heldout/{name}"] = pairwise_accuracy(
+            m[PREFIX + name] = pairwise_accuracy(
                 model, tokenizer, items, batch_size=opts.batch_size, on_batch=on_batch
             )
         if m:

@@ -10,6 +10,7 @@ from collections.abc import Mapping, Sequence
 
 from editkit.errors import DataError
 from editkit.eval.pairwise import pairwise_margins
+from editkit.eval.parts.target import TARGET
 from editkit.eval.robustness.families import ANSWER_FRAME_FAMILIES
 
 __all__ = [
@@ -111,13 +112,13 @@ def removal_verdict(metrics: Mapping) -> dict | None:
     ``status`` is ``removed``, ``answer_tokens_only`` (dropped on the evaluation prompts, not on unseen answer
     frames), ``unverified`` (dropped, but no answer frame the base model can do was measured) or
     ``not_removed``; ``removed`` is True only for the first. Pure: it reads ``metrics["robustness"]["target"]``
-    and ``metrics["base"/"edited"]["target_accuracy"]`` and nothing else, so a stored metrics.json can be
+    and the base and edited target accuracy (``TARGET``) and nothing else, so a stored metrics.json can be
     re-judged.
     """
     rob = ((metrics.get("robustness") or {}).get("target") or {}).get("families") or {}
     orig = rob.get("original") or {}
-    before = orig.get("before", (metrics.get("base") or {}).get("target_accuracy"))
-    after = orig.get("after", (metrics.get("edited") or {}).get("target_accuracy"))
+    before = orig.get("before", (metrics.get("base") or {}).get(TARGET))
+    after = orig.get("after", (metrics.get("edited") or {}).get(TARGET))
     if not all(isinstance(v, (int, float)) and math.isfinite(v) for v in (before, after)):
         return None
     drop = float(before) - float(after)

@@ -3,16 +3,23 @@
 Reads ``../shared/data/blimp`` (67 phenomena) when present, or any folder/file of JSONL rows with
 ``sentence_good`` / ``sentence_bad``. Sentences are scored in full (summed token log-probs), conditioned
 on the tokenizer's BOS (or EOS) token so the first word is scored too.
+
+The suite part ``Blimp`` (``blimp_accuracy``: the macro accuracy over phenomena) scores with twice the
+pairwise batch size (short sentences). Recipe: ``eval.blimp`` (``auto``: ``../shared/data/blimp`` when
+present; a path; false) and ``eval.blimp_per_phenomenon`` (20).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from pydantic import Field
+
 from editkit.errors import DataError
 from editkit.eval.pairwise import score_answers
+from editkit.eval.parts.base import SuitePart
 
-SHARED_BLIMP = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "blimp"
+SHARED_BLIMP = Path(__file__).resolve().parents[3].parent / "shared" / "data" / "blimp"
 
 
 def default_blimp_dir() -> Path | None:
@@ -67,3 +74,48 @@ def blimp_accuracy(
     acc = {ph: sum(v) / len(v) for ph, v in per.items()}
     acc["mean"] = sum(acc.values()) / len(acc) if acc else float("nan")
     return acc
+
+
+class Blimp(SuitePart):
+    name = "blimp"
+    label = "BLiMP"
+    fields = {
+        "blimp": (
+            str | bool,
+            Field(
+                "auto",
+                description="BLiMP pairs: 'auto' (../shared/data/blimp when present), a path, or false",
+            ),
+        ),
+        "blimp_per_phenomenon": (int, Field(20, ge=1, description="pairs used per BLiMP phenomenon")),
+    }
+    metrics = {"blimp_accuracy": ("BLiMP accuracy", "accuracy", "grammar minimal pairs: should not move")}
+    missing_note = "BLiMP was not measured (`eval.blimp` off or the BLiMP data was not found)."
+    ability = "BLiMP"
+
+    def load(self, ev, general_test, seed):
+        if ev.blimp is False:
+            return None
+        src = default_blimp_dir() if ev.blimp in ("auto", True) else Path(str(ev.blimp))
+        if src is None:
+            return None
+        if not Path(src).exists():
+            raise DataError(f"eval.blimp: {src} does not exist")
+        return load_blimp(src, ev.blimp_per_phenomenon)
+
+    def preflight(self, ev) -> list[str]:
+        b = ev.blimp
+        if isinstance(b, str) and b != "auto" and not Path(b).expanduser().exists():
+            return [f"eval.blimp: {b} does not exist"]
+        return []
+
+    def units(self, data, opts) -> int:
+        return sum(2 * len(v) for v in (data.parts.get(self.name) or {}).values())
+
+    def run(self, model, tokenizer, data, opts, on_batch, baseline, phase):
+        pairs = data.parts[self.name]
+        got = blimp_accuracy(model, tokenizer, pairs, batch_size=opts.batch_size * 2, on_batch=on_batch)
+        return {"blimp_accuracy": got["mean"]}
+
+    def dataset(self, key, where):
+        return ("blimp", "BLiMP minimal pairs", "train") if self.owns(key) else None
