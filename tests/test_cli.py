@@ -60,7 +60,18 @@ def test_eval_a_run_directory(tiny_run, tmp_path):
     out = tmp_path / "m.json"
     res = CliRunner().invoke(
         app,
-        ["eval", str(tiny_run.run_dir), "-c", "moral", "--max-items", "4", "--skip", "blimp", "--json", str(out)],
+        [
+            "eval",
+            str(tiny_run.run_dir),
+            "-c",
+            "moral",
+            "--max-items",
+            "4",
+            "--skip",
+            "blimp",
+            "--json",
+            str(out),
+        ],
     )
     assert res.exit_code == 0, res.output
     m = json.loads(out.read_text())
