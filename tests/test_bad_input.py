@@ -272,6 +272,20 @@ def test_hub_model_without_network_is_one_line(tmp_path):
     assert "http://127.0.0.1:9" in lines[0] and res.stdout == ""
 
 
+def test_eval_skip_of_an_unknown_part_is_one_line_naming_the_parts(tmp_path):
+    """`editkit eval --skip` takes the names of the registered suite parts; anything else stops before a model
+    is looked for (the model here does not exist), exit 2, one line listing them."""
+    from editkit.eval.parts import PARTS
+
+    result = CliRunner().invoke(
+        app, ["eval", str(tmp_path / "nothing"), "--skip", "blimpp"], terminal_width=300
+    )
+    assert result.exit_code == 2
+    assert result.output.strip().splitlines() == [
+        f"error: --skip: no suite part 'blimpp' (the parts: {', '.join(PARTS)})"
+    ]
+
+
 def test_real_console_script_exit_code(workspace, tmp_path):
     """The installed `editkit` entry point (not the in-process runner) exits 2 with one line on stderr."""
     recipe = tmp_path / "r.yaml"
