@@ -4,6 +4,7 @@ and the card. The end-to-end run on the demo model is marked slow."""
 
 from __future__ import annotations
 
+import copy
 import json
 import random
 
@@ -178,6 +179,10 @@ def test_probe_states_are_the_residual_stream_and_the_head_runs_on_one_position(
     from editkit.eval.forward import output_head
 
     model, tok = tiny_model(family)
+    if family == "gpt2":  # GPT-2 ships without a pad token: the probe borrows EOS and must give it back
+        tok = copy.deepcopy(tok)
+        tok.pad_token = None
+    pad, side = tok.pad_token, tok.padding_side
     texts = ["Paris is the capital of", "Hot is", "The opposite of up is the word"]
     rows: list[int] = []
     hook = output_head(model).register_forward_pre_hook(lambda _m, a: rows.append(a[0].shape[1]))
@@ -186,6 +191,7 @@ def test_probe_states_are_the_residual_stream_and_the_head_runs_on_one_position(
     finally:
         hook.remove()
     assert rows == [1] and got.shape == (3, model.config.num_hidden_layers, model.config.hidden_size)
+    assert (tok.pad_token, tok.padding_side) == (pad, side)  # the caller's tokenizer is left as it was
     for i, t in enumerate(texts):
         with torch.no_grad():
             hs = model(**tok(t, return_tensors="pt"), output_hidden_states=True).hidden_states[1:]

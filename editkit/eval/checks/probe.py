@@ -70,8 +70,9 @@ def last_token_states(
     batch_size: int = 16,
     on_units: Callable[[int], None] | None = None,
 ) -> torch.Tensor:
-    """Residual stream after every decoder layer at each text's last token: [n, layers, hidden] fp32."""
-    side = tokenizer.padding_side
+    """Residual stream after every decoder layer at each text's last token: [n, layers, hidden] fp32. The
+    tokenizer pads on the left with its pad token (its EOS token where it has none) and is left as it was."""
+    side, pad = tokenizer.padding_side, tokenizer.pad_token
     tokenizer.padding_side = "left"
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
@@ -98,6 +99,8 @@ def last_token_states(
                     on_units(len(chunk))
     finally:
         tokenizer.padding_side = side
+        if pad is None:
+            tokenizer.pad_token = None
     if not out:
         return torch.empty(0)
     return torch.cat(out)[torch.tensor(order).argsort()]  # row k of the batches is text order[k]
