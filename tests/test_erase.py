@@ -201,3 +201,37 @@ def test_protected_directions_are_left_alone(tmp_path):
 def test_protect_names_a_known_capability():
     with pytest.raises(ValueError, match="'sentimnet' is neither a built-in capability"):
         EraseParams(protect=["sentimnet"])
+
+
+def test_a_target_with_many_answer_classes_gets_a_warning(tmp_path):
+    """Capitals-like: eight acts, eight different answers in one frame — their means differ along up to 7
+    directions, which rank 2 cannot remove: the fit says so. The two-class target of the other tests: silent."""
+    import json
+
+    def warnings(run_dir):
+        rows = [json.loads(x) for x in (run_dir / "events.jsonl").read_text().splitlines()]
+        return [e["message"] for e in rows if e["type"] == "log" and e.get("level") == "warning"]
+
+    many = [
+        {
+            "frame": "main",
+            "prompt": f"The capital of {act} is",
+            "correct": f" C{i}",
+            "incorrect": f" C{(i + 1) % 8}",
+        }
+        for i, act in enumerate(ACTS)
+    ]
+    model, tok = tiny_model("llama")
+    ctx = fit_context(model, tok, EraseParams(rank=2, layers=[1]), {"target_train": many}, tmp_path)
+    EraseMethod().fit(ctx)
+    ctx.events.close()
+    assert [m for m in warnings(tmp_path) if "answer classes" in m] == [
+        "erase: frame 'main' has 8 answer classes, whose means differ along up to 7 directions per layer; rank 2 "
+        "removes 2: expect little removal (capitals on qwen-coder-1.5b: 1.000 → 1.000). erase suits targets with "
+        "few answer classes (moral, sentiment)"
+    ]
+    (tmp_path / "two").mkdir()
+    _, _, two, _ = _fit(tmp_path / "two", rank=2, layers=[1])
+    two.events.close()
+    logged = (tmp_path / "two" / "events.jsonl").read_text()
+    assert "erase: round 1/1" in logged and not [m for m in warnings(tmp_path / "two") if "answer classes" in m]

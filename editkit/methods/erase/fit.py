@@ -122,6 +122,25 @@ def train_items(ctx: FitContext, p: EraseParams) -> list[dict]:
     return stratified_subset(items, p.max_items, ctx.seed)
 
 
+def _warn_many_classes(ctx: FitContext, p: EraseParams, frames: list[str], labels: list) -> None:
+    """A warning when one frame holds more answer classes than ``rank`` directions can separate: C classes'
+    means differ along up to C − 1 directions, and a target with many answers (capitals: one per city) is not
+    held in a few of them."""
+    per_frame: dict[str, set] = {}
+    for f, c in zip(frames, labels, strict=True):
+        per_frame.setdefault(f, set()).add(c)
+    frame, classes = max(per_frame.items(), key=lambda kv: len(kv[1]))
+    if len(classes) - 1 <= p.rank:
+        return
+    ctx.events.log(
+        f"erase: frame {frame!r} has {len(classes)} answer classes, whose means differ along up to "
+        f"{len(classes) - 1} directions per layer; rank {p.rank} removes {p.rank}: expect little removal "
+        "(capitals on qwen-coder-1.5b: 1.000 → 1.000). erase suits targets with few answer classes (moral, "
+        "sentiment)",
+        level="warning",
+    )
+
+
 class EraseMethod(Method):
     name = "erase"
     params_cls = EraseParams
@@ -180,6 +199,7 @@ class EraseMethod(Method):
             raise EditkitError(
                 "method 'erase': the train triplets have a single answer class; nothing separates"
             )
+        _warn_many_classes(ctx, p, frames, labels)
         layers = estimate_layers(ctx.anatomy, p)
         decoder = [ctx.model.get_submodule(la.prefix) for la in ctx.anatomy.layers]
         prompts = [t["prompt"] for t in items]
