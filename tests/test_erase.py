@@ -234,4 +234,6 @@ def test_a_target_with_many_answer_classes_gets_a_warning(tmp_path):
     _, _, two, _ = _fit(tmp_path / "two", rank=2, layers=[1])
     two.events.close()
     logged = (tmp_path / "two" / "events.jsonl").read_text()
-    assert "erase: round 1/1" in logged and not [m for m in warnings(tmp_path / "two") if "answer classes" in m]
+    assert "erase: round 1/1" in logged and not [
+        m for m in warnings(tmp_path / "two") if "answer classes" in m
+    ]

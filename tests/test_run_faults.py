@@ -118,7 +118,7 @@ def test_card_export_and_eval_of_a_copied_run_touch_only_the_copy(finished_run, 
         p = _cli(*args, cwd=tmp_path)
         assert p.returncode == 0, p.stderr
         assert str(copy / "model") in p.stdout
-    p = _cli("eval", copy, "--max-items", "4", "--no-blimp", cwd=tmp_path)
+    p = _cli("eval", copy, "--max-items", "4", "--skip", "blimp", cwd=tmp_path)
     assert p.returncode == 0, p.stderr
     assert _digest(run) == before  # the original run is byte-identical
     assert (copy / "model" / "README.md").is_file()

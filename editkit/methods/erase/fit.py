@@ -122,10 +122,12 @@ def train_items(ctx: FitContext, p: EraseParams) -> list[dict]:
     return stratified_subset(items, p.max_items, ctx.seed)
 
 
-def _warn_many_classes(ctx: FitContext, p: EraseParams, frames: list[str], labels: list) -> None:
-    """A warning when one frame holds more answer classes than ``rank`` directions can separate: C classes'
-    means differ along up to C − 1 directions, and a target with many answers (capitals: one per city) is not
-    held in a few of them."""
+def _check_classes(ctx: FitContext, p: EraseParams, frames: list[str], labels: list) -> None:
+    """An error for a single answer class; a warning when one frame holds more answer classes than ``rank``
+    directions can separate: C classes' means differ along up to C − 1 directions, and a target with many
+    answers (capitals: one per city) is not held in a few of them."""
+    if len(set(labels)) < 2:
+        raise EditkitError("method 'erase': the train triplets have a single answer class; nothing separates")
     per_frame: dict[str, set] = {}
     for f, c in zip(frames, labels, strict=True):
         per_frame.setdefault(f, set()).add(c)
@@ -195,11 +197,7 @@ class EraseMethod(Method):
         items = train_items(ctx, p)
         frames = [str(t.get("frame", "main")) for t in items]
         labels = class_labels(items, p.classes)
-        if len(set(labels)) < 2:
-            raise EditkitError(
-                "method 'erase': the train triplets have a single answer class; nothing separates"
-            )
-        _warn_many_classes(ctx, p, frames, labels)
+        _check_classes(ctx, p, frames, labels)
         layers = estimate_layers(ctx.anatomy, p)
         decoder = [ctx.model.get_submodule(la.prefix) for la in ctx.anatomy.layers]
         prompts = [t["prompt"] for t in items]
