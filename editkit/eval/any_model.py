@@ -89,12 +89,11 @@ def evaluate_target(
     target_test = cut(load_triplets(capability, split="test")) if capability else None
     heldout = {n: cut(load_triplets(n, split="test")) for n in BUILTIN_CAPABILITIES if n != capability}
     general = list(load_general_text("builtin", split="test")["text"])
-    parts = part_data(EvalSpec(), general, seed, with_base=False)
     data = EvalData(
         target_test=target_test,
         heldout=heldout,
         general_test=general,
-        parts={k: v for k, v in parts.items() if k not in skip},
+        parts=part_data(EvalSpec(), general, seed, with_base=False, skip=skip),
     )
     loaded = load_model(path, progress=say)
     total, done = evaluation_units(data, perplexity), 0

@@ -24,12 +24,15 @@ class EvalData:
     generation_prompts: list[str] = field(default_factory=list)
 
 
-def part_data(ev, general_test: list[str], seed: int, *, with_base: bool = True) -> dict[str, Any]:
-    """Every registered part's own data from a validated ``eval`` block (``with_base=False``: leave out the
-    parts that compare with a base phase, for a model evaluated on its own)."""
+def part_data(
+    ev, general_test: list[str], seed: int, *, with_base: bool = True, skip: tuple[str, ...] = ()
+) -> dict[str, Any]:
+    """Every registered part's own data from a validated ``eval`` block but the ``skip``ped parts'
+    (``with_base=False``: leave out the parts that compare with a base phase, for a model evaluated on its
+    own). A part left out loads nothing."""
     out: dict[str, Any] = {}
     for part in PARTS.values():
-        if part.needs_base and not with_base:
+        if part.name in skip or (part.needs_base and not with_base):
             continue
         got = part.load(ev, general_test, seed)
         if got is not None:

@@ -61,10 +61,17 @@ def metric_keys(known: Mapping, *phases: Mapping) -> list[str]:
     return ordered + [k for k in keys if k not in ordered]
 
 
-def label(known: Mapping, key: str) -> str:
+def metric_meta(known: Mapping, key: str) -> tuple[str, str, str] | None:
+    """(card label, model-index metric type, how to read it) of ``key``: the known metrics' (the suite parts'
+    named ones and the method's), else the suite part whose family it belongs to; None for anything else."""
     if key in known:
-        return known[key][0]
-    return next((lab for p in PARTS.values() if (lab := p.label_of(key))), key)
+        return known[key]
+    return next((m for p in PARTS.values() if (m := p.meta(key))), None)
+
+
+def label(known: Mapping, key: str) -> str:
+    meta = metric_meta(known, key)
+    return meta[0] if meta else key
 
 
 def looks_like_path(s: str) -> bool:
@@ -162,10 +169,9 @@ def eval_results(recipe: Mapping, metrics: Mapping, report: Report) -> list:
         v = edited[key]
         if not finite(v):
             continue
-        types = [t for p in PARTS.values() if (t := p.metric_type(key))]
-        mtype = known[key][1] if key in known else (types[0] if types else key.replace("/", "_"))
+        meta = metric_meta(known, key)
+        name, mtype = (meta[0], meta[1]) if meta else (key, key.replace("/", "_"))
         dtype, dname, split = _dataset_of(key, recipe, report, edited)
-        name = label(known, key)
         out.append(
             EvalResult(
                 task_type=TASK_TYPE,

@@ -12,7 +12,7 @@ from editkit.eval.parts import PARTS
 from editkit.eval.robustness.families import FAMILIES
 from editkit.eval.robustness.report import removal_verdict
 from editkit.methods.report import Report, escape_cell, finite, num
-from editkit.publish.card_meta import known_metrics, label, metric_keys
+from editkit.publish.card_meta import known_metrics, label, metric_keys, metric_meta
 
 
 def delta(a, b) -> str:
@@ -44,9 +44,7 @@ def before_after(recipe: Mapping, metrics: Mapping, report: Report) -> list[str]
         if has_c:
             c = control.get(k)
             row += f" {num(c)} | {delta(b, c)} |"
-        reading = known.get(k, ("", "", ""))[2] or next(
-            (r for p in PARTS.values() if (r := p.reading(k))), ""
-        )
+        reading = (metric_meta(known, k) or ("", "", ""))[2]
         row += f" {reading} |"
         lines.append(row)
     lines.append("")

@@ -58,6 +58,12 @@ class SuitePart:
     fields: ClassVar[dict[str, tuple[Any, Any]]] = {}
     #: metric name → (card label, model-index metric type, how to read it), in the card's order
     metrics: ClassVar[dict[str, tuple[str, str, str]]] = {}
+    #: a family of metrics named ``<family><member>`` (held-out capabilities, the target's answer classes)
+    family: ClassVar[str | None] = None
+    #: the family's (card label, model-index metric type, reading); ``{}`` in the label is the member
+    family_meta: ClassVar[tuple[str, str, str]] = ("{}", "", "")
+    #: how many of ``metrics`` the card lists before the family's members
+    family_after: ClassVar[int] = 0
     #: the card's note when the base phase has none of its metrics (None: nothing to say)
     missing_note: ClassVar[str | None] = None
     #: its words in the card's "general ability is measured by ..." limitation (None: not general ability)
@@ -75,24 +81,28 @@ class SuitePart:
         return []
 
     def owns(self, key: str) -> bool:
-        """Whether metric ``key`` is one of its own (``metrics``, or a family such as ``heldout/<name>``)."""
-        return key in self.metrics
+        """Whether metric ``key`` is one of its own (``metrics``, or a member of its ``family``)."""
+        return key in self.metrics or (self.family is not None and key.startswith(self.family))
 
     def order(self, keys: list[str]) -> list[str]:
-        """Its metrics among ``keys``, in the order the card lists them."""
-        return [k for k in self.metrics if k in keys]
+        """Its metrics among ``keys``, in the order the card lists them: the first ``family_after`` of
+        ``metrics``, the family's members sorted, then the rest of ``metrics``."""
+        head = [k for k in list(self.metrics)[: self.family_after] if k in keys]
+        members = sorted(k for k in keys if self.family is not None and k.startswith(self.family))
+        return head + members + [k for k in self.metrics if k in keys and k not in head]
 
-    def label_of(self, key: str) -> str | None:
-        """The card's label of one of its metrics (None: not its own)."""
-        return self.metrics[key][0] if key in self.metrics else None
+    def meta(self, key: str) -> tuple[str, str, str] | None:
+        """(card label, model-index metric type, how to read it) of one of its metrics (None: not its own)."""
+        if key in self.metrics:
+            return self.metrics[key]
+        if not self.owns(key):
+            return None
+        label, kind, reading = self.family_meta
+        return label.format(key[len(self.family or "") :]), kind, reading
 
-    def reading(self, key: str) -> str | None:
-        """How to read one of its metrics in the card's table (None: not its own)."""
-        return self.metrics[key][2] if key in self.metrics else None
-
-    def metric_type(self, key: str) -> str | None:
-        """The model-index metric type of one of its metrics (None: not its own)."""
-        return self.metrics[key][1] if key in self.metrics else None
+    def own_data(self, data: Any, empty: Any = None) -> Any:
+        """Its own data in an ``EvalData`` (``empty`` where the recipe gave it none)."""
+        return data.parts.get(self.name) or empty
 
     def measured(self, phase: Mapping[str, Any]) -> bool:
         """Whether a phase's metrics hold any of its own."""

@@ -110,11 +110,12 @@ class Blimp(SuitePart):
         return []
 
     def units(self, data, opts) -> int:
-        return sum(2 * len(v) for v in (data.parts.get(self.name) or {}).values())
+        return sum(2 * len(v) for v in self.own_data(data, {}).values())
 
     def run(self, model, tokenizer, data, opts, on_batch, baseline, phase):
-        pairs = data.parts[self.name]
-        got = blimp_accuracy(model, tokenizer, pairs, batch_size=opts.batch_size * 2, on_batch=on_batch)
+        got = blimp_accuracy(
+            model, tokenizer, self.own_data(data, {}), batch_size=opts.batch_size * 2, on_batch=on_batch
+        )
         return {"blimp_accuracy": got["mean"]}
 
     def dataset(self, key, where):

@@ -43,7 +43,7 @@ def kl_from_base(base_lp: torch.Tensor, lp: torch.Tensor) -> float:
 
 def drift_prompts(data) -> list[str]:
     """The drift prompts of an ``EvalData`` (empty where drift is not measured)."""
-    return data.parts.get(Drift.name) or []
+    return Drift().own_data(data, [])
 
 
 class Drift(SuitePart):

@@ -19,28 +19,10 @@ class Heldout(SuitePart):
             "mean of the held-out capabilities: should not move",
         ),
     }
+    family = PREFIX
+    family_meta = ("held-out: {} accuracy", "accuracy", "held-out capability: should not move")
     missing_note = "No held-out capability was measured, so there is no general capability score."
     ability = "held-out capabilities"
-
-    def owns(self, key: str) -> bool:
-        return key in self.metrics or key.startswith(PREFIX)
-
-    def order(self, keys: list[str]) -> list[str]:
-        return sorted(k for k in keys if k.startswith(PREFIX)) + super().order(keys)
-
-    def label_of(self, key: str) -> str | None:
-        if key.startswith(PREFIX):
-            return f"held-out: {key[len(PREFIX) :]} accuracy"
-        return super().label_of(key)
-
-    def reading(self, key: str) -> str | None:
-        return "held-out capability: should not move" if key.startswith(PREFIX) else super().reading(key)
-
-    def metric_type(self, key: str) -> str | None:
-        return "accuracy" if key.startswith(PREFIX) else super().metric_type(key)
-
-    def measured(self, phase) -> bool:
-        return any(k.startswith(PREFIX) for k in phase)
 
     def dataset(self, key, where):
         if key.startswith(PREFIX):

@@ -19,17 +19,14 @@ class Perplexity(SuitePart):
     ability = "perplexity"
 
     def load(self, ev, general_test, seed):
-        return list(general_test) if ev.perplexity else None
-
-    def _texts(self, data) -> list[str]:
-        return data.parts.get(self.name) or []
+        return general_test if ev.perplexity else None
 
     def units(self, data, opts) -> int:
-        return len(self._texts(data)) if opts.perplexity_fn is not None else 0
+        return len(self.own_data(data, [])) if opts.perplexity_fn is not None else 0
 
     def run(self, model, tokenizer, data, opts, on_batch, baseline, phase):
         bs = max(1, opts.batch_size // 2)
-        texts = self._texts(data)
+        texts = self.own_data(data, [])
         return {
             "perplexity": float(opts.perplexity_fn(model, tokenizer, texts, batch_size=bs, on_batch=on_batch))
         }

@@ -116,28 +116,13 @@ class TargetAccuracy(SuitePart):
             "> 0 prefers the right answer; towards 0 = removed, < 0 = flipped",
         ),
     }
-
-    def owns(self, key: str) -> bool:
-        return key in self.metrics or key.startswith(CLASS_PREFIX)
-
-    def order(self, keys: list[str]) -> list[str]:
-        classes = sorted(k for k in keys if k.startswith(CLASS_PREFIX))
-        return (
-            [k for k in (TARGET,) if k in keys] + classes + [k for k in list(self.metrics)[1:] if k in keys]
-        )
-
-    def label_of(self, key: str) -> str | None:
-        if key.startswith(CLASS_PREFIX):
-            return f'target accuracy where "{key[len(CLASS_PREFIX) :]}" is right'
-        return super().label_of(key)
-
-    def metric_type(self, key: str) -> str | None:
-        return "accuracy" if key.startswith(CLASS_PREFIX) else super().metric_type(key)
-
-    def reading(self, key: str) -> str | None:
-        if key.startswith(CLASS_PREFIX):
-            return "one answer class: a removal lowers every class, a tilt raises one"
-        return super().reading(key)
+    family = CLASS_PREFIX
+    family_meta = (
+        'target accuracy where "{}" is right',
+        "accuracy",
+        "one answer class: a removal lowers every class, a tilt raises one",
+    )
+    family_after = 1  # the accuracy, its answer classes, then balanced accuracy and mean margin
 
     def dataset(self, key, where):
         return (*where.target, "test") if self.owns(key) else None
