@@ -423,3 +423,16 @@ def test_a_stop_file_ends_the_search_with_the_trials_finished(tmp_path):
     info = res.edit.info
     assert [t["grid"] for t in info["trials"]] == [True] and info["stopped_after"] == 1
     assert info["chosen_trial"] == 0 and res.comparisons == {}
+
+
+def test_a_spent_time_budget_ends_the_search_after_the_grid_trial(tmp_path):
+    _, res = _search(tmp_path, trials=6, search_minutes=1e-9)  # spent before the first trial
+    info = res.edit.info
+    assert [t["grid"] for t in info["trials"]] == [True] and info["stopped_after"] == 1
+    assert info["chosen_trial"] == 0
+
+
+def test_an_unspent_time_budget_leaves_the_search_as_it_was(tmp_path):
+    _, a = _search(tmp_path / "a", trials=4)
+    _, b = _search(tmp_path / "b", trials=4, search_minutes=600)
+    assert _trials(a.edit) == _trials(b.edit) and b.edit.info["stopped_after"] is None

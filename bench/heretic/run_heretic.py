@@ -64,7 +64,9 @@ def _prompts(name: str, n: int, source: str = "shared") -> list[str]:
     return [" ".join(r["instruction"].split()) for r in rows[:n]]
 
 
-def write_inputs(out: Path, n_train: int, n_test: int, source: str = "shared") -> dict[str, Path]:
+def write_inputs(
+    out: Path, n_train: int, n_test: int, source: str = "shared", eval_split: str = "test"
+) -> dict[str, Path]:
     out.mkdir(parents=True, exist_ok=True)
     # a checkpoint from an earlier run of the same model makes heretic ask (interactively) whether to
     # continue it; with no TTY that is an EOFError before any trial — every run starts fresh
@@ -73,8 +75,8 @@ def write_inputs(out: Path, n_train: int, n_test: int, source: str = "shared") -
     for key, name, n in (
         ("bad", "harmful_train", n_train),
         ("good", "harmless_train", n_train),
-        ("bad_eval", "harmful_test", n_test),
-        ("good_eval", "harmless_test", n_test),
+        ("bad_eval", f"harmful_{eval_split}", n_test),
+        ("good_eval", f"harmless_{eval_split}", n_test),
     ):
         p = out / f"{key}.txt"
         p.write_text("\n".join(_prompts(name, n, source)) + "\n")
@@ -92,6 +94,7 @@ def write_config(
     dtype: str = "float32",
     system: str = SYSTEM,
     max_tokens: int = 100,
+    export_strategy: str | None = None,
 ) -> Path:
     toml = (
         f'model = "{model}"\n'
@@ -104,7 +107,10 @@ def write_config(
         "seed = 0\n"
         f'system_prompt = "{system}"\n'
         f'study_checkpoint_dir = "{(out / "checkpoints").resolve()}"\n'
-        "refusal_markers = " + json.dumps(MARKERS, ensure_ascii=False) + "\n\n"
+        + (f'export_strategy = "{export_strategy}"\n' if export_strategy else "")
+        + "refusal_markers = "
+        + json.dumps(MARKERS, ensure_ascii=False)
+        + "\n\n"
     )
     for key in ("good_prompts", "bad_prompts"):
         toml += f'[{key}]\ndataset = "{files[key.split("_")[0]].resolve()}"\n\n'
@@ -173,6 +179,112 @@ def run(
     return result
 
 
+# --- interactive mode: a wall-clock budget, then heretic's own menus answered through a pseudo-terminal ---------
+
+TRIAL_MENU = "Which trial do you want to use?"
+ACTION_MENU = "What do you want to do with the decensored model?"
+PATH_PROMPT = "Path to the folder:"
+DOWN, ENTER = "\x1b[B", "\r"
+_SGR = r"(?:\x1b\[[0-9;]*m)*"
+_REFUSALS = rf"\* Refusals:\s*{_SGR}(\d+){_SGR}/(\d+)"
+
+
+def pareto(trials: list[dict]) -> list[dict]:
+    """heretic's trial menu: completed trials sorted by (refusals, KL), each next one with a lower KL."""
+    front, lowest = [], float("inf")
+    for t in sorted(trials, key=lambda t: (t["refusals"], t["kl"])):
+        if t["kl"] < lowest:
+            lowest = t["kl"]
+            front.append(t)
+    return front
+
+
+def pick(front: list[dict], max_share: float) -> int:
+    """The menu entry chosen: the lowest KL among those refusing at most ``max_share`` of the evaluation
+    prompts; with none, the first (fewest refusals, heretic's own top entry)."""
+    ok = [i for i, t in enumerate(front) if t["refusals"] <= max_share * t["n"]]
+    return ok[-1] if ok else 0
+
+
+def run_interactive(
+    model: str,
+    heretic: str,
+    out: Path,
+    budget_minutes: float,
+    export: Path,
+    max_share: float,
+    cpus: str | None,
+    threads: int,
+    **cfg,
+) -> dict:
+    """Run heretic for ``budget_minutes`` of wall clock (then Ctrl+C, which heretic takes as "stop after the
+    trials finished"), pick a trial from its menu by :func:`pick` and save the merged model to ``export``."""
+    import pexpect  # in heretic's venv (bench/heretic/README.md); the batch mode needs only the standard library
+
+    files = write_inputs(out, cfg["n_train"], cfg["n_test"], cfg["source"], cfg["eval_split"])
+    write_config(out, str(Path(model).expanduser()), files, cfg["trials"], cfg["startup"], cfg["batch"],
+                 cfg["dtype"], cfg["system"], cfg["max_tokens"], export_strategy="merge")  # fmt: skip
+    env = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "OMP_NUM_THREADS": str(threads),
+           "MKL_NUM_THREADS": str(threads), "PATH": "/usr/bin:/bin", "HOME": str(Path.home()),
+           "TERM": "xterm", "COLUMNS": "200", "LINES": "60"}  # fmt: skip
+    cmd = (["taskset", "-c", cpus] if cpus else []) + [heretic]
+    t0 = time.time()
+    child = pexpect.spawn(cmd[0], cmd[1:], cwd=str(out), env=env, encoding="utf-8", codec_errors="replace",
+                          timeout=None, dimensions=(60, 200))  # fmt: skip
+    log = (out / "heretic.log").open("w")
+    child.logfile_read = log
+    stamps: list[dict] = []  # when each trial's refusal count appeared, seconds from the start
+    deadline, interrupted_at = t0 + 60 * budget_minutes, None
+    while True:
+        wait = 3600 if interrupted_at else max(1.0, deadline - time.time())
+        i = child.expect([_REFUSALS, re.escape(TRIAL_MENU), pexpect.EOF, pexpect.TIMEOUT], timeout=wait)
+        if i == 0:
+            stamps.append({"seconds": round(time.time() - t0, 1), "refusals": int(child.match[1])})
+        elif i == 1:
+            break
+        elif i == 2:
+            raise RuntimeError(f"heretic ended before its trial menu; see {out / 'heretic.log'}")
+        elif interrupted_at is None:
+            interrupted_at = round(time.time() - t0, 1)
+            child.sendintr()  # heretic: the running trial is pruned, the study stops, the menu follows
+        else:
+            raise RuntimeError("heretic did not reach its trial menu within an hour of Ctrl+C")
+    menu_at = round(time.time() - t0, 1)
+    log.flush()
+    text = (out / "heretic.log").read_text(errors="replace")
+    base, rows = parse_trials(text.split("Optimization finished")[0])  # not the menu's own trial lines
+    for r, st in zip(rows, stamps, strict=False):
+        r["seconds"] = st["seconds"]
+    front = pareto(rows)
+    k = pick(front, max_share)
+    child.send(DOWN * k + ENTER)
+    child.expect(re.escape(ACTION_MENU), timeout=1800)
+    child.send(ENTER)  # its first entry: "Save the model to a local folder"
+    child.expect(re.escape(PATH_PROMPT), timeout=600)
+    child.send(str(export.resolve()) + ENTER)
+    child.expect(r"Model saved to", timeout=3600)
+    child.expect(re.escape(ACTION_MENU), timeout=600)
+    saved_at = round(time.time() - t0, 1)
+    child.terminate(force=True)
+    log.close()
+    return {
+        "budget_minutes": budget_minutes,
+        "interrupted_at_seconds": interrupted_at,
+        "menu_at_seconds": menu_at,
+        "saved_at_seconds": saved_at,
+        "base_refusals": base,
+        "trials": rows,
+        "front": front,
+        "picked": {
+            **front[k],
+            "rule": f"lowest KL with refusals <= {max_share:.0%} of the prompts, else fewest",
+        },
+        "export": str(export),
+        "cpus": cpus,
+        "threads": threads,
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", required=True)
@@ -193,7 +305,28 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-tokens", type=int, default=100, help="heretic's max_response_length")
     ap.add_argument("--startup", type=int, default=None, help="Optuna start-up trials (default trials // 2)")
     ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--eval-split", choices=["test", "val"], default="test",
+                    help="the prompts heretic scores its trials on (val: editkit's validation prompts)")  # fmt: skip
+    ap.add_argument("--budget-minutes", type=float, default=None,
+                    help="interactive mode: Ctrl+C after this much wall clock, pick a trial, save the model")  # fmt: skip
+    ap.add_argument("--export", default=None, help="interactive mode: where the merged model is saved")
+    ap.add_argument("--max-share", type=float, default=0.05, help="interactive mode: the pick's refusal cap")
+    ap.add_argument("--cpus", default=None, help="interactive mode: taskset CPU list, e.g. 1")
+    ap.add_argument("--threads", type=int, default=2, help="interactive mode: OMP/MKL threads")
+    ap.add_argument("--json", default=None, help="also write the result here")
     a = ap.parse_args(argv)
+    if a.budget_minutes is not None:
+        res = run_interactive(
+            a.model, a.heretic, Path(a.out), a.budget_minutes, Path(a.export or Path(a.out) / "model"),
+            a.max_share, a.cpus, a.threads, n_train=a.n_train, n_test=a.n_test, source=a.prompts,
+            eval_split=a.eval_split, trials=a.trials, startup=a.startup if a.startup is not None else a.trials // 2,
+            batch=a.batch, dtype=a.dtype, system=SYSTEMS[a.system], max_tokens=a.max_tokens,
+        )  # fmt: skip
+        text = json.dumps(res, indent=1)
+        print(text)
+        if a.json:
+            Path(a.json).write_text(text + "\n")
+        return 0
     res = run(a.model, a.heretic, Path(a.out), a.trials, a.n_train, a.n_test, a.timeout, a.prompts,
               a.dtype, SYSTEMS[a.system], a.max_tokens, a.startup, a.batch)  # fmt: skip
     print(json.dumps(res, indent=1))

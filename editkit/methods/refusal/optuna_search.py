@@ -17,6 +17,8 @@ first-token refusal log-odds on harmful prompts and the mean first-token KL on h
   eligible trials and the grid optimum generate on the validation harmful prompts (greedy, keyword markers);
   the pick is the lowest validation KL among those that refuse no more often than the grid optimum
   (:func:`confirmed_pick`; the grid optimum always qualifies).
+- ``search_minutes``: a wall-clock budget; no trial starts after it (``touch <run>/refusal_search.stop`` does the
+  same by hand). The trials run then depend on the machine's speed, so a budgeted search is not reproducible.
 - Resumable: the study lives in ``<run>/refusal_search.journal`` (Optuna's JournalStorage, file backend);
   the sampler is re-seeded for each trial from the number of trials finished (its history is the finished
   trials), and a trial that was running when the run died is marked failed and asked again, so a resumed
@@ -28,6 +30,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 import warnings
 from pathlib import Path
 
@@ -176,7 +179,13 @@ def run_search(s, grid_cand: tuple) -> tuple[dict, dict]:
 
     s.done += min(finished(), p.trials)  # a resumed study's finished trials are progress already made
     stop = Path(ctx.run_dir) / STOP
-    while finished() < p.trials and not (stop.exists() and finished() >= 1):  # the grid trial at least
+    deadline = None if p.search_minutes is None else time.monotonic() + 60.0 * p.search_minutes
+
+    def halted() -> bool:  # a stop file or the budget; never before the grid trial is scored
+        over = deadline is not None and time.monotonic() >= deadline
+        return (stop.exists() or over) and finished() >= 1
+
+    while finished() < p.trials and not halted():
         k = finished()
         study.sampler = _sampler(p, ctx.seed, k)
         study.optimize(objective, n_trials=1, catch=())
@@ -191,8 +200,9 @@ def run_search(s, grid_cand: tuple) -> tuple[dict, dict]:
                 else f"KL {last.user_attrs.get('kl')}"
             )
         )
-    if stop.exists() and finished() < p.trials:
-        ctx.events.log(f"refusal search: stopped by {STOP} after {finished()} of {p.trials} trials")
+    if finished() < p.trials:
+        why = STOP if stop.exists() else f"search_minutes ({p.search_minutes:g})"
+        ctx.events.log(f"refusal search: stopped by {why} after {finished()} of {p.trials} trials")
     summary = summarise(study, p, grid, target())
     summary["stopped_after"] = finished() if finished() < p.trials else None
     params_of = {t.number: dict(t.params) for t in study.trials}

@@ -149,6 +149,13 @@ class RefusalParams(MethodParams):
     )
     trials: int = Field(40, ge=1, description="search: optuna: trials (the grid optimum is the first)")
     startup_trials: int = Field(10, ge=1, description="search: optuna: random trials before TPE models")
+    search_minutes: float | None = Field(
+        None,
+        gt=0,
+        description="search: optuna: a wall-clock budget: no trial starts after this many minutes of the "
+        "search (the grid optimum is always scored; the trial running then finishes); with it the number of "
+        "trials depends on the machine's speed, so set it for a budget, leave it out for a reproducible run",
+    )
     refusal_target: float | Literal["grid"] = Field(
         "grid",
         description="search: optuna: the pick is the lowest validation KL among trials whose refusal "
