@@ -83,3 +83,11 @@ def cache_kwarg(model) -> str:
     except (TypeError, ValueError):
         return "past_key_values"
     return "cache" if "cache" in params else "past_key_values"
+
+
+def with_positions(enc: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``enc`` (left-padded) with position ids counted from each row's first real token, as ``generate``
+    counts them: without them a model with learned absolute positions (GPT-2) sees every real token of a
+    padded row shifted by its padding, so a prompt's score would depend on the longest prompt beside it."""
+    pos = (enc["attention_mask"].long().cumsum(-1) - 1).clamp(min=0)
+    return {**enc, "position_ids": pos}

@@ -25,7 +25,7 @@ import torch
 from pydantic import Field
 
 from editkit.eval.checks.base import Check, CheckData, CheckResult, CheckSpec, fmt, present
-from editkit.eval.forward import last_only, model_device
+from editkit.eval.forward import last_only, model_device, with_positions
 from editkit.eval.refusal.chat import by_length
 
 PASS_AUC = 0.60
@@ -83,10 +83,9 @@ def last_token_states(
             for idx in by_length(tokenizer, list(texts), batch_size):  # little padding; input order restored
                 order += idx
                 chunk = [texts[i] for i in idx]
-                enc = dict(tokenizer(chunk, return_tensors="pt", padding=True, add_special_tokens=True))
-                # positions count from each row's first real token: a left-padded row of a model with learned
-                # absolute positions (GPT-2) would otherwise be read at shifted positions
-                enc["position_ids"] = (enc["attention_mask"].cumsum(-1) - 1).clamp(min=0)
+                enc = with_positions(
+                    dict(tokenizer(chunk, return_tensors="pt", padding=True, add_special_tokens=True))
+                )
                 res = model(
                     **{k: v.to(dev) for k, v in enc.items()},
                     output_hidden_states=True,

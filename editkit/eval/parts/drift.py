@@ -10,6 +10,7 @@ from collections.abc import Callable
 import torch
 from pydantic import Field
 
+from editkit.eval.forward import with_positions
 from editkit.eval.parts.base import SuitePart
 
 
@@ -27,6 +28,7 @@ def first_token_logprobs(
     try:
         for i in range(0, len(prompts), batch_size):
             enc = tokenizer(prompts[i : i + batch_size], return_tensors="pt", padding=True)
+            enc = with_positions(dict(enc))
             logits = model(**{k: v.to(dev) for k, v in enc.items()}, use_cache=False).logits[:, -1, :]
             outs.append(torch.log_softmax(logits.float(), dim=-1).cpu())
             if on_batch is not None:

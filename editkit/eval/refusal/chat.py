@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable
 import torch
 
 from editkit.errors import DataError
-from editkit.eval.forward import last_only
+from editkit.eval.forward import last_only, with_positions
 from editkit.eval.pairwise import pad_id
 
 #: lower-case substrings that mark a refusal (DESIGN.md); matched anywhere in the completion
@@ -93,7 +93,7 @@ def by_length(tokenizer, texts: list[str], batch_size: int) -> list[list[int]]:
 
 def last_token_logits(model, enc: dict[str, torch.Tensor]) -> torch.Tensor:
     """Logits of the last position of a left-padded batch."""
-    return model(**enc, use_cache=False, **last_only(model)).logits[:, -1, :]
+    return model(**with_positions(enc), use_cache=False, **last_only(model)).logits[:, -1, :]
 
 
 @torch.no_grad()

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from editkit.eval.forward import last_only
+from editkit.eval.forward import last_only, with_positions
 from editkit.eval.refusal.chat import by_length, chat_prompts, encode_left
 from editkit.run.distributed import gather_shares
 
@@ -31,7 +31,7 @@ def residual_activations(
         )
         for idx in by_length(tokenizer, share, batch_size):
             enc = encode_left(tokenizer, [share[i] for i in idx], dev)
-            out = model(**enc, output_hidden_states=True, use_cache=False, **last_only(model))
+            out = model(**with_positions(enc), output_hidden_states=True, use_cache=False, **last_only(model))
             # the last positions of each layer only (stacking every position copies [b, L, T, H])
             hs = torch.stack([h[:, -n_positions:, :] for h in out.hidden_states[:n_layers]], dim=1)
             rows[idx] = hs.to(torch.float64).mean(dim=2).cpu()

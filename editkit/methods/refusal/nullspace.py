@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import torch
 
+from editkit.eval.forward import with_positions
 from editkit.eval.refusal.chat import by_length, chat_prompts, encode_left
 from editkit.model.targets import target_module
 
@@ -39,7 +40,7 @@ def writer_inputs(model, tokenizer, prompts: list[str], modules: list[str], batc
         for idx in by_length(tokenizer, texts, batch_size):
             enc = encode_left(tokenizer, [texts[i] for i in idx], dev)
             mask.append(enc["attention_mask"].reshape(-1).bool().cpu())
-            model(**enc, use_cache=False)
+            model(**with_positions(enc), use_cache=False)
     finally:
         for h in handles:
             h.remove()
