@@ -3,7 +3,7 @@ wall clock, one CPU core each, at the same time.
 
 - editkit: ``editkit apply recipes/remove_refusal_qwen_search.yaml`` (fp32, a trial budget no run reaches) on
   core 0, one thread. Its held-out evaluation is cut to a few prompts here (``eval_max_prompts``): both
-  exports are scored afterwards by the same scorer (``bench/bench_refusal_h2h.py``).
+  exports are scored afterwards by the same scorer, ``editkit eval MODEL --refusal --base qwen-coder-1.5b``.
 - heretic: ``run_heretic.py --budget-minutes`` on core 1, one thread, started when editkit's fit stage
   starts (editkit's evaluation of the base model before it is not part of the budget), choosing on editkit's
   validation prompts (64 + 64) with the directions from the same 128 + 128 train prompts.

@@ -5,6 +5,8 @@ the metrics table, ``--json`` and ``--checks``. It imports ``editkit.eval.any_mo
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import typer
@@ -39,7 +41,23 @@ def eval_(
         "against the base model, with the headline verdict (docs/checks.md)",
     ),
     base: str = typer.Option(
-        None, "--base", help="the base model for --checks (default: the model the export's recipe names)"
+        None,
+        "--base",
+        help="the base model for --checks and --refusal (default: the model the export's recipe names)",
+    ),
+    refusal: bool = typer.Option(
+        False,
+        "--refusal",
+        help="score refusal instead of the capability suite, as `editkit apply` scores its refusal edits: "
+        "greedy responses to the built-in harmful and harmless test prompts (--max-items each, default 100) "
+        "read by keyword markers and --judge, first-token KL against --base on the harmless ones, perplexity; "
+        "for any model (another tool's abliterated checkpoint too)",
+    ),
+    judge: str = typer.Option(
+        "self",
+        "--judge",
+        help="--refusal: who reads the responses besides the markers: 'self' (the base model), 'markers' "
+        "(markers only) or a chat model",
     ),
 ) -> None:
     """Evaluate a model (or a run's exported model) with the editkit suite.
@@ -51,59 +69,79 @@ def eval_(
     Example:
 
         editkit eval runs/remove-moral-20261124-101500 -c moral
-    """
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+        editkit eval ./heretic-model --refusal --base qwen-coder-1.5b
+    """
+    if refusal:
+        if checks:
+            fail("--refusal and --checks: give one (the checks are for capability removals)")
+        _print_eval(target, _eval_refusal(target, base, judge, max_items or 100), json_out, refusal=True)
+        return
     from editkit.eval.any_model import evaluate_target
 
+    with _bar("eval", "scored rows") as on_rows:
+        try:
+            m = evaluate_target(
+                target,
+                capability=capability,
+                max_items=max_items,
+                skip=tuple(skip),
+                seed=seed,
+                say=lambda msg: err.print(msg, markup=False),
+                on_rows=on_rows,
+            )
+        except EditkitError as e:
+            fail(e)
+    if checks:
+        m["checks"] = _eval_checks(target, base, capability, max_items, seed)
+    _print_eval(target, m, json_out)
+
+
+@contextmanager
+def _bar(label: str, unit: str) -> Iterator[Callable[[int, int], None]]:
+    """A transient progress bar on stderr, started by the first ``(done, total)`` it is given."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
     bar = Progress(
-        TextColumn("[bold]eval"),
+        TextColumn(f"[bold]{label}"),
         BarColumn(),
         MofNCompleteColumn(),
-        TextColumn("scored rows  ETA", style="dim"),
+        TextColumn(f"{unit}  ETA", style="dim"),
         TimeRemainingColumn(),
         console=err,
         transient=True,
     )
     task = None
 
-    def on_rows(done: int, total: int) -> None:
+    def update(done: int, total: int) -> None:
         nonlocal task
         if task is None:
             bar.start()
-            task = bar.add_task("eval", total=total)
+            task = bar.add_task(label, total=total)
         bar.update(task, completed=done, total=total)
 
     try:
-        m = evaluate_target(
-            target,
-            capability=capability,
-            max_items=max_items,
-            skip=tuple(skip),
-            seed=seed,
-            say=lambda msg: err.print(msg, markup=False),
-            on_rows=on_rows,
-        )
-    except EditkitError as e:
+        yield update
+    finally:
         if task is not None:
             bar.stop()
-        fail(e)
-    if task is not None:
-        bar.stop()
-    if checks:
-        m["checks"] = _eval_checks(target, base, capability, max_items, seed)
-    _print_eval(target, m, json_out)
 
 
-def _print_eval(target: str, m: dict, json_out: Path | None) -> None:
+def _print_eval(target: str, m: dict, json_out: Path | None, refusal: bool = False) -> None:
     from rich.table import Table
 
     t = Table(title=f"editkit eval: {target}")
     t.add_column("metric")
-    t.add_column("value", justify="right")
-    for k, v in m.items():
-        if k != "checks":
-            t.add_row(k, _fmt(v))
+    if refusal:  # the base beside the model
+        t.add_column("base", justify="right")
+        t.add_column("model", justify="right")
+        for k, v in m["model"].items():
+            t.add_row(k, _fmt(m["base"].get(k)), _fmt(v))
+    else:
+        t.add_column("value", justify="right")
+        for k, v in m.items():
+            if k != "checks":
+                t.add_row(k, _fmt(v))
     out.print(t)
     if (m.get("checks") or {}).get("verdict"):
         out.print("removal checks: " + m["checks"]["verdict"]["sentence"].replace("**", ""), markup=False)
@@ -111,6 +149,24 @@ def _print_eval(target: str, m: dict, json_out: Path | None) -> None:
         import json
 
         json_out.write_text(json.dumps(m, indent=1))
+
+
+def _eval_refusal(target: str, base: str | None, judge: str, n: int) -> dict:
+    """`editkit eval --refusal` with a progress bar of generated, judged and scored prompts."""
+    from editkit.eval.any_model import refusal_target
+
+    with _bar("refusal", "prompts") as on_units:
+        try:
+            return refusal_target(
+                target,
+                base=base,
+                judge=judge,
+                n=n,
+                say=lambda msg: err.print(msg, markup=False),
+                on_units=on_units,
+            )
+        except EditkitError as e:
+            fail(e)
 
 
 def _eval_checks(

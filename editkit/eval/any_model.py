@@ -6,12 +6,15 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
+import yaml
+
 from editkit.data.capabilities import BUILTIN_CAPABILITIES, load_triplets
 from editkit.data.general import load_general_text, perplexity
 from editkit.errors import EditkitError
 from editkit.eval.checks import CheckData, checks_spec
 from editkit.eval.checks.run import checks_units, run_checks
 from editkit.eval.parts import PARTS
+from editkit.eval.refusal.any_model import refusal_of_model
 from editkit.eval.subsets import stratified_subset
 from editkit.eval.suite import EvalData, evaluate, evaluation_units, part_data
 from editkit.model.load import load_model
@@ -37,8 +40,6 @@ def removed_capability(model_dir: str | Path) -> tuple[str, str] | None:
 
     Read from ``editkit/run.json`` (``capability``), else the embedded ``editkit/recipe.yaml``
     (``data.target``); None for other models or a run without target data (e.g. refusal)."""
-    import yaml
-
     folder = Path(model_dir) / "editkit"
     try:
         info = json.loads((folder / "run.json").read_text())
@@ -107,6 +108,35 @@ def evaluate_target(
     return evaluate(loaded.model, loaded.tokenizer, data, perplexity_fn=perplexity, on_rows=count)
 
 
+def base_model_spec(path: str, base: str | None, flag: str, target: str) -> ModelSpec:
+    """The base model to compare ``path`` with: ``base`` (``--base``), else the model the export's embedded
+    recipe names (``editkit/recipe.yaml``); one line naming ``flag`` when there is neither."""
+    if base is not None:
+        return ModelSpec(id=base)
+    try:
+        recipe = yaml.safe_load((Path(path) / "editkit" / "recipe.yaml").read_text())
+        return ModelSpec.model_validate(recipe["model"])
+    except (OSError, yaml.YAMLError, KeyError, TypeError, ValueError):
+        raise EditkitError(
+            f"{flag}: {target} names no base model (no editkit/recipe.yaml): give it with --base MODEL"
+        ) from None
+
+
+def refusal_target(
+    target: str,
+    base: str | None = None,
+    judge: str = "self",
+    n: int = 100,
+    say: Callable[[str], None] = lambda _m: None,
+    on_units: Callable[[int, int], None] | None = None,
+) -> dict:
+    """`editkit eval --refusal`: :func:`editkit.eval.refusal.any_model.refusal_of_model` on ``target``
+    against its base (``base``, else the one the export's recipe names)."""
+    path = resolve_model_target(target)
+    spec = base_model_spec(path, base, "--refusal", target)
+    return refusal_of_model(path, spec, judge=judge, n=n, say=say, on_units=on_units)
+
+
 def check_target(
     target: str,
     base: str | None = None,
@@ -121,8 +151,6 @@ def check_target(
     with every check's judgement and the headline verdict. The base is ``base``, else the model the export's
     embedded recipe names (``editkit/recipe.yaml``); the target capability is ``capability``, else the one
     its run removed. ``checks``: an ``eval.checks`` block (default: every check with its defaults)."""
-    import yaml
-
     path = resolve_model_target(target)
     if capability is None and Path(path).is_dir():
         found = removed_capability(path)
@@ -131,16 +159,7 @@ def check_target(
         raise EditkitError(
             "--checks: no target capability: name it with -c (a built-in capability or triplet file)"
         )
-    if base is None:
-        try:
-            recipe = yaml.safe_load((Path(path) / "editkit" / "recipe.yaml").read_text())
-            base_spec = ModelSpec.model_validate(recipe["model"])
-        except (OSError, yaml.YAMLError, KeyError, TypeError, ValueError):
-            raise EditkitError(
-                f"--checks: {target} names no base model (no editkit/recipe.yaml): give it with --base MODEL"
-            ) from None
-    else:
-        base_spec = base
+    base_spec = base_model_spec(path, base, "--checks", target)
 
     def cut(rows):
         return stratified_subset([dict(r) for r in rows], max_items, seed)
