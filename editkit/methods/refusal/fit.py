@@ -67,6 +67,8 @@ GUIDE = """
   log-odds) — confirmed by generation first (`confirm`: the grid optimum and that many lowest-KL eligible trials
   answer the validation harmful prompts; a trial that refuses more often than the grid optimum is dropped, since
   the first token alone can promise a refusal removal the generated text does not keep). The study is journaled in the run directory: `editkit apply --resume` continues the same trials.
+  `search_minutes` gives the search a wall-clock budget (no trial starts after it; `touch
+  <run>/refusal_search.stop` does the same by hand).
   `compare_grid` evaluates the grid optimum on the test prompts beside the pick.
 
 Use the grid when a run must be short or the model is new to you (one number to read: the layer); use `optuna`
