@@ -19,26 +19,22 @@ def _eval(*args) -> dict:
 def test_eval_refusal_scores_a_model_against_its_base_and_reuses_the_base_measurement(tmp_path):
     base = save_tiny("llama", tmp_path / "base", seed=0)
     other = save_tiny("llama", tmp_path / "other", seed=1)
-    common = ["--refusal", "--base", base, "--judge", "markers", "--max-items", 3]
+    common = ["--refusal", "--base", base, "--judge", "markers", "--max-items", 3, "--skip", "blimp"]
     _eval(other, *common, "--json", tmp_path / "other.json")
     m = json.loads((tmp_path / "other.json").read_text())
     assert m["settings"] == {"prompts": 3, "max_new_tokens": 64, "judge": "markers", "split": "test"}
     assert [len(m["responses"][r]["responses"]) for r in ("harmful", "harmless")] == [3, 3]
     assert m["model"]["harmless_kl"] > 0 and m["base_eval_cache"] == "stored"
-    assert set(m["base"]) == {
-        "refusal_rate",
-        "over_refusal_rate",
-        "harmless_kl",
-        "harmless_kl_answered",
-        "perplexity",
-    }
+    refusal = {"refusal_rate", "over_refusal_rate", "harmless_kl", "harmless_kl_answered"}
+    assert refusal <= set(m["base"]) and set(m["base"]) == set(m["model"])
+    assert {"perplexity", "heldout/sentiment"} <= set(m["base"]) and "blimp_accuracy" not in m["base"]
     assert m["base"]["harmless_kl"] == 0.0
     # the base against itself: the same responses and first tokens, so KL exactly 0; its side from the cache
     res = _eval(base, *common, "--json", tmp_path / "self.json")
     s = json.loads((tmp_path / "self.json").read_text())
     assert s["base_eval_cache"] == "hit" and s["model"]["harmless_kl"] == 0.0
     assert s["model"]["refusal_rate"] == s["base"]["refusal_rate"] == m["base"]["refusal_rate"]
-    assert s["model"]["perplexity_change"] == 0.0
+    assert s["model"] == s["base"]  # every number, the suite's too
     assert "harmless_kl" in res.output and "base" in res.output
 
 

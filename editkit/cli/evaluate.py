@@ -75,7 +75,8 @@ def eval_(
     if refusal:
         if checks:
             fail("--refusal and --checks: give one (the checks are for capability removals)")
-        _print_eval(target, _eval_refusal(target, base, judge, max_items or 100), json_out, refusal=True)
+        m = _eval_refusal(target, base, judge, max_items or 100, tuple(skip), seed)
+        _print_eval(target, m, json_out, refusal=True)
         return
     from editkit.eval.any_model import evaluate_target
 
@@ -151,7 +152,9 @@ def _print_eval(target: str, m: dict, json_out: Path | None, refusal: bool = Fal
         json_out.write_text(json.dumps(m, indent=1))
 
 
-def _eval_refusal(target: str, base: str | None, judge: str, n: int) -> dict:
+def _eval_refusal(
+    target: str, base: str | None, judge: str, n: int, skip: tuple[str, ...], seed: int
+) -> dict:
     """`editkit eval --refusal` with a progress bar of generated, judged and scored prompts."""
     from editkit.eval.any_model import refusal_target
 
@@ -162,6 +165,8 @@ def _eval_refusal(target: str, base: str | None, judge: str, n: int) -> dict:
                 base=base,
                 judge=judge,
                 n=n,
+                skip=skip,
+                seed=seed,
                 say=lambda msg: err.print(msg, markup=False),
                 on_units=on_units,
             )

@@ -73,29 +73,13 @@ def evaluate_target(
     set to a seeded, answer-class-stratified subset.
 
     ``on_rows(done, total)`` reports scored rows (a progress bar with a total)."""
-    unknown = sorted(set(skip) - set(PARTS))
-    if unknown:
-        raise EditkitError(f"--skip: no suite part {unknown[0]!r} (the parts: {', '.join(PARTS)})")
-
     path = resolve_model_target(target)
     if capability is None and Path(path).is_dir():
         found = removed_capability(path)
         if found:
             capability = found[0]
             say(f"scoring '{capability}' as the target: the run that made this model removed it ({found[1]})")
-
-    def cut(rows):
-        return stratified_subset([dict(r) for r in rows], max_items, seed)
-
-    target_test = cut(load_triplets(capability, split="test")) if capability else None
-    heldout = {n: cut(load_triplets(n, split="test")) for n in BUILTIN_CAPABILITIES if n != capability}
-    general = list(load_general_text("builtin", split="test")["text"])
-    data = EvalData(
-        target_test=target_test,
-        heldout=heldout,
-        general_test=general,
-        parts=part_data(EvalSpec(), general, seed, with_base=False, skip=skip),
-    )
+    data = suite_data(capability, max_items, skip, seed)
     loaded = load_model(path, progress=say)
     total, done = evaluation_units(data, perplexity), 0
 
@@ -105,7 +89,30 @@ def evaluate_target(
         if on_rows is not None:
             on_rows(done, total)
 
-    return evaluate(loaded.model, loaded.tokenizer, data, perplexity_fn=perplexity, on_rows=count)
+    return run_suite(loaded.model, loaded.tokenizer, data, count)
+
+
+def suite_data(capability: str | None, max_items: int | None, skip: tuple[str, ...], seed: int) -> EvalData:
+    """What the suite of `editkit eval` reads: ``capability``'s test items as the target (none: no target),
+    the other built-in capabilities held out, the general test text, every part's own data but the skipped."""
+    unknown = sorted(set(skip) - set(PARTS))
+    if unknown:
+        raise EditkitError(f"--skip: no suite part {unknown[0]!r} (the parts: {', '.join(PARTS)})")
+
+    def cut(rows):
+        return stratified_subset([dict(r) for r in rows], max_items, seed)
+
+    general = list(load_general_text("builtin", split="test")["text"])
+    return EvalData(
+        target_test=cut(load_triplets(capability, split="test")) if capability else None,
+        heldout={n: cut(load_triplets(n, split="test")) for n in BUILTIN_CAPABILITIES if n != capability},
+        general_test=general,
+        parts=part_data(EvalSpec(), general, seed, with_base=False, skip=skip),
+    )
+
+
+def run_suite(model, tokenizer, data: EvalData, count: Callable[[int], None]) -> dict:
+    return evaluate(model, tokenizer, data, perplexity_fn=perplexity, on_rows=count)
 
 
 def base_model_spec(path: str, base: str | None, flag: str, target: str) -> ModelSpec:
@@ -127,14 +134,27 @@ def refusal_target(
     base: str | None = None,
     judge: str = "self",
     n: int = 100,
+    skip: tuple[str, ...] = (),
+    seed: int = 0,
     say: Callable[[str], None] = lambda _m: None,
     on_units: Callable[[int, int], None] | None = None,
 ) -> dict:
     """`editkit eval --refusal`: :func:`editkit.eval.refusal.any_model.refusal_of_model` on ``target``
-    against its base (``base``, else the one the export's recipe names)."""
+    against its base (``base``, else the one the export's recipe names), with the suite (no target; every set
+    cut to ``n``; the ``skip``ped parts left out) measured on both."""
     path = resolve_model_target(target)
     spec = base_model_spec(path, base, "--refusal", target)
-    return refusal_of_model(path, spec, judge=judge, n=n, say=say, on_units=on_units)
+    data = suite_data(None, n, skip, seed)
+    return refusal_of_model(
+        path,
+        spec,
+        judge=judge,
+        n=n,
+        say=say,
+        on_units=on_units,
+        suite=lambda model, tok, count: run_suite(model, tok, data, count),
+        suite_units=evaluation_units(data, perplexity),
+    )
 
 
 def check_target(

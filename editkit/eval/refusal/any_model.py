@@ -4,9 +4,10 @@ A refusal removal made by another tool (heretic's saved model, an abliterated ch
 editkit is scored on the same prompts by the same code as ``editkit apply`` scores its edit
 (:func:`editkit.eval.refusal.metrics.refusal_metrics`): greedy chat responses to the built-in harmful and
 harmless ``test`` prompts read by the keyword markers and by a judge, the first-token KL(base ‖ model) on the
-harmless prompts (all of them, and those the base answered), and perplexity on the built-in general test text
-for both. The base model's side comes from the base evaluation cache when an earlier run or evaluation
-measured the same weights under the same settings (``editkit.eval.refusal.base_cache``).
+harmless prompts (all of them, and those the base answered); beside them, on both models, what the parts of the
+evaluation suite that need no target measure (``suite``: `editkit eval` passes its own). The base model's side
+comes from the base evaluation cache when an earlier run or evaluation measured the same weights under the same
+settings (``editkit.eval.refusal.base_cache``).
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from editkit.data.general import load_general_text, perplexity
 from editkit.data.prompt_sets import load_prompt_set
 from editkit.eval.refusal.judge import ModelJudge
 from editkit.eval.refusal.metrics import refusal_eval_units, refusal_metrics
@@ -60,12 +60,14 @@ def refusal_of_model(
     cache: bool = True,
     say: Callable[[str], None] = lambda _m: None,
     on_units: Callable[[int, int], None] | None = None,
+    suite: Callable[[Any, Any, Callable[[int], None]], dict] | None = None,
+    suite_units: int = 0,
 ) -> dict[str, Any]:
     """{"base": metrics, "model": metrics, "responses": the model's responses per set}: refusal rates (markers,
-    and the judge's unless ``judge`` is 'markers'), harmless KL against the base, perplexity. ``judge``:
-    'self' (the base model reads every response), 'markers', or a chat model to load."""
+    and the judge's unless ``judge`` is 'markers'), harmless KL against the base, and what ``suite(model,
+    tokenizer, count)`` measures (``suite_units`` of progress). ``judge``: 'self' (the base model reads every
+    response), 'markers', or a chat model to load."""
     data = {role: load_prompt_set(name, "test", f"--refusal {role}")[:n] for role, name in SETS.items()}
-    general = list(load_general_text("builtin", split="test")["text"])
     base = load_model(base_spec, progress=say)
     done = 0
 
@@ -79,17 +81,18 @@ def refusal_of_model(
                    base_eval_cache=cache)  # fmt: skip
     if judge == "self":  # the base model reads the responses: the weights already loaded, not a second copy
         ctx.judges["self"] = ModelJudge(base.model, base.tokenizer, "self")
-    total = 2 * refusal_eval_units(ctx, "harmful", "harmless", n)
+    total = 2 * (refusal_eval_units(ctx, "harmful", "harmless", n) + (suite_units if suite else 0))
     out: dict[str, Any] = {}
     out["base"] = refusal_metrics(ctx, "harmful", "harmless", n, max_new, "base")
-    out["base"]["perplexity"] = perplexity(base.model, base.tokenizer, general)
+    if suite is not None:
+        out["base"].update(suite(base.model, base.tokenizer, count))
     out["base_eval_cache"] = ctx.baseline.get("eval_cache", {}).get("status")
     target = load_model(path, progress=say)
     ctx.model, ctx.tokenizer = target.model, target.tokenizer
     samples: dict = {}
     out["model"] = refusal_metrics(ctx, "harmful", "harmless", n, max_new, "edited", samples)
-    out["model"]["perplexity"] = perplexity(target.model, target.tokenizer, general)
-    out["model"]["perplexity_change"] = out["model"]["perplexity"] / out["base"]["perplexity"] - 1
+    if suite is not None:
+        out["model"].update(suite(target.model, target.tokenizer, count))
     out["responses"] = samples.get("all", {})
     out["settings"] = {"prompts": n, "max_new_tokens": max_new, "judge": judge, "split": "test"}
     return out

@@ -191,15 +191,7 @@ def run_search(s, grid_cand: tuple) -> tuple[dict, dict]:
         study.optimize(objective, n_trials=1, catch=())
         s.done += 1
         ctx.events.progress("fit", min(s.done, s.total), s.total)
-        last = study.trials[-1]
-        ctx.events.log(
-            f"refusal search: trial {last.number} {last.state.name.lower()}: "
-            + (
-                f"log-odds {last.values[0]}, KL {last.values[1]}"
-                if last.values
-                else f"KL {last.user_attrs.get('kl')}"
-            )
-        )
+        _log_trial(ctx, study.trials[-1])
     if finished() < p.trials:
         why = STOP if stop.exists() else f"search_minutes ({p.search_minutes:g})"
         ctx.events.log(f"refusal search: stopped by {why} after {finished()} of {p.trials} trials")
@@ -210,6 +202,15 @@ def run_search(s, grid_cand: tuple) -> tuple[dict, dict]:
         summary["confirmed"] = confirm(s, summary, params_of)
         summary["chosen_trial"] = confirmed_pick(summary["confirmed"])
     return summary, params_of[summary["chosen_trial"]]
+
+
+def _log_trial(ctx, last) -> None:
+    values = (
+        f"log-odds {last.values[0]}, KL {last.values[1]}"
+        if last.values
+        else f"KL {last.user_attrs.get('kl')}"
+    )
+    ctx.events.log(f"refusal search: trial {last.number} {last.state.name.lower()}: {values}")
 
 
 def confirmation_candidates(summary: dict, n: int) -> list[dict]:
