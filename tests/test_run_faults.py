@@ -193,14 +193,14 @@ def test_wait_queues_behind_the_holder(finished_run, tmp_path):
     _, run = finished_run
     copy = tmp_path / "run"
     shutil.copytree(run, copy)
-    holder = _hold(copy, 6)
+    holder = _hold(copy, 20)  # long enough for the CLI to start and find it held on a loaded machine too
     t0 = time.time()
     p = _cli("card", copy, "--wait", cwd=tmp_path)
     waited = time.time() - t0
     holder.wait()
     assert p.returncode == 0, p.stderr
     assert "waiting for `editkit export`" in p.stderr
-    assert waited >= 3  # it really waited for the holder (which held the run for 6 s from before)
+    assert waited >= 3  # it really waited for the holder (which held the run for 20 s from before)
 
 
 def test_a_killed_holder_releases_the_run(finished_run, tmp_path):
