@@ -36,6 +36,11 @@ def test_eval_refusal_scores_a_model_against_its_base_and_reuses_the_base_measur
     assert s["model"]["refusal_rate"] == s["base"]["refusal_rate"] == m["base"]["refusal_rate"]
     assert s["model"] == s["base"]  # every number, the suite's too
     assert "harmless_kl" in res.output and "base" in res.output
+    # --skip heldout leaves the held-out capabilities' items out, not only a part's own data
+    _eval(other, *common, "--skip", "heldout", "--json", tmp_path / "no-heldout.json")
+    assert not any(
+        k.startswith("heldout/") for k in json.loads((tmp_path / "no-heldout.json").read_text())["model"]
+    )
 
 
 def test_eval_refusal_without_a_base_says_how_to_name_one(tmp_path):

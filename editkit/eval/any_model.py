@@ -104,8 +104,12 @@ def suite_data(capability: str | None, max_items: int | None, skip: tuple[str, .
 
     general = list(load_general_text("builtin", split="test")["text"])
     return EvalData(
-        target_test=cut(load_triplets(capability, split="test")) if capability else None,
-        heldout={n: cut(load_triplets(n, split="test")) for n in BUILTIN_CAPABILITIES if n != capability},
+        target_test=cut(load_triplets(capability, split="test"))
+        if capability and "target" not in skip
+        else None,
+        heldout={}  # the data roles: --skip leaves their items out, not only the parts' own data
+        if "heldout" in skip
+        else {n: cut(load_triplets(n, split="test")) for n in BUILTIN_CAPABILITIES if n != capability},
         general_test=general,
         parts=part_data(EvalSpec(), general, seed, with_base=False, skip=skip),
     )
