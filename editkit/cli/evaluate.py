@@ -50,7 +50,8 @@ def eval_(
         "--refusal",
         help="score refusal instead of the capability suite, as `editkit apply` scores its refusal edits: "
         "greedy responses to the built-in harmful and harmless test prompts (--max-items each, default 100) "
-        "read by keyword markers and --judge, first-token KL against --base on the harmless ones, perplexity; "
+        "read by keyword markers and --judge, first-token KL against --base on the harmless ones, and the "
+        "suite's parts that need no target on both (--skip applies); "
         "for any model (another tool's abliterated checkpoint too)",
     ),
     judge: str = typer.Option(
