@@ -79,24 +79,28 @@ def eval_(
         m = _eval_refusal(target, base, judge, max_items or 100, tuple(skip), seed)
         _print_eval(target, m, json_out, refusal=True)
         return
+    m = _eval_capability(target, capability, max_items, tuple(skip), seed)
+    if checks:
+        m["checks"] = _eval_checks(target, base, capability, max_items, seed)
+    _print_eval(target, m, json_out)
+
+
+def _eval_capability(target: str, capability, max_items, skip: tuple, seed: int) -> dict:
     from editkit.eval.any_model import evaluate_target
 
     with _bar("eval", "scored rows") as on_rows:
         try:
-            m = evaluate_target(
+            return evaluate_target(
                 target,
                 capability=capability,
                 max_items=max_items,
-                skip=tuple(skip),
+                skip=skip,
                 seed=seed,
                 say=lambda msg: err.print(msg, markup=False),
                 on_rows=on_rows,
             )
         except EditkitError as e:
             fail(e)
-    if checks:
-        m["checks"] = _eval_checks(target, base, capability, max_items, seed)
-    _print_eval(target, m, json_out)
 
 
 @contextmanager
