@@ -18,7 +18,7 @@ from editkit.eval.refusal.any_model import refusal_of_model
 from editkit.eval.subsets import stratified_subset
 from editkit.eval.suite import EvalData, evaluate, evaluation_units, part_data
 from editkit.model.load import load_model
-from editkit.run.events import is_run_dir, run_model_dir
+from editkit.run.events import Tally, is_run_dir, run_model_dir
 from editkit.spec.eval import EvalSpec
 from editkit.spec.inputs import ModelSpec
 
@@ -81,15 +81,7 @@ def evaluate_target(
             say(f"scoring '{capability}' as the target: the run that made this model removed it ({found[1]})")
     data = suite_data(capability, max_items, skip, seed)
     loaded = load_model(path, progress=say)
-    total, done = evaluation_units(data, perplexity), 0
-
-    def count(k: int) -> None:
-        nonlocal done
-        done += k
-        if on_rows is not None:
-            on_rows(done, total)
-
-    return run_suite(loaded.model, loaded.tokenizer, data, count)
+    return run_suite(loaded.model, loaded.tokenizer, data, Tally(on_rows, evaluation_units(data, perplexity)))
 
 
 def suite_data(capability: str | None, max_items: int | None, skip: tuple[str, ...], seed: int) -> EvalData:
@@ -200,14 +192,7 @@ def check_target(
     )
     enabled = spec.enabled()
     phases = {"base": None, "edited": None}
-    total, done = checks_units(enabled, data, phases), 0
-
-    def count(k: int) -> None:
-        nonlocal done
-        done += k
-        if on_units is not None:
-            on_units(done, total)
-
+    count = Tally(on_units, checks_units(enabled, data, phases))
     metrics: dict = {}
     run_checks(
         base_loaded.model,

@@ -261,54 +261,86 @@ def pair_answer_logprobs(
     second forward (the first answer token is predicted by the prompt's last position).
 
     Differentiable (SCALPEL trains on it: the shared prompt is about half of a moral item's tokens)."""
-    device = model_device(model)
     n = len(items)
-    lp = max(len(p) for p, _, _ in items)
-    ids = torch.full((n, lp), pad, dtype=torch.long)
-    mask = torch.zeros((n, lp), dtype=torch.long)
-    for r, (p, _, _) in enumerate(items):
-        ids[r, lp - len(p) :] = torch.tensor(p)
-        mask[r, lp - len(p) :] = 1
-    pos = (mask.cumsum(1) - 1).clamp(min=0)
     answers = [ans for _, a, b in items for ans in (a, b)]  # row 2r: a of item r, 2r + 1: b
     longest = max(len(x) for x in answers)
-    kwargs = {
-        "input_ids": to_device(ids, device),
-        "attention_mask": to_device(mask, device),
-        "position_ids": to_device(pos, device),
-        "use_cache": longest > 1,
-    }
+    kwargs, mask = _prompt_pass([p for p, _, _ in items], pad, model, longest > 1)
+    lp, device = mask.shape[1], model_device(model)
     first, out = _gathered_logprobs(model, kwargs, torch.arange(n), torch.full((n,), lp - 1))
     first_ids = torch.tensor([x[0] for x in answers]).view(n, 2)
     totals = first.gather(1, to_device(first_ids, device))  # [n, 2]: log p of each answer's first token
-    if longest > 1:
-        width = longest - 1  # feed each answer but its last token; position j predicts token j + 1
-        feed = torch.full((2 * n, width), pad, dtype=torch.long)
-        feed_mask = torch.zeros((2 * n, width), dtype=torch.long)
-        rows, cols, targets = [], [], []
-        for k, x in enumerate(answers):
-            m = len(x) - 1
-            if m:
-                feed[k, :m] = torch.tensor(x[:-1])
-                feed_mask[k, :m] = 1
-                rows += [k] * m
-                cols += list(range(m))
-                targets += x[1:]
-        cache = getattr(out, "cache", None) or out.past_key_values  # transformers ≥ 5.25 calls it `cache`
-        cache.batch_repeat_interleave(2)
-        prompt_len = mask.sum(1).repeat_interleave(2)
-        kwargs = {
-            "input_ids": to_device(feed, device),
-            "attention_mask": to_device(torch.cat([mask.repeat_interleave(2, 0), feed_mask], 1), device),
-            "position_ids": to_device(prompt_len[:, None] + torch.arange(width)[None, :], device),
-            cache_kwarg(model): cache,
-            "use_cache": True,
-        }
+    if longest > 1:  # feed each answer but its last token; position j predicts token j + 1
+        kwargs, _ = _continue_both(model, out, mask, pad, [x[:-1] for x in answers])
+        rows = [k for k, x in enumerate(answers) for _ in x[1:]]
+        cols = [j for x in answers for j in range(len(x) - 1)]
+        targets = [t for x in answers for t in x[1:]]
         rest, _ = _gathered_logprobs(model, kwargs, torch.tensor(rows), torch.tensor(cols))
         picked = rest.gather(1, to_device(torch.tensor(targets)[:, None], device)).squeeze(1)
         totals = totals.reshape(-1).index_add(0, to_device(torch.tensor(rows), device), picked).view(n, 2)
     lengths = torch.tensor([len(x) for x in answers], dtype=torch.float32).view(n, 2)
     return totals / to_device(lengths, device)
+
+
+def _prompt_pass(prompts: Sequence[list[int]], pad: int, model, cache: bool) -> tuple[dict, torch.Tensor]:
+    """The forward kwargs of left-padded ``prompts`` (position ids counted from each row's first real token)
+    and their attention mask (on the host)."""
+    device = model_device(model)
+    lp = max(len(p) for p in prompts)
+    ids = torch.full((len(prompts), lp), pad, dtype=torch.long)
+    mask = torch.zeros((len(prompts), lp), dtype=torch.long)
+    for r, p in enumerate(prompts):
+        ids[r, lp - len(p) :] = torch.tensor(p)
+        mask[r, lp - len(p) :] = 1
+    pos = (mask.cumsum(1) - 1).clamp(min=0)
+    kwargs = {
+        "input_ids": to_device(ids, device),
+        "attention_mask": to_device(mask, device),
+        "position_ids": to_device(pos, device),
+        "use_cache": cache,
+    }
+    return kwargs, mask
+
+
+def _continue_both(model, out, mask: torch.Tensor, pad: int, conts: Sequence[list[int]]) -> tuple[dict, list]:
+    """Forward kwargs that feed ``conts`` (two per prompt: rows 2r and 2r + 1 continue prompt r) after the
+    prompts' KV cache in ``out``, repeated for the two; and each continuation's length."""
+    device = model_device(model)
+    width = max(len(x) for x in conts)
+    feed = torch.full((len(conts), width), pad, dtype=torch.long)
+    feed_mask = torch.zeros((len(conts), width), dtype=torch.long)
+    for k, x in enumerate(conts):
+        feed[k, : len(x)] = torch.tensor(x, dtype=torch.long)
+        feed_mask[k, : len(x)] = 1
+    cache = getattr(out, "cache", None) or out.past_key_values  # transformers ≥ 5.25 calls it `cache`
+    cache.batch_repeat_interleave(2)
+    prompt_len = mask.sum(1).repeat_interleave(2)
+    kwargs = {
+        "input_ids": to_device(feed, device),
+        "attention_mask": to_device(torch.cat([mask.repeat_interleave(2, 0), feed_mask], 1), device),
+        "position_ids": to_device(prompt_len[:, None] + torch.arange(width)[None, :], device),
+        cache_kwarg(model): cache,
+        "use_cache": True,
+    }
+    return kwargs, [len(x) for x in conts]
+
+
+def shared_prefix_next_logprobs(
+    model, pad: int, items: Sequence[tuple[list[int], list[int], list[int]]]
+) -> torch.Tensor:
+    """[n, 2, vocab] fp32 log-probs of the next token after ``prefix + a`` and after ``prefix + b`` for every
+    item ``(prefix ids, a ids, b ids)`` (``a`` and ``b`` at least one token each), the prefix read once: the
+    prefixes run (left-padded) with a KV cache, which is repeated for the two continuations. Two prompts that
+    differ only in their last part (a judge's two questions about one long response) cost one prompt plus
+    the two tails."""
+    n = len(items)
+    if any(not a or not b for _, a, b in items):
+        raise ValueError("shared_prefix_next_logprobs: every continuation needs at least one token")
+    kwargs, mask = _prompt_pass([p for p, _, _ in items], pad, model, True)
+    out = model(**kwargs)
+    kwargs, lengths = _continue_both(model, out, mask, pad, [c for _, a, b in items for c in (a, b)])
+    rows = torch.arange(2 * n)
+    picked, _ = _gathered_logprobs(model, kwargs, rows, torch.tensor(lengths) - 1)
+    return picked.view(n, 2, -1)
 
 
 def score_answer_pairs(

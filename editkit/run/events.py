@@ -119,6 +119,19 @@ class StageCounter:
             self.events.progress(self.stage, self.done, self.total)
 
 
+class Tally:
+    """Work units done, reported as ``(done, total)`` to ``report`` after every ``tally(k)`` (a progress bar
+    outside a run; ``total`` may be set after the tally is made)."""
+
+    def __init__(self, report: Callable[[int, int], None] | None = None, total: int = 0):
+        self.report, self.total, self.done = report, total, 0
+
+    def __call__(self, k: int) -> None:
+        self.done += k
+        if self.report is not None:
+            self.report(self.done, self.total)
+
+
 class NullEventLog(EventLog):
     """An event log that writes nowhere (library calls outside a run)."""
 

@@ -20,6 +20,7 @@ from editkit.data.prompt_sets import load_prompt_set
 from editkit.eval.refusal.judge import ModelJudge
 from editkit.eval.refusal.metrics import refusal_eval_units, refusal_metrics
 from editkit.model.load import load_model
+from editkit.run.events import Tally
 
 SETS = {"harmful": "harmful", "harmless": "harmless"}
 
@@ -69,19 +70,12 @@ def refusal_of_model(
     response), 'markers', or a chat model to load."""
     data = {role: load_prompt_set(name, "test", f"--refusal {role}")[:n] for role, name in SETS.items()}
     base = load_model(base_spec, progress=say)
-    done = 0
-
-    def count(k: int) -> None:
-        nonlocal done
-        done += k
-        if on_units is not None:
-            on_units(done, total)
-
+    count = Tally(on_units)
     ctx = _Scoring(data, base.model, base.tokenizer, base_spec, base.path, _Log(say), count, judge,
                    base_eval_cache=cache)  # fmt: skip
     if judge == "self":  # the base model reads the responses: the weights already loaded, not a second copy
         ctx.judges["self"] = ModelJudge(base.model, base.tokenizer, "self")
-    total = 2 * (refusal_eval_units(ctx, "harmful", "harmless", n) + (suite_units if suite else 0))
+    count.total = 2 * (refusal_eval_units(ctx, "harmful", "harmless", n) + (suite_units if suite else 0))
     out: dict[str, Any] = {}
     out["base"] = refusal_metrics(ctx, "harmful", "harmless", n, max_new, "base")
     if suite is not None:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import torch
 
+from editkit.eval.pairwise import pad_id, shared_prefix_next_logprobs
 from editkit.eval.refusal.chat import (
     by_length,
     chat_prompts,
@@ -68,12 +69,9 @@ def judge_texts(
     return chat_prompts(tokenizer, users)
 
 
-@torch.no_grad()
-def label_logprobs(model, tokenizer, texts: list[str], batch_size: int = 8) -> torch.Tensor:
-    """[n, 2] log-probabilities of the labels' first distinguishing tokens after each text (fp32).
-
-    The labels' common token prefix (if the tokenizer gives them one) is appended to every text, so one
-    forward per batch, at the last position only, decides."""
+def label_tokens(tokenizer) -> tuple[list[int], list[int]]:
+    """The labels' common token prefix (appended to every judge prompt) and their first distinguishing
+    tokens, in ``LABELS`` order."""
     ids = [tokenizer(lab, add_special_tokens=False)["input_ids"] for lab in LABELS]
     k = 0
     while k < min(map(len, ids)) - 1 and ids[0][k] == ids[1][k]:
@@ -81,6 +79,41 @@ def label_logprobs(model, tokenizer, texts: list[str], batch_size: int = 8) -> t
     prefix, first = ids[0][:k], [ids[0][k], ids[1][k]]
     if first[0] == first[1]:
         raise ValueError(f"refusal judge: the tokenizer cannot tell {LABELS[0]} from {LABELS[1]}")
+    return prefix, first
+
+
+@torch.no_grad()
+def both_label_logprobs(
+    model, tokenizer, requests: list[str], responses: list[str], batch_size: int = 8
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``label_logprobs`` under JUDGE_PROMPT and under REFUSED_PROMPT, each [n, 2], with the part the two
+    prompts share (the chat template, the request and the response) read once: its KV cache is repeated
+    for the two questions (``shared_prefix_next_logprobs``), so a long response costs one pass, not two."""
+    prefix, first = label_tokens(tokenizer)
+    texts = [judge_texts(tokenizer, requests, responses, t) for t in (JUDGE_PROMPT, REFUSED_PROMPT)]
+    items = []
+    for a, b in zip(*texts, strict=True):
+        ids_a, ids_b = (list(tokenizer(t, add_special_tokens=False)["input_ids"]) + prefix for t in (a, b))
+        k = 0
+        while k < min(len(ids_a), len(ids_b)) - 1 and ids_a[k] == ids_b[k]:
+            k += 1
+        items.append((ids_a[:k], ids_a[k:], ids_b[k:]))
+    order = sorted(range(len(items)), key=lambda i: (len(items[i][0]), len(items[i][1]) + len(items[i][2])))
+    out = torch.empty(len(items), 2, len(LABELS))
+    for start in range(0, len(order), batch_size):
+        idx = order[start : start + batch_size]
+        lp = shared_prefix_next_logprobs(model, pad_id(tokenizer), [items[i] for i in idx])
+        out[idx] = lp[:, :, first].float().cpu()
+    return out[:, 0], out[:, 1]
+
+
+@torch.no_grad()
+def label_logprobs(model, tokenizer, texts: list[str], batch_size: int = 8) -> torch.Tensor:
+    """[n, 2] log-probabilities of the labels' first distinguishing tokens after each text (fp32).
+
+    The labels' common token prefix (if the tokenizer gives them one) is appended to every text, so one
+    forward per batch, at the last position only, decides."""
+    prefix, first = label_tokens(tokenizer)
     dev = next(model.parameters()).device
     out = torch.empty(len(texts), len(LABELS))
     for idx in by_length(tokenizer, texts, batch_size):
@@ -124,15 +157,7 @@ class ModelJudge:
         key = (tuple(requests), tuple(responses))
         if self._last is not None and self._last[0] == key:
             return self._last[1].clone()
-        lps = [
-            label_logprobs(
-                self.model,
-                self.tokenizer,
-                judge_texts(self.tokenizer, requests, responses, t),
-                self.batch_size,
-            )
-            for t in (JUDGE_PROMPT, REFUSED_PROMPT)
-        ]
+        lps = both_label_logprobs(self.model, self.tokenizer, requests, responses, self.batch_size)
         out = balanced_refusal_scores(*lps)
         self._last = (key, out.clone())
         return out
