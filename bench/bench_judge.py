@@ -9,7 +9,12 @@
 Prints (and writes to --out, JSON) the judge's agreement with editkit/data/refusal/judge_labelled.jsonl
 (overall and per label; the keyword markers beside it), the same on each ``--labelled`` file, and, for every ``responses-<phase>.json`` of
 ``--run``, the markers' and the judge's refusal rates on the harmful and harmless responses and their
-agreement.
+agreement. ``--shared-prefix`` instead times the judge's two questions read the old way (each prompt in
+full, ``label_logprobs`` twice) against the shared prompt read once (``both_label_logprobs``, what the judge
+does now) on the run's responses: seconds, the largest score difference and how many verdicts differ.
+
+    flock /tmp/editkit-heavy.lock .venv/bin/python bench/bench_judge.py --judge qwen-coder-1.5b \
+        --run runs/remove-refusal-qwen --shared-prefix --out bench/results/judge_shared_prefix.json
 """
 
 from __future__ import annotations
@@ -37,13 +42,14 @@ def main(argv: list[str] | None = None) -> int:
         help="more hand-labelled JSONL files (request, response, label) to measure agreement on, e.g. "
         "bench/results/judge_abliterated_qwen.jsonl",
     )
+    ap.add_argument("--shared-prefix", action="store_true", help="time the shared-prompt judge (needs --run)")
     ap.add_argument("--out", default=None)
     a = ap.parse_args(argv)
     torch.set_num_threads(2)
     t0 = time.time()
     judge = make_judge(a.judge)
     res: dict = {"judge": a.judge, "load_seconds": round(time.time() - t0, 1)}
-    if not a.skip_labelled:
+    if not a.skip_labelled and not a.shared_prefix:
         t = time.time()
         res["labelled"] = {"markers": labelled_agreement(MarkerJudge()), a.judge: labelled_agreement(judge)}
         res["labelled_seconds"] = round(time.time() - t, 1)
@@ -55,7 +61,9 @@ def main(argv: list[str] | None = None) -> int:
             a.judge: labelled_agreement(judge, rows),
         }
         print(path, json.dumps(res["more_labelled"][path], indent=1), flush=True)
-    if a.run:
+    if a.shared_prefix:
+        res["shared_prefix"] = shared_prefix(judge, Path(a.run))
+    elif a.run:
         res["run"] = {}
         for f in sorted(Path(a.run).glob("responses-*.json")):
             phase = f.stem.split("-", 1)[1]
@@ -81,6 +89,47 @@ def main(argv: list[str] | None = None) -> int:
         Path(a.out).parent.mkdir(parents=True, exist_ok=True)
         Path(a.out).write_text(json.dumps(res, indent=1))
     return 0
+
+
+def shared_prefix(judge, run: Path) -> dict:
+    """Old (each prompt in full) vs new (the shared part once) on every responses file of ``run``."""
+    from editkit.eval.refusal.judge import (
+        JUDGE_PROMPT,
+        REFUSED_PROMPT,
+        balanced_refusal_scores,
+        both_label_logprobs,
+        judge_texts,
+        label_logprobs,
+    )
+
+    model, tok, bs = judge.model, judge.tokenizer, judge.batch_size
+    req, resp = [], []
+    for f in sorted(run.glob("responses-*.json")):
+        for d in json.loads(f.read_text()).values():
+            req += d["prompts"]
+            resp += d["responses"]
+    t = time.time()
+    old = balanced_refusal_scores(
+        *(
+            label_logprobs(model, tok, judge_texts(tok, req, resp, p), bs)
+            for p in (JUDGE_PROMPT, REFUSED_PROMPT)
+        )
+    )
+    t_old = time.time() - t
+    t = time.time()
+    new = balanced_refusal_scores(*both_label_logprobs(model, tok, req, resp, bs))
+    t_new = time.time() - t
+    out = {
+        "responses": len(resp),
+        "old_seconds": round(t_old, 1),
+        "new_seconds": round(t_new, 1),
+        "ratio": round(t_new / t_old, 3),
+        "max_abs_score_difference": float((old - new).abs().max()),
+        "verdicts_differ": int(((old > 0) != (new > 0)).sum()),
+        "smallest_abs_score": float(old.abs().min()),
+    }
+    print(json.dumps(out), flush=True)
+    return out
 
 
 if __name__ == "__main__":

@@ -436,3 +436,23 @@ def test_an_unspent_time_budget_leaves_the_search_as_it_was(tmp_path):
     _, a = _search(tmp_path / "a", trials=4)
     _, b = _search(tmp_path / "b", trials=4, search_minutes=600)
     assert _trials(a.edit) == _trials(b.edit) and b.edit.info["stopped_after"] is None
+
+
+def test_generated_objective_scores_each_trial_by_the_refusals_in_its_generated_text(tmp_path):
+    """search_objective: generated: a trial's refusal objective is the share of validation harmful prompts
+    whose greedy text has a refusal marker (as heretic counts), and the rule and the pick read it."""
+    _, res = _search(
+        tmp_path, trials=4, search_objective="generated", objective_max_new_tokens=4, confirm_max_new_tokens=4
+    )
+    info = res.edit.info
+    assert info["objective_key"] == "val_refusal_rate"
+    done = {t["number"]: t for t in info["trials"] if t["state"] == "complete"}
+    assert all("refusal_log_odds" not in t for t in info["trials"])
+    assert all(0.0 <= t["val_refusal_rate"] <= 1.0 for t in done.values())
+    # the grid optimum's generated rate is the target, and confirming with as many tokens generates the same
+    # greedy texts, so every confirmed rate is the trial's objective
+    assert info["refusal_target"] == done[0]["val_refusal_rate"]
+    for c in info["confirmed"]:
+        assert c["refusal_rate"] == pytest.approx(done[c["number"]]["val_refusal_rate"], abs=5e-5)
+    assert info["chosen_trial"] == confirmed_pick(info["confirmed"], "val_refusal_rate")
+    assert set(info["scores"]) == {"val_refusal_rate", "kl"}

@@ -225,6 +225,7 @@ class RefusalMethod(Method):
         index, attn_t, mlp_t = kernel_of(params)
         attn, mlp = layer_weights(attn_t, an.n_layers), layer_weights(mlp_t, an.n_layers)
         chosen = next(t for t in summary["trials"] if t["number"] == summary["chosen_trial"])
+        key = summary["objective_key"]
         info = s.info(layer, start, strength, s.primary, s.layer_scores(layer))
         info |= {
             "search": "optuna",
@@ -233,13 +234,13 @@ class RefusalMethod(Method):
             "kernel": {"attn": attn_t.model_dump(), "mlp": mlp_t.model_dump()},
             "attn_weights": _r4(attn),
             "mlp_weights": _r4(mlp),
-            "scores": {"refusal_log_odds": chosen["refusal_log_odds"], "kl": chosen["kl"]},
+            "scores": {key: chosen[key], "kl": chosen["kl"]},
             **summary,
         }
         ctx.events.log(
-            f"refusal search: picked trial {chosen['number']} of {len(summary['trials'])}: log-odds "
-            f"{chosen['refusal_log_odds']}, val KL {chosen['kl']} (grid optimum: {grid_scores['refusal_log_odds']}, "
-            f"{grid_scores['kl']})"
+            f"refusal search: picked trial {chosen['number']} of {len(summary['trials'])}: {key} "
+            f"{chosen[key]}, val KL {chosen['kl']} (grid optimum: log-odds {grid_scores['refusal_log_odds']}, "
+            f"KL {grid_scores['kl']})"
         )
         comparisons: dict[str, Edit] = {}
         if p.compare_grid and not chosen["grid"]:

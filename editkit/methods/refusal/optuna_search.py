@@ -2,8 +2,10 @@
 
 One trial = one kernel: the direction at a fractional layer index (or each layer's own, with
 ``search_space.per_layer``) and a tent profile (peak, position, floor, half-width) for attention and one for MLP
-writers. Two objectives, both minimised, one forward each on the validation prompts, no generation: the mean
-first-token refusal log-odds on harmful prompts and the mean first-token KL on harmless prompts.
+writers. Two objectives, both minimised, on the validation prompts: the refusal objective on harmful prompts
+(``search_objective``: the mean first-token refusal log-odds, one forward; or ``generated``, the share refused in
+``objective_max_new_tokens`` greedy tokens by keyword markers, as heretic counts) and the mean first-token KL on
+harmless prompts (one forward).
 
 - The first trial is the grid optimum written as a kernel (a flat tent from its first edited layer on:
   ``floor`` 1, peak = its strength) — ``enqueue_trial``.
@@ -48,6 +50,13 @@ JOURNAL = "refusal_search.journal"
 STOP = "refusal_search.stop"
 STUDY = "refusal"
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+#: where a trial's refusal objective is stored, per ``search_objective``
+OBJECTIVE_KEYS = {"log_odds": "refusal_log_odds", "generated": "val_refusal_rate"}
+
+
+def objective_key(p) -> str:
+    """The key of a trial's refusal objective in the search summary (``search_objective``)."""
+    return OBJECTIVE_KEYS[p.search_objective]
 
 
 def space_bounds(p, n_layers: int, grid: dict) -> dict[str, tuple[float, float]]:
@@ -171,8 +180,7 @@ def run_search(s, grid_cand: tuple) -> tuple[dict, dict]:
             trial.set_user_attr("kl", kl)
             if not trial.user_attrs.get("grid") and kl > best_kl():
                 raise optuna.TrialPruned()
-            lp_h = chat_first_token_logprobs(model, tok, s.harm_val, s.batch_size)
-        return round(float(refusal_log_odds(lp_h, s.ref_ids).mean()), 4), kl
+            return refusal_objective(s, model, tok), kl
 
     def finished() -> int:
         return len(study.get_trials(deepcopy=False, states=FINISHED))
@@ -191,7 +199,7 @@ def run_search(s, grid_cand: tuple) -> tuple[dict, dict]:
         study.optimize(objective, n_trials=1, catch=())
         s.done += 1
         ctx.events.progress("fit", min(s.done, s.total), s.total)
-        _log_trial(ctx, study.trials[-1])
+        _log_trial(ctx, study.trials[-1], objective_key(p))
     if finished() < p.trials:
         why = STOP if stop.exists() else f"search_minutes ({p.search_minutes:g})"
         ctx.events.log(f"refusal search: stopped by {why} after {finished()} of {p.trials} trials")
@@ -200,36 +208,46 @@ def run_search(s, grid_cand: tuple) -> tuple[dict, dict]:
     params_of = {t.number: dict(t.params) for t in study.trials}
     if p.confirm > 0:
         summary["confirmed"] = confirm(s, summary, params_of)
-        summary["chosen_trial"] = confirmed_pick(summary["confirmed"])
+        summary["chosen_trial"] = confirmed_pick(summary["confirmed"], objective_key(p))
     return summary, params_of[summary["chosen_trial"]]
 
 
-def _log_trial(ctx, last) -> None:
+def refusal_objective(s, model, tok) -> float:
+    """A trial's refusal objective on the validation harmful prompts, the edit applied: the mean first-token
+    refusal log-odds, or the share refused in ``objective_max_new_tokens`` greedy tokens (markers)."""
+    if s.p.search_objective == "generated":
+        texts = generate(model, tok, s.harm_val, s.p.objective_max_new_tokens, max(s.batch_size, 32))
+        return round(sum(map(is_refusal, texts)) / len(texts), 4)
+    lp_h = chat_first_token_logprobs(model, tok, s.harm_val, s.batch_size)
+    return round(float(refusal_log_odds(lp_h, s.ref_ids).mean()), 4)
+
+
+def _log_trial(ctx, last, key: str) -> None:
+    what = "log-odds" if key == "refusal_log_odds" else "refusal rate (generated)"
     values = (
-        f"log-odds {last.values[0]}, KL {last.values[1]}"
-        if last.values
-        else f"KL {last.user_attrs.get('kl')}"
+        f"{what} {last.values[0]}, KL {last.values[1]}" if last.values else f"KL {last.user_attrs.get('kl')}"
     )
     ctx.events.log(f"refusal search: trial {last.number} {last.state.name.lower()}: {values}")
 
 
 def confirmation_candidates(summary: dict, n: int) -> list[dict]:
-    """The grid optimum and the ``n`` lowest-KL eligible trials (log-odds at or below the target)."""
+    """The grid optimum and the ``n`` lowest-KL eligible trials (refusal objective at or below the target)."""
+    key = summary.get("objective_key", "refusal_log_odds")
     complete = [t for t in summary["trials"] if t["state"] == "complete"]
     grid = [t for t in complete if t["grid"]]
-    ok = [t for t in complete if not t["grid"] and t["refusal_log_odds"] <= summary["refusal_target"]]
-    ok.sort(key=lambda t: (t["kl"], t["refusal_log_odds"], t["number"]))
+    ok = [t for t in complete if not t["grid"] and t[key] <= summary["refusal_target"]]
+    ok.sort(key=lambda t: (t["kl"], t[key], t["number"]))
     return grid + ok[:n]
 
 
-def confirmed_pick(confirmed: list[dict]) -> int:
+def confirmed_pick(confirmed: list[dict], key: str = "refusal_log_odds") -> int:
     """The rule after confirmation: the lowest validation KL among the confirmed trials whose generated
     refusal rate is at most the grid optimum's (ties: the lower log-odds, then the earlier trial). Without a
     grid trial among them (it did not complete), the lowest refusal rate, then the lowest KL."""
     grid = [c for c in confirmed if c["grid"]]
     if grid:
         ok = [c for c in confirmed if c["refusal_rate"] <= grid[0]["refusal_rate"]]
-        return min(ok, key=lambda c: (c["kl"], c["refusal_log_odds"], c["number"]))["number"]
+        return min(ok, key=lambda c: (c["kl"], c[key], c["number"]))["number"]
     return min(confirmed, key=lambda c: (c["refusal_rate"], c["kl"], c["number"]))["number"]
 
 
@@ -237,7 +255,7 @@ def confirm(s, summary: dict, params_of: dict[int, dict]) -> list[dict]:
     """Greedy generations on the validation harmful prompts for each confirmation candidate: its refusal rate
     by keyword markers (one progress unit per candidate)."""
     ctx, p = s.ctx, s.p
-    cands = confirmation_candidates(summary, p.confirm)
+    cands, key = confirmation_candidates(summary, p.confirm), objective_key(p)
     s.total += len(cands)
     out = []
     for t in cands:
@@ -246,7 +264,7 @@ def confirm(s, summary: dict, params_of: dict[int, dict]) -> list[dict]:
                 ctx.model, ctx.tokenizer, s.harm_val, p.confirm_max_new_tokens, max(s.batch_size, 32)
             )
         rate = sum(map(is_refusal, texts)) / len(texts)
-        out.append({k: t[k] for k in ("number", "grid", "kl", "refusal_log_odds")} | {"refusal_rate": rate})
+        out.append({k: t[k] for k in ("number", "grid", "kl", key)} | {"refusal_rate": rate})
         s.done += 1
         ctx.events.progress("fit", min(s.done, s.total), s.total)
         ctx.events.log(
@@ -257,31 +275,34 @@ def confirm(s, summary: dict, params_of: dict[int, dict]) -> list[dict]:
 
 
 def summarise(study: optuna.Study, p, grid: dict, target: float) -> dict:
-    """Every finished trial, the Pareto front, and the pick by the rule (lowest KL with log-odds ≤ target)."""
+    """Every finished trial, the Pareto front, and the pick by the rule (lowest KL with the refusal objective
+    ≤ target)."""
+    key = objective_key(p)
     done = study.get_trials(deepcopy=False, states=FINISHED)
     trials = [
         {
             "number": t.number,
             "state": t.state.name.lower(),
             "grid": bool(t.user_attrs.get("grid")),
-            "refusal_log_odds": t.values[0] if t.values else None,
+            key: t.values[0] if t.values else None,
             "kl": t.values[1] if t.values else t.user_attrs.get("kl"),
             "params": {k: round(v, 4) if isinstance(v, float) else v for k, v in t.params.items()},
         }
         for t in done
     ]
     complete = [t for t in trials if t["state"] == "complete"]
-    ok = [t for t in complete if t["refusal_log_odds"] <= target]
+    ok = [t for t in complete if t[key] <= target]
     chosen = (
-        min(ok, key=lambda t: (t["kl"], t["refusal_log_odds"], t["number"]))
+        min(ok, key=lambda t: (t["kl"], t[key], t["number"]))
         if ok
-        else min(complete, key=lambda t: (t["refusal_log_odds"], t["kl"], t["number"]))
+        else min(complete, key=lambda t: (t[key], t["kl"], t["number"]))
     )
     front = sorted(t.number for t in study.best_trials)
     return {
         "trials": trials,
         "pareto": front,
         "chosen_trial": chosen["number"],
+        "objective_key": key,
         "refusal_target": target,
         "grid_params": grid,
         "eligible": bool(ok),

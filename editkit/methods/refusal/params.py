@@ -147,6 +147,16 @@ class RefusalParams(MethodParams):
         description="grid: the layer/strength search above; optuna: that grid first, then a seeded "
         "multi-objective TPE over direction index and attention/MLP tent profiles (validation log-odds, KL)",
     )
+    search_objective: Literal["log_odds", "generated"] = Field(
+        "log_odds",
+        description="search: optuna: the refusal objective of a trial: 'log_odds' (mean first-token refusal "
+        "log-odds on the validation harmful prompts: one forward) or 'generated' (the share of them refused "
+        "in objective_max_new_tokens greedy tokens, by keyword markers, as heretic counts: a generation per "
+        "trial, but what the log-odds only promise)",
+    )
+    objective_max_new_tokens: int = Field(
+        16, ge=1, description="search_objective: generated: greedy tokens per validation harmful prompt"
+    )
     trials: int = Field(40, ge=1, description="search: optuna: trials (the grid optimum is the first)")
     startup_trials: int = Field(10, ge=1, description="search: optuna: random trials before TPE models")
     search_minutes: float | None = Field(
@@ -159,7 +169,8 @@ class RefusalParams(MethodParams):
     refusal_target: float | Literal["grid"] = Field(
         "grid",
         description="search: optuna: the pick is the lowest validation KL among trials whose refusal "
-        "log-odds is at most this ('grid': the grid optimum's log-odds, so the pick is never worse on both)",
+        "objective (log-odds, or the generated refusal rate) is at most this ('grid': the grid optimum's, so "
+        "the pick is never worse on both)",
     )
     confirm: int = Field(
         3,

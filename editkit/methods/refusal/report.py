@@ -71,6 +71,8 @@ class RefusalInfo(Info):
     pareto: list[int] | None = None
     chosen_trial: int | None = None
     refusal_target: float | None = None
+    #: where each trial's refusal objective is (``search_objective``: log-odds, or the generated rate)
+    objective_key: str = "refusal_log_odds"
     confirmed: list[dict[str, Any]] | None = None
     grid_optimum: dict[str, Any] | None = None
     direction_index: float | None = None
@@ -95,7 +97,7 @@ class RefusalReport(Report):
     info_model = RefusalInfo
     plot_alt = {
         "refusal_layers": "refusal: candidate layers",
-        "refusal_trials": "refusal search: every trial, validation refusal log-odds vs KL",
+        "refusal_trials": "refusal search: every trial, validation refusal objective vs KL",
     }
     info: RefusalInfo
 
@@ -112,6 +114,7 @@ class RefusalReport(Report):
             "pareto",
             "chosen_trial",
             "refusal_target",
+            "objective_key",
             "confirmed",
             "grid_optimum",
             "direction_index",
@@ -180,8 +183,8 @@ class RefusalReport(Report):
             f"**Search** (`search: optuna`): {len(i.trials)} trials of a seeded multi-objective TPE over the "
             f"direction index and attention/MLP tent profiles ({pruned} pruned: their validation KL was already "
             f"above the best eligible trial's), the first being the grid optimum (layer {g.get('layer')}, "
-            f"strength {num(g.get('strength'))}). Rule: the lowest validation KL among trials whose refusal "
-            f"log-odds is at most {num(i.refusal_target)}"
+            f"strength {num(g.get('strength'))}). Rule: the lowest validation KL among trials whose "
+            f"{self._objective()} is at most {num(i.refusal_target)}"
             + (" (the grid optimum's)." if i.chosen_trial is not None else ".")
             + self._confirmation()
             + f" Picked: trial **{i.chosen_trial}**; Pareto front: trials {cell(i.pareto)}.",
@@ -200,19 +203,26 @@ class RefusalReport(Report):
         lines += self._in_sample_vs_held_out()
         return lines
 
+    def _objective(self) -> str:
+        """The search's refusal objective, in words."""
+        if self.info.objective_key == "refusal_log_odds":
+            return "refusal log-odds"
+        return "refusal rate (generated, markers)"
+
     def _in_sample_vs_held_out(self) -> list[str]:
         """Validation (what the search chose on) beside the held-out test numbers of the pick and the grid."""
         m = getattr(self, "run_metrics", None) or {}
         edited = m.get("edited") or {}
         grid_m = ((m.get("comparisons") or {}).get("grid optimum") or {}).get("metrics") or {}
-        g, sc = self.info.grid_optimum or {}, self.info.scores or {}
+        sc, key = self.info.scores or {}, self.info.objective_key
+        g = next((t for t in self.info.trials or [] if t.get("grid")), None) or self.info.grid_optimum or {}
         lines = [
-            "| edit | validation refusal log-odds (chosen on) | validation KL (chosen on) | held-out refusal "
+            f"| edit | validation {self._objective()} (chosen on) | validation KL (chosen on) | held-out refusal "
             "(markers) | held-out KL |",
             "| --- | --- | --- | --- | --- |",
-            f"| picked trial {self.info.chosen_trial} | {num(sc.get('refusal_log_odds'))} | {num(sc.get('kl'))} | "
+            f"| picked trial {self.info.chosen_trial} | {num(sc.get(key))} | {num(sc.get('kl'))} | "
             f"{num(edited.get('refusal_rate'))} | {num(edited.get('harmless_kl'))} |",
-            f"| grid optimum (the first trial) | {num(g.get('refusal_log_odds'))} | {num(g.get('kl'))} | "
+            f"| grid optimum (the first trial) | {num(g.get(key))} | {num(g.get('kl'))} | "
             f"{num(grid_m.get('refusal_rate'))} | {num(grid_m.get('harmless_kl'))} |",
             "",
         ]
@@ -312,24 +322,24 @@ class RefusalReport(Report):
         return {"refusal_layers": "refusal_layers.png", **done}
 
     def _trials_plot(self, out: Path) -> dict[str, str]:
-        """Every trial: validation KL (x) vs refusal log-odds (y); pruned trials as ticks at their KL, the
-        Pareto front joined, the grid optimum and the pick marked."""
-        trials = self.info.trials or []
+        """Every trial: validation KL (x) vs the refusal objective (y: log-odds, or the generated rate); pruned
+        trials as ticks at their KL, the Pareto front joined, the grid optimum and the pick marked."""
+        trials, key = self.info.trials or [], self.info.objective_key
         if self.info.search != "optuna" or not trials:
             return {}
         fig = Figure(figsize=(6, 3.6))
         ax = fig.add_subplot()
-        done = [t for t in trials if t.get("refusal_log_odds") is not None]
+        done = [t for t in trials if t.get(key) is not None]
         ax.scatter(
             [t["kl"] for t in done],
-            [t["refusal_log_odds"] for t in done],
+            [t[key] for t in done],
             s=14,
             color="#7f8c8d",
             label="trial",
         )
-        pruned = [t["kl"] for t in trials if t.get("refusal_log_odds") is None and t.get("kl") is not None]
+        pruned = [t["kl"] for t in trials if t.get(key) is None and t.get("kl") is not None]
         if pruned:
-            y0 = min(t["refusal_log_odds"] for t in done) if done else 0.0
+            y0 = min(t[key] for t in done) if done else 0.0
             ax.scatter(
                 pruned, [y0] * len(pruned), marker="|", s=40, color="#bdc3c7", label="pruned (KL only)"
             )
@@ -337,7 +347,7 @@ class RefusalReport(Report):
         if front:
             ax.plot(
                 [t["kl"] for t in front],
-                [t["refusal_log_odds"] for t in front],
+                [t[key] for t in front],
                 color="#2e86c1",
                 lw=1,
                 label="Pareto front",
@@ -347,7 +357,7 @@ class RefusalReport(Report):
         if grid:
             ax.scatter(
                 [grid[0]["kl"]],
-                [grid[0]["refusal_log_odds"]],
+                [grid[0][key]],
                 marker="s",
                 s=60,
                 facecolors="none",
@@ -356,11 +366,11 @@ class RefusalReport(Report):
             )
         c = by_n.get(self.info.chosen_trial)
         if c is not None:
-            ax.scatter([c["kl"]], [c["refusal_log_odds"]], marker="*", s=140, color="#b03a2e", label="picked")
+            ax.scatter([c["kl"]], [c[key]], marker="*", s=140, color="#b03a2e", label="picked")
         if self.info.refusal_target is not None:
             ax.axhline(self.info.refusal_target, color="#b03a2e", ls=":", lw=1)
         ax.set_xlabel("validation first-token KL (harmless)")
-        ax.set_ylabel("validation refusal log-odds (harmful)")
+        ax.set_ylabel(f"validation {self._objective()} (harmful)")
         ax.legend(fontsize=7, loc="best")
         ax.set_title("refusal search: every trial", fontsize=9)
         fig.tight_layout()
