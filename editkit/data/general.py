@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 
 from editkit.errors import DataError
+from editkit.eval.forward import right_padded
 
 __all__ = ["BUILTIN_GENERAL_TEXT", "load_general_text", "perplexity", "nll_sum_and_count"]
 
@@ -145,12 +146,7 @@ def nll_sum_and_count(
         with torch.no_grad():
             for start in range(0, len(order), batch_size):
                 rows = [encoded[i] for i in order[start : start + batch_size]]
-                width = max(len(r) for r in rows)
-                input_ids = torch.full((len(rows), width), pad, dtype=torch.long)
-                mask = torch.zeros((len(rows), width), dtype=torch.long)
-                for r, ids in enumerate(rows):
-                    input_ids[r, : len(ids)] = torch.tensor(ids, dtype=torch.long)
-                    mask[r, : len(ids)] = 1
+                input_ids, mask = right_padded(rows, pad)
                 input_ids, mask = input_ids.to(device), mask.to(device)
                 logits = model(input_ids=input_ids, attention_mask=mask, use_cache=False).logits
                 scored = mask[:, 1:].bool()  # target position t+1 is real text

@@ -91,3 +91,14 @@ def with_positions(enc: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     padded row shifted by its padding, so a prompt's score would depend on the longest prompt beside it."""
     pos = (enc["attention_mask"].long().cumsum(-1) - 1).clamp(min=0)
     return {**enc, "position_ids": pos}
+
+
+def right_padded(rows: list[list[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token id rows as one right-padded batch: ``(input_ids, attention_mask)``, both long, on the host."""
+    width = max((len(r) for r in rows), default=0)
+    ids = torch.full((len(rows), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for k, r in enumerate(rows):
+        ids[k, : len(r)] = torch.tensor(r, dtype=torch.long)
+        mask[k, : len(r)] = 1
+    return ids, mask

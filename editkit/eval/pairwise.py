@@ -12,7 +12,14 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 import torch
 
 from editkit.errors import DataError
-from editkit.eval.forward import accepts_logits_to_keep, cache_kwarg, head_input, model_device, to_device
+from editkit.eval.forward import (
+    accepts_logits_to_keep,
+    cache_kwarg,
+    head_input,
+    model_device,
+    right_padded,
+    to_device,
+)
 
 __all__ = [
     "encode_prompt_answers",
@@ -82,15 +89,10 @@ def _encoded_rows(
 
 
 def _right_padded(rows: Sequence[tuple[list[int], list[int]]], pad: int) -> dict[str, torch.Tensor]:
-    width = max(len(p) + len(a) for p, a in rows)
-    input_ids = torch.full((len(rows), width), pad, dtype=torch.long)
-    attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
-    answer_mask = torch.zeros((len(rows), width), dtype=torch.bool)
+    input_ids, attention_mask = right_padded([p + a for p, a in rows], pad)
+    answer_mask = torch.zeros(input_ids.shape, dtype=torch.bool)
     for r, (p_ids, a_ids) in enumerate(rows):
-        n_p, n = len(p_ids), len(p_ids) + len(a_ids)
-        input_ids[r, :n] = torch.tensor(p_ids + a_ids, dtype=torch.long)
-        attention_mask[r, :n] = 1
-        answer_mask[r, n_p:n] = True
+        answer_mask[r, len(p_ids) : len(p_ids) + len(a_ids)] = True
     return {"input_ids": input_ids, "attention_mask": attention_mask, "answer_mask": answer_mask}
 
 
@@ -305,12 +307,8 @@ def _continue_both(model, out, mask: torch.Tensor, pad: int, conts: Sequence[lis
     """Forward kwargs that feed ``conts`` (two per prompt: rows 2r and 2r + 1 continue prompt r) after the
     prompts' KV cache in ``out``, repeated for the two; and each continuation's length."""
     device = model_device(model)
-    width = max(len(x) for x in conts)
-    feed = torch.full((len(conts), width), pad, dtype=torch.long)
-    feed_mask = torch.zeros((len(conts), width), dtype=torch.long)
-    for k, x in enumerate(conts):
-        feed[k, : len(x)] = torch.tensor(x, dtype=torch.long)
-        feed_mask[k, : len(x)] = 1
+    feed, feed_mask = right_padded(list(conts), pad)
+    width = feed.shape[1]
     cache = getattr(out, "cache", None) or out.past_key_values  # transformers ≥ 5.25 calls it `cache`
     cache.batch_repeat_interleave(2)
     prompt_len = mask.sum(1).repeat_interleave(2)
