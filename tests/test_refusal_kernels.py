@@ -430,6 +430,11 @@ def test_a_spent_time_budget_ends_the_search_after_the_grid_trial(tmp_path):
     info = res.edit.info
     assert [t["grid"] for t in info["trials"]] == [True] and info["stopped_after"] == 1
     assert info["chosen_trial"] == 0
+    # the fit's progress ends at its total: the trials that did not run left the total (1 grid unit, the grid
+    # trial, the confirmation of the grid optimum)
+    events = [json.loads(line) for line in (tmp_path / "events.jsonl").read_text().splitlines()]
+    prog = [e for e in events if e.get("type") == "progress" and e.get("stage") == "fit"]
+    assert prog[-1]["done"] == prog[-1]["total"] == 1 + 1 + len(info["confirmed"])
 
 
 def test_an_unspent_time_budget_leaves_the_search_as_it_was(tmp_path):

@@ -201,6 +201,8 @@ def run_search(s, grid_cand: tuple) -> tuple[dict, dict]:
         ctx.events.progress("fit", min(s.done, s.total), s.total)
         _log_trial(ctx, study.trials[-1], objective_key(p))
     if finished() < p.trials:
+        s.total -= p.trials - finished()  # the trials that will not run are no longer to do
+        ctx.events.progress("fit", min(s.done, s.total), s.total)
         why = STOP if stop.exists() else f"search_minutes ({p.search_minutes:g})"
         ctx.events.log(f"refusal search: stopped by {why} after {finished()} of {p.trials} trials")
     summary = summarise(study, p, grid, target())
