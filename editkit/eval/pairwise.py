@@ -322,6 +322,15 @@ def _continue_both(model, out, mask: torch.Tensor, pad: int, conts: Sequence[lis
     return kwargs, [len(x) for x in conts]
 
 
+def split_shared_prefix(a: Sequence[int], b: Sequence[int]) -> tuple[list[int], list[int], list[int]]:
+    """(the tokens ``a`` and ``b`` share at the start, the rest of ``a``, the rest of ``b``), each rest keeping at
+    least one token (the input of :func:`shared_prefix_next_logprobs`)."""
+    k = 0
+    while k < min(len(a), len(b)) - 1 and a[k] == b[k]:
+        k += 1
+    return list(a[:k]), list(a[k:]), list(b[k:])
+
+
 def shared_prefix_next_logprobs(
     model, pad: int, items: Sequence[tuple[list[int], list[int], list[int]]]
 ) -> torch.Tensor:

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import torch
 
-from editkit.eval.pairwise import pad_id, shared_prefix_next_logprobs
+from editkit.eval.pairwise import pad_id, shared_prefix_next_logprobs, split_shared_prefix
 from editkit.eval.refusal.chat import (
     by_length,
     chat_prompts,
@@ -72,11 +72,10 @@ def judge_texts(
 def label_tokens(tokenizer) -> tuple[list[int], list[int]]:
     """The labels' common token prefix (appended to every judge prompt) and their first distinguishing
     tokens, in ``LABELS`` order."""
-    ids = [tokenizer(lab, add_special_tokens=False)["input_ids"] for lab in LABELS]
-    k = 0
-    while k < min(map(len, ids)) - 1 and ids[0][k] == ids[1][k]:
-        k += 1
-    prefix, first = ids[0][:k], [ids[0][k], ids[1][k]]
+    prefix, rest_a, rest_b = split_shared_prefix(
+        *(tokenizer(lab, add_special_tokens=False)["input_ids"] for lab in LABELS)
+    )
+    first = [rest_a[0], rest_b[0]]
     if first[0] == first[1]:
         raise ValueError(f"refusal judge: the tokenizer cannot tell {LABELS[0]} from {LABELS[1]}")
     return prefix, first
@@ -91,13 +90,12 @@ def both_label_logprobs(
     for the two questions (``shared_prefix_next_logprobs``), so a long response costs one pass, not two."""
     prefix, first = label_tokens(tokenizer)
     texts = [judge_texts(tokenizer, requests, responses, t) for t in (JUDGE_PROMPT, REFUSED_PROMPT)]
-    items = []
-    for a, b in zip(*texts, strict=True):
-        ids_a, ids_b = (list(tokenizer(t, add_special_tokens=False)["input_ids"]) + prefix for t in (a, b))
-        k = 0
-        while k < min(len(ids_a), len(ids_b)) - 1 and ids_a[k] == ids_b[k]:
-            k += 1
-        items.append((ids_a[:k], ids_a[k:], ids_b[k:]))
+    items = [
+        split_shared_prefix(
+            *(list(tokenizer(t, add_special_tokens=False)["input_ids"]) + prefix for t in pair)
+        )
+        for pair in zip(*texts, strict=True)
+    ]
     order = sorted(range(len(items)), key=lambda i: (len(items[i][0]), len(items[i][1]) + len(items[i][2])))
     out = torch.empty(len(items), 2, len(LABELS))
     for start in range(0, len(order), batch_size):

@@ -26,7 +26,7 @@ from editkit.eval.refusal.metrics import phase_refusal_metrics, refusal_eval_uni
 from editkit.methods.base import FitContext, FitResult, Method
 from editkit.methods.refusal.edit import edited_layers, project_edit, uniform_weights
 from editkit.methods.refusal.optuna_search import kernel_of, run_search
-from editkit.methods.refusal.params import RefusalParams
+from editkit.methods.refusal.params import OBJECTIVE_LABELS, RefusalParams
 from editkit.methods.refusal.profile import layer_weights
 from editkit.methods.refusal.report import RefusalReport
 from editkit.methods.refusal.search import RefusalSearch
@@ -238,7 +238,7 @@ class RefusalMethod(Method):
             **summary,
         }
         ctx.events.log(
-            f"refusal search: picked trial {chosen['number']} of {len(summary['trials'])}: {key} "
+            f"refusal search: picked trial {chosen['number']} of {len(summary['trials'])}: {OBJECTIVE_LABELS[key]} "
             f"{chosen[key]}, val KL {chosen['kl']} (grid optimum: log-odds {grid_scores['refusal_log_odds']}, "
             f"KL {grid_scores['kl']})"
         )

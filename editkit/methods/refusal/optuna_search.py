@@ -42,6 +42,7 @@ from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 
 from editkit.eval.refusal.chat import chat_first_token_logprobs, generate, is_refusal, kl_rows
+from editkit.methods.refusal.params import OBJECTIVE_KEYS, OBJECTIVE_LABELS
 from editkit.methods.refusal.profile import TentProfile, layer_weights
 from editkit.methods.refusal.search import refusal_log_odds
 
@@ -50,8 +51,6 @@ JOURNAL = "refusal_search.journal"
 STOP = "refusal_search.stop"
 STUDY = "refusal"
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
-#: where a trial's refusal objective is stored, per ``search_objective``
-OBJECTIVE_KEYS = {"log_odds": "refusal_log_odds", "generated": "val_refusal_rate"}
 
 
 def objective_key(p) -> str:
@@ -225,9 +224,10 @@ def refusal_objective(s, model, tok) -> float:
 
 
 def _log_trial(ctx, last, key: str) -> None:
-    what = "log-odds" if key == "refusal_log_odds" else "refusal rate (generated)"
     values = (
-        f"{what} {last.values[0]}, KL {last.values[1]}" if last.values else f"KL {last.user_attrs.get('kl')}"
+        f"{OBJECTIVE_LABELS[key]} {last.values[0]}, KL {last.values[1]}"
+        if last.values
+        else f"KL {last.user_attrs.get('kl')}"
     )
     ctx.events.log(f"refusal search: trial {last.number} {last.state.name.lower()}: {values}")
 

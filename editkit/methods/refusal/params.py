@@ -44,6 +44,14 @@ class SearchSpace(BaseModel):
         return self
 
 
+#: where a search trial's refusal objective is stored, per ``search_objective``, and how it reads in words
+OBJECTIVE_KEYS = {"log_odds": "refusal_log_odds", "generated": "val_refusal_rate"}
+OBJECTIVE_LABELS = {
+    "refusal_log_odds": "refusal log-odds",
+    "val_refusal_rate": "refusal rate (generated, markers)",
+}
+
+
 class RefusalParams(MethodParams):
     name: str = "refusal"
     harmful: str = Field("harmful", description="data.sets name of harmful prompts (direction)")

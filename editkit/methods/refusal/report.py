@@ -10,6 +10,7 @@ from typing import Any
 from matplotlib.figure import Figure
 
 from editkit.eval.refusal.metrics import REFUSAL_HEADLINE, REFUSAL_METRICS
+from editkit.methods.refusal.params import OBJECTIVE_LABELS
 from editkit.methods.report import Info, Report, cell, escape_cell, finite, num
 from editkit.publish.plots import integer_ticks, save
 
@@ -205,9 +206,7 @@ class RefusalReport(Report):
 
     def _objective(self) -> str:
         """The search's refusal objective, in words."""
-        if self.info.objective_key == "refusal_log_odds":
-            return "refusal log-odds"
-        return "refusal rate (generated, markers)"
+        return OBJECTIVE_LABELS[self.info.objective_key]
 
     def _in_sample_vs_held_out(self) -> list[str]:
         """Validation (what the search chose on) beside the held-out test numbers of the pick and the grid."""
