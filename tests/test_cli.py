@@ -84,13 +84,23 @@ def test_eval_nonexistent_model_is_exit_2():
     assert res.exit_code == 2 and res.output.startswith("error: ")
 
 
-def test_robustness_stage_has_a_total(tiny_run):
+def test_checks_stage_has_a_total_and_sends_the_paraphrase_families(tiny_run):
+    """The paraphrase families run in the checks stage (one more removal check): counted progress, and one
+    ``families`` event per set for the monitor, with the numbers stored in metrics.json."""
     from editkit.run.events import read_events
 
-    prog = [
-        e for e in read_events(tiny_run.run_dir) if e["type"] == "progress" and e["stage"] == "robustness"
-    ]
+    events = read_events(tiny_run.run_dir)
+    prog = [e for e in events if e["type"] == "progress" and e["stage"] == "checks"]
     assert prog and prog[0]["total"] > 0 and prog[-1]["done"] == prog[-1]["total"]
+    assert "robustness" not in [e["stage"] for e in events if e["type"] == "stage_start"]
+    fams = {e["capability"]: e for e in events if e["type"] == "families"}
+    reports = tiny_run.metrics["checks"]["robustness"]["judge"]["reports"]
+    assert set(fams) == set(reports) == {"target", "control:antonyms"}
+    for label, e in fams.items():
+        assert e["check"] == "robustness"
+        assert {f["family"]: f["before"] for f in e["families"]} == {
+            k: v["before"] for k, v in reports[label]["families"].items()
+        }
 
 
 def test_recipe_comments_give_user_commands():
@@ -105,9 +115,10 @@ def test_robustness_recomputes_and_stores(tiny_run):
     res = CliRunner().invoke(app, ["robustness", str(tiny_run.run_dir)], terminal_width=200)
     assert res.exit_code == 0, res.output
     m = json.loads((tiny_run.run_dir / "metrics.json").read_text())
-    fams = m["robustness"]["target"]["families"]
-    assert {"original", "stored", "distractor"} <= set(fams)
-    assert m["robustness"] == tiny_run.metrics["robustness"]  # same seed, same numbers
+    got, first = m["checks"]["robustness"], tiny_run.metrics["checks"]["robustness"]
+    assert set(got["judge"]["reports"]["target"]["families"]) == {"original", "stored", "distractor"}
+    assert got["phases"] == first["phases"] and got["judge"] == first["judge"]  # same seed, same numbers
+    assert "│ distractor │" in res.output and "robustness: target" in res.output
 
 
 def test_monitor_missing_path_is_exit_2(tmp_path):

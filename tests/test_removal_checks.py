@@ -288,7 +288,15 @@ def test_recipe_block_switches_and_one_line_errors():
     assert spec.relearn.rank == 8
     assert parse_recipe(base + "eval: {checks: false}").eval.checks is False
     off = parse_recipe(base, overrides=["eval.checks.relearn=false", "eval.checks.probe=false"]).eval.checks
-    assert list(off.enabled()) == ["separation", "quantised", "specificity"]
+    assert list(off.enabled()) == ["separation", "quantised", "specificity", "robustness"]
+    # recipes from before the paraphrase families were a check keep their meaning
+    legacy = parse_recipe(base + "eval: {robustness: false}").eval.checks
+    assert list(legacy.enabled()) == ["separation", "probe", "relearn", "quantised", "specificity"]
+    legacy = parse_recipe(
+        base + "eval: {checks: false, robustness_families: [stored], robustness_min_headroom: 0.1}"
+    ).eval.checks
+    assert list(legacy.enabled()) == ["robustness"]
+    assert legacy.robustness.families == ["stored"] and legacy.robustness.min_headroom == 0.1
     assert isinstance(ChecksSpec(relearn=True).relearn, CHECKS["relearn"].spec_cls)
     for bad, where in (
         (
@@ -298,6 +306,14 @@ def test_recipe_block_switches_and_one_line_errors():
         ("eval: {checks: {relearn: {lr: 0}}}", "eval.checks.relearn.lr"),
         ("eval: {checks: {quantised: {types: [q3_k]}}}", "eval.checks.quantised.types.0"),
         ("eval: {checks: {probez: true}}", "eval.checks.probez: unknown field (did you mean 'probe'?)"),
+        (
+            "eval: {checks: {robustness: {families: [stord]}}}",
+            "eval.checks.robustness.families: unknown families stord (known: stored,",
+        ),
+        (
+            "eval: {robustness: false, checks: {robustness: true}}",
+            "give eval.robustness or eval.checks.robustness, not both",
+        ),
     ):
         with pytest.raises(RecipeError) as e:
             parse_recipe(base + bad)
@@ -334,7 +350,7 @@ def test_demo_apply_with_checks_writes_verdict_and_sections(demo_model_dir, tmp_
             "method.items=8",
             "eval.max_items=8",
             "eval.drift_prompts=2",
-            "eval.robustness=false",
+            "eval.checks.robustness.families=[distractor, answer_words]",
             "eval.blimp=false",
             "eval.perplexity=false",
             "eval.generations=0",

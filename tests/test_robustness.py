@@ -14,7 +14,8 @@ from editkit.errors import DataError
 from editkit.eval.pairwise import pairwise_accuracy
 from editkit.eval.robustness.families import ANSWER_FRAME_FAMILIES, FAMILIES, build_families
 from editkit.eval.robustness.generated import make_model_generated_family
-from editkit.eval.robustness.report import REMOVAL_RULE, removal_verdict, robustness_report, score_families
+from editkit.eval.checks.robustness import removal_verdict
+from editkit.eval.robustness.report import REMOVAL_RULE, robustness_report, score_families
 from tests.tiny import tiny_model
 
 ITEM = {

@@ -456,7 +456,7 @@ def test_panel_keys_and_card(tmp_path):
             for key in "234561":
                 await pilot.press(key)
                 seen.append(tabs.active)
-            assert seen == ["loss", "metrics", "heatmap", "robustness", "log", "timeline"]
+            assert seen == ["loss", "metrics", "heatmap", "families", "log", "timeline"]
             await pilot.press("6")
             assert app.focused is app.screen.query_one("#log-body", RichLog)  # arrows scroll the panel
             await pilot.press("1")
@@ -522,7 +522,7 @@ def test_snapshots(tmp_path, monkeypatch):
             await pilot.press("enter")
             await pilot.pause()
             for key, panel in zip(
-                "123456", ["timeline", "loss", "metrics", "heatmap", "robustness", "log"], strict=True
+                "123456", ["timeline", "loss", "metrics", "heatmap", "families", "log"], strict=True
             ):
                 await pilot.press(key)
                 await pilot.pause()

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 T0 = 1_750_000_000.0
-STAGES = ["load", "data", "eval_base", "fit", "eval_edited", "control", "robustness", "export", "card"]
+STAGES = ["load", "data", "eval_base", "fit", "eval_edited", "control", "checks", "export", "card"]
 
 
 class EventWriter:
@@ -113,9 +113,10 @@ def write_full_run(run_dir: Path, name: str = "remove_moral", method: str = "sca
         ylabel="layer",
         title="LoRA update norm per layer",
     )
-    w.emit("stage_start", stage="robustness", total=None)
+    w.emit("stage_start", stage="checks", total=None)
     w.emit(
-        "robustness",
+        "families",
+        check="robustness",
         capability="moral",
         families=[
             {"family": "original", "n": 40, "before": 0.825, "after": 0.5},
@@ -123,7 +124,7 @@ def write_full_run(run_dir: Path, name: str = "remove_moral", method: str = "sca
             {"family": "negated", "n": 20, "before": 0.7, "after": 0.6},
         ],
     )
-    w.emit("stage_end", stage="robustness", seconds=3.0)
+    w.emit("stage_end", stage="checks", seconds=3.0)
     w.emit("stage_start", stage="export")
     w.emit(
         "export",

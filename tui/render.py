@@ -301,7 +301,7 @@ def heatmaps_group(state: RunState) -> Group | Text:
 def robustness_group(state: RunState) -> Group | Text:
     """Per capability, per paraphrase family: before → after and the change."""
     if not state.robustness:
-        return Text("no robustness events yet", style="dim")
+        return Text("no paraphrase-family results yet (the removal checks send them)", style="dim")
     tables = []
     for cap, fams in state.robustness.items():
         table = Table(title=cap, title_justify="left", title_style="bold", show_edge=False, pad_edge=False)

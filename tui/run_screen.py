@@ -32,7 +32,7 @@ from editkit_tui import render
 from editkit_tui.state import RunState
 from editkit_tui.views import RunWatcher, format_duration
 
-PANELS = ["timeline", "loss", "metrics", "heatmap", "robustness", "log"]
+PANELS = ["timeline", "loss", "metrics", "heatmap", "families", "log"]
 MAX_PLOT_POINTS = 2000
 
 
@@ -81,7 +81,7 @@ class RunScreen(Screen):
         Binding("2", "show_panel('loss')", "Loss"),
         Binding("3", "show_panel('metrics')", "Metrics"),
         Binding("4", "show_panel('heatmap')", "Heatmap"),
-        Binding("5", "show_panel('robustness')", "Robust"),
+        Binding("5", "show_panel('families')", "Robust"),
         Binding("6", "show_panel('log')", "Log"),
         Binding("tab", "cycle_panel(1)", "Next", show=False, priority=True),
         Binding("shift+tab", "cycle_panel(-1)", "Prev", show=False, priority=True),
@@ -123,9 +123,9 @@ class RunScreen(Screen):
             with TabPane("4 Heatmap", id="heatmap"):
                 with VerticalScroll():
                     yield Static(id="heatmap-body")
-            with TabPane("5 Robustness", id="robustness"):
+            with TabPane("5 Robustness", id="families"):
                 with VerticalScroll():
-                    yield Static(id="robustness-body")
+                    yield Static(id="families-body")
             with TabPane("6 Log", id="log"):
                 yield RichLog(id="log-body", wrap=True, markup=False, max_lines=5000)
         yield Footer()
@@ -183,8 +183,8 @@ class RunScreen(Screen):
             self.query_one("#metrics-body", Static).update(render.metrics_table(state))
         if self._changed("heatmap"):
             self.query_one("#heatmap-body", Static).update(render.heatmaps_group(state))
-        if self._changed("robustness"):
-            self.query_one("#robustness-body", Static).update(render.robustness_group(state))
+        if self._changed("families"):
+            self.query_one("#families-body", Static).update(render.robustness_group(state))
         if state.n_logs > self._logs_written:
             log = self.query_one("#log-body", RichLog)
             new = min(state.n_logs - self._logs_written, len(state.logs))

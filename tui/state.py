@@ -67,7 +67,7 @@ class RunState:
     n_unknown: int = 0
     n_malformed: int = 0
     revision: dict[str, int] = field(default_factory=dict)
-    """Per-section change counters (header, stages, loss, metrics, heatmap, robustness, log) so a UI
+    """Per-section change counters (header, stages, loss, metrics, heatmap, families, log) so a UI
     redraws only what changed."""
 
     # ----------------------------------------------------------------- folding
@@ -284,7 +284,7 @@ def _on_heatmap(s: RunState, e: dict, ts: float | None) -> None:
     s._touch("heatmap")
 
 
-def _on_robustness(s: RunState, e: dict, ts: float | None) -> None:
+def _on_families(s: RunState, e: dict, ts: float | None) -> None:
     fams = []
     for f in e.get("families") or []:
         if isinstance(f, dict):
@@ -297,7 +297,7 @@ def _on_robustness(s: RunState, e: dict, ts: float | None) -> None:
                 )
             )
     s.robustness[str(e.get("capability") or "?")] = fams
-    s._touch("robustness")
+    s._touch("families")
 
 
 def _on_export(s: RunState, e: dict, ts: float | None) -> None:
@@ -351,7 +351,7 @@ _HANDLERS = {
     "step": _on_step,
     "eval": _on_eval,
     "heatmap": _on_heatmap,
-    "robustness": _on_robustness,
+    "families": _on_families,
     "export": _on_export,
     "push": _on_push,
     "log": _on_log,

@@ -1,5 +1,5 @@
 """The commands on a named model or a finished run: `editkit models` (list and pull named models), `card`,
-`push`, `monitor`, `robustness` and `export`. The ones that change a run hold its lock while they work; each
+`push`, `monitor`, `editkit robustness` and `export`. The ones that change a run hold its lock while they work; each
 imports what it runs inside the function, so `editkit --help` stays fast.
 """
 
@@ -145,13 +145,21 @@ def robustness(
 
         editkit robustness runs/remove-moral-20261124-101500
     """
-    from editkit.eval.robustness.stage import robustness_for_run_dir
+    from editkit.eval.checks.robustness import Robustness
+    from editkit.eval.checks.run import rerun_check
 
     try:
-        with _holding(run_dir, "robustness", wait):
-            report = robustness_for_run_dir(run_dir)
+        with _holding(run_dir, Robustness.name, wait):
+            stored = rerun_check(run_dir, Robustness.name)
     except EditkitError as e:
         fail(e)
+    if stored is None:
+        fail(
+            EditkitError(
+                f"{run_dir}: the recipe has no data.target, so there is nothing to check on paraphrases"
+            )
+        )
+    report = (stored.get("judge") or {}).get("reports") or {}
     from rich.table import Table
 
     for label, rep in report.items():

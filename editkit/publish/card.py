@@ -27,8 +27,8 @@ from huggingface_hub import ModelCard, ModelCardData
 from editkit.data.capabilities import BUILTIN_CAPABILITIES
 from editkit.errors import OutputError, scrub_secrets
 from editkit.eval.checks.report import checks_section, headline_lines, verdict_of
+from editkit.eval.checks.robustness import removal_verdict
 from editkit.eval.parts import PARTS
-from editkit.eval.robustness.report import removal_verdict
 from editkit.eval.routing import routing_section
 from editkit.methods.report import Report, cell, finite, num
 from editkit.publish import card_release as release
@@ -238,7 +238,7 @@ def render_card(
     verdict = _verdict(metrics, report)
     if (
         verdict is not None and not verdict["removed"]
-    ):  # the rule in editkit.eval.robustness.report.REMOVAL_RULE
+    ):  # the rule in editkit.eval.robustness.report.REMOVAL_RULE, read by checks.robustness
         verb = "with weakened" if verdict["status"] != "not_removed" else "with (not removed)"
     checks = None if report.installs else verdict_of(metrics)
     if checks is not None:  # the removal checks' headline decides (editkit.eval.checks.verdict)
@@ -260,7 +260,6 @@ def render_card(
     body += sections.lm_eval(metrics)
     body += sections.generations(metrics)
     body += report.sections(metrics)
-    body += sections.robustness(metrics)
     body += checks_section(metrics)
     body += routing_section(metrics)
     body += release.export(metrics)

@@ -11,6 +11,7 @@ from typing import Any
 import yaml
 
 from editkit import __version__
+from editkit.eval.checks.robustness import robustness_reports
 from editkit.eval.parts import PARTS
 from editkit.methods.report import num
 from editkit.publish.card_meta import data_sources, looks_like_path
@@ -137,7 +138,7 @@ def limitations(recipe: Mapping, metrics: Mapping) -> list[str]:
     items = [
         "Evaluation sets are small (tens to a few hundred items): differences of a few points are within noise.",
         "Measured only in the prompt formats listed above"
-        + (" and the paraphrase families in the robustness table" if metrics.get("robustness") else "")
+        + (" and the paraphrase families in the robustness table" if robustness_reports(metrics) else "")
         + "; other phrasings, languages, chat formats or multi-step use were not tested.",
         "The capability may be re-learnable: a short fine-tune on a few examples usually restores removed behaviour.",
         "Pairwise accuracy compares two given answers; it does not show what the model generates freely.",

@@ -1,5 +1,5 @@
 """The card's body sections that do not depend on the method and report what was measured: before/after
-tables, comparisons, lm-evaluation-harness, per-class accuracy, greedy and sample generations, robustness.
+tables, comparisons, lm-evaluation-harness, per-class accuracy, greedy and sample generations.
 The closing sections (export check, how to reproduce, limitations, provenance) are in
 ``editkit.publish.card_release``."""
 
@@ -9,8 +9,6 @@ from collections.abc import Mapping
 from typing import Any
 
 from editkit.eval.parts import PARTS
-from editkit.eval.robustness.families import FAMILIES
-from editkit.eval.robustness.report import removal_verdict
 from editkit.methods.report import Report, escape_cell, finite, num
 from editkit.publish.card_meta import known_metrics, label, metric_keys, metric_meta
 
@@ -165,63 +163,6 @@ def comparisons(base: Mapping, edited: Mapping, comps: Mapping, report: Report) 
             for k in keys
         ]
         lines.append("")
-    return lines
-
-
-def robustness(metrics: Mapping) -> list[str]:
-    rob = metrics.get("robustness")
-    lines = ["## Robustness on paraphrases and answer frames", ""]
-    if not rob:
-        return lines + [
-            "Robustness was not measured for this run (`eval.robustness` off or no target data). The removal "
-            "has only been checked on the original prompt format.",
-            "",
-        ]
-    describe = {k: f.description for k, f in FAMILIES.items()}
-    describe["original"] = "the evaluation prompts as written"
-    lines.append(
-        "The target metric on rewritten prompts. Retained removal = drop on the family ÷ drop on the original "
-        "prompts (1 = the removal carries over fully, 0 = not at all)."
-    )
-    lines.append("")
-    for name, rep in rob.items():
-        fams = (rep or {}).get("families") or {}
-        summ = (rep or {}).get("summary") or {}
-        is_target = name == "target"
-        title = "Target capability" if is_target else f"Control: {name.split(':', 1)[-1]} (should not drop)"
-        lines += [f"### {title}", ""]
-        if is_target:
-            lines += ["| family | n | before | after | drop | retained removal | what it is |"]
-            lines += ["| --- | --- | --- | --- | --- | --- | --- |"]
-        else:
-            lines += [
-                "| family | n | before | after | drop | what it is |",
-                "| --- | --- | --- | --- | --- | --- |",
-            ]
-        for fam, r in fams.items():
-            flag = "" if r.get("informative", True) else " (near chance before: not counted)"
-            row = f"| {fam} | {r.get('n', '')} | {num(r.get('before'))} | {num(r.get('after'))} | {num(r.get('drop'))} |"
-            if is_target:
-                row += f" {num(r.get('retained'))}{flag} |"
-            row += f" {describe.get(fam, '')} |"
-            lines.append(row)
-        lines.append("")
-        if is_target:
-            if summ.get("worst_retained") is not None:
-                lines.append(
-                    f"Worst family: **{summ.get('worst_family')}** (retained removal {num(summ['worst_retained'])}); "
-                    f"mean retained removal over {summ.get('families')} families: {num(summ.get('mean_retained'))}."
-                )
-            else:
-                lines.append(
-                    "Retained removal is undefined: "
-                    + (summ.get("note") or "no family could be summarised")
-                    + ". The per-family accuracies above are still what was measured."
-                )
-            verdict = removal_verdict(metrics)
-            if verdict is not None:
-                lines += ["", f"**Verdict: {verdict['sentence']}.** {verdict['rule']}"]
-            lines.append("")
     return lines
 
 

@@ -90,7 +90,7 @@ class RunRecord(BaseModel):
     )
     base_phase_cache: dict[str, Any] | None = Field(
         None,
-        description="what the base phase cache did, per measurement (suite, generations, robustness:<set>, "
+        description="what the base phase cache did, per measurement (suite, generations, "
         "check:<name>): {status: hit | stored | not stored | unavailable, key}",
     )
     generations: list[Generation] | None = Field(None, description="greedy continuations per phase")
@@ -105,7 +105,11 @@ class RunRecord(BaseModel):
     )
     control: PhaseMetrics | None = Field(None, description="stage control: the random edit's measurements")
     control_edit: dict[str, Any] | None = Field(None, description="what the random control edit is")
-    robustness: dict[str, Any] | None = Field(None, description="stage robustness (editkit.eval.robustness)")
+    robustness: dict[str, Any] | None = Field(
+        None,
+        description="runs written before robustness became a removal check (now checks.robustness): the "
+        "family reports per set; read by the card as that check",
+    )
     checks: dict[str, Any] | None = Field(
         None, description="stage checks: checks.<name> {spec, phases, judge, seconds}; checks.verdict"
     )

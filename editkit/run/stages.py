@@ -1,6 +1,6 @@
 """The stages of a run: the :class:`Run` state every stage reads and adds to, the stage functions (evaluate
-the base model, fit, evaluate the edit and its comparisons, the random control, robustness, export, card,
-push) and :data:`STAGES`, the list ``editkit.run.pipeline.apply_recipe`` runs them from, each with when it
+the base model, fit, evaluate the edit and its comparisons, the random control, the removal checks, export,
+card, push) and :data:`STAGES`, the list ``editkit.run.pipeline.apply_recipe`` runs them from, each with when it
 applies and whether only the main process runs it. ``export_run`` (merge, export atomically, reload and
 compare logits, GGUF files) and ``write_metrics_of`` live here as the stages' own helpers.
 """
@@ -21,7 +21,6 @@ from editkit.eval.checks.run import checks_wanted, stage_checks
 from editkit.eval.lm_eval import record_lm_eval_phase
 from editkit.eval.parts import PARTS, Baseline
 from editkit.eval.phase_cache import PhaseCache, code_digest
-from editkit.eval.robustness.stage import run_robustness
 from editkit.eval.routing import phase_routing
 from editkit.eval.suite import evaluate, evaluation_units, greedy_generations
 from editkit.export.streaming import decide_streaming, stream_export_run
@@ -162,7 +161,7 @@ def stage_eval_base(run: Run) -> None:
         gens = generations(run, counter, base=True)
         run.metrics["generations"] = [{"prompt": p, "base": g} for p, g in zip(prompts, gens, strict=True)]
     if run.cache is not None and run.cache.enabled:
-        # what the base phase cache did, kind by kind: the cache's own dict, robustness and checks add theirs
+        # what the base phase cache did, kind by kind: the cache's own dict; the checks add theirs
         run.metrics["base_phase_cache"] = run.cache.status
     run.events.emit("eval", phase="base", metrics=run.metrics["base"])
 
@@ -217,12 +216,6 @@ def stage_control(run: Run) -> None:
     run.events.emit("eval", phase="control", metrics=run.metrics["control"])
 
 
-def stage_robustness(run: Run) -> None:
-    run.metrics["robustness"] = run_robustness(
-        run.ctx, run.edit, run.recipe, run.data, run.events, cache=run.cache
-    )
-
-
 def stage_export(run: Run) -> None:
     run.say("exporting")
     run.metrics["export"] = export_run(run)
@@ -255,11 +248,6 @@ STAGES: list[Stage] = [
     Stage("fit", stage_fit),
     Stage("eval_edited", stage_eval_edited),
     Stage("control", stage_control, when=lambda r: r.recipe.eval.control),
-    Stage(
-        "robustness",
-        stage_robustness,
-        when=lambda r: bool(r.recipe.eval.robustness and r.data.eval.target_test),
-    ),
     Stage("checks", stage_checks, when=lambda r: checks_wanted(r.recipe, r.data), main_only=True),
     Stage("export", stage_export, main_only=True),
     Stage("card", stage_card, main_only=True),

@@ -1,5 +1,5 @@
 """The recipe's ``eval`` block: ``EvalSpec`` (what is measured before and after the edit: the random control,
-paraphrase robustness, generations, the refusal judge, the removal checks, the base-evaluation cache, and the
+generations, the refusal judge, the removal checks, the base-evaluation cache, and the
 fields of every registered suite part — perplexity, BLiMP, drift, ... — which each part declares in its own
 module, ``editkit/eval/parts/``) and ``LmEvalSpec`` (the optional lm-evaluation-harness tasks).
 """
@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import Field, create_model, field_validator
+from pydantic import Field, create_model, field_validator, model_validator
 
-from editkit.eval.checks import ChecksSpec, checks_spec
+from editkit.eval.checks import ChecksSpec, checks_spec, lift_legacy_fields
 from editkit.eval.parts import PARTS
 from editkit.spec.base import StrictModel
 
@@ -57,15 +57,6 @@ class _EvalFields(StrictModel):
         "answer-frame family where items have one), not the first N",
     )
     control: bool = Field(True, description="evaluate a random edit of the same size as a control")
-    robustness: bool = Field(True, description="check the removal on paraphrase families")
-    robustness_families: list[str] | None = Field(None, description="families to run (default: all)")
-    robustness_min_headroom: float = Field(
-        0.05,
-        ge=0,
-        lt=0.5,
-        description="families whose base accuracy is within this of chance (0.5) cannot show a removal; "
-        "they are reported but left out of the worst/mean summary",
-    )
     generations: int = Field(
         3, ge=0, description="target prompts shown with greedy generations before/after the edit in the card"
     )
@@ -84,13 +75,13 @@ class _EvalFields(StrictModel):
     checks: ChecksSpec | bool = Field(
         default_factory=lambda: checks_spec()(),
         description="removal checks on capability removals (base vs edited vs control): separation per answer "
-        "frame, a linear probe, a relearning attack, 8-bit rounding, specificity near the target; false = none, "
-        "or each of separation, probe, relearn, quantised, specificity true/false/options (docs/checks.md)",
+        "frame, a linear probe, a relearning attack, 8-bit rounding, specificity near the target, paraphrase "
+        "and answer-frame robustness; false = none, or each by name true/false/options (docs/checks.md)",
     )
     cache: bool = Field(
         True,
-        description="reuse the base model's measurements (the evaluation suite, generations, robustness "
-        "before the edit, the removal checks' base phase, the refusal evaluation) made by an earlier run with "
+        description="reuse the base model's measurements (the evaluation suite, generations, the removal "
+        "checks' base phase, the refusal evaluation) made by an earlier run with "
         "the same weights, items, settings and editkit source; kept under $EDITKIT_HOME/eval-cache "
         "($EDITKIT_EVAL_CACHE), safe to delete",
     )
@@ -100,6 +91,11 @@ class _EvalFields(StrictModel):
         "false: no rule picks a comparison (the validation score already chose), so only what needs no "
         "generation (first-token KL, perplexity, drift) is measured for it and the card says so",
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _legacy(cls, v: Any) -> Any:  # eval fields of checks that were stages once (Check.legacy_fields)
+        return lift_legacy_fields(v) if isinstance(v, dict) else v
 
     @field_validator("checks", mode="before")
     @classmethod

@@ -10,6 +10,7 @@ registry lists them, one line each, and the recipe block ``eval.checks`` is buil
         relearn: {examples: 16, steps: 20, lr: 2.0e-4, rank: 8}
         quantised: true               # or {types: [q8_0, q4_0]}
         specificity: true             # or {per_capability: 24}
+        robustness: true              # or {families: [stored, answer_words], min_headroom: 0.05}
 
 ``eval.checks: false`` switches all of them off; a check set to ``false`` is skipped. The headline verdict
 over them is ``editkit.eval.checks.verdict.headline_verdict``. A check from outside editkit is added with
@@ -32,6 +33,7 @@ from editkit.eval.checks.base import PHASES, Check, CheckData, CheckResult, Chec
 from editkit.eval.checks.probe import Probe
 from editkit.eval.checks.quantised import Quantised
 from editkit.eval.checks.relearn import Relearn
+from editkit.eval.checks.robustness import Robustness
 from editkit.eval.checks.separation import Separation
 from editkit.eval.checks.specificity import Specificity
 
@@ -44,6 +46,7 @@ __all__ = [
     "CheckSpec",
     "PHASES",
     "checks_spec",
+    "lift_legacy_fields",
     "merged_copy",
     "register_check",
     "unregister_check",
@@ -57,6 +60,7 @@ CHECKS: dict[str, Check] = {
         Relearn(),
         Quantised(),
         Specificity(),
+        Robustness(),
     )
 }
 
@@ -129,3 +133,34 @@ def unregister_check(name: str) -> None:
         raise ValueError(f"{name!r} is one of editkit's own checks")
     CHECKS.pop(name, None)
     _rebuild()
+
+
+def lift_legacy_fields(ev: dict) -> dict:
+    """An ``eval:`` block with the fields of a check that was once a stage of its own (``Check.legacy_fields``:
+    ``eval.robustness_families`` ...) rewritten into ``eval.checks.<name>``, so recipes and stored runs
+    written before still load and mean what they meant; given both ways, a ``ValueError`` naming both."""
+    found = {c.name: {f: ev[f] for f in c.legacy_fields if f in ev} for c in CHECKS.values()}
+    found = {n: fields for n, fields in found.items() if fields}
+    if not found:
+        return ev
+    ev = {k: v for k, v in ev.items() if not any(k in f for f in found.values())}
+    checks = ev.get("checks", True)
+    block = (
+        {n: False for n in CHECKS} if checks is False else dict(checks) if isinstance(checks, dict) else {}
+    )
+    given = set(checks) if isinstance(checks, dict) else set()
+    for name, fields in found.items():
+        if name in given:
+            raise ValueError(f"give eval.{next(iter(fields))} or eval.checks.{name}, not both")
+        legacy = CHECKS[name].legacy_fields
+        switch = next((v for f, v in fields.items() if legacy[f] is None), None)
+        options = {legacy[f]: v for f, v in fields.items() if legacy[f] is not None}
+        if switch is False:
+            block[name] = False
+        elif options:
+            block[name] = options
+        elif switch is True and checks is False:
+            block[name] = True
+    if block or checks is False:
+        ev["checks"] = block
+    return ev

@@ -93,6 +93,11 @@ class Check:
     phases: ClassVar[tuple[str, ...]] = PHASES
     #: True when ``run`` changes the model it is given (it then gets a private copy with the edit merged)
     mutates: ClassVar[bool] = False
+    #: what the card says on a capability removal that did not run it (None: nothing)
+    missing_note: ClassVar[str | None] = None
+    #: ``eval:`` fields of recipes written before it was a check → its option (None: the on/off switch);
+    #: ``editkit.eval.checks.lift_legacy_fields`` moves them into ``eval.checks.<name>``
+    legacy_fields: ClassVar[dict[str, str | None]] = {}
 
     def units(self, data: CheckData, spec: CheckSpec) -> int:
         """Work units one ``run`` reports through ``on_units`` (scored rows, training steps)."""
@@ -117,6 +122,14 @@ class Check:
     def section(self, stored: Mapping) -> list[str]:
         """Markdown lines for the card (``stored``: this check's ``metrics['checks'][name]``)."""
         raise NotImplementedError
+
+    def events(self, stored: Mapping) -> list[dict[str, Any]]:
+        """Payloads of ``<name>`` events for the monitor once the check is judged (default: none)."""
+        return []
+
+    def legacy(self, metrics: Mapping) -> Mapping | None:
+        """Its stored form rebuilt from a run written before it was a check (default: None)."""
+        return None
 
 
 def merged_copy(model, edit) -> torch.nn.Module:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping
 from contextlib import nullcontext
+from pathlib import Path
 from typing import Any
 
 from editkit.eval.checks import CHECKS, CheckData, CheckSpec, merged_copy
@@ -18,7 +19,8 @@ from editkit.eval.checks.verdict import headline_verdict
 from editkit.eval.phase_cache import PhaseCache, code_digest
 from editkit.methods import get_method
 from editkit.model.sizing import model_eval_batch_size
-from editkit.run.events import StageCounter, write_metrics
+from editkit.run.context import open_run
+from editkit.run.events import EventLog, StageCounter, read_metrics, write_metrics
 
 
 def checks_units(enabled: Mapping[str, CheckSpec], data: CheckData, phases) -> int:
@@ -39,11 +41,13 @@ def run_checks(
     after_phase: Callable[[], None] | None = None,
     models: Mapping[str, Any] | None = None,
     cache: PhaseCache | None = None,
+    emit: Callable[..., None] | None = None,
 ) -> dict[str, Any]:
     """Run ``enabled`` checks on each phase of ``edits`` (phase → Edit, None for the base model) and fold
     them into ``metrics['checks']``; returns it. ``model`` must carry no hooks. ``models`` (phase → model)
     gives a phase its own model instead (``editkit eval --checks``: the base and an export, no edits);
-    ``cache``: the base phase's results from an earlier run with the same weights, data and check settings."""
+    ``cache``: the base phase's results from an earlier run with the same weights, data and check settings;
+    ``emit(type, **payload)``: each judged check's events (``Check.events``) for the monitor."""
     store = metrics.setdefault("checks", {})
     for name, spec in enabled.items():
         store[name] = {"spec": spec.model_dump(mode="json"), "phases": {}, "seconds": {}}
@@ -63,6 +67,9 @@ def run_checks(
         if after_phase is not None:
             after_phase()
     judge_checks(metrics)
+    for name in enabled if emit is not None else ():
+        for payload in CHECKS[name].events(store[name]):
+            emit("families", check=name, **payload)
     return store
 
 
@@ -148,6 +155,7 @@ def stage_checks(run) -> None:
         say=run.say,
         after_phase=lambda: run.main and _write(run),
         cache=getattr(run, "cache", None),
+        emit=run.events.emit,
     )
     verdict = run.metrics["checks"].get("verdict")
     if verdict:
@@ -156,3 +164,31 @@ def stage_checks(run) -> None:
 
 def _write(run) -> None:
     write_metrics(run.run_dir, run.metrics)
+
+
+def rerun_check(run_dir: Path, name: str) -> dict | None:
+    """Measure check ``name`` again on a stored run (its base model, then its edit; the recipe's options
+    for it, or its defaults where the recipe switched it off) and store it in the run's metrics.json with
+    the judgements and the verdict recomputed; None when the run has no target data to check."""
+    recipe, data, loaded, _anatomy, edit, ctx = open_run(run_dir)
+    cdata = check_data_of(
+        recipe, data, ctx.tokenizer, recipe.eval.batch_size or model_eval_batch_size(ctx.model)
+    )
+    if not cdata.target_test:
+        return None
+    spec = recipe.eval.checks.enabled().get(name) if recipe.eval.checks else None
+    spec = spec or CHECKS[name].spec_cls()
+    edits = {"base": None, "edited": edit}
+    events = EventLog(run_dir / "events.jsonl", run_dir.name)
+    metrics = read_metrics(run_dir)
+    try:
+        with events.stage("checks"):
+            counter = StageCounter(events, "checks")
+            counter.grow(checks_units({name: spec}, cdata, edits))
+            run_checks(
+                loaded.model, edits, cdata, {name: spec}, metrics, on_units=counter.add, emit=events.emit
+            )
+    finally:
+        events.close()
+    write_metrics(run_dir, metrics)
+    return metrics["checks"][name]

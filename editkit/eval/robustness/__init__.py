@@ -1,1 +1,2 @@
-"""Paraphrase families and the robustness stage: does a removal hold beyond the prompts it was fitted on?"""
+"""Paraphrase families and how a removal is judged on them (``families``, ``report``, ``generated``); the
+removal check that runs them is ``editkit.eval.checks.robustness``."""

@@ -1,6 +1,6 @@
 """Scoring and judging the paraphrase families: ``score_families`` (pairwise accuracy per family, in one
 pass), ``robustness_report`` (per-family drop and retained removal before/after an edit) and the removal
-rule (``REMOVAL_RULE``, ``removal_verdict``) behind the card's "removed".
+rule (``REMOVAL_RULE``, ``carry_over_verdict``) behind the card's "removed".
 """
 
 from __future__ import annotations
@@ -10,12 +10,11 @@ from collections.abc import Mapping, Sequence
 
 from editkit.errors import DataError
 from editkit.eval.pairwise import pairwise_margins
-from editkit.eval.parts.target import TARGET
 from editkit.eval.robustness.families import ANSWER_FRAME_FAMILIES
 
 __all__ = [
     "REMOVAL_RULE",
-    "removal_verdict",
+    "carry_over_verdict",
     "score_families",
     "robustness_report",
 ]
@@ -105,20 +104,19 @@ REMOVAL_RULE = (
 )
 
 
-def removal_verdict(metrics: Mapping) -> dict | None:
-    """Whether a run may say it *removed* its target capability (``REMOVAL_RULE``), from a metrics dict.
+def carry_over_verdict(rob: Mapping, before, after) -> dict | None:
+    """Whether a removal may be called *removed* (``REMOVAL_RULE``): ``rob`` is the target's per-family
+    report (``robustness_report(...)["families"]``, may be empty), ``before``/``after`` the target accuracy
+    on the evaluation prompts (its ``original`` family wins when present).
 
-    Returns None when the run has no pairwise target accuracy (refusal runs, behaviour installs). Otherwise
-    ``status`` is ``removed``, ``answer_tokens_only`` (dropped on the evaluation prompts, not on unseen answer
-    frames), ``unverified`` (dropped, but no answer frame the base model can do was measured) or
-    ``not_removed``; ``removed`` is True only for the first. Pure: it reads ``metrics["robustness"]["target"]``
-    and the base and edited target accuracy (``TARGET``) and nothing else, so a stored metrics.json can be
-    re-judged.
+    Returns None without finite accuracies. Otherwise ``status`` is ``removed``, ``answer_tokens_only``
+    (dropped on the evaluation prompts, not on unseen answer frames), ``unverified`` (dropped, but no answer
+    frame the base model can do was measured) or ``not_removed``; ``removed`` is True only for the first.
+    Pure, so a stored metrics.json can be re-judged
+    (``editkit.eval.checks.robustness.removal_verdict`` reads it from one).
     """
-    rob = ((metrics.get("robustness") or {}).get("target") or {}).get("families") or {}
     orig = rob.get("original") or {}
-    before = orig.get("before", (metrics.get("base") or {}).get(TARGET))
-    after = orig.get("after", (metrics.get("edited") or {}).get(TARGET))
+    before, after = orig.get("before", before), orig.get("after", after)
     if not all(isinstance(v, (int, float)) and math.isfinite(v) for v in (before, after)):
         return None
     drop = float(before) - float(after)
