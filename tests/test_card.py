@@ -301,6 +301,26 @@ def test_robustness_table_and_summary(tmp_path):
     assert "| few_shot | 16 | 0.9000 | 0.8750 | 0.0250 |" in text
 
 
+def test_robustness_check_renders_as_the_older_stage_section_did(tmp_path):
+    """A run stored before the paraphrase families were a check (``metrics['robustness']``) and one stored by
+    the check (``checks.robustness``) give the card the same tables, summary and verdict."""
+    run = make_run(tmp_path)
+    recipe = yaml.safe_load((run / "recipe.yaml").read_text())
+    old = json.loads((run / "metrics.json").read_text())
+    new = {k: v for k, v in old.items() if k != "robustness"}
+    new["checks"] = {
+        "robustness": {"phases": {}, "judge": {"pass": None, "summary": "s", "reports": _robustness()}}
+    }
+
+    def tables(text: str) -> list[str]:
+        body = text.split("### Robustness on paraphrases and answer frames", 1)[1].split("\n### ", 1)[0]
+        return [line for line in body.splitlines() if line.startswith(("| ", "Worst family", "**Verdict"))]
+
+    got_old, got_new = tables(render_card(recipe, old)), tables(render_card(recipe, new))
+    assert got_old == got_new and len(got_old) >= 8
+    assert "| original | 16 | 0.8125 | 0.5625 | 0.2500 | 1.0000 |" in "\n".join(got_new)
+
+
 def test_robustness_undefined_is_said_honestly(tmp_path):
     text = write_card(make_run(tmp_path, robustness=_robustness(defined=False))).read_text()
     assert "Retained removal is undefined: no removal on the original prompts" in text

@@ -1,7 +1,7 @@
 """The README's demo command, end to end on the demo model (slow; runs in CI).
 
 The full recipe trains for minutes; here the same recipe runs through the same CLI with a few overrides that
-shorten training and evaluation, so the whole path (download/convert, fit, eval, control, robustness, export,
+shorten training and evaluation, so the whole path (download/convert, fit, eval, control, paraphrase families, export,
 reload check, card) is exercised from a fresh run directory. The full-length numbers are in BENCHMARKS.md.
 """
 
@@ -52,8 +52,9 @@ def test_readme_demo_recipe_runs_end_to_end(demo_model_dir, tmp_path):
     assert m["export"]["max_abs_logit_diff"] <= 1e-4
     assert m["export"]["tied_embeddings"] is True
     assert {"target_accuracy", "perplexity", "general_capability_score", "drift_kl"} <= set(m["edited"])
-    assert "control" in m and "robustness" in m
-    fams = m["robustness"]["target"]["families"]
+    assert "control" in m and "robustness" not in m  # the families are a removal check now
+    assert list(m["checks"]) == ["robustness"]  # eval.checks=false keeps the older field's meaning
+    fams = m["checks"]["robustness"]["judge"]["reports"]["target"]["families"]
     assert sorted(f for f in fams if f != "original") == [
         "answer_words",
         "distractor",

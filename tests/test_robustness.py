@@ -11,10 +11,10 @@ import random
 import pytest
 
 from editkit.errors import DataError
+from editkit.eval.checks.robustness import removal_verdict
 from editkit.eval.pairwise import pairwise_accuracy
 from editkit.eval.robustness.families import ANSWER_FRAME_FAMILIES, FAMILIES, build_families
 from editkit.eval.robustness.generated import make_model_generated_family
-from editkit.eval.checks.robustness import removal_verdict
 from editkit.eval.robustness.report import REMOVAL_RULE, robustness_report, score_families
 from tests.tiny import tiny_model
 
@@ -330,3 +330,45 @@ def test_model_generated_family_caches_by_model_item_and_settings(tiny, tmp_path
         dict(ITEM), random.Random(0)
     )
     assert len(json.loads(cache.read_text(encoding="utf-8"))) == 2
+
+
+def test_robustness_check_scores_every_set_per_phase_and_judges_like_the_report(tiny):
+    """The check's two phases hold what ``score_families`` gives on the target and on the first held-out
+    capability (the control set); its judge is ``robustness_report`` of the two and the carry-over rule; the
+    units it announces are the rows it scores; events give the monitor the same numbers."""
+    from editkit.eval.checks import CHECKS, CheckData
+    from editkit.eval.checks.robustness import RobustnessSpec
+    from editkit.eval.robustness.report import carry_over_verdict
+    from tests.tiny import tiny_model as make
+
+    model, tok = tiny
+    other, _ = make("llama", seed=1)
+    target = [ITEM, QUESTION, SLOT, {**ITEM, "id": "m2", "correct": " good", "incorrect": " wrong"}]
+    data = CheckData(
+        tok, target, heldout={"zeta": [SLOT, QUESTION], "alpha": [QUESTION]}, seed=4, batch_size=2
+    )
+    spec = RobustnessSpec(families=["stored", "distractor", "casing_punct"], min_headroom=0.0)
+    check = CHECKS["robustness"]
+    counted = []
+    base = check.run("base", model, data, spec, on_units=counted.append).to_dict()
+    edited = check.run("edited", other, data, spec).to_dict()
+    assert sum(counted) == check.units(data, spec)
+    assert set(base["scores"]) == {"target", "control:alpha"}  # the first held-out capability by name
+    for label, items in (("target", target), ("control:alpha", [QUESTION])):
+        fams = build_families(items, families=spec.families, seed=4, tokenizer=tok)
+        assert base["scores"][label] == score_families(model, tok, fams, batch_size=2)
+        assert edited["scores"][label] == score_families(other, tok, fams, batch_size=2)
+        assert base["n"][label] == {k: len(v) for k, v in fams.items() if v}
+    j = check.judge({"base": base, "edited": edited}, spec.model_dump())
+    for label in base["scores"]:
+        assert j["reports"][label] == robustness_report(
+            base["scores"][label], edited["scores"][label], base["n"][label]
+        )
+    assert j["verdict"] == carry_over_verdict(j["reports"]["target"]["families"], None, None)
+    assert j["pass"] is {"removed": True, "unverified": None}.get(j["verdict"]["status"], False)
+    stored = {"phases": {"base": base, "edited": edited}, "judge": j}
+    (ev,) = [e for e in check.events(stored) if e["capability"] == "target"]
+    assert {f["family"]: (f["before"], f["after"]) for f in ev["families"]} == {
+        k: (base["scores"]["target"][k], edited["scores"]["target"][k]) for k in base["scores"]["target"]
+    }
+    assert check.judge({"base": base}, {})["pass"] is None  # no edited phase: undecided

@@ -124,7 +124,9 @@ class Check:
         raise NotImplementedError
 
     def events(self, stored: Mapping) -> list[dict[str, Any]]:
-        """Payloads of ``<name>`` events for the monitor once the check is judged (default: none)."""
+        """Payloads of ``families`` events (``capability`` and a ``families`` list of {family, n, before, after}:
+        a before/after table per set) that the checks stage sends once the check is judged, for the monitor
+        (default: none)."""
         return []
 
     def legacy(self, metrics: Mapping) -> Mapping | None:
