@@ -129,7 +129,7 @@ class Robustness(Check):
             for k in labels
         }
         verdict = carry_over_verdict((reports.get("target") or {}).get("families") or {}, None, None)
-        ok = None if verdict is None else {"removed": True, "unverified": None}.get(verdict["status"], False)
+        ok = passes(verdict)
         summ = (reports.get("target") or {}).get("summary") or {}
         worst = (
             f"worst family {summ['worst_family']} (retained removal {num(summ['worst_retained'])})"
@@ -164,12 +164,14 @@ class Robustness(Check):
         old = metrics.get(NAME)
         if not isinstance(old, Mapping) or not old:
             return None
-        verdict = removal_verdict(metrics)
-        ok = None if verdict is None else {"removed": True, "unverified": None}.get(verdict["status"], False)
-        return {
-            "phases": {},
-            "judge": {"pass": ok, "summary": "stored by an earlier editkit", "reports": old},
-        }
+        judged = {"pass": passes(removal_verdict(metrics)), "summary": "stored by an earlier editkit"}
+        return {"phases": {}, "judge": {**judged, "reports": old}}
+
+
+def passes(verdict: Mapping | None) -> bool | None:
+    """The check's pass from the pairwise removal rule: *removed* passes, *unverified* (or no verdict) is
+    undecided, *answer tokens only* and *not removed* fail."""
+    return None if verdict is None else {"removed": True, "unverified": None}.get(verdict["status"], False)
 
 
 def robustness_reports(metrics: Mapping) -> dict[str, Any]:
