@@ -372,3 +372,35 @@ def test_robustness_check_scores_every_set_per_phase_and_judges_like_the_report(
         k: (base["scores"]["target"][k], edited["scores"]["target"][k]) for k in base["scores"]["target"]
     }
     assert check.judge({"base": base}, {})["pass"] is None  # no edited phase: undecided
+
+
+def test_separation_and_robustness_score_a_shared_item_once_per_phase(tiny):
+    """The answer frames the separation check scores are robustness families too: within a phase each
+    (prompt, correct, incorrect) is scored once; both checks get the numbers they get alone, and the units
+    counted still equal the units announced."""
+    from editkit.eval.checks import CHECKS, CheckData
+    from editkit.eval.checks.robustness import RobustnessSpec
+
+    model, tok = tiny
+    target = [FRAMED, {**FRAMED, "id": "m2", "correct": " good", "incorrect": " wrong"}, QUESTION]
+    spec = RobustnessSpec(families=["answer_words", "answer_chat", "distractor"])
+    sep, rob = CHECKS["separation"], CHECKS["robustness"]
+
+    def fresh():
+        return CheckData(tok, target, seed=2, batch_size=2)
+
+    alone_sep = sep.run("base", model, fresh(), sep.spec_cls()).to_dict()
+    alone_rob = rob.run("base", model, fresh(), spec).to_dict()
+    shared, counted = fresh(), []
+    got_sep = sep.run("base", model, shared, sep.spec_cls(), on_units=counted.append).to_dict()
+    by_separation = set(shared.scored["base"])
+    got_rob = rob.run("base", model, shared, spec, on_units=counted.append).to_dict()
+    assert got_rob == alone_rob
+    assert {f: s["accuracy"] for f, s in got_sep["frames"].items()} == {
+        f: s["accuracy"] for f, s in alone_sep["frames"].items()
+    }
+    assert sum(counted) == sep.units(shared, sep.spec_cls()) + rob.units(shared, spec)
+    fams = build_families(target, families=spec.families, seed=2, tokenizer=tok)
+    rows = {(it["prompt"], it["correct"], it["incorrect"]) for v in fams.values() for it in v}
+    new = set(shared.scored["base"]) - by_separation
+    assert new == rows - by_separation and 0 < len(new) < len(rows)  # the shared rows were read, not scored

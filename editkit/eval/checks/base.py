@@ -21,6 +21,7 @@ from typing import Any, ClassVar
 import torch
 from pydantic import BaseModel, ConfigDict
 
+from editkit.eval.pairwise import pairwise_margins
 from editkit.eval.robustness.families import ANSWER_FRAME_FAMILIES, build_families
 from editkit.eval.subsets import answer_classes, stratified_subset
 
@@ -56,6 +57,10 @@ class CheckData:
     heldout: dict[str, list[dict]] = field(default_factory=dict)
     seed: int = 0
     batch_size: int = 16
+    #: phase → (prompt, correct, incorrect) → signed answer margin: what a phase's model has scored already
+    scored: dict[str, dict[tuple[str, str, str], float]] = field(
+        default_factory=dict, repr=False, compare=False
+    )
 
     @cached_property
     def families(self) -> dict[str, list[dict]]:
@@ -77,6 +82,25 @@ class CheckData:
         test_prompts = {t["prompt"] for t in self.target_test}
         pool = [t for t in self.target_train if t["prompt"] not in test_prompts]
         return stratified_subset(pool, n, self.seed)
+
+    def margins(
+        self, phase: str, model, items: Sequence[Mapping], on_units: Callable[[int], None] | None = None
+    ) -> list[float]:
+        """ℓ(correct) − ℓ(incorrect) of each item on ``phase``'s model (the shared one, with that phase's edit
+        applied), every (prompt, correct, incorrect) scored once per phase however many checks ask: the answer
+        frames the separation check scores are also paraphrase families of the robustness check. Reports two
+        units per item, scored or read. Only for checks that do not change their model (``Check.mutates``)."""
+        memo = self.scored.setdefault(phase, {})
+        keys = [(it["prompt"], it["correct"], it["incorrect"]) for it in items]
+        todo = list(dict.fromkeys(k for k in keys if k not in memo))
+        if todo:
+            rows = [{"prompt": p, "correct": c, "incorrect": w} for p, c, w in todo]
+            with torch.no_grad():
+                got = pairwise_margins(model, self.tokenizer, rows, self.batch_size, on_batch=on_units)
+            memo.update(zip(todo, got.tolist(), strict=True))
+        if on_units is not None and len(keys) > len(todo):
+            on_units(2 * (len(keys) - len(todo)))
+        return [memo[k] for k in keys]
 
     def rng(self, salt: str) -> random.Random:
         return random.Random(f"{self.seed}:{salt}")

@@ -109,7 +109,10 @@ class Robustness(Check):
         res = RobustnessResult()
         for label, fams in family_sets(data, spec).items():
             res.scores[label] = score_families(
-                model, data.tokenizer, fams, batch_size=data.batch_size, on_batch=on_units
+                model,
+                data.tokenizer,
+                fams,
+                margins_of=lambda items: data.margins(phase, model, items, on_units),
             )
             res.n[label] = {k: len(v) for k, v in fams.items() if v}
         return res

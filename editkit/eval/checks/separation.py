@@ -141,14 +141,21 @@ def score_frames(
     families: Mapping[str, Sequence[Mapping]],
     batch_size: int = 16,
     on_units: Callable[[int], None] | None = None,
+    margins_of: Callable[[list[Mapping]], list[float]] | None = None,
 ) -> dict[str, FrameScore]:
-    """Every family scored in one pass (two answers per item), then split: family → FrameScore."""
+    """Every family scored in one pass (two answers per item), then split: family → FrameScore.
+    ``margins_of(items)``: where the margins come from instead (``CheckData.margins`` of a phase)."""
     names = [n for n, items in families.items() if items]
     flat = [it for n in names for it in families[n]]
     if not flat:
         return {}
-    with torch.no_grad():
-        margins = pairwise_margins(model, tokenizer, flat, batch_size=batch_size, on_batch=on_units).tolist()
+    if margins_of is not None:
+        margins = margins_of(flat)
+    else:
+        with torch.no_grad():
+            margins = pairwise_margins(
+                model, tokenizer, flat, batch_size=batch_size, on_batch=on_units
+            ).tolist()
     out, start = {}, 0
     for n in names:
         k = len(families[n])
@@ -230,7 +237,12 @@ class Separation(Check):
 
     def run(self, phase, model, data, spec, *, on_units=None) -> SeparationResult:
         return SeparationResult(
-            score_frames(model, data.tokenizer, data.families, batch_size=data.batch_size, on_units=on_units)
+            score_frames(
+                model,
+                data.tokenizer,
+                data.families,
+                margins_of=lambda items: data.margins(phase, model, items, on_units),
+            )
         )
 
     def judge(self, phases, spec):

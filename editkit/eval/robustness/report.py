@@ -8,6 +8,8 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 
+import torch
+
 from editkit.errors import DataError
 from editkit.eval.pairwise import pairwise_margins
 from editkit.eval.robustness.families import ANSWER_FRAME_FAMILIES
@@ -21,15 +23,26 @@ __all__ = [
 
 
 def score_families(
-    model, tokenizer, families: Mapping[str, Sequence[Mapping]], batch_size: int = 16, on_batch=None
+    model,
+    tokenizer,
+    families: Mapping[str, Sequence[Mapping]],
+    batch_size: int = 16,
+    on_batch=None,
+    margins_of=None,
 ) -> dict[str, float]:
     """Pairwise accuracy of the model on each family (``original`` included when present); empty ones skipped.
 
     All families are scored in one pass (full batches of similar lengths across families, each prompt read
-    once), then split. ``on_batch(rows)`` counts scored answers (two per item)."""
+    once), then split. ``on_batch(rows)`` counts scored answers (two per item); ``margins_of(items)``: where
+    the margins come from instead (``CheckData.margins`` of a phase, shared with the other checks)."""
     names = [name for name, items in families.items() if len(items) > 0]
     flat = [item for name in names for item in families[name]]
-    right = (pairwise_margins(model, tokenizer, flat, batch_size=batch_size, on_batch=on_batch) > 0).float()
+    if margins_of is not None:
+        right = (torch.tensor(margins_of(flat), dtype=torch.float32) > 0).float()
+    else:
+        right = (
+            pairwise_margins(model, tokenizer, flat, batch_size=batch_size, on_batch=on_batch) > 0
+        ).float()
     out, start = {}, 0
     for name in names:
         n = len(families[name])
