@@ -28,6 +28,7 @@ from editkit.methods.refusal.optuna_search import (
 )
 from editkit.methods.refusal.params import RefusalParams
 from editkit.methods.refusal.profile import FreeProfile, TentProfile, layer_weights
+from editkit.methods.refusal.search import RefusalSearch
 from editkit.model.anatomy import find_anatomy
 from editkit.model.targets import weight_out_in
 from tests.test_refusal import HARM, SAFE, _ctx
@@ -343,6 +344,33 @@ def test_bad_kernel_and_search_values_are_one_line_errors():
     ):
         with pytest.raises(ValueError, match=match):
             RefusalParams(**bad)
+
+
+@pytest.mark.parametrize(
+    "option",
+    [
+        {"harmless_mean_per_layer": True},
+        {"norm_preserving": "row"},
+        {"null_space": 0.9, "null_space_prompts": 4},
+    ],
+)
+def test_the_grid_search_returns_the_edit_it_scored(option, tmp_path):
+    """With per-layer harmless means, row norms or the null space the grid scores the kernel edit; the fit
+    must return (and the run evaluate and export) that edit, not the plain projection of the same direction:
+    its validation scores are the ones the fit logged."""
+    model, tok = tiny_model("llama")
+    ctx = _ctx(model, tok, tmp_path, sra=False, layer=1, strength=0.9, **option)
+    res = RefusalMethod().fit(ctx)
+    s = RefusalSearch(ctx, ctx.params)
+    s.load_prompts()
+    s.find_directions()
+    s.prepare_null_space()
+    s.prepare_scores()
+    got = s.evaluate_edit(res.edit)
+    assert got == s.evaluate_edit(s.grid_edit("plain", 1, None, 0.9))
+    assert got == {k: res.edit.info["layer_scores"]["1"][k] for k in got}
+    plain = project_edit(ctx.anatomy, s.direction("plain", 1), ctx.params, strength=0.9)
+    assert s.evaluate_edit(plain) != got
 
 
 def test_fixed_kernel_with_grid_search_is_that_edit(tmp_path):

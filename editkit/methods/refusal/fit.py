@@ -24,7 +24,7 @@ from editkit.edit.ops import WriterProjectOut
 from editkit.errors import EditkitError
 from editkit.eval.refusal.metrics import phase_refusal_metrics, refusal_eval_units
 from editkit.methods.base import FitContext, FitResult, Method
-from editkit.methods.refusal.edit import edited_layers, project_edit, uniform_weights
+from editkit.methods.refusal.edit import edited_layers, uniform_weights
 from editkit.methods.refusal.optuna_search import kernel_of, run_search
 from editkit.methods.refusal.params import OBJECTIVE_LABELS, RefusalParams
 from editkit.methods.refusal.profile import layer_weights
@@ -161,13 +161,8 @@ class RefusalMethod(Method):
         if comparison is not None:
             info["comparison"] = comparison
             name = "plain abliteration" if comparison["direction"] == "plain" else "SRA"
-            comparisons[name] = project_edit(
-                ctx.anatomy,
-                s.direction(comparison["direction"], layer),
-                p,
-                {"comparison": comparison},
-                start=start,
-                strength=comparison["strength"],
+            comparisons[name] = s.grid_edit(
+                comparison["direction"], layer, start, comparison["strength"], {"comparison": comparison}
             )
             ctx.events.log(
                 f"refusal: {name} at the same layer: strength {comparison['strength']}, log-odds "
@@ -178,8 +173,9 @@ class RefusalMethod(Method):
             f"refusal: layer {layer}, strength {strength}, log-odds {chosen['refusal_log_odds']} "
             f"(base {s.base_score:.3f}), val KL {chosen['kl']}"
         )
-        edit = project_edit(ctx.anatomy, s.direction(kept, layer), p, info, start=start, strength=strength)
-        return FitResult(edit, comparisons)
+        # the edit the search scored: with per-layer harmless means, row norms or the null space that is the
+        # kernel edit, not the plain projection
+        return FitResult(s.grid_edit(kept, layer, start, strength, info), comparisons)
 
     def _fixed_kernel(self, s: RefusalSearch) -> FitResult:
         """``attn_profile`` / ``direction_index`` given with ``search: grid``: that edit, scored once."""
