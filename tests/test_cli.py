@@ -93,6 +93,16 @@ def test_checks_stage_has_a_total_and_sends_the_paraphrase_families(tiny_run):
     prog = [e for e in events if e["type"] == "progress" and e["stage"] == "checks"]
     assert prog and prog[0]["total"] > 0 and prog[-1]["done"] == prog[-1]["total"]
     assert "robustness" not in [e["stage"] for e in events if e["type"] == "stage_start"]
+    checks = {e["check"]: e for e in events if e["type"] == "check"}
+    stored = tiny_run.metrics["checks"]
+    assert set(checks) == {n for n in stored if n != "verdict"} | {"verdict"}
+    for name, e in checks.items():
+        if name != "verdict":
+            assert (e["passed"], e["summary"]) == (
+                stored[name]["judge"]["pass"],
+                stored[name]["judge"]["summary"],
+            )
+    assert checks["verdict"]["summary"] == stored["verdict"]["label"]
     fams = {e["capability"]: e for e in events if e["type"] == "families"}
     reports = tiny_run.metrics["checks"]["robustness"]["judge"]["reports"]
     assert set(fams) == set(reports) == {"target", "control:antonyms"}

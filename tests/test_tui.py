@@ -140,6 +140,41 @@ def test_stage_times_come_from_events_and_the_clock():
     assert "33s" in text and "3m00s" in text
 
 
+def test_judged_checks_show_under_the_metrics_with_their_verdicts():
+    """``check`` events (one per judged removal check, then the headline) fold into the state and render
+    under the metrics table: pass / FAIL / undecided and the check's one line; without them, the table alone."""
+    from rich.console import Console
+
+    from editkit_tui.render import metrics_group, metrics_table
+
+    s = RunState()
+    s.apply({"ts": T0, "type": "eval", "phase": "base", "metrics": {"target_accuracy": 0.8}})
+    assert metrics_group(s).__class__ is metrics_table(s).__class__  # nothing judged yet: the table alone
+    for name, passed, summary in (
+        ("separation", False, "2 of 3 unseen frames still separate"),
+        ("probe", None, "the base model's best layer is below 0.60"),
+        ("verdict", False, "answer tokens only"),
+    ):
+        s.apply(
+            {
+                "ts": T0 + 1,
+                "type": "check",
+                "check": name,
+                "title": name.title(),
+                "passed": passed,
+                "summary": summary,
+            }
+        )
+    assert s.checks["separation"] == ("Separation", False, "2 of 3 unseen frames still separate")
+    assert s.checks["probe"][1] is None
+    console = Console(width=120, record=True)
+    console.print(metrics_group(s))
+    text = console.export_text()
+    assert "Separation: FAIL — 2 of 3 unseen frames still separate" in text
+    assert "Probe: undecided — the base model's best layer is below 0.60" in text
+    assert "Verdict: FAIL — answer tokens only" in text and "target_accuracy" in text
+
+
 def test_early_stopped_fit_keeps_its_step_count():
     s = RunState()
     s.apply({"ts": T0, "type": "run_start", "name": "x", "stages": ["fit"], "pid": 1})

@@ -162,6 +162,20 @@ def _delta_text(d: float | None) -> Text:
     return Text(f"{sign}{format_value(d)}", style=style)
 
 
+def metrics_group(state: RunState) -> Table | Text | Group:
+    """The metrics table, then the removal checks as they are judged (pass / FAIL / undecided and why)."""
+    table = metrics_table(state)
+    if not state.checks:
+        return table
+    lines = Text()
+    for title, passed, summary in state.checks.values():
+        tag, style = {True: ("pass", "green"), False: ("FAIL", "red"), None: ("undecided", "yellow")}[passed]
+        lines.append(f"{title}: ", style="bold")
+        lines.append(tag, style=style)
+        lines.append(f" — {summary}\n" if summary else "\n", style="dim")
+    return Group(table, Text(""), Text("removal checks", style="bold underline"), lines)
+
+
 def metrics_table(state: RunState) -> Table | Text:
     """metric × (base, edited, Δ, control, Δ): the cost and effect of the edit against its random control."""
     if not state.metrics:

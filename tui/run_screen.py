@@ -180,7 +180,7 @@ class RunScreen(Screen):
                 last if state.series else Text("no step events yet", style="dim")
             )
         if self._changed("metrics"):
-            self.query_one("#metrics-body", Static).update(render.metrics_table(state))
+            self.query_one("#metrics-body", Static).update(render.metrics_group(state))
         if self._changed("heatmap"):
             self.query_one("#heatmap-body", Static).update(render.heatmaps_group(state))
         if self._changed("families"):

@@ -52,6 +52,8 @@ class RunState:
     metrics: dict[str, dict[str, float]] = field(default_factory=dict)
     heatmaps: dict[str, Heatmap] = field(default_factory=dict)
     robustness: dict[str, list[RobustnessFamily]] = field(default_factory=dict)
+    checks: dict[str, tuple[str, bool | None, str]] = field(default_factory=dict)
+    """removal check name → (title, passed: True / False / None undecided, its one-line summary)"""
     exports: list[dict[str, Any]] = field(default_factory=list)
     pushes: list[dict[str, Any]] = field(default_factory=list)
     logs: deque[LogLine] = field(default_factory=lambda: deque(maxlen=MAX_LOG_LINES))
@@ -284,6 +286,16 @@ def _on_heatmap(s: RunState, e: dict, ts: float | None) -> None:
     s._touch("heatmap")
 
 
+def _on_check(s: RunState, e: dict, ts: float | None) -> None:
+    passed = e.get("passed")
+    s.checks[str(e.get("check") or "?")] = (
+        str(e.get("title") or e.get("check") or "?"),
+        passed if isinstance(passed, bool) else None,
+        str(e.get("summary") or ""),
+    )
+    s._touch("metrics")
+
+
 def _on_families(s: RunState, e: dict, ts: float | None) -> None:
     fams = []
     for f in e.get("families") or []:
@@ -352,6 +364,7 @@ _HANDLERS = {
     "eval": _on_eval,
     "heatmap": _on_heatmap,
     "families": _on_families,
+    "check": _on_check,
     "export": _on_export,
     "push": _on_push,
     "log": _on_log,

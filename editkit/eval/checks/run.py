@@ -47,7 +47,8 @@ def run_checks(
     them into ``metrics['checks']``; returns it. ``model`` must carry no hooks. ``models`` (phase → model)
     gives a phase its own model instead (``editkit eval --checks``: the base and an export, no edits);
     ``cache``: the base phase's results from an earlier run with the same weights, data and check settings;
-    ``emit(type, **payload)``: each judged check's events (``Check.events``) for the monitor."""
+    ``emit(type, **payload)``: for the monitor, a ``check`` event per judged check (and the headline verdict)
+    and the check's own events (``Check.events``)."""
     store = metrics.setdefault("checks", {})
     for name, spec in enabled.items():
         store[name] = {"spec": spec.model_dump(mode="json"), "phases": {}, "seconds": {}}
@@ -68,8 +69,24 @@ def run_checks(
             after_phase()
     judge_checks(metrics)
     for name in enabled if emit is not None else ():
+        judged = store[name].get("judge") or {}
+        emit(
+            "check",
+            check=name,
+            title=CHECKS[name].title,
+            passed=judged.get("pass"),
+            summary=judged.get("summary"),
+        )
         for payload in CHECKS[name].events(store[name]):
             emit("families", check=name, **payload)
+    if emit is not None and store.get("verdict"):
+        emit(
+            "check",
+            check="verdict",
+            title="headline verdict",
+            passed=store["verdict"]["removed"],
+            summary=store["verdict"]["label"],
+        )
     return store
 
 
