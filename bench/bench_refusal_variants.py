@@ -58,6 +58,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--scales", type=float, nargs="+", default=[0.8, 1.0, 1.2])
     ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     ap.add_argument("--tokens", type=int, default=32, help="greedy tokens per validation harmful prompt")
+    ap.add_argument(
+        "--run",
+        default=None,
+        help="take the kernel (direction index, per-layer weights) from this run's edit",
+    )
     ap.add_argument("--out", default="bench/results/refusal_variants.json")
     a = ap.parse_args(argv)
     t0 = time.perf_counter()
@@ -73,6 +78,10 @@ def main(argv: list[str] | None = None) -> int:
     s.prepare_scores()
     s.total, s.done = 10**9, 0
     layer, strength = int(p0.layer), float(p0.strength)
+    kernel = None
+    if a.run:  # a searched kernel instead of the grid optimum: scaled as a whole
+        info = json.loads((Path(a.run) / "edit" / "edit.json").read_text())["info"]
+        kernel = (info.get("direction_index", info.get("layer")), info["attn_weights"], info["mlp_weights"])
     model, tok = loaded.model, ctx.tokenizer
     base_texts = generate(model, tok, s.harm_val, a.tokens, max(s.batch_size, 32))
     rows: dict = {
@@ -80,6 +89,7 @@ def main(argv: list[str] | None = None) -> int:
         "overrides": a.overrides,
         "layer": layer,
         "strength": strength,
+        "kernel_from": a.run,
         "n_val": [len(s.harm_val), len(s.safe_val)],
         "tokens": a.tokens,
         "base": {
@@ -94,7 +104,11 @@ def main(argv: list[str] | None = None) -> int:
         curve = []
         for k in a.scales:
             t1 = time.perf_counter()
-            e = s.grid_edit(s.primary, layer, None, k * strength)
+            if kernel is None:
+                e = s.grid_edit(s.primary, layer, None, k * strength)
+            else:
+                index, attn, mlp = kernel
+                e = s.make_edit(s.primary, index, [k * w for w in attn], [k * w for w in mlp])
             sc = s.evaluate_edit(e)
             with e.applied(model):
                 texts = generate(model, tok, s.harm_val, a.tokens, max(s.batch_size, 32))
