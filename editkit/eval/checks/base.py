@@ -61,6 +61,9 @@ class CheckData:
     scored: dict[str, dict[tuple[str, str, str], float]] = field(
         default_factory=dict, repr=False, compare=False
     )
+    #: what a check builds from this data once per run and reads in ``units`` and every ``run`` (the robustness
+    #: check's family sets, per spec)
+    derived: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @cached_property
     def families(self) -> dict[str, list[dict]]:

@@ -72,7 +72,7 @@ class RobustnessResult(CheckResult):
 def family_sets(data: CheckData, spec: RobustnessSpec) -> dict[str, dict[str, list[dict]]]:
     """``target`` (the target's test items) and ``control:<name>`` (the first held-out capability by name),
     each rewritten by every family; built once per (data, spec)."""
-    memo = data.__dict__.setdefault("_family_sets", {})
+    memo = data.derived.setdefault(NAME, {})
     key = repr(spec)
     if key not in memo:
         sets = {"target": data.target_test}

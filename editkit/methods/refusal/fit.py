@@ -75,9 +75,10 @@ Use the grid when a run must be short or the model is new to you (one number to 
 when first-token KL matters and the budget allows about one forward pass over the validation prompts per trial.
 Norms: `norm_preserving: true` (`column`) keeps every writer column's norm exactly and still removes r; `row` is
 heretic's approximation (on `qwen-coder-1.5b` neither changed KL or refusal measurably). `harmless_mean_per_layer`
-cost 15 % less held-out first-token KL there at the same refusal (0.068 against 0.080; BENCHMARKS.md). `null_space` (AlphaEdit) keeps each writer's update off the principal subspace of its
-harmless inputs (energy fraction, e.g. 0.99): harmless prompts' writer outputs barely move, at the price of
-removing less per unit of strength.
+cost 15 % less held-out first-token KL there at the same refusal (0.068 against 0.080; BENCHMARKS.md).
+`null_space` (AlphaEdit) keeps each writer's update off the principal subspace of its harmless inputs (energy
+fraction, e.g. 0.99): harmless prompts' writer outputs barely move, at the price of removing less per unit of
+strength.
 """
 
 
