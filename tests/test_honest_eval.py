@@ -60,7 +60,8 @@ def test_load_data_max_items_measures_both_answer_classes():
     assert {t["correct"] for t in data.eval.target_test} == {" bad", " good"}
     assert {t["correct"] for t in data.eval.heldout["sentiment"]} == {" negative", " positive"}
     assert all(len(v) == 20 for v in data.eval.heldout.values())
-    assert len(data.eval.generation_prompts) == 3
+    prompts = data.eval.parts["generations"]["prompts"]  # three of the target test prompts
+    assert len(prompts) == 3 and set(prompts) <= {t["prompt"] for t in data.eval.target_test}
 
 
 def test_target_metrics_per_answer_class():

@@ -29,13 +29,14 @@ def _data() -> EvalData:
             "perplexity": list(CORPUS[:3]),
             "blimp": {"agreement": [{"sentence_good": "The cat runs.", "sentence_bad": "The cat run."}] * 2},
             "drift": ["The weather today", "Once upon a time"],
+            "generations": {"prompts": [items[0]["prompt"], items[1]["prompt"]], "tokens": 3},
         },
     )
 
 
 def test_parts_run_in_registry_order_and_count_what_they_announce(tiny):
     model, tok = tiny
-    data, rows, said = _data(), [], []
+    data, rows, said, samples = _data(), [], [], {}
     base = Baseline()
     m = evaluate(
         model,
@@ -47,10 +48,22 @@ def test_parts_run_in_registry_order_and_count_what_they_announce(tiny):
         perplexity_fn=perplexity,
         progress=said.append,
         on_rows=rows.append,
+        samples=samples,
     )
-    assert sum(rows) == evaluation_units(data, perplexity) == 2 * 6 + 2 * (len(TRIPLETS) - 6) + 3 + 4 + 2
-    assert said == ["target accuracy", "held-out: other", "perplexity", "BLiMP", "drift"]
-    assert list(PARTS) == ["target", "heldout", "perplexity", "blimp", "drift"]
+    units = 2 * 6 + 2 * (len(TRIPLETS) - 6) + 3 + 4 + 2 + 2
+    assert sum(rows) == evaluation_units(data, perplexity) == units
+    assert said == [
+        "target accuracy",
+        "held-out: other",
+        "perplexity",
+        "BLiMP",
+        "drift",
+        "greedy generations",
+    ]
+    assert list(PARTS) == ["target", "heldout", "perplexity", "blimp", "drift", "generations"]
+    # the generations are samples, not numbers: beside the phase's metrics, never in them
+    assert [r["prompt"] for r in samples["generations"]] == data.parts["generations"]["prompts"]
+    assert all(isinstance(r["text"], str) for r in samples["generations"]) and "generations" not in m
     assert {
         "target_accuracy",
         "heldout/other",
@@ -99,3 +112,41 @@ def test_a_registered_part_is_measured(tiny, monkeypatch):
     rows: list[int] = []
     m = evaluate(model, tok, _data(), batch_size=4, on_rows=rows.append)
     assert m["prompt_count"] == 2.0 and sum(rows) == evaluation_units(_data())
+
+
+def test_generations_run_on_the_base_and_edited_phases_only_and_fold_into_one_row_per_prompt(tiny):
+    model, tok = tiny
+    data, part = _data(), PARTS["generations"]
+    got: dict[str, list] = {}
+    base = Baseline()
+    for phase in ("base", "edited", "control", "plain"):
+        samples: dict = {}
+        rows: list[int] = []
+        evaluate(
+            model,
+            tok,
+            data,
+            phase=phase,
+            baseline=base,
+            batch_size=4,
+            samples=samples,
+            on_rows=rows.append,
+        )
+        assert sum(rows) == evaluation_units(data, None, phase), phase
+        got[phase] = samples.get("generations")
+    assert got["control"] is None and got["plain"] is None  # the random control and comparisons: no samples
+    assert evaluation_units(data, None, "base") - evaluation_units(data, None, "control") == 2
+    section = part.fold(None, "base", got["base"])
+    section = part.fold(section, "edited", got["edited"])
+    prompts = data.parts["generations"]["prompts"]
+    assert section == [
+        {"prompt": p, "base": b["text"], "edited": e["text"]}
+        for p, b, e in zip(prompts, got["base"], got["edited"], strict=True)
+    ]
+    assert got["base"] == got["edited"]  # the same weights: greedy decoding is deterministic
+    with pytest.raises(RuntimeError, match="other prompts"):
+        part.fold(section, "edited", got["edited"][::-1])
+    card = part.card({"generations": section})
+    assert card[0] == "## Greedy generations" and card.count(f"- prompt: `{prompts[0]}`") == 1
+    assert sum(line.startswith("  - edited: `") for line in card) == 2
+    assert part.card({}) == []

@@ -76,13 +76,11 @@ def load_data(recipe: Recipe, method_needs: tuple[str, ...]) -> LoadedData:
     out.roles["general_test"] = general_test
     for name, src in d.sets.items():
         out.roles[name] = _load_set(src, f"data.sets.{name}")
-    gen = [t["prompt"] for t in stratified_subset(target_test or [], ev.generations, recipe.seed)]
     out.eval = EvalData(
         target_test=target_test,
         heldout=heldout,
         general_test=general_test,
-        parts=part_data(ev, general_test, recipe.seed),
-        generation_prompts=gen[: ev.generations],
+        parts=part_data(ev, general_test, recipe.seed, target_test=target_test),
     )
     for role in method_needs:
         if role == "target" and d.target is None:

@@ -1,13 +1,13 @@
 """The base model's side of a run, measured once per (weights, inputs, settings, editkit source) and reused.
 
 The base model is the same in every run of a model: its evaluation suite (target and held-out accuracy,
-perplexity, BLiMP, the drift baseline), its greedy generations and its removal checks (the paraphrase families
+perplexity, BLiMP, the drift baseline, the greedy generations) and its removal checks (the paraphrase families
 included) come out the same for the same items under the same settings. A run of a recipe that an earlier run already
 measured on the same weights (the same recipe with another ``lambda_text``, another method, a resumed
 experiment) reads them from the cache instead: on the demo model that is the ``eval_base`` stage and about
 a third of the checks.
 
-* Key (per kind of measurement: ``suite``, ``generations``, ``check:<name>``): the weights'
+* Key (per kind of measurement: ``suite``, ``check:<name>``): the weights'
   content (``editkit.eval.store``), the model spec's dtype/revision, the parameters' dtype and device, the
   attention implementation, torch and transformers versions, **every source file of the editkit package**
   (any change to editkit's code is a miss) and of each suite part or check defined outside it (``code_digest``),

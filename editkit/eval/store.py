@@ -2,7 +2,7 @@
 
 Two caches keep the base model's measurements here, so a later run with the same weights and settings reads
 them instead of measuring again: the refusal evaluation (``editkit.eval.refusal.base_cache``) and the base
-phase of the general suite, generations and removal checks (``editkit.eval.phase_cache``).
+phase of the general suite and removal checks (``editkit.eval.phase_cache``).
 
 * Where: ``$EDITKIT_EVAL_CACHE``, default ``$EDITKIT_HOME/eval-cache`` (``~/.cache/editkit/eval-cache``). Every
   file there is safe to delete: a missing entry is measured again.

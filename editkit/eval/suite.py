@@ -10,7 +10,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from editkit.eval.parts import PARTS, Baseline, SuiteOptions
-from editkit.eval.refusal.chat import generate
 from editkit.model.sizing import model_eval_batch_size
 
 
@@ -21,11 +20,16 @@ class EvalData:
     general_test: list[str]
     #: each part's own data (``SuitePart.load``: BLiMP's pairs, drift's prompts, ...), by part name
     parts: dict[str, Any] = field(default_factory=dict)
-    generation_prompts: list[str] = field(default_factory=list)
 
 
 def part_data(
-    ev, general_test: list[str], seed: int, *, with_base: bool = True, skip: tuple[str, ...] = ()
+    ev,
+    general_test: list[str],
+    seed: int,
+    *,
+    target_test: list[dict] | None = None,
+    with_base: bool = True,
+    skip: tuple[str, ...] = (),
 ) -> dict[str, Any]:
     """Every registered part's own data from a validated ``eval`` block but the ``skip``ped parts'
     (``with_base=False``: leave out the parts that compare with a base phase, for a model evaluated on its
@@ -34,16 +38,16 @@ def part_data(
     for part in PARTS.values():
         if part.name in skip or (part.needs_base and not with_base):
             continue
-        got = part.load(ev, general_test, seed)
+        got = part.load(ev, general_test, seed, target_test=target_test)
         if got is not None:
             out[part.name] = got
     return out
 
 
-def evaluation_units(data: EvalData, perplexity_fn: Callable | None = None) -> int:
-    """How many scored rows ``evaluate`` goes through (the total of its progress reports)."""
+def evaluation_units(data: EvalData, perplexity_fn: Callable | None = None, phase: str = "base") -> int:
+    """How many scored rows ``evaluate`` goes through on ``phase`` (the total of its progress reports)."""
     opts = SuiteOptions(batch_size=1, perplexity_fn=perplexity_fn)
-    return sum(p.units(data, opts) for p in PARTS.values() if p.wanted(data, opts))
+    return sum(p.units(data, opts) for p in PARTS.values() if p.runs_on(phase) and p.wanted(data, opts))
 
 
 class _Rows:
@@ -73,33 +77,32 @@ def evaluate(
     perplexity_fn: Callable | None = None,
     progress: Callable[[str], None] | None = None,
     on_rows: Callable[[int], None] | None = None,
+    samples: dict[str, Any] | None = None,
 ) -> dict[str, float]:
-    """Run the suite on ``model`` as it is now (hooks included), as phase ``phase``.
+    """Run the suite on ``model`` as it is now (hooks included), as phase ``phase``: the parts that run on
+    that phase (``SuitePart.phases``), in registry order; returns their numbers.
 
     ``baseline``: what the base phase measured for the others (drift's base distribution) — filled when
     ``phase`` is ``"base"``, read otherwise. ``progress(text)`` names each part as it starts; ``on_rows(k)``
-    counts scored rows, adding up to ``evaluation_units(data, perplexity_fn)`` by the end.
+    counts scored rows, adding up to ``evaluation_units(data, perplexity_fn, phase)`` by the end.
+    ``samples``: filled with what the ``samples`` parts return (part name → samples).
     """
     if batch_size is None:  # 16 on the CPU, sized from the free memory on an accelerator
         batch_size = model_eval_batch_size(model)
     opts = SuiteOptions(batch_size, perplexity_fn, progress or (lambda _m: None))
     baseline = baseline if baseline is not None else Baseline()
+    samples = {} if samples is None else samples
     m: dict[str, float] = {}
     for part in PARTS.values():
-        if not part.wanted(data, opts):
+        if not (part.runs_on(phase) and part.wanted(data, opts)):
             continue
         if part.label:
             opts.say(part.label)
         rows = _Rows(part.units(data, opts), on_rows or (lambda _k: None))
-        m.update(part.run(model, tokenizer, data, opts, rows, baseline, phase))
+        got = part.run(model, tokenizer, data, opts, rows, baseline, phase)
+        if part.samples:
+            samples[part.name] = got
+        else:
+            m.update(got)
         rows.finish()
     return m
-
-
-def greedy_generations(model, tokenizer, prompts: list[str], max_new_tokens: int) -> list[str]:
-    """Greedy continuations of ``prompts`` (no chat template: the target prompts are completions)."""
-    if not prompts:
-        return []
-    return generate(
-        model, tokenizer, prompts, max_new_tokens=max_new_tokens, batch_size=len(prompts), chat=False
-    )

@@ -258,7 +258,7 @@ def render_card(
     body += _where_section(metrics, report, plots)
     body += sections.before_after(recipe, metrics, report)
     body += sections.lm_eval(metrics)
-    body += sections.generations(metrics)
+    body += [line for part in PARTS.values() for line in part.card(metrics)]
     body += report.sections(metrics)
     body += checks_section(metrics)
     body += routing_section(metrics)

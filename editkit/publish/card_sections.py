@@ -1,12 +1,12 @@
 """The card's body sections that do not depend on the method and report what was measured: before/after
-tables, comparisons, lm-evaluation-harness, per-class accuracy, greedy and sample generations.
+tables, comparisons, lm-evaluation-harness, per-class accuracy (each suite part's own section, such as the
+greedy generations, is the part's ``card``).
 The closing sections (export check, how to reproduce, limitations, provenance) are in
 ``editkit.publish.card_release``."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
 
 from editkit.eval.parts import PARTS
 from editkit.methods.report import Report, escape_cell, finite, num
@@ -164,25 +164,3 @@ def comparisons(base: Mapping, edited: Mapping, comps: Mapping, report: Report) 
         ]
         lines.append("")
     return lines
-
-
-def generations(metrics: Mapping) -> list[str]:
-    rows = [r for r in (metrics.get("generations") or []) if isinstance(r, Mapping) and "prompt" in r]
-    if not rows:
-        return []
-    lines = ["## Greedy generations", ""]
-    lines.append(
-        "A few target prompts continued greedily (no sampling) by the base and the edited model, so a reader "
-        "sees what the model says, not only which of two answers it prefers:"
-    )
-    lines.append("")
-    for r in rows:
-        lines += [f"- prompt: `{_code(r['prompt'])}`"]
-        for who in ("base", "edited"):
-            if who in r:
-                lines.append(f"  - {who}: `{_code(r[who])}`")
-    return lines + [""]
-
-
-def _code(text: Any) -> str:
-    return " ".join(str(text).split()).replace("`", "'")

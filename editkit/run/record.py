@@ -90,10 +90,14 @@ class RunRecord(BaseModel):
     )
     base_phase_cache: dict[str, Any] | None = Field(
         None,
-        description="what the base phase cache did, per measurement (suite, generations, "
+        description="what the base phase cache did, per measurement (suite, "
         "check:<name>): {status: hit | stored | not stored | unavailable, key}",
     )
-    generations: list[Generation] | None = Field(None, description="greedy continuations per phase")
+    generations: list[Generation] | None = Field(
+        None,
+        description="the greedy generations suite part (editkit.eval.parts.generations): a row per prompt, "
+        "{prompt, base, edited}",
+    )
     fit_seconds: float | None = Field(None, description="stage fit: seconds")
     edit: EditSummary | None = Field(None, description="stage fit: the edit")
     edit_norms: dict[str, float] | None = Field(None, description="per edited module: ‖ΔW‖ (Frobenius)")

@@ -22,7 +22,7 @@ from editkit.eval.lm_eval import record_lm_eval_phase
 from editkit.eval.parts import PARTS, Baseline
 from editkit.eval.phase_cache import PhaseCache, code_digest
 from editkit.eval.routing import phase_routing
-from editkit.eval.suite import evaluate, evaluation_units, greedy_generations
+from editkit.eval.suite import evaluate, evaluation_units
 from editkit.export.streaming import decide_streaming, stream_export_run
 from editkit.export.write import check_export, export_model, reference_logits, run_info, write_editkit_folder
 from editkit.methods.base import FitContext, FitResult, Method
@@ -69,11 +69,13 @@ class Run:
 def evaluate_phase(run: Run, phase: str, counter: StageCounter | None = None) -> dict:
     """The general suite and the method's own metrics, on the model as it is now (edit applied or not).
 
-    ``counter`` (the stage's progress) grows by the rows this evaluation scores and counts them."""
+    ``counter`` (the stage's progress) grows by the rows this evaluation scores and counts them. What the
+    suite's ``samples`` parts return (the greedy generations) goes to their own sections of ``run.metrics``."""
     recipe, ctx = run.recipe, run.ctx
     pf = perplexity  # the perplexity part measures only where eval.perplexity gave it texts
     if counter is not None:
-        counter.grow(evaluation_units(run.data.eval, pf) + run.method.evaluation_units(ctx))
+        counter.grow(evaluation_units(run.data.eval, pf, phase) + run.method.evaluation_units(ctx))
+    samples: dict[str, Any] = {}
 
     def suite() -> dict:
         return evaluate(
@@ -86,9 +88,12 @@ def evaluate_phase(run: Run, phase: str, counter: StageCounter | None = None) ->
             perplexity_fn=pf,
             progress=lambda s: run.say(f"{phase}: {s}"),
             on_rows=counter.add if counter is not None else None,
+            samples=samples,
         )
 
-    m = _base_suite(run, suite, pf, counter) if phase == "base" and run.cache is not None else suite()
+    m = _base_suite(run, suite, samples, counter) if phase == "base" and run.cache is not None else suite()
+    for name, got in samples.items():
+        run.metrics[name] = PARTS[name].fold(run.metrics.get(name), phase, got)
     ctx.on_units = counter.add if counter is not None else None
     try:
         own = run.method.evaluate(ctx, phase)
@@ -109,8 +114,9 @@ def evaluate_phase(run: Run, phase: str, counter: StageCounter | None = None) ->
     return m
 
 
-def _base_suite(run: Run, suite: Callable[[], dict], pf, counter: StageCounter | None) -> dict:
-    """The base phase's suite from the cache (the drift baseline with it), or measured and stored."""
+def _base_suite(run: Run, suite: Callable[[], dict], samples: dict, counter: StageCounter | None) -> dict:
+    """The base phase's suite from the cache (the drift baseline and the parts' samples with it), or measured
+    and stored."""
     bs = run.recipe.eval.batch_size or model_eval_batch_size(run.ctx.model)
     inputs = {
         "data": asdict(run.data.eval),
@@ -121,34 +127,16 @@ def _base_suite(run: Run, suite: Callable[[], dict], pf, counter: StageCounter |
     def measure():
         m = suite()
         lp = run.baseline.first_token_logprobs
-        return m, ({} if lp is None else {"first_token_logprobs": lp})
+        return {"metrics": m, "samples": samples}, ({} if lp is None else {"first_token_logprobs": lp})
 
-    m, tensors, hit = run.cache.measured("suite", inputs, measure)
+    got, tensors, hit = run.cache.measured("suite", inputs, measure)
     if hit:
         run.say("base: the evaluation suite from the cache")
         run.baseline.first_token_logprobs = tensors.get("first_token_logprobs")
+        samples.update(got["samples"])
         if counter is not None:
-            counter.add(evaluation_units(run.data.eval, pf))
-    return m
-
-
-def generations(run: Run, counter: StageCounter | None = None, base: bool = False) -> list[str]:
-    """Greedy continuations of a few target prompts by the model as it is now (the card shows them)."""
-    prompts = run.data.eval.generation_prompts
-    if counter is not None:
-        counter.grow(len(prompts))
-    tokens = run.recipe.eval.generation_tokens
-
-    def measure():
-        return {"texts": greedy_generations(run.ctx.model, run.ctx.tokenizer, prompts, tokens)}, {}
-
-    if base and run.cache is not None:
-        out = run.cache.measured("generations", {"prompts": prompts, "tokens": tokens}, measure)[0]["texts"]
-    else:
-        out = measure()[0]["texts"]
-    if counter is not None:
-        counter.add(len(prompts))
-    return out
+            counter.add(evaluation_units(run.data.eval, perplexity, "base"))
+    return got["metrics"]
 
 
 def stage_eval_base(run: Run) -> None:
@@ -156,10 +144,6 @@ def stage_eval_base(run: Run) -> None:
     run.metrics["base"] = evaluate_phase(run, "base", counter)
     if "eval_cache" in run.ctx.baseline:  # what the base evaluation cache did (a hit, a new entry, off)
         run.metrics["base_eval_cache"] = run.ctx.baseline["eval_cache"]
-    prompts = run.data.eval.generation_prompts
-    if prompts:
-        gens = generations(run, counter, base=True)
-        run.metrics["generations"] = [{"prompt": p, "base": g} for p, g in zip(prompts, gens, strict=True)]
     if run.cache is not None and run.cache.enabled:
         # what the base phase cache did, kind by kind: the cache's own dict; the checks add theirs
         run.metrics["base_phase_cache"] = run.cache.status
@@ -182,9 +166,6 @@ def stage_eval_edited(run: Run) -> None:
     counter = StageCounter(run.events, "eval_edited")
     with run.edit.applied(run.loaded.model):
         run.metrics["edited"] = evaluate_phase(run, "edited", counter)
-        if run.metrics.get("generations"):
-            for row, g in zip(run.metrics["generations"], generations(run, counter), strict=True):
-                row["edited"] = g
     run.events.emit("eval", phase="edited", metrics=run.metrics["edited"])
     gen = run.recipe.eval.comparison_generations  # false: no rule picks a comparison, so no generations
     for name, other in run.fit.comparisons.items():  # variants fitted beside the edit

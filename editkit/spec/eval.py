@@ -1,7 +1,7 @@
 """The recipe's ``eval`` block: ``EvalSpec`` (what is measured before and after the edit: the random control,
-generations, the refusal judge, the removal checks, the base-evaluation cache, and the
-fields of every registered suite part — perplexity, BLiMP, drift, ... — which each part declares in its own
-module, ``editkit/eval/parts/``) and ``LmEvalSpec`` (the optional lm-evaluation-harness tasks).
+the refusal judge, the removal checks, the base-evaluation cache, and the fields of every registered suite
+part — perplexity, BLiMP, drift, greedy generations ... — which each part declares in its own module,
+``editkit/eval/parts/``) and ``LmEvalSpec`` (the optional lm-evaluation-harness tasks).
 """
 
 from __future__ import annotations
@@ -57,10 +57,6 @@ class _EvalFields(StrictModel):
         "answer-frame family where items have one), not the first N",
     )
     control: bool = Field(True, description="evaluate a random edit of the same size as a control")
-    generations: int = Field(
-        3, ge=0, description="target prompts shown with greedy generations before/after the edit in the card"
-    )
-    generation_tokens: int = Field(32, ge=1, description="new tokens per greedy generation")
     refusal_judge: str = Field(
         "markers",
         description="who decides that a response is a refusal: 'markers' (keywords), 'self' (the base model "
@@ -80,7 +76,7 @@ class _EvalFields(StrictModel):
     )
     cache: bool = Field(
         True,
-        description="reuse the base model's measurements (the evaluation suite, generations, the removal "
+        description="reuse the base model's measurements (the evaluation suite, the removal "
         "checks' base phase, the refusal evaluation) made by an earlier run with "
         "the same weights, items, settings and editkit source; kept under $EDITKIT_HOME/eval-cache "
         "($EDITKIT_EVAL_CACHE), safe to delete",

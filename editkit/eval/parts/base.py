@@ -70,10 +70,17 @@ class SuitePart:
     ability: ClassVar[str | None] = None
     #: compares with the base phase (``Baseline``): left out where there is no base phase (``editkit eval``)
     needs_base: ClassVar[bool] = False
+    #: the phases it runs on (None: every phase the suite runs — base, edited, control, each comparison)
+    phases: ClassVar[tuple[str, ...] | None] = None
+    #: True when ``run`` returns samples (text, not numbers): they go to its own top-level section of
+    #: metrics.json (``metrics[name]``, folded in by ``fold``), not to the phase's numbers, and the card shows
+    #: them with ``card``
+    samples: ClassVar[bool] = False
 
-    def load(self, ev: Any, general_test: list[str], seed: int) -> Any:
-        """Its own data for ``EvalData.parts[name]`` from the validated ``eval`` block (None: none). Raises
-        ``DataError`` naming the recipe field when the data is not there."""
+    def load(self, ev: Any, general_test: list[str], seed: int, target_test: list[dict] | None = None) -> Any:
+        """Its own data for ``EvalData.parts[name]`` from the validated ``eval`` block (None: none); the
+        general test text and the target's test items (cut by ``eval.max_items``) are there to draw from.
+        Raises ``DataError`` naming the recipe field when the data is not there."""
         return None
 
     def preflight(self, ev: Any) -> list[str]:
@@ -119,6 +126,19 @@ class SuitePart:
         adds a behaviour rather than removing one)."""
         return []
 
+    def fold(self, section: Any, phase: str, result: Any) -> Any:
+        """Its top-level section of metrics.json with ``phase``'s samples added (``samples`` parts only)."""
+        raise NotImplementedError
+
+    def card(self, metrics: Mapping[str, Any]) -> list[str]:
+        """Its own section of the card, after the before/after table (default: none; a ``samples`` part shows
+        its samples here)."""
+        return []
+
+    def runs_on(self, phase: str) -> bool:
+        """Whether it runs on ``phase`` (``phases``)."""
+        return self.phases is None or phase in self.phases
+
     def units(self, data: Any, opts: SuiteOptions) -> int:
         """Rows ``run`` reports through ``on_batch``."""
         raise NotImplementedError
@@ -136,5 +156,6 @@ class SuitePart:
         on_batch: Callable[[int], None],
         baseline: Baseline,
         phase: str,
-    ) -> dict[str, float]:
+    ) -> dict[str, float] | Any:
+        """Flat metric names → numbers for the phase's section; a ``samples`` part returns its samples."""
         raise NotImplementedError

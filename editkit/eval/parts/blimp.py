@@ -93,7 +93,7 @@ class Blimp(SuitePart):
     missing_note = "BLiMP was not measured (`eval.blimp` off or the BLiMP data was not found)."
     ability = "BLiMP"
 
-    def load(self, ev, general_test, seed):
+    def load(self, ev, general_test, seed, target_test=None):
         if ev.blimp is False:
             return None
         src = default_blimp_dir() if ev.blimp in ("auto", True) else Path(str(ev.blimp))

@@ -63,7 +63,7 @@ class Drift(SuitePart):
     }
     needs_base = True
 
-    def load(self, ev, general_test, seed):
+    def load(self, ev, general_test, seed, target_test=None):
         return [" ".join(t.split()[:12]) for t in general_test[: ev.drift_prompts]]
 
     def units(self, data, opts) -> int:

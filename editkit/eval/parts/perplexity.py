@@ -18,7 +18,7 @@ class Perplexity(SuitePart):
     missing_note = "Perplexity was not measured (`eval.perplexity` off or no general text)."
     ability = "perplexity"
 
-    def load(self, ev, general_test, seed):
+    def load(self, ev, general_test, seed, target_test=None):
         return general_test if ev.perplexity else None
 
     def units(self, data, opts) -> int:

@@ -66,7 +66,7 @@ def refusal_metrics(
 def measure_sets(ctx: FitContext, sets: dict[str, list[str]], max_new: int, generations: bool = True) -> dict:
     """What the metrics are computed from: per role (harmful / harmless) the prompts, the greedy responses,
     the markers' verdicts and the judge's (None with markers only); and the harmless prompts' first-token
-    log-probs (``harmless_lp``). ``generations`` off: the log-probs only."""
+    log-probs (``harmless_lp``). With ``generations=False``: the log-probs only."""
     raw: dict = {"sets": {}, "harmless_lp": None}
     judge = _judge(ctx) if generations else None
     for role, prompts in sets.items():
