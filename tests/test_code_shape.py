@@ -244,6 +244,18 @@ def test_export_is_last_among_the_models_users():
         assert not used & {"model", "ctx", "loaded", "edit", "control"}, (stage.name, used)
 
 
+def _without_renamed_events(text: str) -> str:
+    """A module's text without its ``RENAMED_EVENTS`` table (the monitor's event types of older runs: the
+    paraphrase families were a stage's ``robustness`` event before they were a check's ``families``)."""
+    tree = ast.parse(text)
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and [getattr(t, "id", "") for t in node.targets] == [
+            "RENAMED_EVENTS"
+        ]:
+            return text.replace(ast.get_source_segment(text, node.value), "{}")
+    return text
+
+
 def test_no_check_is_named_outside_its_own_folder():
     """A removal check is known by name only in ``editkit/eval/checks/`` (its module and the registry): the
     card, the pipeline, the CLI and the TUI iterate over ``CHECKS``."""
@@ -254,7 +266,7 @@ def test_no_check_is_named_outside_its_own_folder():
     for p in sorted([*PKG.rglob("*.py"), *(PKG.parent / "tui").rglob("*.py")]):
         if checks_dir in p.parents:
             continue
-        text = p.read_text(encoding="utf-8")
+        text = _without_renamed_events(p.read_text(encoding="utf-8"))
         found += [
             f"{p.relative_to(PKG.parent)} names {n}" for n in CHECKS for q in "\"'`" if f"{q}{n}{q}" in text
         ]

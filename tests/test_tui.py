@@ -77,6 +77,18 @@ def test_fold_full_run(tmp_path):
     assert s.n_unknown == 0 and s.n_malformed == 0
 
 
+def test_an_older_runs_family_table_event_is_shown_like_todays():
+    fams = [{"family": "original", "n": 8, "before": 0.9, "after": 0.5}, {"family": "stored", "n": 8}]
+    new, old = RunState(), RunState()
+    new.apply({"ts": T0, "type": "families", "check": "x", "capability": "target", "families": fams})
+    old.apply({"ts": T0, "type": "robustness", "capability": "target", "families": fams})  # before 2026-12-07
+    assert old.robustness == new.robustness and old.n_unknown == 0
+    assert [(f.family, f.n, f.before, f.after) for f in old.robustness["target"]] == [
+        ("original", 8, 0.9, 0.5),
+        ("stored", 8, None, None),
+    ]
+
+
 def test_fold_eta_elapsed_and_bad_events():
     s = RunState()
     s.apply({"ts": T0, "type": "run_start", "name": "x", "stages": ["fit"], "pid": 1})

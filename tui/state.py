@@ -81,7 +81,8 @@ class RunState:
         if ts is not None:
             self.first_ts = ts if self.first_ts is None else min(self.first_ts, ts)
             self.last_ts = ts if self.last_ts is None else max(self.last_ts, ts)
-        handler = _HANDLERS.get(str(event.get("type")))
+        kind = str(event.get("type"))
+        handler = _HANDLERS.get(RENAMED_EVENTS.get(kind, kind))
         if handler is None:
             self.n_unknown += 1
             return
@@ -354,6 +355,10 @@ def _on_run_end(s: RunState, e: dict, ts: float | None) -> None:
             st.status = {"ok": "done", "error": "failed"}.get(s.status, "interrupted")
     s._touch("header", "stages")
 
+
+#: event types that runs of older editkit versions wrote → the type that carries the same fields now (the
+#: paraphrase families' table was its own stage's event before it became a removal check's)
+RENAMED_EVENTS = {"robustness": "families"}
 
 _HANDLERS = {
     "run_start": _on_run_start,
