@@ -47,8 +47,10 @@ class Generations(SuitePart):
     samples = True
 
     def load(self, ev, general_test, seed, target_test=None):
-        prompts = [t["prompt"] for t in stratified_subset(target_test or [], ev.generations, seed)]
-        return {"prompts": prompts[: ev.generations], "tokens": ev.generation_tokens} if prompts else None
+        if not ev.generations or not target_test:
+            return None
+        prompts = [t["prompt"] for t in stratified_subset(target_test, ev.generations, seed)]
+        return {"prompts": prompts[: ev.generations], "tokens": ev.generation_tokens}
 
     def units(self, data, opts) -> int:
         return len(self.own_data(data, {}).get("prompts", []))
