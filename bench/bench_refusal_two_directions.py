@@ -31,19 +31,13 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_refusal_variants import interpolate_kl  # noqa: E402
+from bench_refusal_variants import interpolate_kl, prepared_search  # noqa: E402
 
-from editkit.data.recipe_data import load_data  # noqa: E402
 from editkit.edit.edit import Edit  # noqa: E402
 from editkit.eval.refusal.chat import generate, is_refusal  # noqa: E402
-from editkit.methods import get_method  # noqa: E402
 from editkit.methods.refusal.direction import diff_of_means  # noqa: E402
 from editkit.methods.refusal.edit import kernel_edit, uniform_weights  # noqa: E402
 from editkit.methods.refusal.search import RefusalSearch  # noqa: E402
-from editkit.model.anatomy import find_anatomy  # noqa: E402
-from editkit.model.load import load_model  # noqa: E402
-from editkit.run.context import fit_context  # noqa: E402
-from editkit.spec.recipe import load_recipe  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -109,17 +103,8 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
     t0 = time.perf_counter()
     recipe_path = ROOT / a.recipe  # an absolute --recipe stays as it is
-    recipe = load_recipe(recipe_path, a.overrides)
-    p = recipe.method
-    data = load_data(recipe, get_method("refusal").needs)
-    loaded = load_model(recipe.model)
-    an = find_anatomy(loaded.model)
-    ctx = fit_context(recipe, loaded, an, data, Path("/tmp"))
-    s = RefusalSearch(ctx, p)
-    s.load_prompts()
-    s.find_directions()
-    s.prepare_scores()
-    s.total, s.done = 10**9, 0
+    s, loaded, ctx = prepared_search(recipe_path, a.overrides)
+    p, an = s.p, ctx.anatomy
     layer, strength = int(p.layer), float(p.strength)
     layer2 = layer if a.layer2 is None else a.layer2
     model, tok = loaded.model, ctx.tokenizer

@@ -51,6 +51,21 @@ def interpolate_kl(points: list[tuple[float, float]], rate: float) -> float | No
     return pts[0][1]
 
 
+def prepared_search(recipe_path: Path, overrides: list[str]):
+    """(the refusal search of the recipe with its directions found and its validation scores ready, the loaded
+    model, the fit context): what every scored edit of these benchmarks starts from."""
+    recipe = load_recipe(recipe_path, overrides)
+    data = load_data(recipe, get_method("refusal").needs)
+    loaded = load_model(recipe.model)
+    ctx = fit_context(recipe, loaded, find_anatomy(loaded.model), data, Path("/tmp"))
+    s = RefusalSearch(ctx, recipe.method)
+    s.load_prompts()
+    s.find_directions()
+    s.prepare_scores()
+    s.total, s.done = 10**9, 0
+    return s, loaded, ctx
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--recipe", default="recipes/remove_refusal_qwen_search.yaml")
@@ -66,17 +81,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default="bench/results/refusal_variants.json")
     a = ap.parse_args(argv)
     t0 = time.perf_counter()
-    recipe = load_recipe(ROOT / a.recipe, a.overrides)
-    p0 = recipe.method
-    data = load_data(recipe, get_method("refusal").needs)
-    loaded = load_model(recipe.model)
-    an = find_anatomy(loaded.model)
-    ctx = fit_context(recipe, loaded, an, data, Path("/tmp"))
-    s = RefusalSearch(ctx, p0)
-    s.load_prompts()
-    s.find_directions()
-    s.prepare_scores()
-    s.total, s.done = 10**9, 0
+    s, loaded, ctx = prepared_search(ROOT / a.recipe, a.overrides)
+    p0 = s.p
     layer, strength = int(p0.layer), float(p0.strength)
     kernel = None
     if a.run:  # a searched kernel instead of the grid optimum: scaled as a whole

@@ -10,19 +10,11 @@ import math
 import sys
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from compare_runs import flat  # noqa: E402  (skips timing and cache bookkeeping)
+
 old = json.load(open(Path(sys.argv[1]) / "metrics.json"))
 new = json.load(open(Path(sys.argv[2]) / "metrics.json"))
-
-
-def flat(x, p=""):
-    if isinstance(x, dict):
-        for k, v in x.items():
-            yield from flat(v, f"{p}/{k}")
-    elif isinstance(x, list):
-        for i, v in enumerate(x):
-            yield from flat(v, f"{p}[{i}]")
-    else:
-        yield p, x
 
 
 def nums(d):
