@@ -17,17 +17,14 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import sys
 import time
 from pathlib import Path
 
-from editkit.data.recipe_data import load_data
-from editkit.methods import get_method
 from editkit.methods.refusal.atoms import ridge_clean
-from editkit.methods.refusal.search import RefusalSearch
-from editkit.model.anatomy import find_anatomy
-from editkit.model.load import load_model
-from editkit.run.context import fit_context
-from editkit.spec.recipe import load_recipe
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_refusal_variants import prepared_search  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -96,20 +93,12 @@ def main(argv: list[str] | None = None) -> int:
     if not a.layers:
         ap.error("--layers is required (unless --report)")
     t0 = time.perf_counter()
-    recipe = load_recipe(ROOT / a.recipe, [f"method.pca_atoms={a.pca}", "method.sra=true"])
-    data = load_data(recipe, get_method("refusal").needs)
-    loaded = load_model(recipe.model)
-    ctx = fit_context(recipe, loaded, find_anatomy(loaded.model), data, Path("/tmp"))
-    s = RefusalSearch(ctx, recipe.method)
-    s.load_prompts()
-    s.find_directions()
-    s.prepare_scores()
-    s.total, s.done = 10**9, 0
+    s, _loaded, _ctx = prepared_search(ROOT / a.recipe, [f"method.pca_atoms={a.pca}", "method.sra=true"])
     t_prep = time.perf_counter() - t0
     names = s.atom_names
     concept = [i for i, n in enumerate(names) if not n.startswith("pc")]
     pcs = [i for i, n in enumerate(names) if n.startswith("pc")]
-    alpha = recipe.method.ridge_alpha
+    alpha = s.p.ridge_alpha
 
     def direction(kind: str, layer: int):
         raw, atoms = s.raw[layer], s.atom_dirs[layer]
