@@ -373,6 +373,25 @@ def test_the_grid_search_returns_the_edit_it_scored(option, tmp_path):
     assert s.evaluate_edit(plain) != got
 
 
+@pytest.mark.parametrize("option", [{"harmless_mean_per_layer": True}, {"norm_preserving": "row"}])
+def test_sra_with_a_kernel_option_fits_when_a_layer_has_no_separation(option, tmp_path):
+    """SRA cleans every layer's direction for a kernel edit; the embeddings' output at the last prompt token
+    (here, as with a chat template, the same for every prompt) has none to clean. That layer keeps a zero
+    direction — its writers are left alone — instead of the fit failing as if the atoms spanned the
+    direction (as it did on qwen-coder-1.5b with ``harmless_mean_per_layer``)."""
+    model, tok = tiny_model("llama")
+    ctx = _ctx(model, tok, tmp_path, sra=True, layer=1, strength=0.9, **option)
+    s = RefusalSearch(ctx, ctx.params)
+    s.load_prompts()
+    s.find_directions()
+    assert float(s.raw[0].norm()) == 0.0 and len(s.atom_names) == 5
+    dirs = s.directions("sra")
+    assert torch.equal(dirs[0], torch.zeros_like(dirs[0]))
+    assert torch.equal(dirs[1], s.direction("sra", 1)) and abs(float(dirs[1].norm()) - 1.0) < 1e-12
+    edit = RefusalMethod().fit(ctx).edit
+    assert edit.info["sra"] is True and edit.info["layer"] == 1
+
+
 def test_fixed_kernel_with_grid_search_is_that_edit(tmp_path):
     model, tok = tiny_model("llama")
     tent = {"kind": "tent", "peak": 1.0, "position": 1.0, "floor": 0.5, "width": 1.0}
