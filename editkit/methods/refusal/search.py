@@ -125,22 +125,17 @@ class RefusalSearch:
         self.primary = "sra" if self.atom_names and p.sra is True else "plain"
 
     def direction(self, kind: str, layer: int) -> torch.Tensor:
-        if kind == "plain" or not self.atom_names:
+        """``kind``'s unit direction at ``layer``. A layer where harmful and harmless prompts do not differ at
+        all keeps its zero direction (nothing to clean or to remove there): the embeddings' output at the last
+        prompt token, which a chat template makes the same token for every prompt."""
+        if kind == "plain" or not self.atom_names or not self.raw[layer].any():
             return self.raw[layer]
         return ridge_clean(self.raw[layer], self.atom_dirs[layer], self.p.ridge_alpha)
 
     def directions(self, kind: str) -> torch.Tensor:
-        """[L, H] float64: ``kind``'s unit direction at every layer (SRA cleaning per layer). A layer where
-        harmful and harmless prompts do not differ at all keeps its zero direction (nothing to clean or to
-        remove there): the embeddings' output at the last prompt token, which a chat template makes the same
-        token for every prompt."""
+        """[L, H] float64: ``kind``'s unit direction at every layer (SRA cleaning per layer)."""
         if kind not in self._dirs:
-            self._dirs[kind] = torch.stack(
-                [
-                    self.direction(kind, li) if self.raw[li].norm() > 0.5 else self.raw[li].double()
-                    for li in range(self.raw.shape[0])
-                ]
-            )
+            self._dirs[kind] = torch.stack([self.direction(kind, li) for li in range(self.raw.shape[0])])
         return self._dirs[kind]
 
     def direction_fn(self, kind: str, index: float | None):
