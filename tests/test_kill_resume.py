@@ -36,7 +36,7 @@ method:
   steps: {steps}
   lr: 0.01
   batch_size: 4
-  dropout: 0.1            # the LoRA dropout draws from torch's RNG: a resume must restore its state too
+  dropout: 0.1            # LoRA dropout: a resume must redraw the uninterrupted run's masks
   val_fraction: 0.25
   eval_every: 5
   early_stop_gap: null

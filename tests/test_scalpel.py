@@ -15,7 +15,15 @@ from editkit.errors import EditkitError
 from editkit.eval.pairwise import encode_prompt_answers, pairwise_margins
 from editkit.methods import get_method
 from editkit.methods.base import FitContext
-from editkit.methods.lora import adapter_ops, lora_layers, resolve_targets, unwrap_lora, wrap_lora
+from editkit.methods.lora import (
+    DropoutMasks,
+    StepDropout,
+    adapter_ops,
+    lora_layers,
+    resolve_targets,
+    unwrap_lora,
+    wrap_lora,
+)
 from editkit.methods.lora_checkpoint import latest_checkpoint
 from editkit.methods.lora_loss import encode_text
 from editkit.methods.scalpel.fit import ScalpelLoss, ScalpelMethod
@@ -313,6 +321,40 @@ def test_resume_after_a_crash_gives_the_same_adapter(tmp_path):
         assert torch.equal(resumed[name][0], a), name
         assert torch.equal(resumed[name][1], b), name
     assert latest_checkpoint(run / "checkpoints").name == "step-0000006.pt"
+
+
+def test_the_dropout_adapter_is_a_function_of_the_seed_not_of_torchs_global_rng(tmp_path):
+    """LoRA dropout masks come from the fit's own generator: whatever drew from (or reseeded) torch's global RNG
+    before the fit, the same recipe seed gives the same adapter; the dropout is real (p=0 gives another)."""
+    params = dict(steps=3, lr=1e-2, batch_size=3, val_fraction=0, dropout=0.5)
+    fits = []
+    for i, global_seed in enumerate((1, 2)):
+        ctx = make_ctx(tmp_path / str(i), **params)
+        torch.manual_seed(global_seed)
+        fits.append(_final_ops(ctx))
+    without = _final_ops(make_ctx(tmp_path / "p0", **{**params, "dropout": 0.0}))
+    for name, (a, b) in fits[0].items():
+        assert torch.equal(fits[1][name][0], a) and torch.equal(fits[1][name][1], b), name
+    assert any(not torch.equal(without[name][1], b) for name, (_, b) in fits[0].items())
+
+
+def test_step_dropout_masks_follow_the_step_and_micro_batch():
+    masks = DropoutMasks("0:test")
+    drop = StepDropout(0.5, masks)
+    x = torch.ones(4, 64)
+    with pytest.raises(EditkitError, match=r"^internal: LoRA dropout drew a mask before DropoutMasks.reseed"):
+        drop(x)
+    masks.reseed(3, 0)
+    first = drop(x)
+    assert set(first.unique().tolist()) == {0.0, 2.0}  # inverted dropout: kept inputs scaled by 1/(1-p)
+    assert 64 < int((first == 0).sum()) < 192
+    second = drop(x)  # the next layer in the same micro-batch: a fresh draw
+    masks.reseed(3, 0)
+    assert torch.equal(drop(x), first) and torch.equal(drop(x), second)
+    masks.reseed(3, 1)
+    assert not torch.equal(drop(x), first)
+    drop.eval()
+    assert drop(x) is x
 
 
 def test_ctrl_c_checkpoints_the_last_step_and_resume_continues(tmp_path):

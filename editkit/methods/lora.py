@@ -1,8 +1,8 @@
 """LoRA building blocks shared by the methods that fit an adapter (scalpel, sft).
 
 Target resolution (fused qkv / gate_up projections stand in for their parts), the PEFT wrap with a seeded
-initialisation, the read-out of the adapter as ``LowRank`` ops, the unwrap that gives back the untouched
-base model, and the random-LoRA control of the same size.
+initialisation, LoRA dropout drawn from the fit's own generator, the read-out of the adapter as ``LowRank``
+ops, the unwrap that gives back the untouched base model, and the random-LoRA control of the same size.
 
 Mixture of experts: ``router`` (the router's weight) and ``experts`` (every expert's down projection, one
 fused 3-D tensor) are adapted through PEFT's ``target_parameters`` (``ParamWrapper``; no LoRA dropout there)
@@ -150,6 +150,72 @@ def wrap_lora(model, names: list[str], p, seed: int):
         if devices is not None:
             torch.cuda.set_rng_state_all(devices)
     return peft_model, flags
+
+
+class DropoutMasks:
+    """The generator every LoRA dropout layer of one fit draws from, reseeded for each micro-batch.
+
+    ``reseed(step, micro)`` before the micro-batch's forward pass: the masks are then a function of the salt,
+    the step, the micro-batch and the order the layers run in, and of nothing else. Not of torch's global RNG,
+    which anything else in the process may draw from (so a fit checkpointed and resumed, or run after other
+    work, draws exactly the masks of an uninterrupted one), and not of torch's Bernoulli kernel, whose
+    implementation depends on the CPU's vendor (MKL's on Intel)."""
+
+    def __init__(self, salt: str):
+        self.salt = salt
+        self._seed: int | None = None
+        self._generators: dict[torch.device, torch.Generator] = {}
+
+    def reseed(self, step: int, micro: int) -> None:
+        digest = hashlib.sha256(f"{self.salt}:{step}:{micro}".encode()).hexdigest()
+        self._seed = int(digest[:16], 16)
+        self._generators.clear()
+
+    def around(self, batches):
+        """``batches(step, micro)`` (train_lora's batch function) reseeding before each micro-batch it hands out."""
+
+        def batch(step: int, micro: int):
+            self.reseed(step, micro)
+            return batches(step, micro)
+
+        return batch
+
+    def generator(self, device: torch.device) -> torch.Generator:
+        if self._seed is None:
+            raise EditkitError("internal: LoRA dropout drew a mask before DropoutMasks.reseed(step, micro)")
+        if device not in self._generators:
+            self._generators[device] = torch.Generator(device=device).manual_seed(self._seed)
+        return self._generators[device]
+
+
+class StepDropout(torch.nn.Module):
+    """Inverted dropout (as ``torch.nn.Dropout``) with its masks from a ``DropoutMasks``: keep where a
+    uniform draw is >= p, scale the kept inputs by 1/(1-p); the identity in eval mode."""
+
+    def __init__(self, p: float, masks: DropoutMasks):
+        super().__init__()
+        self.p, self.masks = float(p), masks
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0:
+            return x
+        draw = torch.rand(x.shape, generator=self.masks.generator(x.device), device=x.device)
+        return x * (draw >= self.p).to(x.dtype) / (1.0 - self.p)
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
+
+
+def step_dropout(peft_model, names: list[str], p: float, salt: str, batches):
+    """Put a ``StepDropout`` in place of PEFT's ``torch.nn.Dropout`` on each LoRA layer; returns ``batches``
+    (train_lora's batch function) reseeding their ``DropoutMasks`` before each micro-batch (as it is, p = 0)."""
+    if not p:
+        return batches
+    masks = DropoutMasks(salt)
+    for _, layer in lora_layers(peft_model, names):
+        if ADAPTER in getattr(layer, "lora_dropout", {}):
+            layer.lora_dropout[ADAPTER] = StepDropout(p, masks)
+    return masks.around(batches)
 
 
 def adapter_ops(peft_model, names: list[str]) -> list[LowRank]:

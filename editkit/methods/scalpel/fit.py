@@ -46,6 +46,7 @@ from editkit.methods.lora import (  # noqa: F401 - adapter_ops, wrap_lora... are
     module_map,
     random_lora_like,
     resolve_targets,
+    step_dropout,
     unwrap_lora,
     wrap_lora,
 )
@@ -236,9 +237,11 @@ def _fingerprint(p: ScalpelParams, names: list[str], train: list[dict], seed: in
             "modules": names,
             "train": [(it.get("id"), it["prompt"], it["correct"], it["incorrect"]) for it in train],
             "seed": seed,
+            **({"dropout_masks": "per-micro-batch generator"} if p.dropout else {}),
         },
         sort_keys=True,
     )
+
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -373,11 +376,12 @@ class ScalpelMethod(Method):
         was_training = model.training
         peft_model, flags = wrap_lora(model, names, p, ctx.seed)
         try:
+            batches = ScalpelBatches(ctx.tokenizer, train, texts, p, ctx.seed)
+            batches = step_dropout(peft_model, names, p.dropout, f"{ctx.seed}:scalpel-dropout", batches)
             peft_model.eval()  # base dropout off; only LoRA dropout (if any) is active while fitting
             for _, layer in lora_layers(peft_model, names):
                 layer.lora_dropout[ADAPTER].train(p.dropout > 0)
             loss = ScalpelLoss(peft_model, names, p, _repr_decoder(ctx, p, peft_model, train))
-            batches = ScalpelBatches(ctx.tokenizer, train, texts, p, ctx.seed)
 
             validate = _validator(peft_model, ctx.tokenizer, names, val, p)
 

@@ -14,7 +14,12 @@ class ScalpelParams(MethodParams):
     name: str = "scalpel"
     rank: int = Field(2, ge=1, description="LoRA rank r")
     alpha: float = Field(16.0, gt=0, description="LoRA alpha; the update is (alpha/r)·B·A")
-    dropout: float = Field(0.0, ge=0, lt=1, description="LoRA dropout on the adapter input")
+    dropout: float = Field(
+        0.0,
+        ge=0,
+        lt=1,
+        description="LoRA dropout on the adapter input; its masks follow from the seed, step and micro-batch alone",
+    )
     targets: list[Role] = Field(
         ["q", "k", "v", "o", "gate", "up", "down"],
         description="anatomy roles that get an adapter (fused qkv / gate_up stand in where the model has them; "
