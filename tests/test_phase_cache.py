@@ -10,7 +10,7 @@ import pytest
 
 from editkit import apply_recipe
 from editkit.eval.phase_cache import code_digest, package_digest
-from editkit.eval.store import CACHE_ENV
+from editkit.eval.store import CACHE_ENV, sha, source_digest
 from editkit.run.events import read_events
 from tests.test_pipeline import TRIPLETS  # the same tiny moral target
 
@@ -98,6 +98,51 @@ def test_a_changed_setting_misses_and_a_damaged_entry_is_measured_again(recipe, 
 def test_the_key_covers_the_editkit_source():
     digest = package_digest()
     assert len(digest) == 32 and digest == package_digest()
+
+
+SCORER = '''"""Markers that mean a refusal."""
+
+MARKERS = ("I can't", "I cannot")
+
+
+def refused(text: str) -> bool:
+    """Whether ``text`` opens with a marker."""
+    return text.startswith(MARKERS)
+'''
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [
+        lambda s: s.replace(
+            "Markers that mean a refusal.", "The phrases a refusal opens with (see the README)."
+        ),
+        lambda s: s.replace('    """Whether ``text`` opens with a marker."""\n', ""),
+        lambda s: s.replace("MARKERS = (", "# two markers, checked once\nMARKERS = (  # the list\n    "),
+        lambda s: s.replace("\n\n\ndef", "\n\ndef"),
+    ],
+    ids=["docstring", "docstring removed", "comments and layout", "blank lines"],
+)
+def test_a_documentation_edit_keeps_the_code_digest(edit):
+    assert edit(SCORER) != SCORER
+    assert source_digest(edit(SCORER)) == source_digest(SCORER)
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [
+        lambda s: s.replace('"I cannot")', '"I cannot", "Sorry")'),  # a string that is data, not a docstring
+        lambda s: s.replace("startswith", "endswith"),
+        lambda s: s.replace("    return text", "    text = text.strip()\n    return text"),
+    ],
+    ids=["marker added", "call changed", "statement added"],
+)
+def test_a_code_edit_changes_the_code_digest(edit):
+    assert source_digest(edit(SCORER)) != source_digest(SCORER)
+
+
+def test_source_that_does_not_parse_is_keyed_by_its_bytes():
+    assert source_digest("def broken(:\n") == sha("def broken(:\n")
 
 
 def test_a_measurement_defined_outside_editkit_is_keyed_by_its_own_source(tmp_path, monkeypatch):

@@ -9,10 +9,10 @@ a third of the checks.
 
 * Key (per kind of measurement: ``suite``, ``check:<name>``): the weights'
   content (``editkit.eval.store``), the model spec's dtype/revision, the parameters' dtype and device, the
-  attention implementation, torch and transformers versions, **every source file of the editkit package**
-  (any change to editkit's code is a miss) and of each suite part or check defined outside it (``code_digest``),
-  and the measurement's own inputs (its items, prompts, batch size
-  and options) — so a hit returns exactly what measuring would, number for number.
+  attention implementation, torch and transformers versions, **the code of every source file of the editkit
+  package** (any change to editkit's code is a miss; comments and docstrings are not code here) and of each
+  suite part or check defined outside it (``code_digest``), and the measurement's own inputs (its items,
+  prompts, batch size and options) — so a hit returns exactly what measuring would, number for number.
 * Entry: ``phase-<key>.safetensors`` beside the refusal cache's entries (``editkit.eval.store``): tensors as
   tensors, the rest as JSON.
 * Off with ``eval.cache: false``, and in runs of several processes (each would have to agree on hit or miss).
@@ -38,6 +38,7 @@ from editkit.eval.store import (
     read_payload,
     runtime_fields,
     sha,
+    source_digest,
     write_payload,
 )
 
@@ -49,20 +50,21 @@ Measure = Callable[[], tuple[dict, dict[str, torch.Tensor]]]
 
 @cache
 def package_digest() -> str:
-    """sha256 over the path and content of every ``.py`` file of the installed editkit package."""
+    """sha256 over the path and code (``source_digest``) of every ``.py`` file of the installed editkit package."""
     root = Path(__file__).resolve().parents[1]
     files = sorted(root.rglob("*.py"))
-    return sha("\n".join(f"{f.relative_to(root)}\0{sha(f.read_bytes())}" for f in files))[:32]
+    return sha("\n".join(f"{f.relative_to(root)}\0{source_digest(f.read_bytes())}" for f in files))[:32]
 
 
 def code_digest(*objs: Any) -> list[str]:
-    """sha256 of the source file of each object's class or module — what makes a measurement defined outside
-    editkit (a check added with ``register_check``, a suite part added to ``PARTS``) part of the key."""
+    """``source_digest`` of the source file of each object's class or module: what makes a measurement
+    defined outside editkit (a check added with ``register_check``, a suite part added to ``PARTS``) part of
+    the key."""
     out = []
     for obj in objs:
         try:
             path = inspect.getsourcefile(obj if inspect.isclass(obj) or inspect.ismodule(obj) else type(obj))
-            out.append(sha(Path(path).read_bytes())[:16] if path else "unknown")
+            out.append(source_digest(Path(path).read_bytes())[:16] if path else "unknown")
         except (TypeError, OSError):
             out.append("unknown")
     return out

@@ -37,6 +37,7 @@ from editkit.eval.store import (  # noqa: F401 - CACHE_ENV, cache_dir, folder_di
     read_payload,
     runtime_fields,
     sha,
+    source_digest,
     write_payload,
 )
 from editkit.model.demo import demo_model_dir
@@ -50,9 +51,10 @@ SCORER_FILES = ("base_cache.py", "chat.py", "judge.py", "metrics.py")
 
 
 def scorer_digest() -> str:
-    """sha256 of the source of the modules that compute the cached values."""
+    """sha256 of the code (``source_digest``: no comments or docstrings) of the modules that compute the cached
+    values."""
     here = Path(__file__).resolve().parent
-    return sha(b"".join(sha((here / f).read_bytes()).encode() for f in SCORER_FILES))[:16]
+    return sha("".join(source_digest((here / f).read_bytes()) for f in SCORER_FILES))[:16]
 
 
 def judge_folder(spec: str) -> Path | None:
