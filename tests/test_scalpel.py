@@ -342,6 +342,8 @@ def test_step_dropout_masks_follow_the_step_and_micro_batch():
     masks = DropoutMasks("0:test")
     drop = StepDropout(0.5, masks)
     x = torch.ones(4, 64)
+    assert drop(x) is x  # off until the fit hands out its first micro-batch
+    masks.on = True
     with pytest.raises(EditkitError, match=r"^internal: LoRA dropout drew a mask before DropoutMasks.reseed"):
         drop(x)
     masks.reseed(3, 0)
@@ -353,8 +355,42 @@ def test_step_dropout_masks_follow_the_step_and_micro_batch():
     assert torch.equal(drop(x), first) and torch.equal(drop(x), second)
     masks.reseed(3, 1)
     assert not torch.equal(drop(x), first)
-    drop.eval()
-    assert drop(x) is x
+    drop.eval()  # a module mode set by PEFT or the model does not turn it off: the fit does
+    assert not torch.equal(drop(x), x)
+    batch, validate = masks.around(lambda step, micro: (step, micro), lambda step: {"on": masks.on})
+    assert validate(4) == {"on": False} and masks.on  # off while validating, on again after
+    assert batch(5, 1) == (5, 1)
+    handed_out = drop(x)
+    masks.reseed(5, 1)
+    assert torch.equal(drop(x), handed_out)  # the batch function reseeded for its (step, micro-batch)
+
+
+def test_lora_dropout_is_on_in_every_training_step_and_off_in_validation(tmp_path, monkeypatch):
+    """PEFT >= 0.22 sets adapter modules' train/eval mode from their LoRA layer's when the KL-to-base pass enables
+    the adapter again (the base model is in eval mode while it fits): that turned dropout off after the first
+    KL pass. Every step's LoRA layers must drop inputs; validation must not."""
+    dropped: dict = {}
+    now = {}
+    reseed, forward = DropoutMasks.reseed, StepDropout.forward
+
+    def spy_reseed(self, step, micro):
+        now["step"] = step
+        reseed(self, step, micro)
+
+    def spy_forward(self, x):
+        out = forward(self, x)
+        dropped.setdefault(now["step"] if self.masks.on else "validation", []).append(not torch.equal(out, x))
+        return out
+
+    monkeypatch.setattr(DropoutMasks, "reseed", spy_reseed)
+    monkeypatch.setattr(StepDropout, "forward", spy_forward)
+    _final_ops(
+        make_ctx(tmp_path, steps=4, lr=1e-2, batch_size=3, val_fraction=0.25, eval_every=2, dropout=0.5)
+    )
+    training = {k: v for k, v in dropped.items() if k != "validation"}
+    assert sorted(training) == [0, 1, 2, 3]
+    assert len({len(v) for v in training.values()}) == 1 and all(all(v) for v in training.values())
+    assert dropped["validation"] and not any(dropped["validation"])
 
 
 def test_ctrl_c_checkpoints_the_last_step_and_resume_continues(tmp_path):

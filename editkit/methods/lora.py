@@ -153,16 +153,20 @@ def wrap_lora(model, names: list[str], p, seed: int):
 
 
 class DropoutMasks:
-    """The generator every LoRA dropout layer of one fit draws from, reseeded for each micro-batch.
+    """The generator every LoRA dropout layer of one fit draws from, and whether dropout is on.
 
-    ``reseed(step, micro)`` before the micro-batch's forward pass: the masks are then a function of the salt,
-    the step, the micro-batch and the order the layers run in, and of nothing else. Not of torch's global RNG,
-    which anything else in the process may draw from (so a fit checkpointed and resumed, or run after other
-    work, draws exactly the masks of an uninterrupted one), and not of torch's Bernoulli kernel, whose
-    implementation depends on the CPU's vendor (MKL's on Intel)."""
+    ``reseed(step, micro)`` before a micro-batch's forward pass turns it on: the masks are then a function of
+    the salt, the step, the micro-batch and the order the layers run in, and of nothing else. Not of torch's
+    global RNG, which anything else in the process may draw from (so a fit checkpointed and resumed, or run
+    after other work, draws exactly the masks of an uninterrupted one), and not of torch's Bernoulli kernel,
+    whose implementation depends on the CPU's vendor (MKL's on Intel). On/off is this object's, not the
+    modules' train/eval mode: PEFT >= 0.22 sets every adapter module's mode from its LoRA layer's whenever an
+    adapter is enabled again (after ``disable_adapter()``, as the KL-to-base term does), which turned a fit's
+    dropout off after its first KL pass while the base model stayed in eval mode."""
 
     def __init__(self, salt: str):
         self.salt = salt
+        self.on = False
         self._seed: int | None = None
         self._generators: dict[torch.device, torch.Generator] = {}
 
@@ -170,15 +174,7 @@ class DropoutMasks:
         digest = hashlib.sha256(f"{self.salt}:{step}:{micro}".encode()).hexdigest()
         self._seed = int(digest[:16], 16)
         self._generators.clear()
-
-    def around(self, batches):
-        """``batches(step, micro)`` (train_lora's batch function) reseeding before each micro-batch it hands out."""
-
-        def batch(step: int, micro: int):
-            self.reseed(step, micro)
-            return batches(step, micro)
-
-        return batch
+        self.on = True
 
     def generator(self, device: torch.device) -> torch.Generator:
         if self._seed is None:
@@ -187,17 +183,34 @@ class DropoutMasks:
             self._generators[device] = torch.Generator(device=device).manual_seed(self._seed)
         return self._generators[device]
 
+    def around(self, batches, validate):
+        """train_lora's ``batches(step, micro)``, reseeding before each micro-batch it hands out, and its
+        ``validate(step)``, run with dropout off."""
+
+        def batch(step: int, micro: int):
+            self.reseed(step, micro)
+            return batches(step, micro)
+
+        def validate_off(step: int) -> dict:
+            was, self.on = self.on, False
+            try:
+                return validate(step)
+            finally:
+                self.on = was
+
+        return batch, validate_off
+
 
 class StepDropout(torch.nn.Module):
-    """Inverted dropout (as ``torch.nn.Dropout``) with its masks from a ``DropoutMasks``: keep where a
-    uniform draw is >= p, scale the kept inputs by 1/(1-p); the identity in eval mode."""
+    """Inverted dropout (as ``torch.nn.Dropout``) with its masks from a ``DropoutMasks``, while it is on: keep
+    where a uniform draw is >= p, scale the kept inputs by 1/(1-p); the identity while it is off."""
 
     def __init__(self, p: float, masks: DropoutMasks):
         super().__init__()
         self.p, self.masks = float(p), masks
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.training or self.p == 0:
+        if not self.masks.on or self.p == 0:
             return x
         draw = torch.rand(x.shape, generator=self.masks.generator(x.device), device=x.device)
         return x * (draw >= self.p).to(x.dtype) / (1.0 - self.p)
@@ -206,16 +219,16 @@ class StepDropout(torch.nn.Module):
         return f"p={self.p}"
 
 
-def step_dropout(peft_model, names: list[str], p: float, salt: str, batches):
-    """Put a ``StepDropout`` in place of PEFT's ``torch.nn.Dropout`` on each LoRA layer; returns ``batches``
-    (train_lora's batch function) reseeding their ``DropoutMasks`` before each micro-batch (as it is, p = 0)."""
+def step_dropout(peft_model, names: list[str], p: float, salt: str, batches, validate):
+    """Put a ``StepDropout`` in place of PEFT's ``torch.nn.Dropout`` on each LoRA layer; returns train_lora's
+    (``batches``, ``validate``) wrapped by their ``DropoutMasks.around`` (as they are when p is 0)."""
     if not p:
-        return batches
+        return batches, validate
     masks = DropoutMasks(salt)
     for _, layer in lora_layers(peft_model, names):
         if ADAPTER in getattr(layer, "lora_dropout", {}):
             layer.lora_dropout[ADAPTER] = StepDropout(p, masks)
-    return masks.around(batches)
+    return masks.around(batches, validate)
 
 
 def adapter_ops(peft_model, names: list[str]) -> list[LowRank]:

@@ -279,8 +279,6 @@ def _validator(peft_model, tokenizer, names: list[str], val: list[dict], p: Scal
         if not val:
             return {}
         m = pairwise_margins(peft_model, tokenizer, val, batch_size=val_bs, max_length=p.max_length)
-        for _, layer in lora_layers(peft_model, names):  # pairwise_margins toggles modes
-            layer.lora_dropout[ADAPTER].train(p.dropout > 0)
         out = {
             "abs_gap": float(m.abs().mean()),
             "gap": float(m.mean()),
@@ -376,14 +374,16 @@ class ScalpelMethod(Method):
         was_training = model.training
         peft_model, flags = wrap_lora(model, names, p, ctx.seed)
         try:
-            batches = ScalpelBatches(ctx.tokenizer, train, texts, p, ctx.seed)
-            batches = step_dropout(peft_model, names, p.dropout, f"{ctx.seed}:scalpel-dropout", batches)
-            peft_model.eval()  # base dropout off; only LoRA dropout (if any) is active while fitting
-            for _, layer in lora_layers(peft_model, names):
-                layer.lora_dropout[ADAPTER].train(p.dropout > 0)
+            peft_model.eval()  # the base model's dropout off; LoRA dropout (StepDropout) is on while it trains
             loss = ScalpelLoss(peft_model, names, p, _repr_decoder(ctx, p, peft_model, train))
-
-            validate = _validator(peft_model, ctx.tokenizer, names, val, p)
+            batches, validate = step_dropout(
+                peft_model,
+                names,
+                p.dropout,
+                f"{ctx.seed}:scalpel-dropout",
+                ScalpelBatches(ctx.tokenizer, train, texts, p, ctx.seed),
+                _validator(peft_model, ctx.tokenizer, names, val, p),
+            )
 
             cfg = TrainConfig(
                 steps=p.steps,
