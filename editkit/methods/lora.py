@@ -158,8 +158,7 @@ class DropoutMasks:
     ``reseed(step, micro)`` before a micro-batch's forward pass turns it on: the masks are then a function of
     the salt, the step, the micro-batch and the order the layers run in, and of nothing else. Not of torch's
     global RNG, which anything else in the process may draw from (so a fit checkpointed and resumed, or run
-    after other work, draws exactly the masks of an uninterrupted one), and not of torch's Bernoulli kernel,
-    whose implementation depends on the CPU's vendor (MKL's on Intel). On/off is this object's, not the
+    after other work, draws exactly the masks of an uninterrupted one). On/off is this object's, not the
     modules' train/eval mode: PEFT >= 0.22 sets every adapter module's mode from its LoRA layer's whenever an
     adapter is enabled again (after ``disable_adapter()``, as the KL-to-base term does), which turned a fit's
     dropout off after its first KL pass while the base model stayed in eval mode."""
