@@ -389,6 +389,22 @@ def test_per_class_accuracy_shows_a_tilt_and_generations(tmp_path):
     assert "By right answer" in text and "tilts" not in text
 
 
+def test_the_opening_names_each_held_out_capability_the_edit_cost(tmp_path):
+    """A held-out capability that lost more than 3 points is named where the card says what was removed (a
+    refusal edit on qwen-coder-1.5b cost moral judgement 0.97 -> 0.69 and said so only in the table)."""
+    text = write_card(make_run(tmp_path)).read_text()  # capitals 0.8750 -> 0.84375, arithmetic unchanged
+    opening = text[text.index("## What ") : text.index("## Method")]
+    assert (
+        "**What else it cost, held out: capitals 0.8750 → 0.8438 (-3.1 points)**; the other 1 within 3 points of "
+        "the base model." in opening
+    )
+    (tmp_path / "b").mkdir()
+    run = make_run(tmp_path / "b", base=BASE, edited={**EDITED, "heldout/capitals": 0.85})
+    text = write_card(run).read_text()
+    assert "Held-out capabilities: all 2 within 3 points of the base model." in text
+    assert "What else it cost" not in text
+
+
 def test_missing_pieces_render_sentences_not_crashes(tmp_path):
     base = {k: v for k, v in BASE.items() if k != "blimp_accuracy"}
     edited = {k: v for k, v in EDITED.items() if k != "blimp_accuracy"}

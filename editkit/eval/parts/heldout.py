@@ -5,8 +5,11 @@ from __future__ import annotations
 
 from editkit.eval.pairwise import pairwise_accuracy
 from editkit.eval.parts.base import SuitePart
+from editkit.methods.report import finite, num
 
 PREFIX = "heldout/"
+#: a held-out capability that lost more than this (pairwise accuracy) is named in the card's opening section
+COST = 0.03
 
 
 class Heldout(SuitePart):
@@ -33,6 +36,26 @@ class Heldout(SuitePart):
             what = "mean of held-out capabilities: " + ", ".join(names)
             return "editkit-heldout-capabilities", what, "test"
         return None
+
+    def headline(self, base, edited, control, installs):
+        """What the edit cost the other capabilities: each one that lost more than ``COST``, by name."""
+        names = [
+            k for k in sorted(base) if k.startswith(PREFIX) and finite(base[k]) and finite(edited.get(k))
+        ]
+        if not names:
+            return []
+        fell = [k for k in names if edited[k] < base[k] - COST]
+        within = f"within {COST * 100:.0f} points of the base model"
+        if not fell:
+            return [f"Held-out capabilities: all {len(names)} {within}."]
+        lost = ", ".join(
+            f"{k[len(PREFIX) :]} {num(base[k])} → {num(edited[k])} ({(edited[k] - base[k]) * 100:+.1f} points)"
+            for k in fell
+        )
+        rest = len(names) - len(fell)
+        return [
+            f"**What else it cost, held out: {lost}**" + (f"; the other {rest} {within}." if rest else ".")
+        ]
 
     def units(self, data, opts) -> int:
         return sum(2 * len(v) for v in data.heldout.values())
