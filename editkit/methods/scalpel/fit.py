@@ -241,7 +241,6 @@ def _fingerprint(p: ScalpelParams, names: list[str], train: list[dict], seed: in
         },
         sort_keys=True,
     )
-
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -270,7 +269,7 @@ def _repr_decoder(ctx: FitContext, p: ScalpelParams, peft_model, train: list[dic
     return [base.get_submodule(ctx.anatomy.layers[i].prefix) for i in li]
 
 
-def _validator(peft_model, tokenizer, names: list[str], val: list[dict], p: ScalpelParams):
+def _validator(peft_model, tokenizer, val: list[dict], p: ScalpelParams):
     """validate(step) for train_lora: the gap on the validation slice, and whether it says stop."""
 
     val_bs = model_eval_batch_size(peft_model, cpu_default=32)  # 32 on CPU; what fits on an accelerator
@@ -382,7 +381,7 @@ class ScalpelMethod(Method):
                 p.dropout,
                 f"{ctx.seed}:scalpel-dropout",
                 ScalpelBatches(ctx.tokenizer, train, texts, p, ctx.seed),
-                _validator(peft_model, ctx.tokenizer, names, val, p),
+                _validator(peft_model, ctx.tokenizer, val, p),
             )
 
             cfg = TrainConfig(
